@@ -1,0 +1,6 @@
+//! mfadmin: see every user's MFA status and role, and reset MFA for one user or a thousand.
+
+pub mod auth;
+pub mod domain;
+pub mod error;
+pub mod store;

@@ -1,0 +1,17 @@
+//! The schema version of a store, checked at open, and the steps that bring an older store up to date.
+
+use crate::error::{Error, Result};
+
+/// The schema this binary writes. Records carry their own version too (see `sled::Versioned`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Decide what to do with a store found at `found`: nothing, migrate, or refuse.
+pub fn check(found: u32) -> Result<()> {
+    match found {
+        SCHEMA_VERSION => Ok(()),
+        v if v > SCHEMA_VERSION => Err(Error::Corrupt(format!(
+            "this store has schema version {v}, written by a newer mfadmin; this binary understands up to {SCHEMA_VERSION}. Use the newer mfadmin"
+        ))),
+        v => Err(Error::Corrupt(format!("unknown schema version {v}"))),
+    }
+}

@@ -1,0 +1,85 @@
+//! Persistence behind one trait, so the service never sees sled (a server database can come later).
+
+pub mod migrate;
+pub mod sled;
+
+use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::role::Role;
+use crate::domain::user::{Org, User};
+use crate::domain::Timestamp;
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub type TokenHash = [u8; 32];
+
+/// What a bearer token stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionKind {
+    /// A logged-in user.
+    Session,
+    /// A long-lived key for scripts, acting with `role` (never above its creator's) in the creator's org.
+    ApiKey { name: String, role: Role },
+    /// Password accepted; a TOTP or recovery code must follow.
+    MfaChallenge,
+    /// Password accepted; the user must enroll a factor before anything else.
+    EnrollChallenge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub kind: SessionKind,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A user record to write. `expected_version` is the version the change was computed from
+/// (`None` for a new user); the write is refused if the stored record moved on meanwhile.
+#[derive(Debug, Clone)]
+pub struct UserWrite {
+    pub user: User,
+    pub expected_version: Option<u64>,
+}
+
+/// One unit of work: everything in it happens in one transaction, or none of it does.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub users: Vec<UserWrite>,
+    pub orgs: Vec<Org>,
+    pub sessions_put: Vec<(TokenHash, Session)>,
+    pub sessions_delete: Vec<TokenHash>,
+    /// Every session, challenge and API key of these users is deleted.
+    pub revoke_sessions_of: Vec<Uuid>,
+    pub audit: Vec<AuditDraft>,
+    pub meta_put: Vec<(&'static str, Vec<u8>)>,
+}
+
+pub trait Store: Send + Sync {
+    fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>>;
+    fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>>;
+    fn user_id_by_number(&self, number: u64) -> Result<Option<Uuid>>;
+    /// Visit every user until `visit` returns false.
+    fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()>;
+    fn user_count(&self) -> Result<usize>;
+    /// Reserve `count` fresh user numbers; numbers are never handed out twice.
+    fn allocate_numbers(&self, count: u64) -> Result<u64>;
+
+    fn get_org(&self, key: &str) -> Result<Option<Org>>;
+    fn orgs(&self) -> Result<Vec<Org>>;
+
+    fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>>;
+
+    /// Visit audit events in sequence order (or newest first) until `visit` returns false.
+    fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()>;
+    fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>>;
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Apply all the changes in one atomic transaction.
+    fn commit(&self, changes: &[Change]) -> Result<()>;
+    /// Make everything committed so far durable.
+    fn flush(&self) -> Result<()>;
+}
