@@ -1,6 +1,8 @@
 //! mfadmin: see every user's MFA status and role, and reset MFA for one user or a thousand.
 
 pub mod auth;
+pub mod config;
 pub mod domain;
 pub mod error;
+pub mod service;
 pub mod store;

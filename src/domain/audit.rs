@@ -37,6 +37,8 @@ pub struct AuditDraft {
     pub org: Option<String>,
     pub outcome: Outcome,
     pub reason: Option<String>,
+    /// What else a reader needs: why it was denied, how many were imported.
+    pub detail: Option<String>,
     /// `cli`, `tui`, `http` or `http:<vendor>`.
     pub source: String,
 }
@@ -69,6 +71,7 @@ impl AuditEvent {
             d.org.as_deref(),
             Some(d.outcome.as_str()),
             d.reason.as_deref(),
+            d.detail.as_deref(),
             Some(d.source.as_str()),
         ] {
             match field {
@@ -151,6 +154,7 @@ mod tests {
             org: Some("acme".into()),
             outcome: Outcome::Success,
             reason: Some("lost phone".into()),
+            detail: None,
             source: "cli".into(),
         }
     }

@@ -49,11 +49,12 @@ pub struct User {
 }
 
 impl User {
-    /// The state people see: locked wins over enrolled while a lockout runs.
-    pub fn mfa_status(&self, now: Timestamp) -> MfaStatus {
+    /// The state people see. Without a factor, the org's current enforcement decides between
+    /// "not enrolled" and "must enroll"; locked wins over enrolled while a lockout runs.
+    pub fn mfa_status(&self, org_enforces_mfa: bool, now: Timestamp) -> MfaStatus {
         match &self.mfa {
-            MfaState::NotEnrolled => MfaStatus::NotEnrolled,
-            MfaState::MustEnroll => MfaStatus::MustEnroll,
+            MfaState::NotEnrolled | MfaState::MustEnroll if org_enforces_mfa => MfaStatus::MustEnroll,
+            MfaState::NotEnrolled | MfaState::MustEnroll => MfaStatus::NotEnrolled,
             MfaState::Pending { .. } => MfaStatus::Pending,
             MfaState::Enrolled { .. } if self.lockout.is_locked(now) => MfaStatus::Locked,
             MfaState::Enrolled { .. } => MfaStatus::Enrolled,
@@ -105,7 +106,7 @@ pub struct UserView {
 }
 
 impl UserView {
-    pub fn new(user: &User, now: Timestamp) -> UserView {
+    pub fn new(user: &User, org_enforces_mfa: bool, now: Timestamp) -> UserView {
         UserView {
             id: user.id,
             number: user.number,
@@ -115,7 +116,7 @@ impl UserView {
             org: user.org.clone(),
             role: user.role,
             status: user.status,
-            mfa: user.mfa_status(now),
+            mfa: user.mfa_status(org_enforces_mfa, now),
             recovery_codes_left: user.recovery_codes.len(),
             created_at: rfc3339(user.created_at),
             last_login_at: user.last_login_at.map(rfc3339),

@@ -1,0 +1,265 @@
+//! Settings: defaults, overridden by the config file, then `MFADMIN_*` variables, then flags.
+
+use crate::domain::mfa::LockoutPolicy;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store lives. Default: the platform data directory (e.g. ~/.local/share/mfadmin).
+    pub data_dir: Option<PathBuf>,
+    /// The key that seals TOTP secrets. Default: `mfadmin.key` inside the data directory.
+    pub key_file: Option<PathBuf>,
+    pub reset: ResetConfig,
+    pub totp: TotpConfig,
+    pub lockout: LockoutConfig,
+    pub session: SessionConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResetConfig {
+    pub reason_required: bool,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TotpConfig {
+    pub skew: u16,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockoutConfig {
+    pub threshold: u32,
+    pub base_seconds: u64,
+    pub max_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    pub lifetime_minutes: u64,
+    pub challenge_seconds: u64,
+    pub api_key_days: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub allow_non_loopback: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            key_file: None,
+            reset: ResetConfig::default(),
+            totp: TotpConfig::default(),
+            lockout: LockoutConfig::default(),
+            session: SessionConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+impl Default for ResetConfig {
+    fn default() -> Self {
+        ResetConfig { reason_required: true, batch_size: 500 }
+    }
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        TotpConfig { skew: 1, issuer: "mfadmin".into() }
+    }
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        let p = LockoutPolicy::default();
+        LockoutConfig { threshold: p.threshold, base_seconds: p.base_secs, max_seconds: p.max_secs }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { lifetime_minutes: 480, challenge_seconds: 300, api_key_days: 365 }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: "127.0.0.1:7070".into(), allow_non_loopback: false }
+    }
+}
+
+/// The settings the service needs, in its own units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub reason_required: bool,
+    pub batch_size: usize,
+    pub totp_skew: u16,
+    pub lockout: LockoutPolicy,
+    pub session_secs: i64,
+    pub challenge_secs: i64,
+    pub api_key_secs: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Config::default().policy()
+    }
+}
+
+impl Config {
+    /// Read a config file; a missing file at the default location is the same as an empty one.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => match default_config_path() {
+                Some(p) => (p, false),
+                None => return Ok(Config::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) => return Err(format!("cannot read the config file {}: {e}", path.display())),
+        };
+        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Apply `MFADMIN_*` variables from `vars` (normally the process environment).
+    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+            v.trim().parse().map_err(|_| format!("{name}={v:?} is not a valid number"))
+        }
+        fn flag(name: &str, v: &str) -> Result<bool, String> {
+            match v.trim().to_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(format!("{name}={v:?}: expected true or false")),
+            }
+        }
+        for (name, v) in vars {
+            match name.as_str() {
+                "MFADMIN_DATA_DIR" => self.data_dir = Some(v.into()),
+                "MFADMIN_KEY_FILE" => self.key_file = Some(v.into()),
+                "MFADMIN_REASON_REQUIRED" => self.reset.reason_required = flag(&name, &v)?,
+                "MFADMIN_BATCH_SIZE" => self.reset.batch_size = num(&name, &v)?,
+                "MFADMIN_TOTP_SKEW" => self.totp.skew = num(&name, &v)?,
+                "MFADMIN_TOTP_ISSUER" => self.totp.issuer = v,
+                "MFADMIN_LOCKOUT_THRESHOLD" => self.lockout.threshold = num(&name, &v)?,
+                "MFADMIN_LOCKOUT_BASE_SECONDS" => self.lockout.base_seconds = num(&name, &v)?,
+                "MFADMIN_LOCKOUT_MAX_SECONDS" => self.lockout.max_seconds = num(&name, &v)?,
+                "MFADMIN_SESSION_LIFETIME_MINUTES" => self.session.lifetime_minutes = num(&name, &v)?,
+                "MFADMIN_LISTEN" => self.server.listen = v,
+                "MFADMIN_ALLOW_NON_LOOPBACK" => self.server.allow_non_loopback = flag(&name, &v)?,
+                _ => {}
+            }
+        }
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.totp.skew > 2 {
+            return Err(format!("totp.skew = {} is too lenient: use 0, 1 or 2 steps", self.totp.skew));
+        }
+        if self.totp.issuer.is_empty() || self.totp.issuer.contains(':') {
+            return Err("totp.issuer must be non-empty and contain no ':'".into());
+        }
+        if self.reset.batch_size == 0 || self.reset.batch_size > 10_000 {
+            return Err(format!("reset.batch_size = {} must be between 1 and 10000", self.reset.batch_size));
+        }
+        if self.lockout.threshold == 0 {
+            return Err("lockout.threshold must be at least 1".into());
+        }
+        if self.session.lifetime_minutes == 0 || self.session.challenge_seconds == 0 || self.session.api_key_days == 0 {
+            return Err("session lifetimes must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir().join("mfadmin.key"))
+    }
+
+    /// The directory that holds the sled database, inside the data directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir().join("store")
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            reason_required: self.reset.reason_required,
+            batch_size: self.reset.batch_size,
+            totp_skew: self.totp.skew,
+            lockout: LockoutPolicy {
+                threshold: self.lockout.threshold,
+                base_secs: self.lockout.base_seconds,
+                max_secs: self.lockout.max_seconds,
+            },
+            session_secs: (self.session.lifetime_minutes * 60) as i64,
+            challenge_secs: self.session.challenge_seconds as i64,
+            api_key_secs: (self.session.api_key_days * 86_400) as i64,
+        }
+    }
+}
+
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "mfadmin")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".mfadmin"))
+}
+
+pub fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "mfadmin").map(|d| d.config_dir().join("config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_documents_every_default() {
+        let text = include_str!("../config.example.toml");
+        let parsed = Config::parse(text).expect("config.example.toml parses");
+        let mut expected = Config::default();
+        expected.data_dir = parsed.data_dir.clone();
+        assert_eq!(parsed, expected, "config.example.toml must show the defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::parse("[reset]\nreason_requird = false\n").unwrap_err();
+        assert!(err.contains("reason_requird"), "{err}");
+        let err = Config::parse("[totp]\nskew = 9\n").unwrap_err();
+        assert!(err.contains("skew"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c = Config::parse("[reset]\nreason_required = true\n").unwrap();
+        c.apply_env([("MFADMIN_REASON_REQUIRED".to_string(), "false".to_string())].into_iter()).unwrap();
+        assert!(!c.reset.reason_required);
+        let err = c.apply_env([("MFADMIN_TOTP_SKEW".to_string(), "x".to_string())].into_iter()).unwrap_err();
+        assert!(err.contains("MFADMIN_TOTP_SKEW"));
+    }
+}

@@ -1,0 +1,1341 @@
+//! The one admin service every front end calls: authorization, audit and every operation, once.
+//! Reset is implemented here, in [`Service::reset_mfa`].
+
+use crate::auth::{password, seal::Sealer, token, totp};
+use crate::config::Policy;
+use crate::domain::audit::{AuditDraft, AuditEvent, BrokenLink, ChainCheck, Outcome};
+use crate::domain::mfa::{MfaState, MfaStatus, SealedSecret};
+use crate::domain::policy;
+use crate::domain::role::Role;
+use crate::domain::user::{self, Org, Status, User, UserView};
+use crate::domain::Timestamp;
+use crate::error::{Error, Result};
+use crate::store::{Change, Session, SessionKind, Store, TokenHash, UserWrite};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use uuid::Uuid;
+
+const META_KEY_CHECK: &str = "key_check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"mfadmin key check";
+const MAX_REASON_LEN: usize = 500;
+
+/// Who is acting, and through which door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: Principal,
+    /// `cli`, `tui`, `http` or `http:<vendor>`, recorded in every audit event.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator at the machine that holds the store and its key file: acts as Owner in every org.
+    Console { os_user: String },
+    User { id: Uuid, username: String, org: String, role: Role },
+    ApiKey { user_id: Uuid, name: String, org: String, role: Role },
+}
+
+impl Actor {
+    pub fn console(source: &str) -> Actor {
+        let os_user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .or_else(|_| std::env::var("USERNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Actor { principal: Principal::Console { os_user }, source: source.into() }
+    }
+
+    pub fn role(&self) -> Role {
+        match &self.principal {
+            Principal::Console { .. } => Role::Owner,
+            Principal::User { role, .. } | Principal::ApiKey { role, .. } => *role,
+        }
+    }
+
+    /// The org the actor acts in; `None` for the console, which sees every org.
+    pub fn org(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::Console { .. } => None,
+            Principal::User { org, .. } | Principal::ApiKey { org, .. } => Some(org),
+        }
+    }
+
+    /// The user the actor is, if any (an API key is not its creator).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match &self.principal {
+            Principal::User { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The name written into audit events.
+    pub fn audit_name(&self) -> String {
+        match &self.principal {
+            Principal::Console { os_user } => format!("console:{os_user}"),
+            Principal::User { username, .. } => username.clone(),
+            Principal::ApiKey { name, .. } => format!("apikey:{name}"),
+        }
+    }
+
+    fn sees(&self, user: &User) -> bool {
+        self.org().is_none_or(|org| org == user.org)
+    }
+}
+
+/// One target of a reset and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResetResult {
+    /// The target as it was given.
+    pub target: String,
+    pub user_id: Option<Uuid>,
+    pub username: Option<String>,
+    pub outcome: ResetOutcome,
+    /// Why it was skipped, denied or failed.
+    pub detail: Option<String>,
+    /// The MFA state after the reset (or after it would have happened, in a dry run).
+    pub mfa_after: Option<MfaStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetOutcome {
+    Reset,
+    Skipped,
+    Denied,
+    NotFound,
+    Failed,
+}
+
+impl ResetOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetOutcome::Reset => "reset",
+            ResetOutcome::Skipped => "skipped",
+            ResetOutcome::Denied => "denied",
+            ResetOutcome::NotFound => "not_found",
+            ResetOutcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResetReport {
+    pub dry_run: bool,
+    pub results: Vec<ResetResult>,
+}
+
+impl ResetReport {
+    pub fn count(&self, outcome: ResetOutcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub org: String,
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    #[default]
+    Username,
+    DisplayName,
+    Email,
+    Org,
+    Role,
+    Mfa,
+    LastLogin,
+    Created,
+    Number,
+}
+
+impl std::str::FromStr for SortField {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let s = s.trim().to_lowercase().replace('-', "_");
+        Ok(match s.as_str() {
+            "username" | "name" => SortField::Username,
+            "display_name" => SortField::DisplayName,
+            "email" => SortField::Email,
+            "org" => SortField::Org,
+            "role" => SortField::Role,
+            "mfa" => SortField::Mfa,
+            "last_login" => SortField::LastLogin,
+            "created" => SortField::Created,
+            "number" => SortField::Number,
+            _ => {
+                return Err(format!(
+                    "cannot sort by {s:?}: use username, display_name, email, org, role, mfa, last_login, created or number"
+                ));
+            }
+        })
+    }
+}
+
+/// Which users to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Case-insensitive substring of user name, display name or email.
+    pub text: Option<String>,
+    pub role: Option<Role>,
+    pub org: Option<String>,
+    pub mfa: Option<MfaStatus>,
+    pub status: Option<Status>,
+    pub sort: SortField,
+    pub descending: bool,
+    /// Continue after this cursor (from a previous page).
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserPage {
+    pub users: Vec<UserView>,
+    pub next_cursor: Option<String>,
+    /// How many users match the query in all.
+    pub total: usize,
+}
+
+/// A user with what the detail views show beside the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserDetail {
+    pub user: UserView,
+    pub recent_audit: Vec<AuditView>,
+}
+
+/// An audit event as shown and exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub target_id: Option<Uuid>,
+    pub org: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub source: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditView {
+    pub fn new(e: &AuditEvent) -> AuditView {
+        let d = &e.draft;
+        AuditView {
+            seq: e.seq,
+            at: user::rfc3339(d.at),
+            actor: d.actor.clone(),
+            action: d.action.clone(),
+            target: d.target.clone(),
+            target_id: d.target_id,
+            org: d.org.clone(),
+            outcome: d.outcome,
+            reason: d.reason.clone(),
+            detail: d.detail.clone(),
+            source: d.source.clone(),
+            prev_hash: hex::encode(e.prev_hash),
+            hash: hex::encode(e.hash()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Case-insensitive substring of actor, action, target or reason.
+    pub text: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub ok: bool,
+    /// The first broken link, when there is one.
+    pub broken_at: Option<u64>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrgView {
+    pub name: String,
+    pub mfa_enforced: bool,
+    pub users: usize,
+    pub enrolled: usize,
+}
+
+/// What a person needs to add the factor to an authenticator app.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Enrollment {
+    pub username: String,
+    pub otpauth_uri: String,
+    pub secret_base32: String,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Enrollment({}, <secret>)", self.username)
+    }
+}
+
+/// A fresh bearer token. The token itself exists only here; the store keeps its hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewSession {
+    pub token: String,
+    pub expires_at: String,
+    pub user: UserView,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewSession({}, <token>)", self.user.username)
+    }
+}
+
+/// What comes after a correct password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginStep {
+    Done(NewSession),
+    /// A TOTP or recovery code must follow, with this challenge token.
+    MfaRequired { challenge: String, expires_at: Timestamp },
+    /// The org enforces MFA and the user has none: enroll with this challenge token first.
+    EnrollmentRequired { challenge: String, expires_at: Timestamp },
+}
+
+/// What a confirmed enrollment hands out, once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Confirmed {
+    pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for Confirmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Confirmed(<{} recovery codes>)", self.recovery_codes.len())
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+fn draft(actor: &Actor, action: &str, now: Timestamp) -> AuditDraft {
+    AuditDraft {
+        at: now,
+        actor: actor.audit_name(),
+        action: action.into(),
+        target_id: None,
+        target: None,
+        org: actor.org().map(str::to_string),
+        outcome: Outcome::Success,
+        reason: None,
+        detail: None,
+        source: actor.source.clone(),
+    }
+}
+
+fn about(mut d: AuditDraft, user: &User) -> AuditDraft {
+    d.target_id = Some(user.id);
+    d.target = Some(user.username.clone());
+    d.org = Some(user.org.clone());
+    d
+}
+
+impl Service {
+    /// A service over `store`, checking that `sealer` holds the key this store was created with.
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, policy: Policy) -> Result<Service> {
+        match store.get_meta(META_KEY_CHECK)? {
+            Some(sealed) => {
+                sealer.open(&sealed, META_KEY_CHECK.as_bytes()).map_err(|_| {
+                    Error::KeyFile(
+                        "the key file does not belong to this store (its secrets would not open). \
+                         Point --key-file (MFADMIN_KEY_FILE) at the key created with this store"
+                            .into(),
+                    )
+                })?;
+            }
+            None => {
+                let check = sealer.seal(KEY_CHECK_PLAINTEXT, META_KEY_CHECK.as_bytes());
+                store.commit(&[Change { meta_put: vec![(META_KEY_CHECK, check)], ..Change::default() }])?;
+                store.flush()?;
+            }
+        }
+        Ok(Service { store, sealer, policy })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn commit(&self, change: Change) -> Result<()> {
+        self.store.commit(std::slice::from_ref(&change))?;
+        self.store.flush()
+    }
+
+    fn org_enforces(&self, org: &str) -> Result<bool> {
+        Ok(self.store.get_org(org)?.is_some_and(|o| o.mfa_enforced))
+    }
+
+    fn enforcement_map(&self) -> Result<HashMap<String, bool>> {
+        Ok(self.store.orgs()?.into_iter().map(|o| (o.key, o.mfa_enforced)).collect())
+    }
+
+    pub fn view(&self, user: &User, now: Timestamp) -> Result<UserView> {
+        Ok(UserView::new(user, self.org_enforces(&user.org)?, now))
+    }
+
+    /// Find a user by id, user name, email or number, as a person would type it.
+    pub fn resolve(&self, reference: &str) -> Result<Option<User>> {
+        let r = reference.trim();
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let id = if let Ok(uuid) = Uuid::parse_str(r) {
+            Some(uuid)
+        } else if let Some(id) = self.store.user_id_by_name(r)? {
+            Some(id)
+        } else if r.contains('@') {
+            self.store.user_id_by_email(r)?
+        } else if let Some(n) = r.strip_prefix('#').unwrap_or(r).parse::<u64>().ok() {
+            self.store.user_id_by_number(n)?
+        } else {
+            None
+        };
+        match id {
+            Some(id) => self.store.get_user(id),
+            None => Ok(None),
+        }
+    }
+
+    /// A user the actor can see, or "not found" (also for users in other orgs).
+    fn visible_user(&self, actor: &Actor, reference: &str) -> Result<User> {
+        match self.resolve(reference)? {
+            Some(u) if actor.sees(&u) => Ok(u),
+            _ => Err(Error::not_found(format!("user {reference:?}"))),
+        }
+    }
+
+    fn check_reason(&self, reason: Option<&str>) -> Result<Option<String>> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        match reason {
+            None if self.policy.reason_required => Err(Error::invalid(
+                "a reason is required for an MFA reset (for example --reason \"lost phone, ticket 4711\")",
+            )),
+            Some(r) if r.chars().count() > MAX_REASON_LEN => {
+                Err(Error::invalid(format!("the reason is longer than {MAX_REASON_LEN} characters")))
+            }
+            Some(r) if r.chars().any(char::is_control) => Err(Error::invalid("the reason may not contain control characters")),
+            r => Ok(r.map(str::to_string)),
+        }
+    }
+
+    // ---------------------------------------------------------------- reset
+
+    /// Reset the MFA of every target: one result per target. Each user's reset is one atomic unit
+    /// (record, recovery codes, sessions, audit event); units are committed in batches and made
+    /// durable before this returns. A dry run decides exactly the same way and changes nothing.
+    pub fn reset_mfa(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> Result<ResetReport> {
+        self.reset_mfa_with_progress(actor, targets, reason, dry_run, now, &mut |_, _| {})
+    }
+
+    /// [`Service::reset_mfa`], calling `progress(done, total)` after each batch.
+    pub fn reset_mfa_with_progress(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        now: Timestamp,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        let reason = self.check_reason(reason)?;
+        if targets.is_empty() {
+            return Err(Error::invalid("no users given to reset"));
+        }
+        let enforcement = self.enforcement_map()?;
+        let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
+        // Index into `results` of each unit waiting to be committed.
+        let mut pending: Vec<(usize, Change)> = Vec::new();
+        let mut seen = HashSet::new();
+        for target in targets {
+            let decided = self.decide_reset(actor, target, reason.as_deref(), &enforcement, &mut seen, now)?;
+            let (result, change) = decided;
+            if let Some(change) = change {
+                pending.push((results.len(), change));
+            }
+            results.push(result);
+        }
+        let total = pending.len();
+        if dry_run {
+            // Denials are decided but, like everything in a dry run, not recorded.
+            progress(total, total);
+            return Ok(ResetReport { dry_run, results });
+        }
+        let mut done = 0;
+        for batch in pending.chunks(self.policy.batch_size.max(1)) {
+            let changes: Vec<Change> = batch.iter().map(|(_, c)| c.clone()).collect();
+            match self.store.commit(&changes) {
+                Ok(()) => {}
+                Err(_) => {
+                    // Someone changed one of these users meanwhile: decide each one again, alone.
+                    for (i, _) in batch {
+                        let target = results[*i].target.clone();
+                        results[*i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
+                    }
+                }
+            }
+            done += batch.len();
+            self.store.flush()?;
+            progress(done, total);
+        }
+        Ok(ResetReport { dry_run, results })
+    }
+
+    fn reset_one_again(&self, actor: &Actor, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let attempt = self.enforcement_map().and_then(|enf| {
+                let (result, change) = self.decide_reset(actor, target, reason, &enf, &mut HashSet::new(), now)?;
+                if let Some(change) = change {
+                    self.store.commit(&[change])?;
+                }
+                Ok(result)
+            });
+            match attempt {
+                Ok(result) => return result,
+                Err(Error::WriteConflict) => continue,
+                Err(e) => {
+                    last_error = e.to_string();
+                    break;
+                }
+            }
+        }
+        ResetResult {
+            target: target.into(),
+            user_id: None,
+            username: None,
+            outcome: ResetOutcome::Failed,
+            detail: Some(if last_error.is_empty() { "the user kept changing; try again".into() } else { last_error }),
+            mfa_after: None,
+        }
+    }
+
+    /// Decide what a reset does to one target, and the unit of work that does it.
+    fn decide_reset(
+        &self,
+        actor: &Actor,
+        target: &str,
+        reason: Option<&str>,
+        enforcement: &HashMap<String, bool>,
+        seen: &mut HashSet<Uuid>,
+        now: Timestamp,
+    ) -> Result<(ResetResult, Option<Change>)> {
+        let mut result = ResetResult {
+            target: target.to_string(),
+            user_id: None,
+            username: None,
+            outcome: ResetOutcome::NotFound,
+            detail: None,
+            mfa_after: None,
+        };
+        let user = match self.resolve(target)? {
+            Some(u) if actor.sees(&u) => u,
+            _ => return Ok((result, None)),
+        };
+        result.user_id = Some(user.id);
+        result.username = Some(user.username.clone());
+        if !seen.insert(user.id) {
+            result.outcome = ResetOutcome::Skipped;
+            result.detail = Some("listed more than once".into());
+            return Ok((result, None));
+        }
+        let enforced = enforcement.get(&user.org).copied().unwrap_or(false);
+        let mut event = about(draft(actor, "mfa.reset", now), &user);
+        event.reason = reason.map(str::to_string);
+        if let Err(policy::Denied(why)) = policy::may_reset(actor.role(), user.role, actor.user_id() == Some(user.id)) {
+            result.outcome = ResetOutcome::Denied;
+            result.detail = Some(why.clone());
+            event.outcome = Outcome::Denied;
+            event.detail = Some(why);
+            return Ok((result, Some(Change { audit: vec![event], ..Change::default() })));
+        }
+        let Some(after) = user.reset_mfa(enforced, now) else {
+            result.outcome = ResetOutcome::Skipped;
+            result.detail = Some("MFA was not set up".into());
+            result.mfa_after = Some(user.mfa_status(enforced, now));
+            return Ok((result, None));
+        };
+        result.outcome = ResetOutcome::Reset;
+        result.mfa_after = Some(after.mfa_status(enforced, now));
+        event.detail = Some(format!("mfa now {}", after.mfa_status(enforced, now)));
+        let change = Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: after }],
+            revoke_sessions_of: vec![user.id],
+            audit: vec![event],
+            ..Change::default()
+        };
+        Ok((result, Some(change)))
+    }
+
+    // ---------------------------------------------------------------- enrollment
+
+    fn may_enroll(&self, actor: &Actor, user: &User) -> Result<()> {
+        let is_self = actor.user_id() == Some(user.id);
+        if is_self {
+            return Ok(());
+        }
+        policy::may_reset(actor.role(), user.role, false)
+            .map_err(|policy::Denied(why)| Error::Forbidden(why.replace("reset the MFA of", "enroll MFA for")))
+    }
+
+    /// Begin enrollment: issue a new secret (state "pending") and return what the authenticator
+    /// app needs. Replaces an unconfirmed secret; refuses while a confirmed factor exists.
+    pub fn begin_enrollment(&self, actor: &Actor, reference: &str, issuer: &str, now: Timestamp) -> Result<Enrollment> {
+        let user = self.visible_user(actor, reference)?;
+        self.may_enroll(actor, &user)?;
+        self.begin_enrollment_for(actor, user, issuer, now)
+    }
+
+    fn begin_enrollment_for(&self, actor: &Actor, user: User, issuer: &str, now: Timestamp) -> Result<Enrollment> {
+        if matches!(user.mfa, MfaState::Enrolled { .. }) {
+            return Err(Error::Conflict(format!(
+                "{} already has MFA enrolled; reset it first to enroll a new device",
+                user.username
+            )));
+        }
+        let secret = totp::new_secret();
+        let sealed = self.sealer.seal(&secret, user.id.as_bytes());
+        let mut next = user.clone();
+        next.mfa = MfaState::Pending { secret: SealedSecret(sealed), started_at: now };
+        let event = about(draft(actor, "mfa.enroll.begin", now), &user);
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })?;
+        Ok(Enrollment {
+            username: user.username.clone(),
+            otpauth_uri: totp::otpauth_uri(&secret, issuer, &user.username),
+            secret_base32: totp::base32(&secret),
+        })
+    }
+
+    /// Confirm a pending enrollment with the first code from the app. Returns the recovery codes,
+    /// which are shown this once and stored only as hashes.
+    pub fn confirm_enrollment(&self, actor: &Actor, reference: &str, code: &str, now: Timestamp) -> Result<Confirmed> {
+        let user = self.visible_user(actor, reference)?;
+        self.may_enroll(actor, &user)?;
+        self.confirm_enrollment_for(actor, user, code, now)
+    }
+
+    fn confirm_enrollment_for(&self, actor: &Actor, user: User, code: &str, now: Timestamp) -> Result<Confirmed> {
+        let MfaState::Pending { secret, .. } = &user.mfa else {
+            return Err(Error::Conflict(match user.mfa {
+                MfaState::Enrolled { .. } => format!("{} has already confirmed MFA", user.username),
+                _ => format!("{} has no enrollment to confirm: begin one first (mfa enroll)", user.username),
+            }));
+        };
+        if user.lockout.is_locked(now) {
+            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+        }
+        let plain = self.sealer.open(&secret.0, user.id.as_bytes())?;
+        let Some(step) = totp::check(&plain, code, now.max(0) as u64, self.policy.totp_skew) else {
+            self.record_wrong_code(actor, &user, "mfa.enroll.confirm", now)?;
+            return Err(Error::Unauthenticated("that code does not match; check the device's clock and try the next code".into()));
+        };
+        let codes = token::new_recovery_codes();
+        let mut next = user.clone();
+        next.mfa = MfaState::Enrolled { secret: secret.clone(), enrolled_at: now, last_step: step };
+        next.recovery_codes = codes.iter().map(|c| token::hash(c)).collect();
+        next.lockout = Default::default();
+        next.mfa_enrolled_at = Some(now);
+        let event = about(draft(actor, "mfa.enroll.confirm", now), &user);
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })?;
+        Ok(Confirmed { recovery_codes: codes })
+    }
+
+    fn record_wrong_code(&self, actor: &Actor, user: &User, action: &str, now: Timestamp) -> Result<()> {
+        let mut next = user.clone();
+        next.lockout = self.policy.lockout.after_failure(&user.lockout, now);
+        let mut event = about(draft(actor, action, now), user);
+        event.outcome = Outcome::Failure;
+        event.detail = Some(match next.lockout.locked_until {
+            Some(t) if t > now => format!("wrong code ({} in a row); locked for {} s", next.lockout.failures, t - now),
+            _ => format!("wrong code ({} in a row)", next.lockout.failures),
+        });
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })
+    }
+
+    /// Check a TOTP code or a recovery code as the second factor of `user`, consuming it: a code's
+    /// time step, or a recovery code, is accepted once. Wrong codes count towards the lockout.
+    fn verify_second_factor(&self, actor: &Actor, user: &User, code: &str, now: Timestamp) -> Result<()> {
+        let MfaState::Enrolled { secret, enrolled_at, last_step } = &user.mfa else {
+            return Err(Error::Conflict(format!("{} has no MFA enrolled", user.username)));
+        };
+        if user.lockout.is_locked(now) {
+            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+        }
+        let mut next = user.clone();
+        let accepted = if totp::looks_like_code(code) {
+            let plain = self.sealer.open(&secret.0, user.id.as_bytes())?;
+            match totp::check(&plain, code, now.max(0) as u64, self.policy.totp_skew) {
+                Some(step) if step > *last_step => {
+                    next.mfa = MfaState::Enrolled { secret: secret.clone(), enrolled_at: *enrolled_at, last_step: step };
+                    Some("totp")
+                }
+                Some(_) => {
+                    self.record_wrong_code(actor, user, "auth.mfa", now)?;
+                    return Err(Error::Unauthenticated(
+                        "that code was already used; wait for the next code from the app".into(),
+                    ));
+                }
+                None => None,
+            }
+        } else {
+            token::normalize_recovery_code(code).and_then(|c| {
+                let h = token::hash(&c);
+                let pos = user.recovery_codes.iter().position(|stored| stored == &h)?;
+                next.recovery_codes.remove(pos);
+                Some("recovery code")
+            })
+        };
+        let Some(kind) = accepted else {
+            self.record_wrong_code(actor, user, "auth.mfa", now)?;
+            return Err(Error::Unauthenticated("wrong code".into()));
+        };
+        next.lockout = Default::default();
+        next.last_login_at = Some(now);
+        let mut event = about(draft(actor, "auth.mfa", now), user);
+        event.detail = Some(format!("accepted a {kind}"));
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })
+    }
+
+    // ---------------------------------------------------------------- login and tokens
+
+    fn put_token(&self, user: &User, kind: SessionKind, lifetime: i64, now: Timestamp, extra: Change) -> Result<(String, Timestamp)> {
+        let secret = token::new_token();
+        let expires_at = now + lifetime;
+        let mut change = extra;
+        change
+            .sessions_put
+            .push((token::hash(&secret), Session { user_id: user.id, kind, created_at: now, expires_at }));
+        self.commit(change)?;
+        Ok((secret, expires_at))
+    }
+
+    fn new_session(&self, user: &User, source: &str, now: Timestamp) -> Result<NewSession> {
+        let mut logged_in = user.clone();
+        logged_in.last_login_at = Some(now);
+        let actor = Actor { principal: principal_of(user), source: source.into() };
+        let extra = Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: logged_in.clone() }],
+            audit: vec![about(draft(&actor, "auth.login", now), user)],
+            ..Change::default()
+        };
+        let (token, expires_at) = self.put_token(user, SessionKind::Session, self.policy.session_secs, now, extra)?;
+        Ok(NewSession { token, expires_at: user::rfc3339(expires_at), user: self.view(&logged_in, now)? })
+    }
+
+    /// First step of a login: the password. Unknown users, wrong passwords and disabled accounts
+    /// all get the same answer, after the same time.
+    pub fn login_password(&self, username: &str, password_given: &str, source: &str, now: Timestamp) -> Result<LoginStep> {
+        let denied = || Error::Unauthenticated("wrong user name or password".into());
+        let user = match self.store.user_id_by_name(username.trim())? {
+            Some(id) => self.store.get_user(id)?,
+            None => None,
+        };
+        let Some(user) = user else {
+            password::verify_dummy(password_given);
+            return Err(denied());
+        };
+        let ok = match &user.password_hash {
+            Some(phc) => password::verify(password_given, phc),
+            None => {
+                password::verify_dummy(password_given);
+                false
+            }
+        };
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        if !ok || user.status != Status::Active {
+            let mut event = about(draft(&actor, "auth.login", now), &user);
+            event.outcome = Outcome::Failure;
+            event.detail = Some(if ok { "account disabled".into() } else { "wrong password".into() });
+            self.commit(Change { audit: vec![event], ..Change::default() })?;
+            return Err(denied());
+        }
+        if user.lockout.is_locked(now) {
+            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+        }
+        let enforced = self.org_enforces(&user.org)?;
+        let challenge = |kind: SessionKind| -> Result<LoginStep> {
+            let enroll = kind == SessionKind::EnrollChallenge;
+            let (challenge, expires_at) = self.put_token(&user, kind, self.policy.challenge_secs, now, Change::default())?;
+            Ok(if enroll {
+                LoginStep::EnrollmentRequired { challenge, expires_at }
+            } else {
+                LoginStep::MfaRequired { challenge, expires_at }
+            })
+        };
+        match user.mfa_status(enforced, now) {
+            MfaStatus::Enrolled | MfaStatus::Locked => challenge(SessionKind::MfaChallenge),
+            MfaStatus::MustEnroll => challenge(SessionKind::EnrollChallenge),
+            MfaStatus::Pending if enforced => challenge(SessionKind::EnrollChallenge),
+            MfaStatus::NotEnrolled | MfaStatus::Pending => Ok(LoginStep::Done(self.new_session(&user, source, now)?)),
+        }
+    }
+
+    fn challenge_user(&self, challenge: &str, expected: &SessionKind, now: Timestamp) -> Result<(TokenHash, User)> {
+        let hash = token::hash(challenge.trim());
+        let session = self.store.get_session(&hash)?.filter(|s| &s.kind == expected && s.expires_at > now);
+        let Some(session) = session else {
+            return Err(Error::Unauthenticated("the login challenge is unknown or expired; log in again".into()));
+        };
+        let user = self
+            .store
+            .get_user(session.user_id)?
+            .filter(|u| u.status == Status::Active)
+            .ok_or_else(|| Error::Unauthenticated("the account is no longer active".into()))?;
+        Ok((hash, user))
+    }
+
+    /// Second step of a login: a TOTP or recovery code for the challenge from the first step.
+    pub fn login_code(&self, challenge: &str, code: &str, source: &str, now: Timestamp) -> Result<NewSession> {
+        let (hash, user) = self.challenge_user(challenge, &SessionKind::MfaChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        self.verify_second_factor(&actor, &user, code, now)?;
+        let user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.commit(Change { sessions_delete: vec![hash], ..Change::default() })?;
+        self.new_session(&user, source, now)
+    }
+
+    /// Enrollment required at login: issue the secret for the challenge's user.
+    pub fn login_enroll_begin(&self, challenge: &str, issuer: &str, source: &str, now: Timestamp) -> Result<Enrollment> {
+        let (_, user) = self.challenge_user(challenge, &SessionKind::EnrollChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        self.begin_enrollment_for(&actor, user, issuer, now)
+    }
+
+    /// Enrollment required at login: confirm with the first code; the login completes.
+    pub fn login_enroll_confirm(
+        &self,
+        challenge: &str,
+        code: &str,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<(NewSession, Confirmed)> {
+        let (hash, user) = self.challenge_user(challenge, &SessionKind::EnrollChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        let confirmed = self.confirm_enrollment_for(&actor, user.clone(), code, now)?;
+        let user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.commit(Change { sessions_delete: vec![hash], ..Change::default() })?;
+        Ok((self.new_session(&user, source, now)?, confirmed))
+    }
+
+    /// The actor a bearer token (session or API key) stands for.
+    pub fn authenticate(&self, bearer: &str, source: &str, now: Timestamp) -> Result<Actor> {
+        let session = self
+            .store
+            .get_session(&token::hash(bearer.trim()))?
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+        if session.expires_at <= now {
+            return Err(Error::Unauthenticated("the token has expired; log in again".into()));
+        }
+        let user = self
+            .store
+            .get_user(session.user_id)?
+            .filter(|u| u.status == Status::Active)
+            .ok_or_else(|| Error::Unauthenticated("the account behind this token is disabled or gone".into()))?;
+        let principal = match session.kind {
+            SessionKind::Session => principal_of(&user),
+            SessionKind::ApiKey { name, role } => {
+                Principal::ApiKey { user_id: user.id, name, org: user.org.clone(), role: role.max(user.role) }
+            }
+            SessionKind::MfaChallenge | SessionKind::EnrollChallenge => {
+                return Err(Error::Unauthenticated("the login is not finished: send the MFA code first".into()));
+            }
+        };
+        Ok(Actor { principal, source: source.into() })
+    }
+
+    /// Act as a named user without a password: only the console (which holds the key file) may.
+    pub fn act_as(&self, actor: &Actor, username: &str, source: &str) -> Result<Actor> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("only the console operator can act as another user".into()));
+        }
+        let user = self.visible_user(actor, username)?;
+        if user.status != Status::Active {
+            return Err(Error::Forbidden(format!("{} is disabled", user.username)));
+        }
+        Ok(Actor { principal: principal_of(&user), source: source.into() })
+    }
+
+    pub fn logout(&self, bearer: &str) -> Result<()> {
+        self.commit(Change { sessions_delete: vec![token::hash(bearer.trim())], ..Change::default() })
+    }
+
+    /// Create a long-lived API key for the acting user, acting with `role` (never above the user's).
+    pub fn create_api_key(&self, actor: &Actor, name: &str, role: Role, now: Timestamp) -> Result<(String, Timestamp)> {
+        let Principal::User { id, .. } = &actor.principal else {
+            return Err(Error::Forbidden("API keys are created by a logged-in Owner or Admin".into()));
+        };
+        if !policy::may_create_api_key(actor.role(), role) {
+            return Err(Error::Forbidden(format!(
+                "{} cannot create an API key with the role {role}",
+                actor.role().with_article()
+            )));
+        }
+        user::validate_name("API key name", name).map_err(Error::invalid)?;
+        let user = self.store.get_user(*id)?.ok_or_else(|| Error::not_found("user"))?;
+        let mut event = about(draft(actor, "apikey.create", now), &user);
+        event.detail = Some(format!("key {name:?} with role {role}"));
+        let kind = SessionKind::ApiKey { name: name.to_string(), role };
+        self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
+    }
+
+    // ---------------------------------------------------------------- users
+
+    /// Create a user (and, with a password, let it log in).
+    pub fn add_user(&self, actor: &Actor, new: NewUser, now: Timestamp) -> Result<UserView> {
+        let user = self.prepare_user(actor, &new, now)?;
+        let number = self.store.allocate_numbers(1)?;
+        let user = User { number, ..user };
+        let event = about(draft(actor, "user.add", now), &user);
+        self.commit(Change {
+            users: vec![UserWrite { user: user.clone(), expected_version: None }],
+            audit: vec![event],
+            ..Change::default()
+        })?;
+        self.view(&user, now)
+    }
+
+    /// Validate a new user against the rules and the store; numbers are assigned by the caller.
+    fn prepare_user(&self, actor: &Actor, new: &NewUser, now: Timestamp) -> Result<User> {
+        user::validate_username(&new.username).map_err(Error::invalid)?;
+        user::validate_email(&new.email).map_err(Error::invalid)?;
+        user::validate_name("display name", &new.display_name).map_err(Error::invalid)?;
+        let org_key = user::org_key(&new.org);
+        if actor.org().is_some_and(|o| o != org_key) {
+            return Err(Error::not_found(format!("org {:?}", new.org)));
+        }
+        let org = self
+            .store
+            .get_org(&org_key)?
+            .ok_or_else(|| Error::not_found(format!("org {:?} (create it with `mfadmin org add`)", new.org)))?;
+        if !policy::may_manage_user(actor.role(), new.role) {
+            return Err(Error::Forbidden(format!(
+                "{} cannot create {}",
+                actor.role().with_article(),
+                new.role.with_article()
+            )));
+        }
+        if self.store.user_id_by_name(&new.username)?.is_some() {
+            return Err(Error::Conflict(format!("the user name {:?} is already taken", new.username)));
+        }
+        if self.store.user_id_by_email(&new.email)?.is_some() {
+            return Err(Error::Conflict(format!("the email {:?} is already used by another user", new.email)));
+        }
+        let password_hash = match &new.password {
+            Some(p) => {
+                password::check_strength(p).map_err(Error::invalid)?;
+                Some(password::hash(p))
+            }
+            None => None,
+        };
+        Ok(User {
+            id: Uuid::new_v4(),
+            number: 0,
+            username: new.username.trim().to_string(),
+            email: new.email.trim().to_string(),
+            display_name: new.display_name.trim().to_string(),
+            org: org.key,
+            role: new.role,
+            status: Status::Active,
+            password_hash,
+            mfa: MfaState::NotEnrolled,
+            lockout: Default::default(),
+            recovery_codes: Vec::new(),
+            created_at: now,
+            last_login_at: None,
+            mfa_enrolled_at: None,
+            mfa_reset_at: None,
+            version: 0,
+        })
+    }
+
+    /// Import many users at once: all of them, or (with a problem in any) none.
+    /// Returns the problems by index into `rows`; nothing is written when there are any.
+    pub fn import_users(&self, actor: &Actor, rows: &[NewUser], now: Timestamp) -> Result<std::result::Result<usize, Vec<(usize, String)>>> {
+        let mut problems = Vec::new();
+        let mut users = Vec::with_capacity(rows.len());
+        let (mut names, mut emails) = (HashSet::new(), HashSet::new());
+        for (i, row) in rows.iter().enumerate() {
+            match self.prepare_user(actor, row, now) {
+                Ok(u) => {
+                    if !names.insert(u.username.to_lowercase()) {
+                        problems.push((i, format!("the user name {:?} appears twice in this import", u.username)));
+                    } else if !emails.insert(u.email.to_lowercase()) {
+                        problems.push((i, format!("the email {:?} appears twice in this import", u.email)));
+                    } else {
+                        users.push(u);
+                    }
+                }
+                Err(e) => problems.push((i, e.to_string())),
+            }
+        }
+        if !problems.is_empty() {
+            return Ok(Err(problems));
+        }
+        let first = self.store.allocate_numbers(users.len() as u64)?;
+        let mut change = Change::default();
+        for (i, mut u) in users.into_iter().enumerate() {
+            u.number = first + i as u64;
+            change.audit.push(about(draft(actor, "user.add", now), &u));
+            change.users.push(UserWrite { user: u, expected_version: None });
+        }
+        let count = change.users.len();
+        self.commit(change)?;
+        Ok(Ok(count))
+    }
+
+    /// Write many prepared users (demo data) in batches, with one audit event for all of them.
+    pub fn insert_generated_users(&self, actor: &Actor, users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("only the console operator can generate users".into()));
+        }
+        let count = users.len();
+        let first = self.store.allocate_numbers(count as u64)?;
+        let mut batch = Vec::new();
+        for (i, mut u) in users.into_iter().enumerate() {
+            u.number = first + i as u64;
+            batch.push(UserWrite { user: u, expected_version: None });
+            if batch.len() == 2_000 {
+                self.store.commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
+            }
+        }
+        let mut event = draft(actor, "user.generate", now);
+        event.detail = Some(format!("{count} {what}"));
+        self.store.commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
+        self.store.flush()?;
+        Ok(count)
+    }
+
+    pub fn set_password(&self, actor: &Actor, reference: &str, new_password: &str, now: Timestamp) -> Result<()> {
+        let user = self.visible_user(actor, reference)?;
+        if actor.user_id() != Some(user.id) && !policy::may_manage_user(actor.role(), user.role) {
+            return Err(Error::Forbidden(format!("{} cannot set the password of {}", actor.role().with_article(), user.username)));
+        }
+        password::check_strength(new_password).map_err(Error::invalid)?;
+        let mut next = user.clone();
+        next.password_hash = Some(password::hash(new_password));
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            revoke_sessions_of: vec![user.id],
+            audit: vec![about(draft(actor, "user.set_password", now), &user)],
+            ..Change::default()
+        })
+    }
+
+    /// Disable or enable a user. Disabling also ends the user's sessions.
+    pub fn set_status(&self, actor: &Actor, reference: &str, status: Status, now: Timestamp) -> Result<UserView> {
+        let user = self.visible_user(actor, reference)?;
+        if !policy::may_manage_user(actor.role(), user.role) || actor.user_id() == Some(user.id) {
+            return Err(Error::Forbidden(format!(
+                "{} cannot change the status of {}",
+                actor.role().with_article(),
+                user.username
+            )));
+        }
+        let mut next = user.clone();
+        next.status = status;
+        let action = if status == Status::Active { "user.enable" } else { "user.disable" };
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next.clone() }],
+            revoke_sessions_of: if status == Status::Disabled { vec![user.id] } else { vec![] },
+            audit: vec![about(draft(actor, action, now), &user)],
+            ..Change::default()
+        })?;
+        self.view(&next, now)
+    }
+
+    pub fn get_user(&self, actor: &Actor, reference: &str, now: Timestamp) -> Result<UserDetail> {
+        let user = self.visible_user(actor, reference)?;
+        if actor.user_id() != Some(user.id) && !policy::may_read_users(actor.role()) {
+            return Err(Error::not_found(format!("user {reference:?}")));
+        }
+        let mut recent = Vec::new();
+        if policy::may_read_audit(actor.role()) || actor.user_id() == Some(user.id) {
+            self.store.scan_audit(true, &mut |e| {
+                if e.draft.target_id == Some(user.id) {
+                    recent.push(AuditView::new(&e));
+                }
+                recent.len() < 10
+            })?;
+        }
+        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent })
+    }
+
+    /// The users the actor may see that match `query`, sorted and paged.
+    pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
+        let enforcement = self.enforcement_map()?;
+        let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+        let org_filter = query.org.as_deref().map(user::org_key);
+        let only_self = !policy::may_read_users(actor.role());
+        let mut views = Vec::new();
+        self.store.scan_users(&mut |u| {
+            let keep = actor.sees(&u)
+                && (!only_self || actor.user_id() == Some(u.id))
+                && query.role.is_none_or(|r| r == u.role)
+                && query.status.is_none_or(|s| s == u.status)
+                && org_filter.as_deref().is_none_or(|o| o == u.org)
+                && needle.as_deref().is_none_or(|n| {
+                    contains_ci(&u.username, n) || contains_ci(&u.display_name, n) || contains_ci(&u.email, n)
+                });
+            if keep {
+                let view = UserView::new(&u, enforcement.get(&u.org).copied().unwrap_or(false), now);
+                if query.mfa.is_none_or(|m| m == view.mfa) {
+                    views.push(view);
+                }
+            }
+            true
+        })?;
+        let total = views.len();
+        views.sort_by_cached_key(|v| (sort_key(v, query.sort), v.id));
+        if query.descending {
+            views.reverse();
+        }
+        let start = match &query.cursor {
+            Some(c) => {
+                let after = decode_cursor(c)?;
+                views.iter().position(|v| v.id == after).map_or(0, |p| p + 1)
+            }
+            None => 0,
+        };
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let end = start.saturating_add(limit).min(views.len());
+        let next_cursor = (end < views.len() && end > start).then(|| encode_cursor(views[end - 1].id));
+        let users = views.drain(start.min(end)..end).collect();
+        Ok(UserPage { users, next_cursor, total })
+    }
+
+    // ---------------------------------------------------------------- orgs
+
+    /// Create an org. Only the console operator creates orgs.
+    pub fn add_org(&self, actor: &Actor, name: &str, mfa_enforced: bool, now: Timestamp) -> Result<OrgView> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("orgs are created by the console operator".into()));
+        }
+        user::validate_name("org name", name).map_err(Error::invalid)?;
+        let key = user::org_key(name);
+        if self.store.get_org(&key)?.is_some() {
+            return Err(Error::Conflict(format!("the org {name:?} already exists")));
+        }
+        let org = Org { key: key.clone(), name: name.trim().to_string(), mfa_enforced, created_at: now };
+        let mut event = draft(actor, "org.add", now);
+        event.org = Some(key);
+        self.commit(Change { orgs: vec![org.clone()], audit: vec![event], ..Change::default() })?;
+        Ok(OrgView { name: org.name, mfa_enforced, users: 0, enrolled: 0 })
+    }
+
+    /// The orgs the actor can see, with user counts.
+    pub fn orgs(&self, actor: &Actor, now: Timestamp) -> Result<Vec<OrgView>> {
+        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+        self.store.scan_users(&mut |u| {
+            let c = counts.entry(u.org.clone()).or_default();
+            c.0 += 1;
+            if matches!(u.mfa, MfaState::Enrolled { .. }) && !u.lockout.is_locked(now) {
+                c.1 += 1;
+            }
+            true
+        })?;
+        Ok(self
+            .store
+            .orgs()?
+            .into_iter()
+            .filter(|o| actor.org().is_none_or(|a| a == o.key))
+            .map(|o| {
+                let (users, enrolled) = counts.get(&o.key).copied().unwrap_or_default();
+                OrgView { name: o.name, mfa_enforced: o.mfa_enforced, users, enrolled }
+            })
+            .collect())
+    }
+
+    /// Turn MFA enforcement on or off for an org (the actor's own, unless the console names one).
+    pub fn set_mfa_enforced(&self, actor: &Actor, org: Option<&str>, enforced: bool, now: Timestamp) -> Result<OrgView> {
+        let key = match (actor.org(), org) {
+            (Some(own), Some(named)) if user::org_key(named) != own => {
+                return Err(Error::not_found(format!("org {named:?}")));
+            }
+            (Some(own), _) => own.to_string(),
+            (None, Some(named)) => user::org_key(named),
+            (None, None) => {
+                let orgs = self.store.orgs()?;
+                match orgs.as_slice() {
+                    [only] => only.key.clone(),
+                    _ => return Err(Error::invalid("there are several orgs: name one with --org")),
+                }
+            }
+        };
+        if !policy::may_change_org(actor.role()) {
+            return Err(Error::Forbidden(format!("{} cannot change org settings", actor.role().with_article())));
+        }
+        let mut org = self.store.get_org(&key)?.ok_or_else(|| Error::not_found(format!("org {key:?}")))?;
+        org.mfa_enforced = enforced;
+        let mut event = draft(actor, "org.enforce_mfa", now);
+        event.org = Some(key.clone());
+        event.detail = Some(if enforced { "on".into() } else { "off".into() });
+        self.commit(Change { orgs: vec![org], audit: vec![event], ..Change::default() })?;
+        self.orgs(actor, now)?
+            .into_iter()
+            .find(|o| user::org_key(&o.name) == key)
+            .ok_or_else(|| Error::not_found("org"))
+    }
+
+    // ---------------------------------------------------------------- audit
+
+    fn may_read_audit(&self, actor: &Actor) -> Result<()> {
+        if policy::may_read_audit(actor.role()) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("{} cannot read the audit log", actor.role().with_article())))
+        }
+    }
+
+    /// Audit events the actor may see, newest first.
+    pub fn audit_list(&self, actor: &Actor, query: &AuditQuery) -> Result<Vec<AuditView>> {
+        self.may_read_audit(actor)?;
+        let needle = query.text.as_deref().map(str::to_lowercase).filter(|t| !t.is_empty());
+        let limit = query.limit.unwrap_or(100);
+        let mut out = Vec::new();
+        self.store.scan_audit(true, &mut |e| {
+            let d = &e.draft;
+            let visible = actor.org().is_none_or(|o| d.org.as_deref() == Some(o));
+            let matches = needle.as_deref().is_none_or(|n| {
+                [Some(&d.actor), Some(&d.action), d.target.as_ref(), d.reason.as_ref(), d.detail.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| contains_ci(s, n))
+            });
+            if visible && matches {
+                out.push(AuditView::new(&e));
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Every audit event the actor may see, oldest first, to `visit`.
+    pub fn audit_export(&self, actor: &Actor, visit: &mut dyn FnMut(AuditView) -> Result<()>) -> Result<()> {
+        self.may_read_audit(actor)?;
+        let mut failure = None;
+        self.store.scan_audit(false, &mut |e| {
+            if actor.org().is_none_or(|o| e.draft.org.as_deref() == Some(o)) {
+                if let Err(err) = visit(AuditView::new(&e)) {
+                    failure = Some(err);
+                    return false;
+                }
+            }
+            true
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Walk the whole chain and name the first broken link.
+    pub fn audit_verify(&self, actor: &Actor) -> Result<VerifyReport> {
+        self.may_read_audit(actor)?;
+        let mut check = ChainCheck::new();
+        let mut broken: Option<BrokenLink> = None;
+        self.store.scan_audit(false, &mut |e| match check.step(&e) {
+            Ok(()) => true,
+            Err(b) => {
+                broken = Some(b);
+                false
+            }
+        })?;
+        let result = match broken {
+            Some(b) => Err(b),
+            None => check.finish(self.store.audit_head()?),
+        };
+        Ok(match result {
+            Ok(events) => VerifyReport { events, ok: true, broken_at: None, problem: None },
+            Err(b) => VerifyReport { events: b.seq.saturating_sub(1), ok: false, broken_at: Some(b.seq), problem: Some(b.why) },
+        })
+    }
+}
+
+fn principal_of(user: &User) -> Principal {
+    Principal::User { id: user.id, username: user.username.clone(), org: user.org.clone(), role: user.role }
+}
+
+fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
+    if lowered_needle.is_empty() {
+        true
+    } else if haystack.is_ascii() && lowered_needle.is_ascii() {
+        haystack.as_bytes().windows(lowered_needle.len()).any(|w| w.eq_ignore_ascii_case(lowered_needle.as_bytes()))
+    } else {
+        haystack.to_lowercase().contains(lowered_needle)
+    }
+}
+
+fn sort_key(v: &UserView, field: SortField) -> String {
+    match field {
+        SortField::Username => v.username.to_lowercase(),
+        SortField::DisplayName => v.display_name.to_lowercase(),
+        SortField::Email => v.email.to_lowercase(),
+        SortField::Org => format!("{}\0{}", v.org, v.username.to_lowercase()),
+        SortField::Role => format!("{}\0{}", v.role as u8, v.username.to_lowercase()),
+        SortField::Mfa => format!("{}\0{}", v.mfa as u8, v.username.to_lowercase()),
+        SortField::LastLogin => v.last_login_at.clone().unwrap_or_default(),
+        SortField::Created => v.created_at.clone(),
+        SortField::Number => format!("{:020}", v.number),
+    }
+}
+
+fn encode_cursor(after: Uuid) -> String {
+    after.simple().to_string()
+}
+
+fn decode_cursor(cursor: &str) -> Result<Uuid> {
+    Uuid::parse_str(cursor.trim()).map_err(|_| Error::invalid(format!("{cursor:?} is not a cursor from a previous page")))
+}
