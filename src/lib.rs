@@ -1,7 +1,9 @@
 //! mfadmin: see every user's MFA status and role, and reset MFA for one user or a thousand.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod service;

@@ -206,6 +206,14 @@ pub struct UserPage {
     pub total: usize,
 }
 
+/// Why one row of an import cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportProblem {
+    pub row: usize,
+    pub field: &'static str,
+    pub message: String,
+}
+
 /// A user with what the detail views show beside the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserDetail {
@@ -388,6 +396,11 @@ impl Service {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Seal a TOTP secret for `user` with this store's key (for generated demo users).
+    pub fn seal_secret(&self, user: Uuid, secret: &[u8]) -> SealedSecret {
+        SealedSecret(self.sealer.seal(secret, user.as_bytes()))
     }
 
     fn commit(&self, change: Change) -> Result<()> {
@@ -938,7 +951,7 @@ impl Service {
 
     /// Create a user (and, with a password, let it log in).
     pub fn add_user(&self, actor: &Actor, new: NewUser, now: Timestamp) -> Result<UserView> {
-        let user = self.prepare_user(actor, &new, now)?;
+        let user = self.prepare_user(actor, &new, now).map_err(|(_, e)| e)?;
         let number = self.store.allocate_numbers(1)?;
         let user = User { number, ..user };
         let event = about(draft(actor, "user.add", now), &user);
@@ -951,34 +964,32 @@ impl Service {
     }
 
     /// Validate a new user against the rules and the store; numbers are assigned by the caller.
-    fn prepare_user(&self, actor: &Actor, new: &NewUser, now: Timestamp) -> Result<User> {
-        user::validate_username(&new.username).map_err(Error::invalid)?;
-        user::validate_email(&new.email).map_err(Error::invalid)?;
-        user::validate_name("display name", &new.display_name).map_err(Error::invalid)?;
+    /// A problem comes with the name of the field it is about.
+    fn prepare_user(&self, actor: &Actor, new: &NewUser, now: Timestamp) -> std::result::Result<User, (&'static str, Error)> {
+        let invalid = |field| move |msg: String| (field, Error::invalid(msg));
+        let storage = |e: Error| ("", e);
+        user::validate_username(&new.username).map_err(invalid("username"))?;
+        user::validate_email(&new.email).map_err(invalid("email"))?;
+        user::validate_name("display name", &new.display_name).map_err(invalid("display_name"))?;
         let org_key = user::org_key(&new.org);
+        let no_org = || ("org", Error::not_found(format!("org {:?} (create it with `mfadmin org add`)", new.org)));
         if actor.org().is_some_and(|o| o != org_key) {
-            return Err(Error::not_found(format!("org {:?}", new.org)));
+            return Err(no_org());
         }
-        let org = self
-            .store
-            .get_org(&org_key)?
-            .ok_or_else(|| Error::not_found(format!("org {:?} (create it with `mfadmin org add`)", new.org)))?;
+        let org = self.store.get_org(&org_key).map_err(storage)?.ok_or_else(no_org)?;
         if !policy::may_manage_user(actor.role(), new.role) {
-            return Err(Error::Forbidden(format!(
-                "{} cannot create {}",
-                actor.role().with_article(),
-                new.role.with_article()
-            )));
+            let why = format!("{} cannot create {}", actor.role().with_article(), new.role.with_article());
+            return Err(("role", Error::Forbidden(why)));
         }
-        if self.store.user_id_by_name(&new.username)?.is_some() {
-            return Err(Error::Conflict(format!("the user name {:?} is already taken", new.username)));
+        if self.store.user_id_by_name(&new.username).map_err(storage)?.is_some() {
+            return Err(("username", Error::Conflict(format!("the user name {:?} is already taken", new.username))));
         }
-        if self.store.user_id_by_email(&new.email)?.is_some() {
-            return Err(Error::Conflict(format!("the email {:?} is already used by another user", new.email)));
+        if self.store.user_id_by_email(&new.email).map_err(storage)?.is_some() {
+            return Err(("email", Error::Conflict(format!("the email {:?} is already used by another user", new.email))));
         }
         let password_hash = match &new.password {
             Some(p) => {
-                password::check_strength(p).map_err(Error::invalid)?;
+                password::check_strength(p).map_err(invalid("password"))?;
                 Some(password::hash(p))
             }
             None => None,
@@ -1004,28 +1015,40 @@ impl Service {
         })
     }
 
-    /// Import many users at once: all of them, or (with a problem in any) none.
-    /// Returns the problems by index into `rows`; nothing is written when there are any.
-    pub fn import_users(&self, actor: &Actor, rows: &[NewUser], now: Timestamp) -> Result<std::result::Result<usize, Vec<(usize, String)>>> {
+    /// Import many users at once: all of them, or (with a problem in any) none. Problems come as
+    /// (index into `rows`, field, message); nothing is written when there are any, nor when
+    /// `check_only` (which answers how many would be imported).
+    pub fn import_users(
+        &self,
+        actor: &Actor,
+        rows: &[NewUser],
+        check_only: bool,
+        now: Timestamp,
+    ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
         let mut problems = Vec::new();
         let mut users = Vec::with_capacity(rows.len());
         let (mut names, mut emails) = (HashSet::new(), HashSet::new());
-        for (i, row) in rows.iter().enumerate() {
-            match self.prepare_user(actor, row, now) {
+        for (row, new) in rows.iter().enumerate() {
+            let problem = |field: &'static str, message: String| ImportProblem { row, field, message };
+            match self.prepare_user(actor, new, now) {
                 Ok(u) => {
                     if !names.insert(u.username.to_lowercase()) {
-                        problems.push((i, format!("the user name {:?} appears twice in this import", u.username)));
+                        problems.push(problem("username", format!("the user name {:?} appears twice in this import", u.username)));
                     } else if !emails.insert(u.email.to_lowercase()) {
-                        problems.push((i, format!("the email {:?} appears twice in this import", u.email)));
+                        problems.push(problem("email", format!("the email {:?} appears twice in this import", u.email)));
                     } else {
                         users.push(u);
                     }
                 }
-                Err(e) => problems.push((i, e.to_string())),
+                Err(("", e)) => return Err(e),
+                Err((field, e)) => problems.push(problem(field, e.to_string())),
             }
         }
         if !problems.is_empty() {
             return Ok(Err(problems));
+        }
+        if check_only {
+            return Ok(Ok(users.len()));
         }
         let first = self.store.allocate_numbers(users.len() as u64)?;
         let mut change = Change::default();

@@ -1,0 +1,994 @@
+//! The scriptable command line: parses arguments, calls the service, prints tables, JSON or CSV.
+
+use crate::auth::{seal::Sealer, totp};
+use crate::config::Config;
+use crate::domain::mfa::MfaStatus;
+use crate::domain::role::Role;
+use crate::domain::user::Status;
+use crate::error::Error;
+use crate::service::{Actor, AuditQuery, AuditView, NewUser, ResetOutcome, ResetReport, Service, SortField, UserQuery};
+use crate::domain::user::UserView;
+use crate::store::sled::SledStore;
+use crate::demo;
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mfadmin",
+    version,
+    about = "See every user's MFA status and role, and reset MFA for one user or a thousand.",
+    long_about = "mfadmin keeps a small identity store (users, roles, passwords, TOTP second factors) in an \
+embedded database and lets administrators look at it and reset MFA: from a full-screen console \
+(`mfadmin tui`), over a local HTTP API (`mfadmin serve`), or from scripts with the commands below.\n\n\
+Commands on the local store act as the console operator (audited as console:<OS user>).\n\
+Exit codes: 0 success, 1 failure, 2 usage error.",
+    after_help = "Start with: mfadmin demo --users 1000 && mfadmin user list --mfa locked"
+)]
+pub struct Cli {
+    /// Directory of the store and its key file [default: the platform data directory]
+    #[arg(long, global = true, env = "MFADMIN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file [default: the platform config directory's mfadmin/config.toml, if present]
+    #[arg(long, global = true, env = "MFADMIN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Key file that seals TOTP secrets [default: DATA_DIR/mfadmin.key]
+    #[arg(long, global = true, env = "MFADMIN_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new store, its key file, the first org and its owner
+    Init(InitArgs),
+    /// Fill the store with generated users (creating a demo store if there is none)
+    Demo(DemoArgs),
+    /// List, show, add, disable, enable, import and export users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Enroll, confirm, inspect and reset second factors
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+    /// Show orgs, add one, and turn MFA enforcement on or off
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Read, verify and export the hash-chained audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Create API keys for scripts that call `mfadmin serve`
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Name of the first org
+    #[arg(long)]
+    pub org: String,
+    /// User name of the org's owner
+    #[arg(long)]
+    pub owner: String,
+    /// The owner's email [default: OWNER@localhost.localdomain]
+    #[arg(long)]
+    pub email: Option<String>,
+    /// The owner's display name [default: the user name]
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Read the owner's password from the first line of standard input instead of prompting
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Do not require MFA of the org's users
+    #[arg(long)]
+    pub no_enforce_mfa: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many users to generate
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Seed of the generator: the same seed gives the same users
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List users, filtered and sorted
+    List(ListArgs),
+    /// Show one user (by user name, email, id or number) and its recent audit events
+    Show {
+        user: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Add a user
+    Add(AddArgs),
+    /// Disable a user: it can no longer log in, and its sessions end
+    Disable { user: String },
+    /// Enable a disabled user
+    Enable { user: String },
+    /// Set a user's password (prompted, or from standard input)
+    SetPassword {
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Import users from CSV with the header username,email,display_name,role,org
+    Import {
+        /// CSV file, or - for standard input
+        file: PathBuf,
+        /// Import the valid rows and report the others, instead of importing nothing
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Export every user as CSV (importable again) or JSON
+    Export {
+        #[arg(long, value_enum, default_value_t = Output::Csv)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Text to find in user name, display name or email (case-insensitive)
+    #[arg(long, short = 'f')]
+    pub filter: Option<String>,
+    #[arg(long)]
+    pub role: Option<Role>,
+    #[arg(long)]
+    pub org: Option<String>,
+    /// enrolled, not_enrolled, must_enroll, pending or locked
+    #[arg(long)]
+    pub mfa: Option<MfaStatus>,
+    /// username, display_name, email, org, role, mfa, last_login, created or number
+    #[arg(long, default_value = "username")]
+    pub sort: SortField,
+    #[arg(long)]
+    pub desc: bool,
+    /// Show at most this many users
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub username: String,
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    #[arg(long, default_value = "member")]
+    pub role: Role,
+    #[arg(long)]
+    pub org: String,
+    /// Set a password, read from the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Begin enrollment: print the otpauth URI, the secret and a QR code to scan
+    Enroll { user: String },
+    /// Confirm an enrollment with the first code from the app; prints the recovery codes once
+    Confirm { user: String, code: String },
+    /// Show a user's MFA state
+    Status { user: String },
+    /// Reset the MFA of one or many users (user names, emails, ids or numbers; - reads them from stdin)
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Users to reset; `-` reads one per line from standard input
+    #[arg(required = true)]
+    pub users: Vec<String>,
+    /// Why (recorded in the audit log; required unless reset.reason_required = false)
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Show what would happen, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Show the orgs with their users and enforcement
+    Show {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Add an org
+    Add {
+        name: String,
+        #[arg(long)]
+        enforce_mfa: bool,
+    },
+    /// Require (on) or stop requiring (off) MFA for an org's users
+    EnforceMfa {
+        #[arg(value_enum)]
+        state: OnOff,
+        /// Which org (needed when there are several)
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show the newest events
+    List {
+        /// Text to find in actor, action, target, reason or detail
+        #[arg(long, short = 'f')]
+        filter: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Walk the hash chain and name the first broken link (exit 1 if broken)
+    Verify,
+    /// Export every event, oldest first
+    Export {
+        #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
+        format: AuditFormat,
+        /// Write to this file instead of standard output
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key for USER (an Owner or Admin), acting with ROLE; prints the key once
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "helpdesk")]
+        role: Role,
+    },
+}
+
+/// Settings and the way to the store, shared by every front end started from the command line.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub config: Config,
+}
+
+impl Context {
+    /// Read the config file and environment, then apply the global flags.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Context> {
+        let mut config = Config::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+        config.apply_env(std::env::vars()).map_err(anyhow::Error::msg)?;
+        if let Some(d) = &cli.data_dir {
+            config.data_dir = Some(d.clone());
+        }
+        if let Some(k) = &cli.key_file {
+            config.key_file = Some(k.clone());
+        }
+        Ok(Context { config })
+    }
+
+    /// Open the existing store and its key.
+    pub fn open_service(&self) -> crate::error::Result<Service> {
+        let store = SledStore::open(&self.config.store_dir())?;
+        let sealer = Sealer::load(&self.config.key_file())?;
+        Service::new(Arc::new(store), sealer, self.config.policy())
+    }
+
+    /// Create a new store and key file. Refuses when either exists.
+    pub fn create_service(&self) -> crate::error::Result<Service> {
+        let dir = self.config.store_dir();
+        if SledStore::exists(&dir) {
+            return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
+        }
+        let sealer = Sealer::create_key_file(&self.config.key_file())?;
+        let store = SledStore::create(&dir)?;
+        Service::new(Arc::new(store), sealer, self.config.policy())
+    }
+
+    pub fn store_exists(&self) -> bool {
+        SledStore::exists(&self.config.store_dir())
+    }
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Run the parsed command line; the exit code says how it went.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context::from_cli(&cli)?;
+    let actor = Actor::console("cli");
+    match cli.command {
+        Command::Init(args) => init(&ctx, &actor, args),
+        Command::Demo(args) => demo_cmd(&ctx, &actor, args),
+        Command::User(cmd) => user_cmd(&ctx.open_service()?, &actor, cmd),
+        Command::Mfa(cmd) => mfa_cmd(&ctx, &actor, cmd),
+        Command::Org(cmd) => org_cmd(&ctx.open_service()?, &actor, cmd),
+        Command::Audit(cmd) => audit_cmd(&ctx.open_service()?, &actor, cmd),
+        Command::Apikey(ApikeyCommand::Create { user, name, role }) => {
+            let service = ctx.open_service()?;
+            let as_user = service.act_as(&actor, &user, "cli")?;
+            let (key, expires) = service.create_api_key(&as_user, &name, role, now())?;
+            println!("{key}");
+            eprintln!(
+                "API key {name:?} for {user} with role {role}, valid until {}. It is shown only this once.",
+                crate::domain::user::rfc3339(expires)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password: pass it on standard input with --password-stdin");
+    }
+    let first = rpassword::prompt_password(format!("{prompt}: "))?;
+    let again = rpassword::prompt_password("Again: ")?;
+    if first != again {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
+}
+
+fn init(ctx: &Context, actor: &Actor, args: InitArgs) -> anyhow::Result<ExitCode> {
+    use crate::domain::user as u;
+    let email = args.email.clone().unwrap_or_else(|| format!("{}@localhost.localdomain", args.owner));
+    // Check everything before creating anything, so a mistake leaves no half-made store.
+    u::validate_name("org name", &args.org).map_err(anyhow::Error::msg)?;
+    u::validate_username(&args.owner).map_err(anyhow::Error::msg)?;
+    u::validate_email(&email).map_err(anyhow::Error::msg)?;
+    if ctx.store_exists() {
+        bail!("{} already holds a store; choose another --data-dir", ctx.config.data_dir().display());
+    }
+    let password = read_password(args.password_stdin, &format!("Password for {}", args.owner))?;
+    crate::auth::password::check_strength(&password).map_err(anyhow::Error::msg)?;
+    let service = ctx.create_service()?;
+    let t = now();
+    service.add_org(actor, &args.org, !args.no_enforce_mfa, t)?;
+    let owner = NewUser {
+        username: args.owner.clone(),
+        email,
+        display_name: args.display_name.unwrap_or_else(|| args.owner.clone()),
+        role: Role::Owner,
+        org: args.org.clone(),
+        password: Some(password),
+    };
+    service.add_user(actor, owner, t)?;
+    println!("Created the store in {}", ctx.config.data_dir().display());
+    println!("Key file: {} (mode 0600; back it up: without it the TOTP secrets cannot be opened)", ctx.config.key_file().display());
+    let enrollment = service.begin_enrollment(actor, &args.owner, &ctx.config.totp.issuer, t)?;
+    print_enrollment(&enrollment);
+    println!("Then confirm with: mfadmin mfa confirm {} CODE", args.owner);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_enrollment(e: &crate::service::Enrollment) {
+    println!("\nEnroll {} in an authenticator app: scan this code, or type the secret.\n", e.username);
+    println!("{}", totp::qr_text(&e.otpauth_uri));
+    println!("Secret:  {}", e.secret_base32);
+    println!("URI:     {}\n", e.otpauth_uri);
+}
+
+fn demo_cmd(ctx: &Context, actor: &Actor, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.users > 5_000_000 {
+        bail!("--users {} is more than the 5,000,000 a demo store is meant for", args.users);
+    }
+    let created = !ctx.store_exists();
+    let service = ensure_demo_store(ctx, actor)?;
+    let started = std::time::Instant::now();
+    let n = demo::populate(&service, actor, args.users, args.seed, now())?;
+    eprintln!(
+        "Generated {n} users in {:.1} s into {}",
+        started.elapsed().as_secs_f64(),
+        ctx.config.data_dir().display()
+    );
+    if created {
+        eprintln!("Demo owner: {} / password {} (a demo store; not for real use)", demo::OWNER, demo::PASSWORD);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Open the store, or create a demo store (orgs and a demo owner) when there is none.
+pub fn ensure_demo_store(ctx: &Context, actor: &Actor) -> anyhow::Result<Service> {
+    if ctx.store_exists() {
+        return Ok(ctx.open_service()?);
+    }
+    let service = ctx.create_service()?;
+    let t = now();
+    for (name, enforced, _) in demo::ORGS {
+        service.add_org(actor, name, enforced, t)?;
+    }
+    service.add_user(
+        actor,
+        NewUser {
+            username: demo::OWNER.into(),
+            email: format!("{}@acme.example", demo::OWNER),
+            display_name: "Demo Owner".into(),
+            role: Role::Owner,
+            org: demo::ORGS[0].0.into(),
+            password: Some(demo::PASSWORD.into()),
+        },
+        t,
+    )?;
+    Ok(service)
+}
+
+// ------------------------------------------------------------------ output
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Print rows as aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+const USER_CSV_HEADER: [&str; 13] = [
+    "id",
+    "number",
+    "username",
+    "email",
+    "display_name",
+    "role",
+    "org",
+    "status",
+    "mfa",
+    "created_at",
+    "last_login_at",
+    "mfa_enrolled_at",
+    "mfa_reset_at",
+];
+
+fn user_csv_row(u: &UserView) -> Vec<String> {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    vec![
+        u.id.to_string(),
+        u.number.to_string(),
+        u.username.clone(),
+        u.email.clone(),
+        u.display_name.clone(),
+        u.role.to_string(),
+        u.org.clone(),
+        u.status.as_str().into(),
+        u.mfa.to_string(),
+        u.created_at.clone(),
+        opt(&u.last_login_at),
+        opt(&u.mfa_enrolled_at),
+        opt(&u.mfa_reset_at),
+    ]
+}
+
+fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&users)?,
+        Output::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record(USER_CSV_HEADER)?;
+            for u in users {
+                w.write_record(user_csv_row(u))?;
+            }
+            w.flush()?;
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.number.to_string(),
+                        u.username.clone(),
+                        u.display_name.clone(),
+                        u.email.clone(),
+                        u.org.clone(),
+                        u.role.to_string(),
+                        u.status.as_str().into(),
+                        u.mfa.to_string(),
+                        u.last_login_at.as_deref().map_or("never".into(), |t| t.replace('T', " ").replace('Z', "")),
+                    ]
+                })
+                .collect();
+            print_table(&["#", "USERNAME", "NAME", "EMAIL", "ORG", "ROLE", "STATUS", "MFA", "LAST LOGIN"], &rows);
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ users
+
+fn user_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let t = now();
+    match cmd {
+        UserCommand::List(a) => {
+            let query = UserQuery {
+                text: a.filter,
+                role: a.role,
+                org: a.org,
+                mfa: a.mfa,
+                status: None,
+                sort: a.sort,
+                descending: a.desc,
+                cursor: None,
+                limit: a.limit,
+            };
+            let page = service.list_users(actor, &query, t)?;
+            print_users(&page.users, a.output)?;
+            if a.output == Output::Table {
+                eprintln!("{} shown of {} matching", page.users.len(), page.total);
+            }
+        }
+        UserCommand::Show { user, output } => {
+            let detail = service.get_user(actor, &user, t)?;
+            match output {
+                Output::Json => print_json(&detail)?,
+                Output::Csv => print_users(std::slice::from_ref(&detail.user), Output::Csv)?,
+                Output::Table => {
+                    let u = &detail.user;
+                    let never = || "never".to_string();
+                    for (k, v) in [
+                        ("id", u.id.to_string()),
+                        ("number", u.number.to_string()),
+                        ("username", u.username.clone()),
+                        ("display name", u.display_name.clone()),
+                        ("email", u.email.clone()),
+                        ("org", u.org.clone()),
+                        ("role", u.role.to_string()),
+                        ("status", u.status.as_str().into()),
+                        ("mfa", u.mfa.to_string()),
+                        ("recovery codes left", u.recovery_codes_left.to_string()),
+                        ("created", u.created_at.clone()),
+                        ("last login", u.last_login_at.clone().unwrap_or_else(never)),
+                        ("mfa enrolled", u.mfa_enrolled_at.clone().unwrap_or_else(never)),
+                        ("mfa reset", u.mfa_reset_at.clone().unwrap_or_else(never)),
+                    ] {
+                        println!("{k:>20}  {v}");
+                    }
+                    if !detail.recent_audit.is_empty() {
+                        println!("\nRecent audit events:");
+                        print_audit(&detail.recent_audit);
+                    }
+                }
+            }
+        }
+        UserCommand::Add(a) => {
+            let password = if a.password_stdin { Some(read_password(true, "")?) } else { None };
+            let display_name = a.display_name.unwrap_or_else(|| a.username.clone());
+            let new = NewUser { username: a.username, email: a.email, display_name, role: a.role, org: a.org, password };
+            let view = service.add_user(actor, new, t)?;
+            println!("Added {} (#{}, {})", view.username, view.number, view.id);
+        }
+        UserCommand::Disable { user } => {
+            let v = service.set_status(actor, &user, Status::Disabled, t)?;
+            println!("Disabled {}; their sessions were ended", v.username);
+        }
+        UserCommand::Enable { user } => {
+            let v = service.set_status(actor, &user, Status::Active, t)?;
+            println!("Enabled {}", v.username);
+        }
+        UserCommand::SetPassword { user, password_stdin } => {
+            let password = read_password(password_stdin, &format!("New password for {user}"))?;
+            service.set_password(actor, &user, &password, t)?;
+            println!("Password set for {user}; their sessions were ended");
+        }
+        UserCommand::Import { file, skip_invalid } => return import(service, actor, &file, skip_invalid),
+        UserCommand::Export { output } => {
+            let page = service.list_users(actor, &UserQuery::default(), t)?;
+            print_users(&page.users, if output == Output::Table { Output::Csv } else { output })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A CSV row that cannot be imported: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub column: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+    }
+}
+
+const IMPORT_COLUMNS: [&str; 5] = ["username", "email", "display_name", "role", "org"];
+
+/// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
+/// Returns each parsed row with its line, and the rows that could not be parsed.
+pub fn parse_user_csv(input: impl std::io::Read) -> anyhow::Result<(Vec<(u64, NewUser)>, Vec<RowError>)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
+    let headers = reader.headers().context("reading the CSV header")?.clone();
+    let index: Vec<usize> = IMPORT_COLUMNS
+        .iter()
+        .map(|c| {
+            headers.iter().position(|h| h.eq_ignore_ascii_case(c)).ok_or_else(|| {
+                anyhow::anyhow!("line 1: the header has no column {c:?}; it must name username,email,display_name,role,org")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(RowError { line, column: "-".into(), message: format!("not valid CSV: {e}") });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize| record.get(index[i]).unwrap_or("").to_string();
+        let missing = IMPORT_COLUMNS.iter().enumerate().find(|(i, _)| field(*i).is_empty());
+        if let Some((_, column)) = missing {
+            errors.push(RowError { line, column: column.to_string(), message: "is empty".into() });
+            continue;
+        }
+        let role = match field(3).parse::<Role>() {
+            Ok(r) => r,
+            Err(message) => {
+                errors.push(RowError { line, column: "role".into(), message });
+                continue;
+            }
+        };
+        rows.push((
+            line,
+            NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None },
+        ));
+    }
+    Ok((rows, errors))
+}
+
+fn import(service: &Service, actor: &Actor, file: &Path, skip_invalid: bool) -> anyhow::Result<ExitCode> {
+    let input: Box<dyn std::io::Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?)
+    };
+    let (rows, mut errors) = parse_user_csv(input)?;
+    let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
+    // Check every row against the store first, so one run reports every problem.
+    let problems = match service.import_users(actor, &users, true, now())? {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems,
+    };
+    let bad: std::collections::HashSet<usize> = problems.iter().map(|p| p.row).collect();
+    errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.to_string(), message: p.message }));
+    errors.sort_by_key(|e| e.line);
+    if !errors.is_empty() && !skip_invalid {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        eprintln!("Nothing was imported: fix these {} rows, or pass --skip-invalid to import the others", errors.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    let valid: Vec<NewUser> = users.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, u)| u).collect();
+    let count = match service.import_users(actor, &valid, false, now())? {
+        Ok(count) => count,
+        Err(problems) => bail!("the store changed during the import ({}); nothing was imported, run it again", problems[0].message),
+    };
+    for e in &errors {
+        eprintln!("skipped {e}");
+    }
+    println!("Imported {count} users{}", if errors.is_empty() { String::new() } else { format!("; skipped {} rows", errors.len()) });
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+// ------------------------------------------------------------------ mfa
+
+fn mfa_cmd(ctx: &Context, actor: &Actor, cmd: MfaCommand) -> anyhow::Result<ExitCode> {
+    let service = ctx.open_service()?;
+    let t = now();
+    match cmd {
+        MfaCommand::Enroll { user } => {
+            let e = service.begin_enrollment(actor, &user, &ctx.config.totp.issuer, t)?;
+            print_enrollment(&e);
+            println!("Then confirm with: mfadmin mfa confirm {user} CODE");
+        }
+        MfaCommand::Confirm { user, code } => {
+            let confirmed = service.confirm_enrollment(actor, &user, &code, t)?;
+            println!("MFA is now enrolled for {user}. Recovery codes (each works once; shown only now):\n");
+            for c in &confirmed.recovery_codes {
+                println!("  {c}");
+            }
+        }
+        MfaCommand::Status { user } => {
+            let u = service.get_user(actor, &user, t)?.user;
+            println!("{}: {} ({} recovery codes left)", u.username, u.mfa, u.recovery_codes_left);
+        }
+        MfaCommand::Reset(args) => return reset(&service, actor, args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset(service: &Service, actor: &Actor, args: ResetArgs) -> anyhow::Result<ExitCode> {
+    let mut targets = Vec::new();
+    for u in &args.users {
+        if u == "-" {
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    targets.push(line.to_string());
+                }
+            }
+        } else {
+            targets.push(u.clone());
+        }
+    }
+    if targets.is_empty() {
+        bail!("no users given: name them, or pass - and give one per line on standard input");
+    }
+    let reason = args.reason.as_deref();
+    if !args.dry_run && !args.yes {
+        // Decide first (without changing anything) so the question can say what will happen.
+        let plan = service.reset_mfa(actor, &targets, reason, true, now())?;
+        let will = plan.count(ResetOutcome::Reset);
+        if !std::io::stdin().is_terminal() || args.users.iter().any(|u| u == "-") {
+            bail!("refusing to reset {will} users without confirmation: add --yes (or look first with --dry-run)");
+        }
+        print_reset(&plan, Output::Table)?;
+        eprint!("Reset MFA for {will} users? Type yes to confirm: ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            eprintln!("Nothing was changed.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let report = service.reset_mfa(actor, &targets, reason, args.dry_run, now())?;
+    print_reset(&report, args.output)?;
+    let clean = report.results.iter().all(|r| matches!(r.outcome, ResetOutcome::Reset | ResetOutcome::Skipped));
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        return print_json(report);
+    }
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            let outcome = match (r.outcome, report.dry_run) {
+                (ResetOutcome::Reset, true) => "would reset".to_string(),
+                (o, _) => o.as_str().replace('_', " "),
+            };
+            vec![
+                r.target.clone(),
+                r.username.clone().unwrap_or_else(|| "-".into()),
+                outcome,
+                r.mfa_after.map_or("-".into(), |m| m.to_string()),
+                r.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if output == Output::Csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        w.write_record(["target", "username", "outcome", "mfa_after", "detail"])?;
+        for r in &rows {
+            w.write_record(r)?;
+        }
+        w.flush()?;
+    } else {
+        print_table(&["TARGET", "USER", "OUTCOME", "MFA AFTER", "DETAIL"], &rows);
+    }
+    let c = |o| report.count(o);
+    eprintln!(
+        "{}{} reset, {} skipped, {} denied, {} not found, {} failed",
+        if report.dry_run { "dry run, nothing changed: " } else { "" },
+        c(ResetOutcome::Reset),
+        c(ResetOutcome::Skipped),
+        c(ResetOutcome::Denied),
+        c(ResetOutcome::NotFound),
+        c(ResetOutcome::Failed)
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ orgs and audit
+
+fn org_cmd(service: &Service, actor: &Actor, cmd: OrgCommand) -> anyhow::Result<ExitCode> {
+    let t = now();
+    match cmd {
+        OrgCommand::Show { output } => {
+            let orgs = service.orgs(actor, t)?;
+            if output == Output::Json {
+                print_json(&orgs)?;
+            } else {
+                let rows: Vec<Vec<String>> = orgs
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.name.clone(),
+                            if o.mfa_enforced { "on".into() } else { "off".into() },
+                            o.users.to_string(),
+                            o.enrolled.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ORG", "MFA ENFORCED", "USERS", "ENROLLED"], &rows);
+            }
+        }
+        OrgCommand::Add { name, enforce_mfa } => {
+            let o = service.add_org(actor, &name, enforce_mfa, t)?;
+            println!("Added org {} (MFA enforced: {})", o.name, if o.mfa_enforced { "on" } else { "off" });
+        }
+        OrgCommand::EnforceMfa { state, org } => {
+            let o = service.set_mfa_enforced(actor, org.as_deref(), state == OnOff::On, t)?;
+            println!("MFA enforcement for {} is now {}", o.name, if o.mfa_enforced { "on" } else { "off" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_audit(events: &[AuditView]) {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                e.at.replace('T', " ").replace('Z', ""),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone().unwrap_or_default(),
+                e.outcome.as_str().into(),
+                e.source.clone(),
+                [e.reason.clone(), e.detail.clone()].into_iter().flatten().collect::<Vec<_>>().join(" — "),
+            ]
+        })
+        .collect();
+    print_table(&["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SOURCE", "REASON / DETAIL"], &rows);
+}
+
+const AUDIT_CSV_HEADER: [&str; 13] =
+    ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
+
+fn audit_csv_row(e: &AuditView) -> Vec<String> {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    vec![
+        e.seq.to_string(),
+        e.at.clone(),
+        e.actor.clone(),
+        e.action.clone(),
+        opt(&e.target),
+        e.target_id.map(|i| i.to_string()).unwrap_or_default(),
+        opt(&e.org),
+        e.outcome.as_str().into(),
+        opt(&e.reason),
+        opt(&e.detail),
+        e.source.clone(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+}
+
+fn audit_cmd(service: &Service, actor: &Actor, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::List { filter, limit, output } => {
+            let events = service.audit_list(actor, &AuditQuery { text: filter, limit: Some(limit) })?;
+            match output {
+                Output::Json => print_json(&events)?,
+                Output::Csv => {
+                    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                    w.write_record(AUDIT_CSV_HEADER)?;
+                    for e in &events {
+                        w.write_record(audit_csv_row(e))?;
+                    }
+                    w.flush()?;
+                }
+                Output::Table => print_audit(&events),
+            }
+        }
+        AuditCommand::Verify => {
+            let report = service.audit_verify(actor)?;
+            if report.ok {
+                println!("The audit chain verifies: {} events, every link intact.", report.events);
+            } else {
+                println!(
+                    "The audit chain is BROKEN at event {}: {}",
+                    report.broken_at.unwrap_or_default(),
+                    report.problem.unwrap_or_default()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        AuditCommand::Export { format, file } => {
+            let out: Box<dyn Write> = match &file {
+                Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut out = std::io::BufWriter::new(out);
+            let mut count = 0u64;
+            match format {
+                AuditFormat::Jsonl => service.audit_export(actor, &mut |e| {
+                    count += 1;
+                    serde_json::to_writer(&mut out, &e).map_err(|e| Error::Storage(e.to_string()))?;
+                    out.write_all(b"\n").map_err(|e| Error::Storage(e.to_string()))
+                })?,
+                AuditFormat::Csv => {
+                    let mut w = csv::Writer::from_writer(&mut out);
+                    w.write_record(AUDIT_CSV_HEADER)?;
+                    service.audit_export(actor, &mut |e| {
+                        count += 1;
+                        w.write_record(audit_csv_row(&e)).map_err(|e| Error::Storage(e.to_string()))
+                    })?;
+                    w.flush()?;
+                }
+            }
+            out.flush()?;
+            if let Some(path) = file {
+                eprintln!("Exported {count} events to {}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,112 @@
+//! Demo data: realistic users across orgs, roles and MFA states, generated from a seed.
+
+use crate::auth::{password, token, totp};
+use crate::domain::mfa::{Lockout, MfaState};
+use crate::domain::role::Role;
+use crate::domain::user::{Status, User};
+use crate::domain::Timestamp;
+use crate::error::Result;
+use crate::service::{Actor, Service};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// The demo store's owner and its password (printed by `mfadmin demo`; a demo store is not for real use).
+pub const OWNER: &str = "owner";
+pub const PASSWORD: &str = "demo-password";
+/// Demo orgs: name, MFA enforced, share of the users.
+pub const ORGS: [(&str, bool, u32); 3] = [("Acme", true, 6), ("Globex", false, 3), ("Initech", true, 1)];
+
+const FIRST: &str = include_str!("../assets/demo_first_names.txt");
+const LAST: &str = include_str!("../assets/demo_last_names.txt");
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    &items[rng.random_range(0..items.len())]
+}
+
+/// Generate `count` users. Every generated user has the demo password (hashed once, shared).
+/// User names already in the store are never produced.
+pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> Result<Vec<User>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let first: Vec<&str> = FIRST.lines().filter(|l| !l.is_empty()).collect();
+    let last: Vec<&str> = LAST.lines().filter(|l| !l.is_empty()).collect();
+    let shared_hash = password::hash(PASSWORD);
+    let weight_total: u32 = ORGS.iter().map(|o| o.2).sum();
+    let mut taken: HashSet<String> = HashSet::with_capacity(count);
+    let mut users = Vec::with_capacity(count);
+    let mut serial = service.store().user_count()? as u64;
+    while users.len() < count {
+        let (f, l) = (*pick(&mut rng, &first), *pick(&mut rng, &last));
+        let mut username = format!("{}.{}", f.to_lowercase(), l.to_lowercase());
+        if taken.contains(&username) || service.store().user_id_by_name(&username)?.is_some() {
+            serial += 1;
+            username = format!("{username}{serial}");
+            if taken.contains(&username) || service.store().user_id_by_name(&username)?.is_some() {
+                continue;
+            }
+        }
+        let mut w = rng.random_range(0..weight_total);
+        let (org, enforced, _) = *ORGS.iter().find(|o| {
+            let hit = w < o.2;
+            w = w.saturating_sub(o.2);
+            hit
+        }).unwrap_or(&ORGS[0]);
+        let role = match rng.random_range(0..1000) {
+            0..=19 => Role::Admin,
+            20..=69 => Role::Helpdesk,
+            70..=89 => Role::Auditor,
+            _ => Role::Member,
+        };
+        let id = Uuid::from_bytes(rng.random());
+        let created_at = now - rng.random_range(86_400..3 * 365 * 86_400);
+        let enrolled_at = created_at + rng.random_range(0..86_400 * 30);
+        let secret = || service.seal_secret(id, &totp::new_secret());
+        let codes = |rng: &mut StdRng| -> Vec<[u8; 32]> {
+            (0..rng.random_range(3..=10)).map(|_| token::hash(&hex::encode(rng.random::<[u8; 16]>()))).collect()
+        };
+        let roll = rng.random_range(0..100);
+        let (mfa, lockout, recovery, mfa_enrolled_at, mfa_reset_at) = match roll {
+            0..=69 => (MfaState::Enrolled { secret: secret(), enrolled_at, last_step: 0 }, Lockout::default(), codes(&mut rng), Some(enrolled_at), None),
+            70..=74 => {
+                let locked = Lockout { failures: 6, locked_until: Some(now + rng.random_range(60..3600)) };
+                (MfaState::Enrolled { secret: secret(), enrolled_at, last_step: 0 }, locked, codes(&mut rng), Some(enrolled_at), None)
+            }
+            75..=79 => (MfaState::Pending { secret: secret(), started_at: now - 3600 }, Lockout::default(), vec![], None, None),
+            80..=89 => (MfaState::after_reset(enforced), Lockout::default(), vec![], Some(enrolled_at), Some(now - rng.random_range(3600..86_400 * 60))),
+            _ => (MfaState::after_reset(enforced), Lockout::default(), vec![], None, None),
+        };
+        taken.insert(username.clone());
+        users.push(User {
+            id,
+            number: 0,
+            email: format!("{username}@{}.example", org.to_lowercase()),
+            display_name: format!("{f} {l}"),
+            username,
+            org: org.to_lowercase(),
+            role,
+            status: if rng.random_range(0..100) < 3 { Status::Disabled } else { Status::Active },
+            password_hash: Some(shared_hash.clone()),
+            mfa,
+            lockout,
+            recovery_codes: recovery,
+            created_at,
+            last_login_at: (rng.random_range(0..10) > 0).then(|| now - rng.random_range(60..86_400 * 90)),
+            mfa_enrolled_at,
+            mfa_reset_at,
+            version: 0,
+        });
+    }
+    Ok(users)
+}
+
+/// Fill the store with `count` generated users, creating the demo orgs first where missing.
+pub fn populate(service: &Service, actor: &Actor, count: usize, seed: u64, now: Timestamp) -> Result<usize> {
+    for (name, enforced, _) in ORGS {
+        if service.store().get_org(&name.to_lowercase())?.is_none() {
+            service.add_org(actor, name, enforced, now)?;
+        }
+    }
+    let users = generate(service, count, seed, now)?;
+    service.insert_generated_users(actor, users, "demo users", now)
+}
