@@ -64,6 +64,8 @@ pub enum Command {
     /// Create API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Open the full-screen console
+    Tui(crate::tui::TuiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +355,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tui(args) => crate::tui::run(&ctx, args),
     }
 }
 

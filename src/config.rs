@@ -16,6 +16,7 @@ pub struct Config {
     pub lockout: LockoutConfig,
     pub session: SessionConfig,
     pub server: ServerConfig,
+    pub tui: TuiConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,15 @@ pub struct ServerConfig {
     pub allow_non_loopback: bool,
 }
 
+/// The console (`mfadmin tui`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuiConfig {
+    /// Key bindings over the embedded defaults (assets/keymap.toml): mode -> key -> action;
+    /// the action "none" removes a default binding. Checked when the console starts.
+    pub keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -65,6 +75,7 @@ impl Default for Config {
             lockout: LockoutConfig::default(),
             session: SessionConfig::default(),
             server: ServerConfig::default(),
+            tui: TuiConfig::default(),
         }
     }
 }

@@ -1,0 +1,398 @@
+//! Everything the console shows, as plain data. [`super::update::update`] changes it; the views
+//! only read it.
+
+use super::action::{Action, Session};
+use super::keymap::{Key, KeyMap, Section};
+use super::layout;
+use super::table::UserTable;
+use super::theme::Theme;
+use crate::domain::user::Status;
+use crate::service::{AuditView, Enrollment, OrgView, ResetOutcome, ResetReport, UserDetail, VerifyReport};
+use ratatui::layout::Rect;
+use uuid::Uuid;
+
+/// Above this many users a reset also asks the admin to type the count.
+pub const TYPE_COUNT_ABOVE: usize = 20;
+
+/// How the console was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub keymap: KeyMap,
+    pub color: bool,
+    pub reason_required: bool,
+    pub mouse: bool,
+    /// Where the store is, shown on the login screen.
+    pub store: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { keymap: KeyMap::default(), color: true, reason_required: true, mouse: false, store: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Users,
+    Audit,
+    Orgs,
+}
+
+impl View {
+    pub const ALL: [View; 3] = [View::Users, View::Audit, View::Orgs];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Users => "Users",
+            View::Audit => "Audit",
+            View::Orgs => "Orgs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginStep {
+    /// User name and password.
+    Password,
+    /// A TOTP or recovery code for the challenge.
+    Code { challenge: String },
+    /// The org requires MFA and the user has none: enroll right here.
+    Enroll { challenge: String, enrollment: Option<Enrollment> },
+    /// Enrolled during login: the recovery codes, shown once, then on to the console.
+    RecoveryCodes { session: Box<Session> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginForm {
+    pub step: LoginStep,
+    pub username: String,
+    pub password: String,
+    pub code: String,
+    /// 0 = user name, 1 = password (on the password step).
+    pub focus: usize,
+    pub error: Option<String>,
+    pub waiting: bool,
+}
+
+impl LoginForm {
+    pub fn new() -> LoginForm {
+        LoginForm {
+            step: LoginStep::Password,
+            username: String::new(),
+            password: String::new(),
+            code: String::new(),
+            focus: 0,
+            error: None,
+            waiting: false,
+        }
+    }
+}
+
+impl Default for LoginForm {
+    fn default() -> Self {
+        LoginForm::new()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screen {
+    Login(Box<LoginForm>),
+    Main,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub level: Level,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditPane {
+    pub events: Vec<AuditView>,
+    pub loaded: bool,
+    pub error: Option<String>,
+    pub filter: String,
+    pub editing: bool,
+    /// Results of older queries than this are dropped.
+    pub generation: u64,
+    pub cursor: usize,
+    pub offset: usize,
+    pub verify: Option<Result<VerifyReport, String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrgsPane {
+    pub orgs: Vec<OrgView>,
+    pub loaded: bool,
+    pub error: Option<String>,
+    pub cursor: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetailPane {
+    pub user: Uuid,
+    pub detail: Option<Box<UserDetail>>,
+    pub error: Option<String>,
+    pub scroll: usize,
+}
+
+/// Where the focus is in the reset dialog. It opens on Cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetFocus {
+    Reason,
+    Count,
+    Cancel,
+    Confirm,
+}
+
+/// The reset confirmation: who, what a dry run says will happen, the reason, and for a bulk the
+/// typed count. Only its Confirm button starts the reset.
+#[derive(Debug, Clone)]
+pub struct ConfirmReset {
+    pub targets: Vec<Uuid>,
+    /// The user names of the targets, in table order.
+    pub names: Vec<String>,
+    pub plan: Option<Result<ResetReport, String>>,
+    pub reason: String,
+    pub count: String,
+    pub focus: ResetFocus,
+    pub error: Option<String>,
+}
+
+impl ConfirmReset {
+    pub fn new(targets: Vec<Uuid>, names: Vec<String>) -> ConfirmReset {
+        ConfirmReset {
+            targets,
+            names,
+            plan: None,
+            reason: String::new(),
+            count: String::new(),
+            focus: ResetFocus::Cancel,
+            error: None,
+        }
+    }
+
+    /// Must the count be typed?
+    pub fn needs_count(&self) -> bool {
+        self.targets.len() > TYPE_COUNT_ABOVE
+    }
+
+    /// The focus stops in Tab order.
+    pub fn focus_order(&self) -> Vec<ResetFocus> {
+        let mut order = vec![ResetFocus::Reason];
+        if self.needs_count() {
+            order.push(ResetFocus::Count);
+        }
+        order.extend([ResetFocus::Cancel, ResetFocus::Confirm]);
+        order
+    }
+
+    /// How many the dry run says will be reset, once it is back.
+    pub fn will_reset(&self) -> Option<usize> {
+        match &self.plan {
+            Some(Ok(plan)) => Some(plan.count(ResetOutcome::Reset)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResetProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResetResultView {
+    pub report: ResetReport,
+    pub details: bool,
+    pub scroll: usize,
+}
+
+/// A step that needs a yes, waiting in a [`Confirm`] dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingOp {
+    SetStatus { user: Uuid, username: String, status: Status },
+    SetEnforced { org: String, on: bool },
+}
+
+/// A yes/no question with Cancel focused.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub yes_label: String,
+    pub op: PendingOp,
+    pub focus_yes: bool,
+}
+
+/// Enrolling a user's phone at the console: the QR code, then the first code, then the
+/// recovery codes.
+#[derive(Debug, Clone)]
+pub struct EnrollDialog {
+    pub user: Uuid,
+    pub username: String,
+    pub enrollment: Option<Enrollment>,
+    pub code: String,
+    pub recovery_codes: Option<Vec<String>>,
+    pub error: Option<String>,
+    pub waiting: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Overlay {
+    Help { scroll: usize },
+    CommandLine { input: String },
+    Detail(DetailPane),
+    ConfirmReset(ConfirmReset),
+    Progress(ResetProgress),
+    ResetResult(ResetResultView),
+    Confirm(Confirm),
+    Enroll(EnrollDialog),
+}
+
+/// What keys mean right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Login,
+    Users,
+    Filter,
+    Detail,
+    Audit,
+    Orgs,
+    Dialog,
+    Progress,
+    Result,
+    Help,
+    Command,
+}
+
+impl Mode {
+    /// The key map sections that apply, first match wins.
+    pub fn sections(self) -> &'static [Section] {
+        match self {
+            Mode::Login => &[Section::Login, Section::Input, Section::Global],
+            Mode::Users => &[Section::Users, Section::Global],
+            Mode::Filter => &[Section::Filter, Section::Input, Section::Global],
+            Mode::Detail => &[Section::Detail, Section::Global],
+            Mode::Audit => &[Section::Audit, Section::Global],
+            Mode::Orgs => &[Section::Orgs, Section::Global],
+            Mode::Dialog => &[Section::Dialog, Section::Input, Section::Global],
+            Mode::Progress => &[Section::Progress, Section::Global],
+            Mode::Result => &[Section::Result, Section::Global],
+            Mode::Help => &[Section::Help, Section::Global],
+            Mode::Command => &[Section::Command, Section::Input, Section::Global],
+        }
+    }
+
+    /// Do unbound letters go into a text field?
+    pub fn takes_text(self) -> bool {
+        matches!(self, Mode::Login | Mode::Filter | Mode::Dialog | Mode::Command)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub keymap: KeyMap,
+    pub theme: Theme,
+    pub reason_required: bool,
+    pub mouse: bool,
+    pub store: String,
+    pub size: (u16, u16),
+    pub screen: Screen,
+    pub session: Option<Session>,
+    pub view: View,
+    pub users: UserTable,
+    pub filter_editing: bool,
+    pub audit: AuditPane,
+    pub orgs: OrgsPane,
+    pub overlays: Vec<Overlay>,
+    pub message: Option<Message>,
+    pub busy: usize,
+    pub spinner: usize,
+    pub quit: bool,
+    pub crashed: Option<String>,
+}
+
+impl State {
+    /// A console at the login screen.
+    pub fn new(options: Options) -> State {
+        State {
+            keymap: options.keymap,
+            theme: Theme { color: options.color },
+            reason_required: options.reason_required,
+            mouse: options.mouse,
+            store: options.store,
+            size: (80, 24),
+            screen: Screen::Login(Box::default()),
+            session: None,
+            view: View::Users,
+            users: UserTable::new(),
+            filter_editing: false,
+            audit: AuditPane::default(),
+            orgs: OrgsPane::default(),
+            overlays: Vec::new(),
+            message: None,
+            busy: 0,
+            spinner: 0,
+            quit: false,
+            crashed: None,
+        }
+    }
+
+    pub fn area(&self) -> Rect {
+        Rect::new(0, 0, self.size.0, self.size.1)
+    }
+
+    /// Rows per page of the tables at the current size.
+    pub fn page(&self) -> usize {
+        layout::page_rows(self.area())
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self.overlays.last() {
+            Some(Overlay::Help { .. }) => Mode::Help,
+            Some(Overlay::CommandLine { .. }) => Mode::Command,
+            Some(Overlay::Detail(_)) => Mode::Detail,
+            Some(Overlay::ConfirmReset(_) | Overlay::Confirm(_) | Overlay::Enroll(_)) => Mode::Dialog,
+            Some(Overlay::Progress(_)) => Mode::Progress,
+            Some(Overlay::ResetResult(_)) => Mode::Result,
+            None => match (&self.screen, self.view) {
+                (Screen::Login(_), _) => Mode::Login,
+                (Screen::Main, View::Users) if self.filter_editing => Mode::Filter,
+                (Screen::Main, View::Users) => Mode::Users,
+                (Screen::Main, View::Audit) if self.audit.editing => Mode::Filter,
+                (Screen::Main, View::Audit) => Mode::Audit,
+                (Screen::Main, View::Orgs) => Mode::Orgs,
+            },
+        }
+    }
+
+    /// What a key means now: a bound command, or a character for the focused text field.
+    pub fn action_for_key(&self, key: &Key) -> Option<Action> {
+        let mode = self.mode();
+        if let Some(command) = self.keymap.lookup(mode.sections(), key) {
+            return Some(Action::Command(command));
+        }
+        if mode.takes_text() { key.typed_char().map(Action::Type) } else { None }
+    }
+
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.message = Some(Message { text: text.into(), level: Level::Info });
+    }
+
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.message = Some(Message { text: text.into(), level: Level::Error });
+    }
+
+    /// The first hint for `command` in `section`, e.g. "R".
+    pub fn key_hint(&self, section: Section, command: super::action::Command) -> String {
+        self.keymap.keys_for(section, command).into_iter().next().unwrap_or_else(|| format!(":{}", command.name()))
+    }
+}

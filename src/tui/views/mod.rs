@@ -1,0 +1,166 @@
+//! Drawing: `draw(&State, &mut Frame)` turns the state into widgets and decides nothing.
+
+mod dialogs;
+mod login;
+mod panes;
+mod users;
+
+use super::layout::{self, Density};
+use super::state::{Level, Overlay, Screen, State, View};
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+const SPINNER: [&str; 4] = ["|", "/", "-", "\\"];
+
+pub fn draw(state: &State, frame: &mut Frame) {
+    let area = frame.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    match &state.screen {
+        Screen::Login(form) => login::draw(state, form, frame, area),
+        Screen::Main => {
+            let areas = layout::main_areas(area);
+            draw_tabs(state, frame, areas.tabs);
+            match state.view {
+                View::Users => users::draw(state, frame, area),
+                View::Audit => panes::draw_audit(state, frame, area),
+                View::Orgs => panes::draw_orgs(state, frame, area),
+            }
+            draw_status(state, frame, areas.status);
+        }
+    }
+    for overlay in &state.overlays {
+        match overlay {
+            Overlay::Help { scroll } => dialogs::help(state, *scroll, frame, area),
+            Overlay::CommandLine { input } => dialogs::command_line(state, input, frame, area),
+            Overlay::Detail(pane) => panes::draw_detail(state, pane, frame, area),
+            Overlay::ConfirmReset(d) => dialogs::confirm_reset(state, d, frame, area),
+            Overlay::Progress(p) => dialogs::progress(state, p, frame, area),
+            Overlay::ResetResult(r) => dialogs::reset_result(state, r, frame, area),
+            Overlay::Confirm(c) => dialogs::confirm(state, c, frame, area),
+            Overlay::Enroll(e) => dialogs::enroll(state, e, frame, area),
+        }
+    }
+}
+
+/// The top line: the views, the busy spinner and who is logged in.
+fn draw_tabs(state: &State, frame: &mut Frame, area: Rect) {
+    if area.height == 0 {
+        return;
+    }
+    let t = &state.theme;
+    let mut spans = vec![Span::styled(" mfadmin ", t.title())];
+    if layout::density(state.area()) == Density::Compact {
+        spans.push(Span::styled(format!("[{}]", state.view.title()), t.tab_active()));
+    } else {
+        for view in View::ALL {
+            spans.push(Span::raw(" "));
+            if view == state.view {
+                spans.push(Span::styled(format!("[{}]", view.title()), t.tab_active()));
+            } else {
+                spans.push(Span::styled(format!(" {} ", view.title()), t.plain()));
+            }
+        }
+    }
+    if state.busy > 0 {
+        spans.push(Span::raw(format!("  {} working", SPINNER[state.spinner % SPINNER.len()])));
+    }
+    let left = Line::from(spans);
+    let who = state
+        .session
+        .as_ref()
+        .map(|s| {
+            let org = s.actor.org().map(|o| format!(", {o}")).unwrap_or_default();
+            format!("{} ({}{org}) ", s.actor.audit_name(), s.actor.role())
+        })
+        .unwrap_or_default();
+    frame.render_widget(Paragraph::new(left), area);
+    let w = (who.chars().count() as u16).min(area.width / 2);
+    if w > 0 {
+        let right = Rect { x: area.right() - w, width: w, ..area };
+        frame.render_widget(Paragraph::new(Span::styled(who, t.dim())), right);
+    }
+}
+
+/// The bottom line: the message of the moment, or the counts and key hints.
+fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
+    if area.height == 0 {
+        return;
+    }
+    let t = &state.theme;
+    let counts = match state.view {
+        View::Users => format!(
+            " shown {} / total {} / marked {} ",
+            state.users.shown_len(),
+            state.users.total(),
+            state.users.mark_count()
+        ),
+        View::Audit => format!(" {} events ", state.audit.events.len()),
+        View::Orgs => format!(" {} orgs ", state.orgs.orgs.len()),
+    };
+    let mut spans = vec![Span::styled(counts, t.tab_active()), Span::raw(" ")];
+    match &state.message {
+        Some(m) if m.level == Level::Error => spans.push(Span::styled(format!("error: {}", m.text), t.error())),
+        Some(m) => spans.push(Span::raw(m.text.clone())),
+        None => {
+            use super::action::Command as C;
+            use super::keymap::Section as S;
+            let section = match state.view {
+                View::Users => S::Users,
+                View::Audit => S::Audit,
+                View::Orgs => S::Orgs,
+            };
+            let hints: &[(C, &str)] = match state.view {
+                View::Users => &[(C::Help, "help"), (C::Filter, "find"), (C::ToggleMark, "mark"), (C::Reset, "reset"), (C::Open, "detail"), (C::Quit, "quit")],
+                View::Audit => &[(C::Help, "help"), (C::Filter, "find"), (C::NextView, "next view"), (C::Quit, "quit")],
+                View::Orgs => &[(C::Help, "help"), (C::ToggleEnforcement, "enforce on/off"), (C::NextView, "next view"), (C::Quit, "quit")],
+            };
+            for (command, label) in hints {
+                spans.push(Span::styled(state.key_hint(section, *command), t.key()));
+                spans.push(Span::raw(format!(" {label}  ")));
+            }
+        }
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A bordered box over whatever is below, cleared first.
+fn popup(state: &State, frame: &mut Frame, area: Rect, title: &str) -> Rect {
+    frame.render_widget(Clear, area);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Plain)
+        .border_style(state.theme.border())
+        .title(Span::styled(format!(" {title} "), state.theme.title()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    inner
+}
+
+/// Cut `text` to `width` characters, ending in … when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else if width == 0 {
+        String::new()
+    } else {
+        let mut s: String = text.chars().take(width - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// An RFC 3339 time as "YYYY-MM-DD HH:MM" (or the date alone when `short`).
+fn when(rfc3339: Option<&str>, short: bool) -> String {
+    match rfc3339 {
+        None => "never".into(),
+        Some(t) => {
+            let t = t.replace('T', " ");
+            let n = if short { 10 } else { 16 };
+            t.chars().take(n).collect()
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The user table: only the rows on screen are built, so 100,000 users draw like 10.
+
+use super::{fit, when};
+use crate::domain::mfa::MfaStatus;
+use crate::service::SortField;
+use crate::tui::layout::{self, Density};
+use crate::tui::state::State;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+use ratatui::Frame;
+
+pub fn mfa_label(m: MfaStatus) -> &'static str {
+    match m {
+        MfaStatus::Enrolled => "enrolled",
+        MfaStatus::NotEnrolled => "not enrolled",
+        MfaStatus::MustEnroll => "must enroll",
+        MfaStatus::Pending => "pending",
+        MfaStatus::Locked => "locked",
+    }
+}
+
+fn sort_label(f: SortField) -> &'static str {
+    match f {
+        SortField::Username => "user name",
+        SortField::DisplayName => "name",
+        SortField::Email => "email",
+        SortField::Org => "org",
+        SortField::Role => "role",
+        SortField::Mfa => "MFA",
+        SortField::LastLogin => "last login",
+        SortField::Created => "created",
+        SortField::Number => "number",
+    }
+}
+
+pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
+    let areas = layout::main_areas(area);
+    let density = layout::density(area);
+    draw_filter_bar(state, frame, if density == Density::Compact { areas.tabs } else { areas.filter }, density);
+    draw_table(state, frame, area, areas.body, density);
+}
+
+fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Density) {
+    if area.height == 0 {
+        return;
+    }
+    let t = &state.theme;
+    let q = state.users.query();
+    let (sort, desc) = state.users.sort();
+    let arrow = if desc { "↓" } else { "↑" };
+    let mut spans = Vec::new();
+    if density == Density::Compact {
+        // The compact layout shares the top line: the filter goes to its right end.
+        let text = match (state.filter_editing, q.text.is_empty()) {
+            (true, _) => format!("/{}▏", q.text),
+            (false, false) => format!("/{}", q.text),
+            (false, true) => String::new(),
+        };
+        let quick: Vec<String> = [q.role.map(|r| r.to_string()), q.mfa.map(|m| mfa_label(m).to_string())].into_iter().flatten().collect();
+        let line = format!("{text} {}", quick.join(" "));
+        let w = (line.chars().count() as u16).min(area.width.saturating_sub(20));
+        if w > 0 {
+            let right = Rect { x: area.right() - w, width: w, ..area };
+            frame.render_widget(Paragraph::new(Span::styled(fit(&line, w as usize), t.focused_input())), right);
+        }
+        return;
+    }
+    spans.push(Span::styled(" Find ", t.plain()));
+    if state.filter_editing {
+        spans.push(Span::styled(format!("/{}▏", q.text), t.focused_input()));
+    } else if q.text.is_empty() {
+        let key = state.key_hint(crate::tui::keymap::Section::Users, crate::tui::action::Command::Filter);
+        spans.push(Span::styled(format!("({key} to type)"), t.dim()));
+    } else {
+        spans.push(Span::styled(format!("/{}", q.text), t.input()));
+    }
+    spans.push(Span::raw("   role: "));
+    spans.push(Span::styled(q.role.map_or("any".to_string(), |r| r.to_string()), if q.role.is_some() { t.key() } else { t.plain() }));
+    spans.push(Span::raw("   MFA: "));
+    spans.push(Span::styled(q.mfa.map_or("any", mfa_label), if q.mfa.is_some() { t.key() } else { t.plain() }));
+    spans.push(Span::raw(format!("   sort: {} {arrow}", sort_label(sort))));
+    if let Some(anchor) = state.users.anchor() {
+        spans.push(Span::styled(format!("   range from {}", anchor.username), t.key()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The table's columns at a density: header, width.
+fn columns(density: Density) -> Vec<(SortField, &'static str, Constraint)> {
+    use SortField as F;
+    match density {
+        Density::Full => vec![
+            (F::Username, "USER NAME", Constraint::Fill(2)),
+            (F::DisplayName, "NAME", Constraint::Fill(2)),
+            (F::Email, "EMAIL", Constraint::Fill(3)),
+            (F::Org, "ORG", Constraint::Length(8)),
+            (F::Role, "ROLE", Constraint::Length(8)),
+            (F::Mfa, "MFA", Constraint::Length(12)),
+            (F::LastLogin, "LAST LOGIN", Constraint::Length(16)),
+        ],
+        Density::Narrow => vec![
+            (F::Username, "USER NAME", Constraint::Fill(1)),
+            (F::DisplayName, "NAME", Constraint::Fill(1)),
+            (F::Role, "ROLE", Constraint::Length(8)),
+            (F::Mfa, "MFA", Constraint::Length(12)),
+            (F::LastLogin, "LAST LOGIN", Constraint::Length(10)),
+        ],
+        Density::Compact => vec![
+            (F::Username, "USER NAME", Constraint::Fill(1)),
+            (F::Mfa, "MFA", Constraint::Length(12)),
+        ],
+    }
+}
+
+fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density: Density) {
+    if body.height == 0 {
+        return;
+    }
+    let t = &state.theme;
+    let users = &state.users;
+    let rows_area = layout::table_rows(area);
+    let cols = columns(density);
+    let (sort, desc) = users.sort();
+    let mut header_cells = vec![Cell::from("")];
+    header_cells.extend(cols.iter().map(|(field, title, _)| {
+        let mark = if *field == sort { if desc { " ↓" } else { " ↑" } } else { "" };
+        Cell::from(format!("{title}{mark}"))
+    }));
+    let header = Row::new(header_cells).style(t.header());
+    let rows: Vec<Row> = users
+        .visible(rows_area.height as usize)
+        .map(|(position, u, marked)| {
+            let is_cursor = position == users.cursor();
+            let glyph = match (is_cursor, marked) {
+                (true, true) => "▶✓",
+                (true, false) => "▶ ",
+                (false, true) => " ✓",
+                (false, false) => "  ",
+            };
+            let mut cells = vec![Cell::from(glyph)];
+            for (field, _, _) in &cols {
+                cells.push(match field {
+                    SortField::Username if u.status == crate::domain::user::Status::Disabled => {
+                        Cell::from(format!("{} (disabled)", u.username))
+                    }
+                    SortField::Username => Cell::from(u.username.as_str()),
+                    SortField::DisplayName => Cell::from(u.display_name.as_str()),
+                    SortField::Email => Cell::from(u.email.as_str()),
+                    SortField::Org => Cell::from(u.org.as_str()),
+                    SortField::Role => Cell::from(u.role.as_str()),
+                    SortField::Mfa => {
+                        Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) }))
+                    }
+                    SortField::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
+                    SortField::Created | SortField::Number => Cell::from(""),
+                });
+            }
+            let style = match (is_cursor, marked) {
+                (true, true) => t.marked_cursor(),
+                (true, false) => t.cursor(),
+                (false, true) => t.marked(),
+                (false, false) => t.plain(),
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let mut widths = vec![Constraint::Length(2)];
+    widths.extend(cols.iter().map(|c| c.2));
+    let mut table = Table::new(rows, widths).header(header).column_spacing(1);
+    if density != Density::Compact {
+        let title = if !users.loaded {
+            " Users (loading…) ".to_string()
+        } else if users.shown_len() == 0 && users.total() > 0 {
+            " Users: nothing matches the filter ".to_string()
+        } else {
+            " Users ".to_string()
+        };
+        table = table.block(Block::default().borders(Borders::ALL).border_style(t.border()).title(Span::styled(title, t.title())));
+    }
+    frame.render_widget(table, body);
+}
