@@ -393,6 +393,13 @@ impl State {
 
     /// The first hint for `command` in `section`, e.g. "R".
     pub fn key_hint(&self, section: Section, command: super::action::Command) -> String {
-        self.keymap.keys_for(section, command).into_iter().next().unwrap_or_else(|| format!(":{}", command.name()))
+        use super::action::Command;
+        let keys = self.keymap.keys_for(section, command);
+        let preferred = match command {
+            Command::Back => keys.iter().find(|k| *k == "esc"),
+            Command::Submit => keys.iter().find(|k| *k == "enter"),
+            _ => None,
+        };
+        preferred.or(keys.first()).cloned().unwrap_or_else(|| format!(":{}", command.name()))
     }
 }

@@ -249,20 +249,23 @@ impl UserTable {
         self.put_cursor_on(cursor_id);
     }
 
+    /// The order of `list_users` (and so of `mfadmin user list --sort`): the field, then for
+    /// org, role and MFA the user name, then the id.
     fn compare(&self, a: u32, b: u32) -> Ordering {
         let (ua, ub) = (&self.rows[a as usize], &self.rows[b as usize]);
+        let by_name = || self.field(a, 0).cmp(self.field(b, 0));
         let primary = match self.sort {
-            SortField::Username => Ordering::Equal,
+            SortField::Username => by_name(),
             SortField::DisplayName => self.field(a, 1).cmp(self.field(b, 1)),
             SortField::Email => self.field(a, 2).cmp(self.field(b, 2)),
-            SortField::Org => ua.org.cmp(&ub.org),
-            SortField::Role => (ua.role as u8).cmp(&(ub.role as u8)),
-            SortField::Mfa => (ua.mfa as u8).cmp(&(ub.mfa as u8)),
-            SortField::LastLogin => ua.last_login_at.cmp(&ub.last_login_at),
+            SortField::Org => ua.org.cmp(&ub.org).then_with(by_name),
+            SortField::Role => (ua.role as u8).cmp(&(ub.role as u8)).then_with(by_name),
+            SortField::Mfa => (ua.mfa as u8).cmp(&(ub.mfa as u8)).then_with(by_name),
+            SortField::LastLogin => ua.last_login_at.as_deref().unwrap_or("").cmp(ub.last_login_at.as_deref().unwrap_or("")),
             SortField::Created => ua.created_at.cmp(&ub.created_at),
             SortField::Number => ua.number.cmp(&ub.number),
         };
-        primary.then_with(|| self.field(a, 0).cmp(self.field(b, 0))).then_with(|| ua.id.cmp(&ub.id))
+        primary.then_with(|| ua.id.cmp(&ub.id))
     }
 
     fn resort(&mut self) {

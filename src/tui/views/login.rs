@@ -25,8 +25,9 @@ fn input<'a>(state: &State, label: &str, value: &str, focused: bool, masked: boo
 pub fn draw(state: &State, form: &LoginForm, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let tall = matches!(form.step, LoginStep::Enroll { .. } | LoginStep::RecoveryCodes { .. });
-    let outer = layout::centered(area, if tall { 72 } else { 64 }, if tall { area.height } else { 14 });
-    let inner = popup(state, frame, outer, "mfadmin: log in");
+    let width = if tall { 72 } else { 64 };
+    // Room for the QR code: the whole height but the box's border.
+    let inner = Rect { width: width - 2, height: area.height.saturating_sub(2), ..area };
     let mut lines: Vec<Line> = Vec::new();
     let hint = |items: &[(Command, &str)]| {
         let mut spans = Vec::new();
@@ -84,5 +85,11 @@ pub fn draw(state: &State, form: &LoginForm, frame: &mut Frame, area: Rect) {
     if let Some(e) = &form.error {
         lines.push(Line::styled(e.clone(), t.error()));
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    let text_width = (width - 2) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(text_width)).sum();
+    let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let height = (rows as u16).saturating_add(2);
+    let outer = layout::centered(area, width, height);
+    let inner = popup(state, frame, outer, "mfadmin: log in");
+    frame.render_widget(paragraph, inner);
 }

@@ -1,0 +1,603 @@
+//! Key → action → state: the console's behaviour without a terminal, on a real temporary store.
+
+mod tui_common;
+
+use mfadmin::config::Config;
+use mfadmin::domain::mfa::MfaStatus;
+use mfadmin::domain::role::Role;
+use mfadmin::domain::user::Status;
+use mfadmin::service::{AuditQuery, ResetOutcome, SortField, UserQuery};
+use mfadmin::tui::action::{Action, Command};
+use mfadmin::tui::effects::Effect;
+use mfadmin::tui::keymap::KeyMap;
+use mfadmin::tui::state::{Mode, Options, Overlay, ResetFocus, Screen, View};
+use mfadmin::tui::table::SORT_COLUMNS;
+use tui_common::{fixture, options, App, NOW};
+
+fn names(service: &mfadmin::service::Service, actor: &mfadmin::service::Actor, query: UserQuery) -> Vec<String> {
+    service.list_users(actor, &query, NOW).unwrap().users.into_iter().map(|u| u.username).collect()
+}
+
+#[test]
+fn the_table_loads_every_user_the_admin_may_see_in_user_name_order() {
+    let fx = fixture(300);
+    let app = App::logged_in(&fx.service, &fx.owner, options(true));
+    assert_eq!(app.state.screen, Screen::Main);
+    assert_eq!(app.state.mode(), Mode::Users);
+    assert_eq!(app.shown_names(), names(&fx.service, &fx.owner, UserQuery::default()));
+    assert!(app.state.users.total() > 100, "the owner sees the users of its org");
+}
+
+#[test]
+fn space_marks_the_row_and_moves_down_and_unmarks_a_marked_row() {
+    let fx = fixture(120);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let all = app.shown_names();
+    app.press("space space");
+    assert_eq!(app.marked_names(), all[..2]);
+    assert_eq!(app.cursor_name(), all[2]);
+    app.press("k space");
+    assert_eq!(app.marked_names(), all[..1], "space on a marked row unmarks it");
+    assert_eq!(app.state.users.mark_count(), 1);
+}
+
+#[test]
+fn marks_survive_filtering_and_sorting() {
+    let fx = fixture(200);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space j j space");
+    let marked = app.marked_names();
+    assert_eq!(marked.len(), 2);
+    app.press("/");
+    app.type_text("zzzz-nobody");
+    assert_eq!(app.state.users.shown_len(), 0);
+    app.press("esc s s S m");
+    let mut after = app.marked_names();
+    after.sort();
+    let mut before = marked.clone();
+    before.sort();
+    assert_eq!(after, before, "the same users stay marked");
+    assert_eq!(app.state.users.mark_count(), 2);
+}
+
+#[test]
+fn v_marks_a_range_in_either_direction() {
+    let fx = fixture(150);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let all = app.shown_names();
+    app.press("j j v j j j");
+    assert_eq!(app.state.users.mark_count(), 0, "the first v only starts the range");
+    assert_eq!(app.state.users.anchor().unwrap().username, all[2]);
+    app.press("v");
+    assert_eq!(app.marked_names(), all[2..=5]);
+    app.press("U G v k k v");
+    let n = all.len();
+    assert_eq!(app.marked_names(), all[n - 3..]);
+    app.press("U j v esc");
+    assert!(app.state.users.anchor().is_none(), "esc cancels a range");
+}
+
+#[test]
+fn a_range_whose_start_the_filter_hides_is_refused() {
+    let fx = fixture(150);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let first = app.cursor_name();
+    app.press("v /");
+    app.type_text(&app.shown_names()[40].clone());
+    app.press("enter v");
+    assert!(app.marked_names().is_empty());
+    assert!(app.state.message.as_ref().unwrap().text.contains("hidden by the filter"), "{:?}", app.state.message);
+    assert_ne!(first, app.cursor_name());
+}
+
+#[test]
+fn a_marks_everything_shown_and_capital_u_clears_the_marks() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m"); // quick filter: enrolled
+    let shown = app.shown_names();
+    app.press("a");
+    assert_eq!(app.state.users.mark_count(), shown.len());
+    let mut marked = app.marked_names();
+    marked.sort();
+    let mut expected = shown.clone();
+    expected.sort();
+    assert_eq!(marked, expected);
+    app.press("U");
+    assert_eq!(app.state.users.mark_count(), 0);
+}
+
+#[test]
+fn the_filter_narrows_as_you_type_like_the_service_and_esc_clears_it() {
+    let fx = fixture(400);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let total = app.state.users.total();
+    app.press("/");
+    assert_eq!(app.state.mode(), Mode::Filter);
+    let mut typed = String::new();
+    for c in "an.h".chars() {
+        typed.push(c);
+        app.type_text(&c.to_string());
+        let expected = names(&fx.service, &fx.owner, UserQuery { text: Some(typed.clone()), ..UserQuery::default() });
+        assert_eq!(app.shown_names(), expected, "after typing {typed:?}");
+    }
+    // Backspace widens again; upper case matches lower case; the email is searched too.
+    app.press("backspace backspace");
+    app.type_text("ACME.EX");
+    let expected = names(&fx.service, &fx.owner, UserQuery { text: Some("anacme.ex".into()), ..UserQuery::default() });
+    assert_eq!(app.shown_names(), expected);
+    app.press("ctrl-u");
+    app.type_text("q"); // q types into the filter; it does not quit
+    assert!(!app.state.quit);
+    assert_eq!(app.state.users.query().text, "q");
+    app.press("enter");
+    assert_eq!(app.state.mode(), Mode::Users, "enter keeps the filter and goes back to the table");
+    assert_eq!(app.state.users.query().text, "q");
+    app.press("esc");
+    assert_eq!(app.state.users.shown_len(), total);
+    app.press("/ x esc");
+    assert_eq!(app.state.mode(), Mode::Users);
+    assert_eq!(app.state.users.shown_len(), total, "esc while typing clears too");
+}
+
+#[test]
+fn quick_filters_cycle_through_roles_and_mfa_states_like_the_service() {
+    let fx = fixture(400);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    for role in Role::ALL {
+        app.press("r");
+        assert_eq!(app.state.users.query().role, Some(role));
+        let expected = names(&fx.service, &fx.owner, UserQuery { role: Some(role), ..UserQuery::default() });
+        assert_eq!(app.shown_names(), expected, "role {role}");
+    }
+    app.press("r");
+    assert_eq!(app.state.users.query().role, None, "after the last role: any");
+    for mfa in MfaStatus::ALL {
+        app.press("m");
+        let expected = names(&fx.service, &fx.owner, UserQuery { mfa: Some(mfa), ..UserQuery::default() });
+        assert_eq!(app.shown_names(), expected, "mfa {mfa}");
+    }
+    app.press("m");
+    assert_eq!(app.state.users.query().mfa, None);
+}
+
+#[test]
+fn every_sort_matches_the_order_of_the_cli() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    for (i, field) in SORT_COLUMNS.into_iter().enumerate() {
+        if i > 0 {
+            app.press("s");
+        }
+        assert_eq!(app.state.users.sort(), (field, false));
+        for descending in [false, true] {
+            let expected = names(&fx.service, &fx.owner, UserQuery { sort: field, descending, ..UserQuery::default() });
+            assert_eq!(app.shown_names(), expected, "{field:?} descending={descending}");
+            app.press("S");
+        }
+    }
+    app.press("s");
+    assert_eq!(app.state.users.sort().0, SortField::Username, "s cycles back to the first column");
+}
+
+#[test]
+fn navigation_keys_move_the_cursor_and_scroll_only_as_needed() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let page = app.state.page();
+    let n = app.state.users.shown_len();
+    app.press("j down");
+    assert_eq!(app.state.users.cursor(), 2);
+    app.press("ctrl-d");
+    assert_eq!(app.state.users.cursor(), 2 + page);
+    assert!(app.state.users.offset() > 0 && app.state.users.offset() <= app.state.users.cursor());
+    app.press("G");
+    assert_eq!(app.state.users.cursor(), n - 1);
+    assert_eq!(app.state.users.offset(), n - page);
+    app.press("g");
+    assert_eq!((app.state.users.cursor(), app.state.users.offset()), (0, 0));
+    app.press("k up pageup");
+    assert_eq!(app.state.users.cursor(), 0, "never above the first row");
+}
+
+// ------------------------------------------------------------------ the reset confirmation
+
+fn confirm_dialog(app: &App) -> mfadmin::tui::state::ConfirmReset {
+    match app.state.overlays.last() {
+        Some(Overlay::ConfirmReset(d)) => d.clone(),
+        other => panic!("expected the reset dialog, found {other:?}"),
+    }
+}
+
+#[test]
+fn reset_opens_a_dialog_with_cancel_focused_and_enter_cancels() {
+    let fx = fixture(120);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space space space R");
+    let d = confirm_dialog(&app);
+    assert_eq!(d.focus, ResetFocus::Cancel);
+    assert_eq!(d.targets.len(), 3);
+    assert!(d.plan.as_ref().unwrap().is_ok(), "the dry run filled in the breakdown");
+    let effects = app.press_only("enter");
+    assert!(effects.is_empty(), "enter on Cancel runs nothing");
+    assert!(app.state.overlays.is_empty());
+    assert_eq!(app.state.users.mark_count(), 3, "cancelling keeps the marks");
+    app.press("R esc");
+    assert!(app.state.overlays.is_empty(), "esc cancels too");
+}
+
+#[test]
+fn the_dialog_asks_for_a_reason_and_typing_never_confirms() {
+    let fx = fixture(150);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m R");
+    // Typing while Cancel has the focus goes into the reason; enter moves on but does not confirm.
+    app.type_text("lost phone");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Reason);
+    assert_eq!(confirm_dialog(&app).reason, "lost phone");
+    let effects = app.press_only("enter");
+    assert!(effects.is_empty());
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Cancel, "enter in the reason moves to Cancel");
+    app.press("shift-tab ctrl-w ctrl-w");
+    // An empty reason is refused, and the focus goes back to the field.
+    let effects = app.press_only("tab tab enter");
+    assert!(effects.is_empty());
+    let d = confirm_dialog(&app);
+    assert_eq!(d.reason, "");
+    assert_eq!(d.focus, ResetFocus::Reason);
+    assert_eq!(d.error.as_deref(), Some("a reason is required"));
+}
+
+#[test]
+fn a_bulk_of_more_than_twenty_needs_the_count_typed() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m a R"); // every enrolled user: far more than 20
+    let d = confirm_dialog(&app);
+    let n = d.targets.len();
+    assert!(n > 20);
+    assert!(d.needs_count());
+    assert_eq!(d.focus_order(), vec![ResetFocus::Reason, ResetFocus::Count, ResetFocus::Cancel, ResetFocus::Confirm]);
+    app.type_text("audit finding 12");
+    app.press("tab");
+    app.type_text(&format!("{}x", n - 1)); // letters are not taken
+    assert_eq!(confirm_dialog(&app).count, (n - 1).to_string());
+    let effects = app.press_only("tab tab enter");
+    assert!(effects.is_empty(), "a wrong count is refused");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Count);
+    app.press("ctrl-u");
+    app.type_text(&n.to_string());
+    let effects = app.press_only("tab tab enter");
+    match effects.as_slice() {
+        [Effect::RunReset { targets, reason }] => {
+            assert_eq!(targets.len(), n);
+            assert_eq!(reason, "audit finding 12");
+        }
+        other => panic!("expected the reset to run, got {other:?}"),
+    }
+    assert!(matches!(app.state.overlays.last(), Some(Overlay::Progress(_))), "a progress bar while it runs");
+}
+
+#[test]
+fn reset_runs_for_exactly_the_marked_users_and_the_table_updates_in_place() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m"); // enrolled only
+    let before_enrolled = app.state.users.shown_len();
+    app.press("space j space j space");
+    let marked = app.marked_names();
+    assert_eq!(marked.len(), 3);
+    app.press("R");
+    app.type_text("ticket 4711");
+    app.press("tab tab enter");
+    // The result screen, with the breakdown and the per-user list on demand.
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!("no result screen: {:?}", app.state.overlays) };
+    assert_eq!(r.report.count(ResetOutcome::Reset), 3);
+    app.press("d");
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!() };
+    assert!(r.details);
+    app.press("esc");
+    assert!(app.state.overlays.is_empty());
+    // In place: the three left the "enrolled" filter and lost their marks.
+    assert_eq!(app.state.users.shown_len(), before_enrolled - 3);
+    assert_eq!(app.state.users.mark_count(), 0);
+    for name in &marked {
+        let u = fx.service.get_user(&fx.owner, name, NOW).unwrap().user;
+        assert_eq!(u.mfa, MfaStatus::MustEnroll, "{name} (Acme enforces MFA)");
+        assert_eq!(app.state.users.user(u.id).unwrap().mfa, MfaStatus::MustEnroll);
+    }
+    let enrolled_after = fx.service.list_users(&fx.owner, &UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }, NOW).unwrap().total;
+    assert_eq!(enrolled_after, before_enrolled - 3, "nobody else was reset");
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("mfa.reset".into()), limit: None }).unwrap();
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!((e.source.as_str(), e.actor.as_str(), e.reason.as_deref()), ("tui", "owner", Some("ticket 4711")));
+        assert!(marked.contains(e.target.as_ref().unwrap()));
+    }
+}
+
+#[test]
+fn with_nothing_marked_the_cursor_row_is_reset() {
+    let fx = fixture(120);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m j j");
+    let name = app.cursor_name();
+    app.press("R");
+    assert_eq!(confirm_dialog(&app).names, vec![name]);
+}
+
+#[test]
+fn denials_are_shown_before_anything_happens() {
+    let fx = fixture(300);
+    let console = mfadmin::service::Actor::console("tui");
+    let query = UserQuery { role: Some(Role::Helpdesk), status: Some(Status::Active), ..UserQuery::default() };
+    let helpdesk = fx.service.list_users(&fx.owner, &query, NOW).unwrap().users[0].username.clone();
+    let actor = fx.service.act_as(&console, &helpdesk, "tui").unwrap();
+    let mut app = App::logged_in(&fx.service, &actor, options(true));
+    app.press("m r r a R"); // enrolled admins: a helpdesk may not reset them
+    let d = confirm_dialog(&app);
+    let plan = d.plan.unwrap().unwrap();
+    assert_eq!(plan.count(ResetOutcome::Denied), d.targets.len());
+    assert!(plan.results[0].detail.as_deref().unwrap().contains("a helpdesk cannot reset the MFA of an admin"));
+    app.type_text("x");
+    let effects = app.press_only("tab tab enter");
+    assert!(effects.is_empty(), "nothing to reset: Confirm does nothing");
+}
+
+// ------------------------------------------------------------------ quitting and screens
+
+#[test]
+fn q_and_ctrl_c_quit_from_every_screen() {
+    let fx = fixture(60);
+    for keys in ["q", "ctrl-c", "? q", "enter q", "R ctrl-c", ": ctrl-c", "/ ctrl-c", "tab q", "tab tab q", "space R esc q"] {
+        let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+        app.press(keys);
+        assert!(app.state.quit, "{keys} should quit");
+    }
+    let mut app = App::new(&fx.service, options(true));
+    app.type_text("quentin");
+    assert!(!app.state.quit, "q types into the login form");
+    app.press("ctrl-c");
+    assert!(app.state.quit);
+}
+
+#[test]
+fn tab_cycles_through_users_audit_and_orgs() {
+    let fx = fixture(60);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("tab");
+    assert_eq!(app.state.view, View::Audit);
+    assert!(app.state.audit.loaded);
+    assert!(app.state.audit.verify.as_ref().unwrap().as_ref().unwrap().ok, "the chain verifies");
+    app.press("/");
+    app.type_text("user.add");
+    assert!(app.state.audit.events.iter().all(|e| e.action == "user.add"));
+    app.press("esc tab");
+    assert_eq!(app.state.view, View::Orgs);
+    assert_eq!(app.state.orgs.orgs.len(), 1, "the owner sees its own org");
+    app.press("tab");
+    assert_eq!(app.state.view, View::Users);
+    app.press("shift-tab");
+    assert_eq!(app.state.view, View::Orgs);
+}
+
+#[test]
+fn org_enforcement_asks_first_and_reloads_the_users() {
+    let fx = fixture(100);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("tab tab space");
+    assert!(matches!(app.state.overlays.last(), Some(Overlay::Confirm(c)) if !c.focus_yes), "Cancel is focused");
+    app.press("enter");
+    assert!(fx.service.orgs(&fx.owner, NOW).unwrap()[0].mfa_enforced, "Cancel changed nothing");
+    app.press("space tab enter");
+    assert!(!fx.service.orgs(&fx.owner, NOW).unwrap()[0].mfa_enforced);
+    assert!(!app.state.orgs.orgs[0].mfa_enforced);
+    assert!(app.effects.iter().any(|e| matches!(e, Effect::Many(v) if v.contains(&Effect::LoadUsers))), "the users are reloaded");
+    let states: Vec<MfaStatus> = (0..app.state.users.shown_len()).map(|i| app.state.users.shown_row(i).unwrap().0.mfa).collect();
+    assert!(states.contains(&MfaStatus::NotEnrolled));
+    assert!(!states.contains(&MfaStatus::MustEnroll), "nobody must enroll once enforcement is off");
+}
+
+#[test]
+fn the_detail_pane_shows_the_record_and_can_disable_and_enroll() {
+    let fx = fixture(100);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("/");
+    app.type_text(".");
+    app.press("enter");
+    let name = app.cursor_name();
+    app.press("enter");
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(pane.detail.as_ref().unwrap().user.username, name);
+    app.press("d");
+    assert!(matches!(app.state.overlays.last(), Some(Overlay::Confirm(_))));
+    app.press("tab enter");
+    assert_eq!(fx.service.get_user(&fx.owner, &name, NOW).unwrap().user.status, Status::Disabled);
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(pane.detail.as_ref().unwrap().user.status, Status::Disabled, "the pane shows the change");
+    assert_eq!(pane.detail.as_ref().unwrap().recent_audit[0].action, "user.disable");
+    app.press("d tab enter esc");
+    assert_eq!(fx.service.get_user(&fx.owner, &name, NOW).unwrap().user.status, Status::Active);
+    assert!(app.state.overlays.is_empty());
+}
+
+#[test]
+fn enrolling_at_the_console_shows_a_qr_code_and_confirms_with_the_first_code() {
+    let fx = fixture(200);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m"); // must enroll
+    let name = app.cursor_name();
+    app.press("enter e");
+    let Some(Overlay::Enroll(dialog)) = app.state.overlays.last() else { panic!("{:?}", app.state.overlays) };
+    let enrollment = dialog.enrollment.clone().expect("a secret was issued");
+    assert_eq!(enrollment.username, name);
+    let right = tui_common::code_for(&enrollment.secret_base32, NOW);
+    let wrong: String = right.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect();
+    app.type_text(&wrong);
+    app.press("enter");
+    let Some(Overlay::Enroll(dialog)) = app.state.overlays.last() else { panic!() };
+    assert!(dialog.error.as_deref().unwrap().contains("does not match"), "{:?}", dialog.error);
+    app.press("ctrl-u");
+    app.type_text(&right);
+    app.press("enter");
+    let Some(Overlay::Enroll(dialog)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(dialog.recovery_codes.as_ref().map(Vec::len), Some(10), "{:?}", dialog.error);
+    app.press("enter");
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(pane.detail.as_ref().unwrap().user.mfa, MfaStatus::Enrolled);
+    assert_eq!(fx.service.get_user(&fx.owner, &name, NOW).unwrap().user.mfa, MfaStatus::Enrolled);
+}
+
+#[test]
+fn the_command_line_filters_sorts_resets_and_quits() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let run = |app: &mut App, line: &str| {
+        app.press(":");
+        assert_eq!(app.state.mode(), Mode::Command);
+        app.type_text(line);
+        app.press("enter");
+    };
+    run(&mut app, "filter role=admin mfa=enrolled");
+    let expected = names(&fx.service, &fx.owner, UserQuery { role: Some(Role::Admin), mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() });
+    assert_eq!(app.shown_names(), expected);
+    run(&mut app, "sort email desc");
+    let expected = names(
+        &fx.service,
+        &fx.owner,
+        UserQuery { role: Some(Role::Admin), mfa: Some(MfaStatus::Enrolled), sort: SortField::Email, descending: true, ..UserQuery::default() },
+    );
+    assert_eq!(app.shown_names(), expected);
+    run(&mut app, "filter role=bogus");
+    assert!(app.state.message.as_ref().unwrap().text.contains("unknown role"));
+    run(&mut app, "frobnicate");
+    assert!(app.state.message.as_ref().unwrap().text.contains("unknown command"));
+    run(&mut app, "reset");
+    assert!(matches!(app.state.overlays.last(), Some(Overlay::ConfirmReset(_))));
+    app.press("esc");
+    run(&mut app, "filter");
+    assert!(app.state.users.query().is_empty());
+    run(&mut app, "q");
+    assert!(app.state.quit);
+}
+
+#[test]
+fn keys_from_the_config_file_replace_and_add_bindings_and_help_follows() {
+    let config = Config::parse("[tui.keys.users]\nx = \"reset\"\nR = \"none\"\n").unwrap();
+    let keymap = KeyMap::with_overrides(&config.tui.keys).unwrap();
+    let fx = fixture(60);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { keymap, ..options(true) });
+    app.press("R");
+    assert!(app.state.overlays.is_empty(), "R is unbound");
+    app.press("x");
+    assert!(matches!(app.state.overlays.last(), Some(Overlay::ConfirmReset(_))));
+    let help = app.state.keymap.help(mfadmin::tui::keymap::Section::Users);
+    let reset_keys = &help.iter().find(|(c, _)| *c == Command::Reset).unwrap().1;
+    assert_eq!(reset_keys, &vec!["x".to_string()]);
+    assert!(Config::parse("[tui.keys.users]\nx = \"rest\"\n").map(|c| KeyMap::with_overrides(&c.tui.keys)).unwrap().is_err());
+}
+
+#[test]
+fn the_mouse_selects_and_scrolls_only_when_enabled() {
+    let fx = fixture(200);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let area = mfadmin::tui::layout::table_rows(app.state.area());
+    app.apply(Action::Click { column: area.x + 3, row: area.y + 5 });
+    assert_eq!(app.state.users.cursor(), 0, "mouse off by default");
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { mouse: true, ..options(true) });
+    app.apply(Action::Click { column: area.x + 3, row: area.y + 5 });
+    assert_eq!(app.state.users.cursor(), 5);
+    app.apply(Action::Scroll(3));
+    assert_eq!(app.state.users.cursor(), 8);
+}
+
+#[test]
+fn resizing_keeps_the_cursor_on_screen() {
+    let fx = fixture(200);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("ctrl-d ctrl-d");
+    app.apply(Action::Resize(80, 10));
+    let (cursor, offset, page) = (app.state.users.cursor(), app.state.users.offset(), app.state.page());
+    assert!(offset <= cursor && cursor < offset + page, "{offset} <= {cursor} < {offset}+{page}");
+    app.apply(Action::Resize(3, 2));
+    app.press("j k G g");
+}
+
+// ------------------------------------------------------------------ login
+
+#[test]
+fn login_walks_a_user_through_enrollment_then_accepts_a_recovery_code() {
+    let fx = fixture(20);
+    let mut app = App::new(&fx.service, options(true));
+    assert_eq!(app.state.mode(), Mode::Login);
+    app.type_text("owner");
+    app.press("tab");
+    app.type_text("wrong password");
+    app.press("enter");
+    let Screen::Login(form) = &app.state.screen else { panic!() };
+    assert!(form.error.as_deref().unwrap().contains("wrong user name or password"));
+    app.press("ctrl-u");
+    app.type_text(mfadmin::demo::PASSWORD);
+    app.press("enter");
+    // Acme enforces MFA and the owner has none: enrollment right here.
+    let Screen::Login(form) = &app.state.screen else { panic!() };
+    let mfadmin::tui::state::LoginStep::Enroll { enrollment: Some(e), .. } = &form.step else { panic!("{:?}", form.step) };
+    app.type_text(&tui_common::code_for(&e.secret_base32, NOW));
+    app.press("enter");
+    let Screen::Login(form) = &app.state.screen else { panic!() };
+    let mfadmin::tui::state::LoginStep::RecoveryCodes { session } = &form.step else { panic!("{:?}", form) };
+    let recovery = session.recovery_codes[0].clone();
+    app.press("enter");
+    assert_eq!(app.state.screen, Screen::Main);
+    let session = app.state.session.clone().unwrap();
+    assert_eq!(session.actor.audit_name(), "owner");
+    assert_eq!(session.actor.source, "tui");
+    assert!(session.token.is_some());
+    assert!(app.state.users.total() > 0);
+
+    // Next time: password, then a recovery code instead of the app's code.
+    let mut app = App::new(&fx.service, options(true));
+    app.type_text("owner");
+    app.press("enter");
+    app.type_text(mfadmin::demo::PASSWORD);
+    app.press("enter");
+    let Screen::Login(form) = &app.state.screen else { panic!() };
+    assert!(matches!(form.step, mfadmin::tui::state::LoginStep::Code { .. }), "{:?}", form.step);
+    app.type_text(&recovery);
+    app.press("enter");
+    assert_eq!(app.state.screen, Screen::Main, "logged in with a recovery code");
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("auth.".into()), limit: None }).unwrap();
+    assert!(events.iter().all(|e| e.source == "tui"));
+    assert!(events.iter().any(|e| e.detail.as_deref() == Some("accepted a recovery code")));
+}
+
+// ------------------------------------------------------------------ scale
+
+#[test]
+fn incremental_filtering_agrees_with_filtering_from_scratch_at_scale() {
+    use mfadmin::tui::table::UserTable;
+    let fx = fixture(50);
+    let template = fx.service.list_users(&fx.owner, &UserQuery::default(), NOW).unwrap().users;
+    let rows: Vec<_> = (0..30_000)
+        .map(|i| {
+            let mut u = template[i % template.len()].clone();
+            u.id = uuid::Uuid::from_u128(i as u128 + 1);
+            u.username = format!("{}{i}", u.username);
+            u
+        })
+        .collect();
+    let mut incremental = UserTable::new();
+    incremental.load(rows.clone());
+    let mut typed = String::new();
+    for c in "a.b1".chars() {
+        typed.push(c);
+        incremental.set_text(&typed);
+        let mut fresh = UserTable::new();
+        fresh.load(rows.clone());
+        fresh.set_text(&typed);
+        let ids = |t: &UserTable| (0..t.shown_len()).map(|i| t.shown_row(i).unwrap().0.id).collect::<Vec<_>>();
+        assert_eq!(ids(&incremental), ids(&fresh), "{typed:?}");
+        let brute = rows.iter().filter(|u| format!("{}\u{1f}{}\u{1f}{}", u.username, u.display_name, u.email).to_lowercase().contains(&typed)).count();
+        assert_eq!(incremental.shown_len(), brute);
+    }
+}
