@@ -131,7 +131,7 @@ impl Command {
         match self {
             Command::Quit => "quit the console",
             Command::Help => "show this help",
-            Command::CommandLine => "command line (:reset, :filter role=admin, :sort email, :q)",
+            Command::CommandLine => "command line: :reset :filter role=admin :sort email :q",
             Command::NextView => "next view (users, audit, orgs)",
             Command::PrevView => "previous view",
             Command::Refresh => "reload from the store",

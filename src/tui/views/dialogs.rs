@@ -45,9 +45,11 @@ fn hint_line<'a>(state: &State, section: Section, items: &[(Command, &str)]) -> 
     Line::from(spans)
 }
 
-/// Render `lines` in a box of `width` sized to fit them.
+/// Render `lines` in a box of `width` sized to fit them (wrapped).
 fn boxed(state: &State, frame: &mut Frame, area: Rect, title: &str, width: u16, lines: Vec<Line>) {
-    let height = (lines.len() as u16).saturating_add(2);
+    let text_width = width.min(area.width).saturating_sub(2).max(1) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(text_width)).sum();
+    let height = (rows as u16).saturating_add(2);
     let outer = layout::centered(area, width, height);
     let inner = popup(state, frame, outer, title);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
@@ -61,8 +63,8 @@ pub fn help(state: &State, scroll: usize, frame: &mut Frame, area: Rect) {
     let outer = layout::centered(area, 96, area.height.saturating_sub(2).max(3));
     let inner = popup(state, frame, outer, "Keys");
     let mut lines = vec![
-        Line::styled("Generated from the key map; change it in the config file under [tui.keys.<mode>].", t.dim()),
-        Line::styled("q quits wherever it does not type into a field; ctrl-c quits from every screen.", t.dim()),
+        Line::styled("From the key map; change keys in the config file: [tui.keys.<mode>].", t.dim()),
+        Line::styled("q quits where it does not type into a field; ctrl-c quits everywhere.", t.dim()),
     ];
     let order = [
         Section::Global,
@@ -88,7 +90,7 @@ pub fn help(state: &State, scroll: usize, frame: &mut Frame, area: Rect) {
         lines.push(Line::styled(format!("{} [{}]", section.title(), section.name()), t.header()));
         for (command, keys) in bindings {
             let keys = keys.join(", ");
-            lines.push(Line::from(vec![Span::styled(format!("  {keys:<24}"), t.key()), Span::raw(command.describe())]));
+            lines.push(Line::from(vec![Span::styled(format!("  {keys:<20}"), t.key()), Span::raw(command.describe())]));
         }
     }
     let max_scroll = lines.len().saturating_sub(inner.height as usize);
@@ -258,13 +260,13 @@ pub fn enrollment_lines<'a>(state: &State, e: &Enrollment, room: Rect) -> Vec<Li
     let qr_lines: Vec<&str> = qr.lines().collect();
     let qr_width = qr_lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u16;
     let mut lines = Vec::new();
-    if qr_width <= room.width && (qr_lines.len() as u16) + 6 <= room.height {
+    if qr_width <= room.width && (qr_lines.len() as u16) + 4 <= room.height {
         lines.push(Line::raw("Scan this code with the authenticator app:"));
         // The QR code is drawn in the terminal's own colours, whatever the theme.
         lines.extend(qr_lines.iter().map(|l| Line::styled(l.to_string(), Style::new())));
     } else {
         lines.push(Line::styled(
-            format!("(enlarge the window to at least {}×{} to see the QR code)", qr_width + 4, qr_lines.len() + 10),
+            format!("(the QR code needs a window of at least {}×{})", qr_width + 2, qr_lines.len() + 9),
             state.theme.dim(),
         ));
         lines.push(Line::raw("Type this secret into the authenticator app:"));
@@ -275,8 +277,7 @@ pub fn enrollment_lines<'a>(state: &State, e: &Enrollment, room: Rect) -> Vec<Li
 
 pub fn enroll(state: &State, e: &EnrollDialog, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
-    let outer = layout::centered(area, 72, area.height);
-    let inner = popup(state, frame, outer, &format!("Enroll {}", e.username));
+    let width = 72;
     let mut lines: Vec<Line> = Vec::new();
     if let Some(codes) = &e.recovery_codes {
         lines.push(Line::styled(format!("MFA is now enrolled for {}.", e.username), t.ok()));
@@ -292,7 +293,8 @@ pub fn enroll(state: &State, e: &EnrollDialog, frame: &mut Frame, area: Rect) {
             None if e.error.is_none() => lines.push(Line::styled("issuing a secret…", t.dim())),
             None => {}
             Some(en) => {
-                let room = Rect { height: inner.height.saturating_sub(4), ..inner };
+                // Room for the QR code: the screen but the box's border and the lines around it.
+                let room = Rect { width: width - 2, height: area.height.saturating_sub(5), ..area };
                 lines.extend(enrollment_lines(state, en, room));
                 lines.push(field(state, "First code from the app:", &e.code, !e.waiting, false));
             }
@@ -304,5 +306,5 @@ pub fn enroll(state: &State, e: &EnrollDialog, frame: &mut Frame, area: Rect) {
         }
         lines.push(hint_line(state, Section::Dialog, &[(Command::Submit, "confirm"), (Command::Back, "cancel")]));
     }
-    frame.render_widget(Paragraph::new(lines), inner);
+    boxed(state, frame, area, &format!("Enroll {}", e.username), width, lines);
 }

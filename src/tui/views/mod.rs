@@ -69,9 +69,11 @@ fn draw_tabs(state: &State, frame: &mut Frame, area: Rect) {
         spans.push(Span::raw(format!("  {} working", SPINNER[state.spinner % SPINNER.len()])));
     }
     let left = Line::from(spans);
+    let compact = layout::density(state.area()) == Density::Compact;
     let who = state
         .session
         .as_ref()
+        .filter(|_| !compact)
         .map(|s| {
             let org = s.actor.org().map(|o| format!(", {o}")).unwrap_or_default();
             format!("{} ({}{org}) ", s.actor.audit_name(), s.actor.role())

@@ -86,30 +86,55 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// The table's columns at a density: header, width.
-fn columns(density: Density) -> Vec<(SortField, &'static str, Constraint)> {
-    use SortField as F;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Username,
+    Name,
+    Email,
+    Org,
+    Role,
+    Mfa,
+    LastLogin,
+    Status,
+}
+
+impl Column {
+    fn sorted_by(self) -> Option<SortField> {
+        Some(match self {
+            Column::Username => SortField::Username,
+            Column::Name => SortField::DisplayName,
+            Column::Email => SortField::Email,
+            Column::Org => SortField::Org,
+            Column::Role => SortField::Role,
+            Column::Mfa => SortField::Mfa,
+            Column::LastLogin => SortField::LastLogin,
+            Column::Status => return None,
+        })
+    }
+}
+
+/// The table's columns at a density: column, header, width.
+fn columns(density: Density) -> Vec<(Column, &'static str, Constraint)> {
+    use Column as C;
     match density {
         Density::Full => vec![
-            (F::Username, "USER NAME", Constraint::Fill(2)),
-            (F::DisplayName, "NAME", Constraint::Fill(2)),
-            (F::Email, "EMAIL", Constraint::Fill(3)),
-            (F::Org, "ORG", Constraint::Length(8)),
-            (F::Role, "ROLE", Constraint::Length(8)),
-            (F::Mfa, "MFA", Constraint::Length(12)),
-            (F::LastLogin, "LAST LOGIN", Constraint::Length(16)),
+            (C::Username, "USER NAME", Constraint::Fill(2)),
+            (C::Name, "NAME", Constraint::Fill(2)),
+            (C::Email, "EMAIL", Constraint::Fill(3)),
+            (C::Org, "ORG", Constraint::Length(8)),
+            (C::Role, "ROLE", Constraint::Length(8)),
+            (C::Mfa, "MFA", Constraint::Length(12)),
+            (C::LastLogin, "LAST LOGIN", Constraint::Length(16)),
+            (C::Status, "STATUS", Constraint::Length(8)),
         ],
         Density::Narrow => vec![
-            (F::Username, "USER NAME", Constraint::Fill(1)),
-            (F::DisplayName, "NAME", Constraint::Fill(1)),
-            (F::Role, "ROLE", Constraint::Length(8)),
-            (F::Mfa, "MFA", Constraint::Length(12)),
-            (F::LastLogin, "LAST LOGIN", Constraint::Length(10)),
+            (C::Username, "USER NAME", Constraint::Fill(1)),
+            (C::Name, "NAME", Constraint::Fill(1)),
+            (C::Role, "ROLE", Constraint::Length(8)),
+            (C::Mfa, "MFA", Constraint::Length(12)),
+            (C::LastLogin, "LAST LOGIN", Constraint::Length(10)),
         ],
-        Density::Compact => vec![
-            (F::Username, "USER NAME", Constraint::Fill(1)),
-            (F::Mfa, "MFA", Constraint::Length(12)),
-        ],
+        Density::Compact => vec![(C::Username, "USER NAME", Constraint::Fill(1)), (C::Mfa, "MFA", Constraint::Length(12))],
     }
 }
 
@@ -123,8 +148,8 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
     let cols = columns(density);
     let (sort, desc) = users.sort();
     let mut header_cells = vec![Cell::from("")];
-    header_cells.extend(cols.iter().map(|(field, title, _)| {
-        let mark = if *field == sort { if desc { " ↓" } else { " ↑" } } else { "" };
+    header_cells.extend(cols.iter().map(|(column, title, _)| {
+        let mark = if column.sorted_by() == Some(sort) { if desc { " ↓" } else { " ↑" } } else { "" };
         Cell::from(format!("{title}{mark}"))
     }));
     let header = Row::new(header_cells).style(t.header());
@@ -139,21 +164,19 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
                 (false, false) => "  ",
             };
             let mut cells = vec![Cell::from(glyph)];
-            for (field, _, _) in &cols {
-                cells.push(match field {
-                    SortField::Username if u.status == crate::domain::user::Status::Disabled => {
-                        Cell::from(format!("{} (disabled)", u.username))
-                    }
-                    SortField::Username => Cell::from(u.username.as_str()),
-                    SortField::DisplayName => Cell::from(u.display_name.as_str()),
-                    SortField::Email => Cell::from(u.email.as_str()),
-                    SortField::Org => Cell::from(u.org.as_str()),
-                    SortField::Role => Cell::from(u.role.as_str()),
-                    SortField::Mfa => {
-                        Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) }))
-                    }
-                    SortField::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
-                    SortField::Created | SortField::Number => Cell::from(""),
+            let disabled = u.status == crate::domain::user::Status::Disabled;
+            for (column, _, _) in &cols {
+                cells.push(match column {
+                    // Without a status column, the name says it.
+                    Column::Username if disabled && density != Density::Full => Cell::from(format!("{} (disabled)", u.username)),
+                    Column::Username => Cell::from(u.username.as_str()),
+                    Column::Name => Cell::from(u.display_name.as_str()),
+                    Column::Email => Cell::from(u.email.as_str()),
+                    Column::Org => Cell::from(u.org.as_str()),
+                    Column::Role => Cell::from(u.role.as_str()),
+                    Column::Mfa => Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) })),
+                    Column::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
+                    Column::Status => Cell::from(u.status.as_str()),
                 });
             }
             let style = match (is_cursor, marked) {

@@ -1,0 +1,143 @@
+//! What the console draws, as insta snapshots from ratatui's TestBackend: every screen at 120×40
+//! and 80×24, and without colour (text plus a map of reverse/bold/underline, so marks and focus
+//! are visibly not colour alone). Fixed clock and seed: the snapshots are deterministic.
+
+mod tui_common;
+
+use mfadmin::auth::totp;
+use mfadmin::service::Enrollment;
+use mfadmin::tui::action::Action;
+use mfadmin::tui::state::State;
+use tui_common::{fixture, options, render, render_monochrome, App};
+
+/// Snapshot `state` at 120×40, at 80×24, and in monochrome at 120×40.
+fn snapshots(name: &str, state: &State) {
+    insta::assert_snapshot!(format!("{name}_120x40"), render(state, 120, 40));
+    insta::assert_snapshot!(format!("{name}_80x24"), render(state, 80, 24));
+    let mut mono = state.clone();
+    mono.theme.color = false;
+    insta::assert_snapshot!(format!("{name}_mono"), render_monochrome(&mono, 120, 40));
+}
+
+#[test]
+fn table_with_marks() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space space j j space k");
+    snapshots("table_with_marks", &app.state);
+}
+
+#[test]
+fn filter_active() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m space /");
+    app.type_text("an");
+    snapshots("filter_active", &app.state);
+}
+
+#[test]
+fn confirm_dialog() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m a R");
+    app.type_text("phones replaced after the office move");
+    app.press("tab");
+    app.type_text("1");
+    snapshots("confirm_dialog", &app.state);
+}
+
+#[test]
+fn confirm_dialog_fresh_with_cancel_focused() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m space space space R");
+    snapshots("confirm_dialog_fresh", &app.state);
+}
+
+#[test]
+fn result_screen() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space space space space R");
+    app.type_text("ticket 4711");
+    app.press("tab tab enter d");
+    snapshots("result_screen", &app.state);
+}
+
+#[test]
+fn help_overlay() {
+    let fx = fixture(40);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("?");
+    snapshots("help_overlay", &app.state);
+    app.press("ctrl-d");
+    insta::assert_snapshot!("help_overlay_scrolled_80x24", render(&app.state, 80, 24));
+}
+
+#[test]
+fn enrollment_qr() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m enter");
+    app.press_only("e");
+    // A fixed secret (RFC 6238's test seed) so the QR code is the same on every run.
+    let secret = b"12345678901234567890";
+    let username = app.cursor_name();
+    let enrollment = Enrollment {
+        otpauth_uri: totp::otpauth_uri(secret, "mfadmin", &username),
+        secret_base32: totp::base32(secret),
+        username,
+    };
+    app.apply(Action::EnrollmentBegun(Ok(enrollment)));
+    app.type_text("28");
+    snapshots("enrollment_qr", &app.state);
+}
+
+#[test]
+fn detail_pane() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space R");
+    app.type_text("lost phone");
+    app.press("tab tab enter esc k enter");
+    snapshots("detail_pane", &app.state);
+}
+
+#[test]
+fn login_screen() {
+    let fx = fixture(10);
+    let mut app = App::new(&fx.service, options(true));
+    app.type_text("owner");
+    app.press("tab");
+    app.type_text("secret");
+    snapshots("login_screen", &app.state);
+}
+
+#[test]
+fn org_view() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("tab tab");
+    snapshots("org_view", &app.state);
+}
+
+#[test]
+fn compact_layout_below_80x24() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space space m /");
+    app.type_text("ar");
+    insta::assert_snapshot!("compact_60x16", render(&app.state, 60, 16));
+    // Nothing panics at any size, on any screen.
+    for keys in ["enter", "? ", "R"] {
+        let mut state = app.state.clone();
+        let mut app2 = App { state: state.clone(), service: &fx.service, effects: Vec::new() };
+        app2.press("esc esc");
+        app2.press(keys);
+        state = app2.state;
+        for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 10), (79, 23), (300, 100)] {
+            render(&state, w, h);
+        }
+    }
+}
