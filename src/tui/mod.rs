@@ -153,14 +153,17 @@ async fn event_loop(
             break Ok(());
         }
         tokio::select! {
-            Some(ev) = input.recv() => {
-                if let Some(a) = event::to_action(state, &ev) {
-                    apply(state, a);
+            ev = input.recv() => match ev {
+                Some(ev) => {
+                    if let Some(a) = event::to_action(state, &ev) {
+                        apply(state, a);
+                    }
                 }
-            }
+                // The terminal is gone: nobody can quit any other way.
+                None => break Ok(()),
+            },
             Some(a) = actions.recv() => apply(state, a),
             _ = tick.tick(), if runner.running() > 0 => apply(state, Action::Tick),
-            else => break Ok(()),
         }
         // Take everything that queued up meanwhile before drawing again.
         while !state.quit {
