@@ -601,3 +601,26 @@ fn incremental_filtering_agrees_with_filtering_from_scratch_at_scale() {
         assert_eq!(incremental.shown_len(), brute);
     }
 }
+
+#[test]
+fn help_lists_every_binding_of_the_key_map_and_scrolls_to_its_end() {
+    let fx = fixture(20);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("?");
+    assert_eq!(app.state.mode(), Mode::Help);
+    // Tall enough for all of it: every key of every section is there, next to its description.
+    let screen = tui_common::render(&app.state, 120, app.state.help_lines() as u16 + 4);
+    for section in mfadmin::tui::keymap::Section::ALL {
+        for (command, keys) in app.state.keymap.help(section) {
+            let line = format!("  {:<20}{}", keys.join(", "), command.describe());
+            assert!(screen.contains(&line), "help is missing {line:?}");
+        }
+    }
+    // Scrolling stops at the end, so one key brings it back.
+    app.apply(Action::Resize(80, 24));
+    app.press("G ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d");
+    let Some(Overlay::Help { scroll }) = app.state.overlays.last() else { panic!() };
+    assert_eq!(*scroll, app.state.help_lines() - 20);
+    app.press("esc");
+    assert_eq!(app.state.mode(), Mode::Users);
+}

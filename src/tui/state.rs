@@ -391,6 +391,12 @@ impl State {
         self.message = Some(Message { text: text.into(), level: Level::Error });
     }
 
+    /// How many lines the help overlay has: two of introduction, then per section a blank line,
+    /// a heading and its bindings.
+    pub fn help_lines(&self) -> usize {
+        2 + Section::ALL.iter().map(|s| self.keymap.help(*s).len()).filter(|n| *n > 0).map(|n| n + 2).sum::<usize>()
+    }
+
     /// The first hint for `command` in `section`, e.g. "R".
     pub fn key_hint(&self, section: Section, command: super::action::Command) -> String {
         use super::action::Command;

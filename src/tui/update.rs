@@ -238,7 +238,11 @@ fn detail_command(state: &mut State, command: Command) -> Option<Effect> {
         Command::Back => {
             state.overlays.pop();
         }
-        Command::Down => pane.scroll = pane.scroll.saturating_add(1),
+        Command::Down => {
+            // The record's lines and the audit events below them.
+            let lines = 16 + pane.detail.as_ref().map_or(0, |d| d.recent_audit.len());
+            pane.scroll = (pane.scroll + 1).min(lines);
+        }
         Command::Up => pane.scroll = pane.scroll.saturating_sub(1),
         Command::Reset => {
             let user = pane.user;
@@ -520,6 +524,7 @@ fn result_command(state: &mut State, command: Command) -> Option<Effect> {
 
 fn help_command(state: &mut State, command: Command) -> Option<Effect> {
     let page = state.size.1.saturating_sub(4).max(1) as usize;
+    let max = state.help_lines().saturating_sub(page);
     let Some(Overlay::Help { scroll }) = state.overlays.last_mut() else {
         return None;
     };
@@ -527,9 +532,9 @@ fn help_command(state: &mut State, command: Command) -> Option<Effect> {
         Command::Back | Command::Help => {
             state.overlays.pop();
         }
-        Command::Down => *scroll += 1,
+        Command::Down => *scroll = (*scroll + 1).min(max),
         Command::Up => *scroll = scroll.saturating_sub(1),
-        Command::PageDown => *scroll += page,
+        Command::PageDown => *scroll = (*scroll + page).min(max),
         Command::PageUp => *scroll = scroll.saturating_sub(page),
         _ => {}
     }
