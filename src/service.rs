@@ -38,11 +38,7 @@ pub enum Principal {
 
 impl Actor {
     pub fn console(source: &str) -> Actor {
-        let os_user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .or_else(|_| std::env::var("USERNAME"))
-            .unwrap_or_else(|_| "unknown".into());
-        Actor { principal: Principal::Console { os_user }, source: source.into() }
+        Actor { principal: Principal::Console { os_user: os_user_name() }, source: source.into() }
     }
 
     pub fn role(&self) -> Role {
@@ -1325,6 +1321,27 @@ impl Service {
             Err(b) => VerifyReport { events: b.seq.saturating_sub(1), ok: false, broken_at: Some(b.seq), problem: Some(b.why) },
         })
     }
+}
+
+/// The operating-system account running this process: `$USER`, else the passwd entry of our uid.
+fn os_user_name() -> String {
+    if let Some(name) = ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty())) {
+        return name;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let found = passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            });
+            return found.unwrap_or_else(|| format!("uid{uid}"));
+        }
+    }
+    "unknown".into()
 }
 
 fn principal_of(user: &User) -> Principal {
