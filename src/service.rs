@@ -1300,6 +1300,14 @@ impl Service {
         failure.map_or(Ok(()), Err)
     }
 
+    /// Check the store offline: indexes agree with the records, and the audit chain verifies.
+    pub fn check(&self, actor: &Actor) -> Result<(Vec<String>, VerifyReport)> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("the store check is for the console operator".into()));
+        }
+        Ok((self.store.check_indexes()?, self.audit_verify(actor)?))
+    }
+
     /// Walk the whole chain and name the first broken link.
     pub fn audit_verify(&self, actor: &Actor) -> Result<VerifyReport> {
         self.may_read_audit(actor)?;

@@ -189,3 +189,20 @@ fn a_store_held_by_another_process_is_explained() {
         .code(1)
         .stderr(predicate::str::contains("is in use by another mfadmin process (probably `mfadmin serve`)"));
 }
+
+#[test]
+fn check_finds_an_index_entry_that_points_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "50"]).assert().success();
+    mfadmin(dir.path()).arg("check").assert().success().stdout(predicate::str::contains("store ok: 51 users"));
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.open_tree("users_by_name").unwrap().insert("ghost", uuid::Uuid::new_v4().as_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    mfadmin(dir.path())
+        .arg("check")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("the user name index entry ghost points at no user"));
+}

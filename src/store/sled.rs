@@ -398,6 +398,50 @@ impl Store for SledStore {
         Ok(self.meta.get(name).map_err(storage)?.map(|v| v.to_vec()))
     }
 
+    fn check_indexes(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut users = std::collections::HashMap::new();
+        for item in self.users.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            match decode::<User>("user", &key, &bytes) {
+                Ok(u) if u.id.as_bytes() == key.as_ref() => {
+                    users.insert(u.id, u);
+                }
+                Ok(u) => problems.push(format!("user record under key {} holds id {}", describe_key(&key), u.id)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        type KeyOf = fn(&User) -> Vec<u8>;
+        let indexes: [(&str, &sled::Tree, KeyOf); 3] = [
+            ("user name", &self.by_name, |u| u.username.to_lowercase().into_bytes()),
+            ("email", &self.by_email, |u| u.email.to_lowercase().into_bytes()),
+            ("number", &self.by_number, |u| u.number.to_be_bytes().to_vec()),
+        ];
+        for (what, tree, key_of) in indexes {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(storage)?;
+                let target = Uuid::from_slice(&value).ok().and_then(|id| users.get(&id));
+                match target {
+                    Some(u) if key_of(u) == key.as_ref() => {}
+                    Some(u) => problems.push(format!("the {what} index entry {} points at {}, whose {what} differs", describe_key(&key), u.username)),
+                    None => problems.push(format!("the {what} index entry {} points at no user", describe_key(&key))),
+                }
+            }
+            for u in users.values() {
+                let found = tree.get(key_of(u)).map_err(storage)?;
+                if found.as_deref() != Some(u.id.as_bytes().as_slice()) {
+                    problems.push(format!("user {} ({}) is missing from the {what} index", u.username, u.id));
+                }
+            }
+        }
+        for u in users.values() {
+            if self.orgs.get(u.org.as_bytes()).map_err(storage)?.is_none() {
+                problems.push(format!("user {} belongs to org {:?}, which does not exist", u.username, u.org));
+            }
+        }
+        Ok(problems)
+    }
+
     fn commit(&self, changes: &[Change]) -> Result<()> {
         let trees = (
             &self.users,
