@@ -226,7 +226,9 @@ fn init_logging(config: &crate::config::ServerConfig) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&config.log_level)
             .with_context(|| format!("[server] log_level = {:?} is not a level or filter", config.log_level))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // A second call (tests) keeps the first subscriber.
     let _ = match config.log_format {
         LogFormat::Text => builder.try_init(),
