@@ -150,7 +150,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
-    let span = tracing::info_span!("request", id = %id, method = %method, path = %path, actor = tracing::field::Empty);
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, actor = tracing::field::Empty);
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let status = response.status();
