@@ -188,10 +188,11 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     state.metrics.record_request(&route, method.as_str(), status.as_u16(), took);
     span.in_scope(|| {
         let ms = took.as_secs_f64() * 1000.0;
+        // Its own target, so `RUST_LOG=info,mfadmin::http::request=warn` keeps all but these lines.
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), ms, "answered");
+            tracing::error!(target: "mfadmin::http::request", status = status.as_u16(), ms, "answered");
         } else {
-            tracing::info!(status = status.as_u16(), ms, "answered");
+            tracing::info!(target: "mfadmin::http::request", status = status.as_u16(), ms, "answered");
         }
     });
     response
