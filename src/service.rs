@@ -1344,18 +1344,18 @@ impl Service {
         let mut keys = Vec::new();
         for owner in owners {
             for (hash, session) in self.store.sessions_of(owner.id)? {
-                if let SessionKind::ApiKey { name, role } = session.kind {
-                    if session.expires_at > now {
-                        keys.push(ApiKeyView {
-                            id: api_key_id(&hash),
-                            name,
-                            role,
-                            owner: owner.username.clone(),
-                            org: owner.org.clone(),
-                            created_at: user::rfc3339(session.created_at),
-                            expires_at: user::rfc3339(session.expires_at),
-                        });
-                    }
+                if let SessionKind::ApiKey { name, role } = session.kind
+                    && session.expires_at > now
+                {
+                    keys.push(ApiKeyView {
+                        id: api_key_id(&hash),
+                        name,
+                        role,
+                        owner: owner.username.clone(),
+                        org: owner.org.clone(),
+                        created_at: user::rfc3339(session.created_at),
+                        expires_at: user::rfc3339(session.expires_at),
+                    });
                 }
             }
         }

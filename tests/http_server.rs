@@ -124,6 +124,7 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Served {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("mfadmin serve did not say where it listens");
             }
         };
@@ -134,9 +135,19 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Served {
     }
 }
 
+/// A test that fails half-way still stops its server.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Served {
     /// SIGTERM, then the exit status and the rest of the log (bounded in time).
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    fn terminate(&mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -146,6 +157,7 @@ impl Served {
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
                 panic!("mfadmin serve did not stop within 30 s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -167,7 +179,7 @@ async fn the_binary_serves_logs_json_lines_and_exits_0_on_sigterm_with_the_store
     assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
     let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
 
-    let served = start(dir.path(), &["--log-format", "json"]);
+    let mut served = start(dir.path(), &["--log-format", "json"]);
     let addr = served.addr;
     assert!(addr.ip().is_loopback());
     let auth = format!("Bearer {key}");
@@ -203,7 +215,7 @@ async fn the_binary_serves_logs_json_lines_and_exits_0_on_sigterm_with_the_store
 fn request_log_lines_are_json_with_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     assert!(mfadmin(dir.path()).args(["demo", "--users", "5"]).output().unwrap().status.success());
-    let served = start(dir.path(), &["--log-format", "json"]);
+    let mut served = start(dir.path(), &["--log-format", "json"]);
     let addr = served.addr;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {

@@ -161,7 +161,12 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
                 StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept {method}; see /openapi.json"),
                 _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
             };
-            ApiError::new(status, "http", detail).problem()
+            let slug = match status {
+                StatusCode::NOT_FOUND => "not-found",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                _ => "http-error",
+            };
+            ApiError::new(status, slug, detail).problem()
         });
         let problem = Problem { instance: Some(path.clone()), request_id: Some(id.clone()), ..problem };
         let (mut parts, _) = response.into_parts();

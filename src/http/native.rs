@@ -50,7 +50,7 @@ pub enum LoginResponse {
         /// The bearer token: send it as `Authorization: Bearer <token>`.
         token: String,
         expires_at: String,
-        user: UserView,
+        user: Box<UserView>,
     },
     /// Send a TOTP or recovery code with this challenge to `POST /api/v1/auth/mfa`.
     MfaRequired { challenge: String, expires_at: String },
@@ -121,7 +121,7 @@ pub async fn login(
     Ok(Json(match step {
         LoginStep::Done(s) => {
             state.metrics.record_login("password", "success");
-            LoginResponse::Done { token: s.token, expires_at: s.expires_at, user: s.user }
+            LoginResponse::Done { token: s.token, expires_at: s.expires_at, user: Box::new(s.user) }
         }
         LoginStep::MfaRequired { challenge, expires_at } => {
             state.metrics.record_login("password", "mfa_required");
@@ -356,7 +356,11 @@ fn single_result(state: &AppState, report: ResetReport) -> Result<Json<ResetResu
     let detail = result.detail.clone().unwrap_or_default();
     match result.outcome {
         ResetOutcome::Reset => Ok(Json(result)),
-        ResetOutcome::Skipped => Err(ApiError::conflict(format!("nothing to reset: {detail}"))),
+        ResetOutcome::Skipped => Err(ApiError::conflict(format!(
+            "nothing to reset: {} has no second factor (MFA is {})",
+            result.username.as_deref().unwrap_or(&result.target),
+            result.mfa_after.map_or("not set up", |m| m.as_str())
+        ))),
         ResetOutcome::Denied => Err(ApiError::forbidden(detail)),
         ResetOutcome::NotFound => Err(ApiError::from(Error::not_found(format!("user {:?}", result.target)))),
         ResetOutcome::Failed => Err(ApiError::conflict(detail)),
