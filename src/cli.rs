@@ -66,6 +66,8 @@ pub enum Command {
     /// Create API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Serve the admin API over HTTP (loopback by default)
+    Serve(crate::http::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +376,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => crate::http::serve(&ctx, args),
     }
 }
 

@@ -6,5 +6,6 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod http;
 pub mod service;
 pub mod store;
