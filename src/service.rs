@@ -3,6 +3,7 @@
 
 use crate::auth::{password, seal::Sealer, token, totp};
 use crate::config::Policy;
+use crate::domain::directory::{Directory, Summary};
 use crate::domain::audit::{AuditDraft, AuditEvent, BrokenLink, ChainCheck, Outcome};
 use crate::domain::mfa::{MfaState, MfaStatus, SealedSecret};
 use crate::domain::policy;
@@ -13,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::{Change, Session, SessionKind, Store, TokenHash, UserWrite};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 const META_KEY_CHECK: &str = "key_check";
@@ -334,6 +335,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     sealer: Sealer,
     policy: Policy,
+    /// Summaries of every user for listing; built on first use, then kept in step by `store_commit`.
+    directory: RwLock<Option<Directory>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -383,7 +386,7 @@ impl Service {
                 store.flush()?;
             }
         }
-        Ok(Service { store, sealer, policy })
+        Ok(Service { store, sealer, policy, directory: RwLock::new(None) })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -399,9 +402,45 @@ impl Service {
         SealedSecret(self.sealer.seal(secret, user.as_bytes()))
     }
 
+    /// Commit a unit of work and make it durable.
     fn commit(&self, change: Change) -> Result<()> {
-        self.store.commit(std::slice::from_ref(&change))?;
+        self.store_commit(std::slice::from_ref(&change))?;
         self.store.flush()
+    }
+
+    /// The only way changes reach the store: commit them atomically, then note the users they
+    /// wrote in the directory.
+    fn store_commit(&self, changes: &[Change]) -> Result<()> {
+        self.store.commit(changes)?;
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(directory) = guard.as_mut() {
+            for write in changes.iter().flat_map(|c| &c.users) {
+                let mut summary = Summary::of(&write.user);
+                summary.version = write.expected_version.map_or(1, |v| v + 1);
+                directory.upsert(summary);
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `f` over the directory, reading every user from the store the first time.
+    fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
+        {
+            let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(directory) = guard.as_ref() {
+                return Ok(f(directory));
+            }
+        }
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            let mut directory = Directory::default();
+            self.store.scan_users(&mut |u| {
+                directory.upsert(Summary::of(&u));
+                true
+            })?;
+            *guard = Some(directory);
+        }
+        Ok(f(guard.as_ref().expect("built just above")))
     }
 
     fn org_enforces(&self, org: &str) -> Result<bool> {
@@ -513,7 +552,7 @@ impl Service {
         let mut done = 0;
         for batch in pending.chunks(self.policy.batch_size.max(1)) {
             let changes: Vec<Change> = batch.iter().map(|(_, c)| c.clone()).collect();
-            match self.store.commit(&changes) {
+            match self.store_commit(&changes) {
                 Ok(()) => {}
                 Err(_) => {
                     // Someone changed one of these users meanwhile: decide each one again, alone.
@@ -536,7 +575,7 @@ impl Service {
             let attempt = self.enforcement_map().and_then(|enf| {
                 let (result, change) = self.decide_reset(actor, target, reason, &enf, &mut HashSet::new(), now)?;
                 if let Some(change) = change {
-                    self.store.commit(&[change])?;
+                    self.store_commit(&[change])?;
                 }
                 Ok(result)
             });
@@ -1070,12 +1109,12 @@ impl Service {
             u.number = first + i as u64;
             batch.push(UserWrite { user: u, expected_version: None });
             if batch.len() == 2_000 {
-                self.store.commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
+                self.store_commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
             }
         }
         let mut event = draft(actor, "user.generate", now);
         event.detail = Some(format!("{count} {what}"));
-        self.store.commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
+        self.store_commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
         self.store.flush()?;
         Ok(count)
     }
@@ -1139,43 +1178,39 @@ impl Service {
     pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
         let enforcement = self.enforcement_map()?;
         let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+        let finder = needle.as_deref().map(memchr::memmem::Finder::new);
         let org_filter = query.org.as_deref().map(user::org_key);
         let only_self = !policy::may_read_users(actor.role());
-        let mut views = Vec::new();
-        self.store.scan_users(&mut |u| {
-            let keep = actor.sees(&u)
-                && (!only_self || actor.user_id() == Some(u.id))
-                && query.role.is_none_or(|r| r == u.role)
-                && query.status.is_none_or(|s| s == u.status)
-                && org_filter.as_deref().is_none_or(|o| o == u.org)
-                && needle.as_deref().is_none_or(|n| {
-                    contains_ci(&u.username, n) || contains_ci(&u.display_name, n) || contains_ci(&u.email, n)
-                });
-            if keep {
-                let view = UserView::new(&u, enforcement.get(&u.org).copied().unwrap_or(false), now);
-                if query.mfa.is_none_or(|m| m == view.mfa) {
-                    views.push(view);
-                }
-            }
-            true
-        })?;
-        let total = views.len();
-        views.sort_by_cached_key(|v| (sort_key(v, query.sort), v.id));
-        if query.descending {
-            views.reverse();
-        }
-        let start = match &query.cursor {
-            Some(c) => {
-                let after = decode_cursor(c)?;
-                views.iter().position(|v| v.id == after).map_or(0, |p| p + 1)
-            }
-            None => 0,
-        };
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = query.limit.unwrap_or(usize::MAX);
-        let end = start.saturating_add(limit).min(views.len());
-        let next_cursor = (end < views.len() && end > start).then(|| encode_cursor(views[end - 1].id));
-        let users = views.drain(start.min(end)..end).collect();
-        Ok(UserPage { users, next_cursor, total })
+        self.with_directory(|directory| {
+            let enforced = |s: &Summary| enforcement.get(&s.org).copied().unwrap_or(false);
+            let mut matches: Vec<&Summary> = directory
+                .iter()
+                .filter(|s| {
+                    actor.org().is_none_or(|o| o == s.org)
+                        && (!only_self || actor.user_id() == Some(s.id))
+                        && query.role.is_none_or(|r| r == s.role)
+                        && query.status.is_none_or(|st| st == s.status)
+                        && org_filter.as_deref().is_none_or(|o| o == s.org)
+                        && finder.as_ref().is_none_or(|f| f.find(s.haystack.as_bytes()).is_some())
+                        && query.mfa.is_none_or(|m| m == s.mfa_status(enforced(s), now))
+                })
+                .collect();
+            // The directory is already in user-name order; other orders sort the matches.
+            if query.sort != SortField::Username {
+                matches.sort_by_cached_key(|s| (sort_key(s, query.sort, enforced(s), now), s.id));
+            }
+            if query.descending {
+                matches.reverse();
+            }
+            let total = matches.len();
+            let start = after.and_then(|id| matches.iter().position(|s| s.id == id)).map_or(0, |p| p + 1);
+            let end = start.saturating_add(limit).min(total);
+            let next_cursor = (end < total && end > start).then(|| encode_cursor(matches[end - 1].id));
+            let users = matches[start.min(end)..end].iter().map(|s| s.view(enforced(s), now)).collect();
+            UserPage { users, next_cursor, total }
+        })
     }
 
     // ---------------------------------------------------------------- orgs
@@ -1199,14 +1234,16 @@ impl Service {
 
     /// The orgs the actor can see, with user counts.
     pub fn orgs(&self, actor: &Actor, now: Timestamp) -> Result<Vec<OrgView>> {
-        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
-        self.store.scan_users(&mut |u| {
-            let c = counts.entry(u.org.clone()).or_default();
-            c.0 += 1;
-            if matches!(u.mfa, MfaState::Enrolled { .. }) && !u.lockout.is_locked(now) {
-                c.1 += 1;
+        let counts: HashMap<String, (usize, usize)> = self.with_directory(|directory| {
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for s in directory.iter() {
+                let c = counts.entry(s.org.clone()).or_default();
+                c.0 += 1;
+                if s.mfa_status(false, now) == MfaStatus::Enrolled {
+                    c.1 += 1;
+                }
             }
-            true
+            counts
         })?;
         Ok(self
             .store
@@ -1449,17 +1486,18 @@ fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
     }
 }
 
-fn sort_key(v: &UserView, field: SortField) -> String {
+fn sort_key(s: &Summary, field: SortField, enforced: bool, now: Timestamp) -> String {
+    let name = || s.username.to_lowercase();
     match field {
-        SortField::Username => v.username.to_lowercase(),
-        SortField::DisplayName => v.display_name.to_lowercase(),
-        SortField::Email => v.email.to_lowercase(),
-        SortField::Org => format!("{}\0{}", v.org, v.username.to_lowercase()),
-        SortField::Role => format!("{}\0{}", v.role as u8, v.username.to_lowercase()),
-        SortField::Mfa => format!("{}\0{}", v.mfa as u8, v.username.to_lowercase()),
-        SortField::LastLogin => v.last_login_at.clone().unwrap_or_default(),
-        SortField::Created => v.created_at.clone(),
-        SortField::Number => format!("{:020}", v.number),
+        SortField::Username => name(),
+        SortField::DisplayName => s.display_name.to_lowercase(),
+        SortField::Email => s.email.to_lowercase(),
+        SortField::Org => format!("{}\0{}", s.org, name()),
+        SortField::Role => format!("{}\0{}", s.role as u8, name()),
+        SortField::Mfa => format!("{}\0{}", s.mfa_status(enforced, now) as u8, name()),
+        SortField::LastLogin => format!("{:020}", s.last_login_at.map_or(0, |t| t.saturating_add(1 << 40))),
+        SortField::Created => format!("{:020}", s.created_at.saturating_add(1 << 40)),
+        SortField::Number => format!("{:020}", s.number),
     }
 }
 

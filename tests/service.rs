@@ -443,3 +443,39 @@ fn import_is_all_or_nothing_and_names_each_problem() {
     assert_eq!(t.svc.import_users(&console(), &rows[..1], false, T0).unwrap(), Ok(1));
     assert!(t.svc.resolve("new1").unwrap().is_some());
 }
+
+#[test]
+fn listings_follow_every_write_made_after_the_first_listing() {
+    let t = store();
+    add(&t.svc, "kim", Role::Member, "acme");
+    enroll(&t.svc, "kim", T0);
+    let list = |q: UserQuery| t.svc.list_users(&console(), &q, T0 + 5).unwrap();
+    assert_eq!(list(UserQuery { mfa: Some(MfaStatus::Enrolled), ..Default::default() }).total, 1);
+    t.svc.reset_mfa(&console(), &["kim".into()], Some("r"), false, T0 + 5).unwrap();
+    assert_eq!(list(UserQuery { mfa: Some(MfaStatus::Enrolled), ..Default::default() }).total, 0);
+    assert_eq!(list(UserQuery { mfa: Some(MfaStatus::MustEnroll), ..Default::default() }).users[0].username, "kim");
+    add(&t.svc, "Lee", Role::Helpdesk, "acme");
+    t.svc.set_status(&console(), "lee", mfadmin::domain::user::Status::Disabled, T0 + 5).unwrap();
+    let found = list(UserQuery { text: Some("LEE@ACME".into()), ..Default::default() });
+    assert_eq!(found.total, 1);
+    assert_eq!(found.users[0].status, mfadmin::domain::user::Status::Disabled);
+    // Paging walks every match once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(UserQuery { limit: Some(1), cursor: cursor.clone(), ..Default::default() });
+        seen.extend(page.users.iter().map(|u| u.username.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["kim", "Lee"]);
+    // A user in another org is invisible to an org's admin.
+    add(&t.svc, "gx", Role::Member, "globex");
+    add(&t.svc, "ad", Role::Admin, "acme");
+    let (secret, _) = enroll(&t.svc, "ad", T0);
+    let (_, admin) = login(&t.svc, "ad", Some(&secret), T0 + 60);
+    let names: Vec<_> = t.svc.list_users(&admin, &UserQuery::default(), T0 + 60).unwrap().users.into_iter().map(|u| u.username).collect();
+    assert_eq!(names, ["ad", "kim", "Lee"]);
+}

@@ -110,12 +110,21 @@ impl SledStore {
 
     fn open_raw(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                Error::StoreLocked { dir: dir.to_path_buf() }
+        let is_lock = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+        // sled lets go of its file lock from a background thread shortly after the last handle is
+        // dropped, so a reopen right after a close may find it still held for a moment.
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(e) if is_lock(&e) && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if is_lock(&e) => return Err(Error::StoreLocked { dir: dir.to_path_buf() }),
+                Err(e) => return Err(Error::Storage(format!("cannot open the store in {}: {e}", dir.display()))),
+                Ok(db) => break db,
             }
-            _ => Error::Storage(format!("cannot open the store in {}: {e}", dir.display())),
-        })?;
+        };
         let tree = |name: &str| db.open_tree(name).map_err(storage);
         Ok(SledStore {
             dir: dir.to_path_buf(),
