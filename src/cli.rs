@@ -61,9 +61,13 @@ pub enum Command {
     /// Read, verify and export the hash-chained audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Verify the store offline: every index against the records, and the audit chain (exit 1 on a problem)
+    Check,
     /// Create API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Serve the admin API over HTTP (loopback by default)
+    Serve(crate::http::ServeArgs),
     /// Open the full-screen console
     Tui(crate::tui::TuiArgs),
 }
@@ -344,6 +348,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mfa(cmd) => mfa_cmd(&ctx, &actor, cmd),
         Command::Org(cmd) => org_cmd(&ctx.open_service()?, &actor, cmd),
         Command::Audit(cmd) => audit_cmd(&ctx.open_service()?, &actor, cmd),
+        Command::Check => {
+            let service = ctx.open_service()?;
+            let (problems, chain) = service.check(&actor)?;
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            match (&chain.problem, chain.broken_at) {
+                (Some(why), Some(at)) => println!("problem: the audit chain is broken at event {at}: {why}"),
+                _ => println!("audit chain: {} events, intact", chain.events),
+            }
+            let users = service.store().user_count()?;
+            if problems.is_empty() && chain.ok {
+                println!("store ok: {users} users, every index entry matches its record");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("store has {} problem(s)", problems.len() + usize::from(!chain.ok));
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::Apikey(ApikeyCommand::Create { user, name, role }) => {
             let service = ctx.open_service()?;
             let as_user = service.act_as(&actor, &user, "cli")?;
@@ -355,6 +378,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => crate::http::serve(&ctx, args),
         Command::Tui(args) => crate::tui::run(&ctx, args),
     }
 }

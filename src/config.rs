@@ -54,6 +54,28 @@ pub struct SessionConfig {
 pub struct ServerConfig {
     pub listen: String,
     pub allow_non_loopback: bool,
+    /// Log lines as `text` or `json`.
+    pub log_format: LogFormat,
+    /// Log level or `tracing` filter (`RUST_LOG` overrides it).
+    pub log_level: String,
+    /// Largest request body, in bytes, except for the bulk reset.
+    pub body_limit_bytes: usize,
+    /// Largest request body of the bulk reset (up to 10,000 ids a call).
+    pub bulk_body_limit_bytes: usize,
+    /// Login, MFA and enrollment requests a minute from one client address (0: no limit).
+    pub auth_rate_per_client: u32,
+    /// Login, MFA and enrollment requests a minute for one account (0: no limit).
+    pub auth_rate_per_account: u32,
+    /// On SIGINT/SIGTERM, how long to wait for requests in flight before exiting anyway.
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The console (`mfadmin tui`).
@@ -107,7 +129,17 @@ impl Default for SessionConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:7070".into(), allow_non_loopback: false }
+        ServerConfig {
+            listen: "127.0.0.1:7070".into(),
+            allow_non_loopback: false,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            body_limit_bytes: 64 * 1024,
+            bulk_body_limit_bytes: 1024 * 1024,
+            auth_rate_per_client: 30,
+            auth_rate_per_account: 10,
+            shutdown_grace_seconds: 30,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::auth::{password, seal::Sealer, token, totp};
 use crate::config::Policy;
+use crate::domain::directory::{Directory, Summary};
 use crate::domain::audit::{AuditDraft, AuditEvent, BrokenLink, ChainCheck, Outcome};
 use crate::domain::mfa::{MfaState, MfaStatus, SealedSecret};
 use crate::domain::policy;
@@ -13,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::{Change, Session, SessionKind, Store, TokenHash, UserWrite};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 const META_KEY_CHECK: &str = "key_check";
@@ -38,11 +39,7 @@ pub enum Principal {
 
 impl Actor {
     pub fn console(source: &str) -> Actor {
-        let os_user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .or_else(|_| std::env::var("USERNAME"))
-            .unwrap_or_else(|_| "unknown".into());
-        Actor { principal: Principal::Console { os_user }, source: source.into() }
+        Actor { principal: Principal::Console { os_user: os_user_name() }, source: source.into() }
     }
 
     pub fn role(&self) -> Role {
@@ -338,6 +335,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     sealer: Sealer,
     policy: Policy,
+    /// Summaries of every user for listing; built on first use, then kept in step by `store_commit`.
+    directory: RwLock<Option<Directory>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -387,7 +386,7 @@ impl Service {
                 store.flush()?;
             }
         }
-        Ok(Service { store, sealer, policy })
+        Ok(Service { store, sealer, policy, directory: RwLock::new(None) })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -403,9 +402,45 @@ impl Service {
         SealedSecret(self.sealer.seal(secret, user.as_bytes()))
     }
 
+    /// Commit a unit of work and make it durable.
     fn commit(&self, change: Change) -> Result<()> {
-        self.store.commit(std::slice::from_ref(&change))?;
+        self.store_commit(std::slice::from_ref(&change))?;
         self.store.flush()
+    }
+
+    /// The only way changes reach the store: commit them atomically, then note the users they
+    /// wrote in the directory.
+    fn store_commit(&self, changes: &[Change]) -> Result<()> {
+        self.store.commit(changes)?;
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(directory) = guard.as_mut() {
+            for write in changes.iter().flat_map(|c| &c.users) {
+                let mut summary = Summary::of(&write.user);
+                summary.version = write.expected_version.map_or(1, |v| v + 1);
+                directory.upsert(summary);
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `f` over the directory, reading every user from the store the first time.
+    fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
+        {
+            let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(directory) = guard.as_ref() {
+                return Ok(f(directory));
+            }
+        }
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            let mut directory = Directory::default();
+            self.store.scan_users(&mut |u| {
+                directory.upsert(Summary::of(&u));
+                true
+            })?;
+            *guard = Some(directory);
+        }
+        Ok(f(guard.as_ref().expect("built just above")))
     }
 
     fn org_enforces(&self, org: &str) -> Result<bool> {
@@ -517,7 +552,7 @@ impl Service {
         let mut done = 0;
         for batch in pending.chunks(self.policy.batch_size.max(1)) {
             let changes: Vec<Change> = batch.iter().map(|(_, c)| c.clone()).collect();
-            match self.store.commit(&changes) {
+            match self.store_commit(&changes) {
                 Ok(()) => {}
                 Err(_) => {
                     // Someone changed one of these users meanwhile: decide each one again, alone.
@@ -540,7 +575,7 @@ impl Service {
             let attempt = self.enforcement_map().and_then(|enf| {
                 let (result, change) = self.decide_reset(actor, target, reason, &enf, &mut HashSet::new(), now)?;
                 if let Some(change) = change {
-                    self.store.commit(&[change])?;
+                    self.store_commit(&[change])?;
                 }
                 Ok(result)
             });
@@ -1074,12 +1109,12 @@ impl Service {
             u.number = first + i as u64;
             batch.push(UserWrite { user: u, expected_version: None });
             if batch.len() == 2_000 {
-                self.store.commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
+                self.store_commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
             }
         }
         let mut event = draft(actor, "user.generate", now);
         event.detail = Some(format!("{count} {what}"));
-        self.store.commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
+        self.store_commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
         self.store.flush()?;
         Ok(count)
     }
@@ -1143,43 +1178,39 @@ impl Service {
     pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
         let enforcement = self.enforcement_map()?;
         let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+        let finder = needle.as_deref().map(memchr::memmem::Finder::new);
         let org_filter = query.org.as_deref().map(user::org_key);
         let only_self = !policy::may_read_users(actor.role());
-        let mut views = Vec::new();
-        self.store.scan_users(&mut |u| {
-            let keep = actor.sees(&u)
-                && (!only_self || actor.user_id() == Some(u.id))
-                && query.role.is_none_or(|r| r == u.role)
-                && query.status.is_none_or(|s| s == u.status)
-                && org_filter.as_deref().is_none_or(|o| o == u.org)
-                && needle.as_deref().is_none_or(|n| {
-                    contains_ci(&u.username, n) || contains_ci(&u.display_name, n) || contains_ci(&u.email, n)
-                });
-            if keep {
-                let view = UserView::new(&u, enforcement.get(&u.org).copied().unwrap_or(false), now);
-                if query.mfa.is_none_or(|m| m == view.mfa) {
-                    views.push(view);
-                }
-            }
-            true
-        })?;
-        let total = views.len();
-        views.sort_by_cached_key(|v| (sort_key(v, query.sort), v.id));
-        if query.descending {
-            views.reverse();
-        }
-        let start = match &query.cursor {
-            Some(c) => {
-                let after = decode_cursor(c)?;
-                views.iter().position(|v| v.id == after).map_or(0, |p| p + 1)
-            }
-            None => 0,
-        };
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = query.limit.unwrap_or(usize::MAX);
-        let end = start.saturating_add(limit).min(views.len());
-        let next_cursor = (end < views.len() && end > start).then(|| encode_cursor(views[end - 1].id));
-        let users = views.drain(start.min(end)..end).collect();
-        Ok(UserPage { users, next_cursor, total })
+        self.with_directory(|directory| {
+            let enforced = |s: &Summary| enforcement.get(&s.org).copied().unwrap_or(false);
+            let mut matches: Vec<&Summary> = directory
+                .iter()
+                .filter(|s| {
+                    actor.org().is_none_or(|o| o == s.org)
+                        && (!only_self || actor.user_id() == Some(s.id))
+                        && query.role.is_none_or(|r| r == s.role)
+                        && query.status.is_none_or(|st| st == s.status)
+                        && org_filter.as_deref().is_none_or(|o| o == s.org)
+                        && finder.as_ref().is_none_or(|f| f.find(s.haystack.as_bytes()).is_some())
+                        && query.mfa.is_none_or(|m| m == s.mfa_status(enforced(s), now))
+                })
+                .collect();
+            // The directory is already in user-name order; other orders sort the matches.
+            if query.sort != SortField::Username {
+                matches.sort_by_cached_key(|s| (sort_key(s, query.sort, enforced(s), now), s.id));
+            }
+            if query.descending {
+                matches.reverse();
+            }
+            let total = matches.len();
+            let start = after.and_then(|id| matches.iter().position(|s| s.id == id)).map_or(0, |p| p + 1);
+            let end = start.saturating_add(limit).min(total);
+            let next_cursor = (end < total && end > start).then(|| encode_cursor(matches[end - 1].id));
+            let users = matches[start.min(end)..end].iter().map(|s| s.view(enforced(s), now)).collect();
+            UserPage { users, next_cursor, total }
+        })
     }
 
     // ---------------------------------------------------------------- orgs
@@ -1203,14 +1234,16 @@ impl Service {
 
     /// The orgs the actor can see, with user counts.
     pub fn orgs(&self, actor: &Actor, now: Timestamp) -> Result<Vec<OrgView>> {
-        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
-        self.store.scan_users(&mut |u| {
-            let c = counts.entry(u.org.clone()).or_default();
-            c.0 += 1;
-            if matches!(u.mfa, MfaState::Enrolled { .. }) && !u.lockout.is_locked(now) {
-                c.1 += 1;
+        let counts: HashMap<String, (usize, usize)> = self.with_directory(|directory| {
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for s in directory.iter() {
+                let c = counts.entry(s.org.clone()).or_default();
+                c.0 += 1;
+                if s.mfa_status(false, now) == MfaStatus::Enrolled {
+                    c.1 += 1;
+                }
             }
-            true
+            counts
         })?;
         Ok(self
             .store
@@ -1304,6 +1337,14 @@ impl Service {
         failure.map_or(Ok(()), Err)
     }
 
+    /// Check the store offline: indexes agree with the records, and the audit chain verifies.
+    pub fn check(&self, actor: &Actor) -> Result<(Vec<String>, VerifyReport)> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("the store check is for the console operator".into()));
+        }
+        Ok((self.store.check_indexes()?, self.audit_verify(actor)?))
+    }
+
     /// Walk the whole chain and name the first broken link.
     pub fn audit_verify(&self, actor: &Actor) -> Result<VerifyReport> {
         self.may_read_audit(actor)?;
@@ -1325,6 +1366,110 @@ impl Service {
             Err(b) => VerifyReport { events: b.seq.saturating_sub(1), ok: false, broken_at: Some(b.seq), problem: Some(b.why) },
         })
     }
+
+    // ---------------------------------------------------------------- API keys: list and revoke
+    // (added with `mfadmin serve`, issue 4: keys are revocable and audited)
+
+    /// The unexpired API keys of the actor's org (every org for the console), for an Owner or Admin.
+    pub fn list_api_keys(&self, actor: &Actor, now: Timestamp) -> Result<Vec<ApiKeyView>> {
+        if !policy::may_create_api_key(actor.role(), Role::Member) {
+            return Err(Error::Forbidden(format!("{} cannot see API keys", actor.role().with_article())));
+        }
+        let mut owners = Vec::new();
+        self.store.scan_users(&mut |u| {
+            if actor.sees(&u) && policy::may_create_api_key(u.role, Role::Member) {
+                owners.push(u);
+            }
+            true
+        })?;
+        let mut keys = Vec::new();
+        for owner in owners {
+            for (hash, session) in self.store.sessions_of(owner.id)? {
+                if let SessionKind::ApiKey { name, role } = session.kind
+                    && session.expires_at > now
+                {
+                    keys.push(ApiKeyView {
+                        id: api_key_id(&hash),
+                        name,
+                        role,
+                        owner: owner.username.clone(),
+                        org: owner.org.clone(),
+                        created_at: user::rfc3339(session.created_at),
+                        expires_at: user::rfc3339(session.expires_at),
+                    });
+                }
+            }
+        }
+        keys.sort_by(|a, b| (&a.org, &a.owner, &a.name, &a.id).cmp(&(&b.org, &b.owner, &b.name, &b.id)));
+        Ok(keys)
+    }
+
+    /// Revoke the API key with this id (from [`Service::list_api_keys`]). An Owner revokes any key
+    /// of the org; an Admin its own keys and those of the users it may manage.
+    pub fn revoke_api_key(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<()> {
+        let id = id.trim().to_lowercase();
+        let not_found = || Error::not_found(format!("API key {id:?}"));
+        let Some(key) = self.list_api_keys(actor, now)?.into_iter().find(|k| k.id == id) else {
+            return Err(not_found());
+        };
+        let owner = self.resolve(&key.owner)?.ok_or_else(not_found)?;
+        if actor.user_id() != Some(owner.id) && !policy::may_manage_user(actor.role(), owner.role) {
+            return Err(Error::Forbidden(format!(
+                "{} cannot revoke the API keys of {}",
+                actor.role().with_article(),
+                owner.role.with_article()
+            )));
+        }
+        let hash = self
+            .store
+            .sessions_of(owner.id)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .find(|h| api_key_id(h) == id)
+            .ok_or_else(not_found)?;
+        let mut event = about(draft(actor, "apikey.revoke", now), &owner);
+        event.detail = Some(format!("key {:?} ({id})", key.name));
+        self.commit(Change { sessions_delete: vec![hash], audit: vec![event], ..Change::default() })
+    }
+}
+
+/// An API key as listed: never the key itself, only an id derived from its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    /// 16 hex digits that name the key (the start of its hash).
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The user who created it.
+    pub owner: String,
+    pub org: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+fn api_key_id(hash: &TokenHash) -> String {
+    hex::encode(&hash[..8])
+}
+
+/// The operating-system account running this process: `$USER`, else the passwd entry of our uid.
+fn os_user_name() -> String {
+    if let Some(name) = ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty())) {
+        return name;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let found = passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            });
+            return found.unwrap_or_else(|| format!("uid{uid}"));
+        }
+    }
+    "unknown".into()
 }
 
 fn principal_of(user: &User) -> Principal {
@@ -1341,17 +1486,18 @@ fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
     }
 }
 
-fn sort_key(v: &UserView, field: SortField) -> String {
+fn sort_key(s: &Summary, field: SortField, enforced: bool, now: Timestamp) -> String {
+    let name = || s.username.to_lowercase();
     match field {
-        SortField::Username => v.username.to_lowercase(),
-        SortField::DisplayName => v.display_name.to_lowercase(),
-        SortField::Email => v.email.to_lowercase(),
-        SortField::Org => format!("{}\0{}", v.org, v.username.to_lowercase()),
-        SortField::Role => format!("{}\0{}", v.role as u8, v.username.to_lowercase()),
-        SortField::Mfa => format!("{}\0{}", v.mfa as u8, v.username.to_lowercase()),
-        SortField::LastLogin => v.last_login_at.clone().unwrap_or_default(),
-        SortField::Created => v.created_at.clone(),
-        SortField::Number => format!("{:020}", v.number),
+        SortField::Username => name(),
+        SortField::DisplayName => s.display_name.to_lowercase(),
+        SortField::Email => s.email.to_lowercase(),
+        SortField::Org => format!("{}\0{}", s.org, name()),
+        SortField::Role => format!("{}\0{}", s.role as u8, name()),
+        SortField::Mfa => format!("{}\0{}", s.mfa_status(enforced, now) as u8, name()),
+        SortField::LastLogin => format!("{:020}", s.last_login_at.map_or(0, |t| t.saturating_add(1 << 40))),
+        SortField::Created => format!("{:020}", s.created_at.saturating_add(1 << 40)),
+        SortField::Number => format!("{:020}", s.number),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pure domain: users, roles, who may do what, MFA state and audit events. No IO here.
 
 pub mod audit;
+pub mod directory;
 pub mod mfa;
 pub mod policy;
 pub mod role;

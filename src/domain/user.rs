@@ -1,5 +1,6 @@
 //! Users and orgs: the records, their validation, and the JSON view every front end shows.
 
+use super::directory::{Factor, Summary};
 use super::mfa::{Lockout, MfaState, MfaStatus};
 use super::role::Role;
 use super::Timestamp;
@@ -49,16 +50,9 @@ pub struct User {
 }
 
 impl User {
-    /// The state people see. Without a factor, the org's current enforcement decides between
-    /// "not enrolled" and "must enroll"; locked wins over enrolled while a lockout runs.
+    /// The state people see (see [`Factor::status`]).
     pub fn mfa_status(&self, org_enforces_mfa: bool, now: Timestamp) -> MfaStatus {
-        match &self.mfa {
-            MfaState::NotEnrolled | MfaState::MustEnroll if org_enforces_mfa => MfaStatus::MustEnroll,
-            MfaState::NotEnrolled | MfaState::MustEnroll => MfaStatus::NotEnrolled,
-            MfaState::Pending { .. } => MfaStatus::Pending,
-            MfaState::Enrolled { .. } if self.lockout.is_locked(now) => MfaStatus::Locked,
-            MfaState::Enrolled { .. } => MfaStatus::Enrolled,
-        }
+        Factor::of(&self.mfa).status(self.lockout.locked_until, org_enforces_mfa, now)
     }
 
     /// The user after an MFA reset, or `None` when there was no factor to reset.
@@ -107,22 +101,7 @@ pub struct UserView {
 
 impl UserView {
     pub fn new(user: &User, org_enforces_mfa: bool, now: Timestamp) -> UserView {
-        UserView {
-            id: user.id,
-            number: user.number,
-            username: user.username.clone(),
-            email: user.email.clone(),
-            display_name: user.display_name.clone(),
-            org: user.org.clone(),
-            role: user.role,
-            status: user.status,
-            mfa: user.mfa_status(org_enforces_mfa, now),
-            recovery_codes_left: user.recovery_codes.len(),
-            created_at: rfc3339(user.created_at),
-            last_login_at: user.last_login_at.map(rfc3339),
-            mfa_enrolled_at: user.mfa_enrolled_at.map(rfc3339),
-            mfa_reset_at: user.mfa_reset_at.map(rfc3339),
-        }
+        Summary::of(user).view(org_enforces_mfa, now)
     }
 }
 

@@ -78,6 +78,9 @@ pub trait Store: Send + Sync {
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Check that every index entry and every user record agree; returns one sentence per problem.
+    fn check_indexes(&self) -> Result<Vec<String>>;
+
     /// Apply all the changes in one atomic transaction.
     fn commit(&self, changes: &[Change]) -> Result<()>;
     /// Make everything committed so far durable.

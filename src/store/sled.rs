@@ -110,12 +110,21 @@ impl SledStore {
 
     fn open_raw(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                Error::StoreLocked { dir: dir.to_path_buf() }
+        let is_lock = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+        // sled lets go of its file lock from a background thread shortly after the last handle is
+        // dropped, so a reopen right after a close may find it still held for a moment.
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(e) if is_lock(&e) && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if is_lock(&e) => return Err(Error::StoreLocked { dir: dir.to_path_buf() }),
+                Err(e) => return Err(Error::Storage(format!("cannot open the store in {}: {e}", dir.display()))),
+                Ok(db) => break db,
             }
-            _ => Error::Storage(format!("cannot open the store in {}: {e}", dir.display())),
-        })?;
+        };
         let tree = |name: &str| db.open_tree(name).map_err(storage);
         Ok(SledStore {
             dir: dir.to_path_buf(),
@@ -396,6 +405,50 @@ impl Store for SledStore {
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(name).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    fn check_indexes(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut users = std::collections::HashMap::new();
+        for item in self.users.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            match decode::<User>("user", &key, &bytes) {
+                Ok(u) if u.id.as_bytes() == key.as_ref() => {
+                    users.insert(u.id, u);
+                }
+                Ok(u) => problems.push(format!("user record under key {} holds id {}", describe_key(&key), u.id)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        type KeyOf = fn(&User) -> Vec<u8>;
+        let indexes: [(&str, &sled::Tree, KeyOf); 3] = [
+            ("user name", &self.by_name, |u| u.username.to_lowercase().into_bytes()),
+            ("email", &self.by_email, |u| u.email.to_lowercase().into_bytes()),
+            ("number", &self.by_number, |u| u.number.to_be_bytes().to_vec()),
+        ];
+        for (what, tree, key_of) in indexes {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(storage)?;
+                let target = Uuid::from_slice(&value).ok().and_then(|id| users.get(&id));
+                match target {
+                    Some(u) if key_of(u) == key.as_ref() => {}
+                    Some(u) => problems.push(format!("the {what} index entry {} points at {}, whose {what} differs", describe_key(&key), u.username)),
+                    None => problems.push(format!("the {what} index entry {} points at no user", describe_key(&key))),
+                }
+            }
+            for u in users.values() {
+                let found = tree.get(key_of(u)).map_err(storage)?;
+                if found.as_deref() != Some(u.id.as_bytes().as_slice()) {
+                    problems.push(format!("user {} ({}) is missing from the {what} index", u.username, u.id));
+                }
+            }
+        }
+        for u in users.values() {
+            if self.orgs.get(u.org.as_bytes()).map_err(storage)?.is_none() {
+                problems.push(format!("user {} belongs to org {:?}, which does not exist", u.username, u.org));
+            }
+        }
+        Ok(problems)
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {

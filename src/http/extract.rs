@@ -1,0 +1,138 @@
+//! Extractors: the acting user from the bearer token, and body, path and query readers whose
+//! failures are problems that say what was wrong.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::service::Actor;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Every HTTP request acts through this door; it is written into each audit event.
+pub const SOURCE: &str = "http";
+
+/// The longest bearer token looked at; ours are 64 characters.
+const MAX_TOKEN_LEN: usize = 256;
+
+/// The caller, authenticated by `Authorization: Bearer <session token or API key>`.
+pub struct Caller {
+    pub actor: Actor,
+    /// The bearer token itself, for logout.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("actor", &self.actor).finish_non_exhaustive()
+    }
+}
+
+pub fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::unauthenticated(
+            "send the header Authorization: Bearer <token>, with a token from POST /api/v1/auth/login or an API key",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(missing());
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::unauthenticated("unknown or revoked token"));
+    }
+    Ok(token.to_string())
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers)?;
+        let given = token.clone();
+        let actor = state.call(move |service, now| service.authenticate(&given, SOURCE, now)).await?;
+        tracing::Span::current().record("actor", actor.audit_name());
+        Ok(Caller { actor, token })
+    }
+}
+
+/// The client's address, when the server knows it (not in tests that call the router directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip().to_string());
+        Ok(ClientAddr(addr.unwrap_or_else(|| "local".into())))
+    }
+}
+
+/// A JSON body; malformed JSON, another content type, unknown fields and oversize bodies are problems.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Query parameters; unknown names and bad values are problems.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// A single path parameter as text.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(value) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// A user id in the path, which must be a UUID.
+pub struct UserId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiPath(text) = ApiPath::from_request_parts(parts, state).await?;
+        parse_uuid(&text).map(UserId).map_err(ApiError::bad_request)
+    }
+}
+
+pub fn parse_uuid(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text.trim())
+        .map_err(|_| format!("{text:?} is not a user id: ids are UUIDs such as 67e55044-10b1-426f-9247-bb680e5fe0c8"))
+}

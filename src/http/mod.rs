@@ -1,0 +1,351 @@
+//! `mfadmin serve`: the admin operations over HTTP, calling the same service as the CLI and TUI.
+//!
+//! [`router`] builds the whole application from an [`AppState`]; [`run`] serves it on a listener
+//! until a shutdown signal, then flushes the store; [`serve`] is the command.
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod native;
+pub mod openapi;
+pub mod ops;
+pub mod ratelimit;
+
+use crate::cli::Context;
+use crate::config::{Config, LogFormat};
+use crate::domain::Timestamp;
+use crate::service::Service;
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use error::{ApiError, Problem};
+use metrics::Metrics;
+use ratelimit::AuthLimits;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the server needs from the config besides the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The issuer shown in authenticator apps.
+    pub issuer: String,
+    pub body_limit_bytes: usize,
+    pub bulk_body_limit_bytes: usize,
+    pub auth_rate_per_client: u32,
+    pub auth_rate_per_account: u32,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            issuer: config.totp.issuer.clone(),
+            body_limit_bytes: config.server.body_limit_bytes,
+            bulk_body_limit_bytes: config.server.bulk_body_limit_bytes,
+            auth_rate_per_client: config.server.auth_rate_per_client,
+            auth_rate_per_account: config.server.auth_rate_per_account,
+        }
+    }
+}
+
+/// Where "now" comes from: the system clock, or (in tests) one they move.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(crate::cli::now))
+    }
+
+    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+/// Everything a request can reach: the service, the settings, the clock, metrics and rate limits.
+#[derive(Debug)]
+pub struct AppState {
+    service: Arc<Service>,
+    pub settings: Settings,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub limits: AuthLimits,
+}
+
+impl AppState {
+    pub fn new(service: Service, settings: Settings, clock: Clock) -> Arc<AppState> {
+        let limits = AuthLimits::new(settings.auth_rate_per_client, settings.auth_rate_per_account);
+        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits })
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Run `f` on the service off the async threads (password hashing and sled are blocking).
+    pub async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Service, Timestamp) -> crate::error::Result<T> + Send + 'static,
+    {
+        let service = self.service.clone();
+        let now = self.now();
+        Ok(tokio::task::spawn_blocking(move || f(&service, now)).await??)
+    }
+}
+
+/// The whole application: the native API, `/openapi.json`, `/docs`, `/healthz`, `/metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
+    let doc = openapi::finish(doc);
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .fallback(error::no_route)
+        .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// A request id from the client is kept when it is short and plain; otherwise we make one.
+fn request_id(req: &Request) -> String {
+    let given = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    given.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// Around every request: the request id, one log line, metrics, security headers, and problem
+/// bodies completed with the path and request id.
+async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let id_value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    req.headers_mut().insert(REQUEST_ID, id_value.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, actor = tracing::field::Empty);
+    let mut response = next.run(req).instrument(span.clone()).await;
+
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let problem = response.extensions_mut().remove::<Problem>().unwrap_or_else(|| {
+            // An error from outside our handlers (e.g. 405 from the router): give it our body too.
+            let detail = match status {
+                StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept {method}; see /openapi.json"),
+                _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+            };
+            let slug = match status {
+                StatusCode::NOT_FOUND => "not-found",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                _ => "http-error",
+            };
+            ApiError::new(status, slug, detail).problem()
+        });
+        let problem = Problem { instance: Some(path.clone()), request_id: Some(id.clone()), ..problem };
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(error::PROBLEM_JSON));
+        response = Response::from_parts(parts, axum::body::Body::from(problem.body()));
+    }
+
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, id_value);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let csp = if path == "/docs" || path.starts_with("/docs/") {
+        // Swagger UI: its own scripts and styles, nothing from elsewhere.
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'"
+    } else {
+        "default-src 'none'; frame-ancestors 'none'"
+    };
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+
+    let took = started.elapsed();
+    state.metrics.record_request(&route, method.as_str(), status.as_u16(), took);
+    span.in_scope(|| {
+        let ms = took.as_secs_f64() * 1000.0;
+        // Its own target, so `RUST_LOG=info,mfadmin::http::request=warn` keeps all but these lines.
+        if status.is_server_error() {
+            tracing::error!(target: "mfadmin::http::request", status = status.as_u16(), ms, "answered");
+        } else {
+            tracing::info!(target: "mfadmin::http::request", status = status.as_u16(), ms, "answered");
+        }
+    });
+    response
+}
+
+// ------------------------------------------------------------------ the command
+
+/// `mfadmin serve`
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: [server] listen, 127.0.0.1:7070]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Allow a non-loopback address (plain HTTP: put TLS in front)
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Log lines as text or JSON [default: [server] log_format]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+fn init_logging(config: &crate::config::ServerConfig) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).with_context(|| format!("RUST_LOG={v:?}"))?,
+        _ => EnvFilter::try_new(&config.log_level)
+            .with_context(|| format!("[server] log_level = {:?} is not a level or filter", config.log_level))?,
+    };
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A second call (tests) keeps the first subscriber.
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
+    Ok(())
+}
+
+/// Where to listen: the address, which must be loopback unless explicitly allowed.
+pub fn listen_addr(listen: &str, allow_non_loopback: bool) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("listen address {listen:?}: expected HOST:PORT such as 127.0.0.1:7070"))?
+        .next()
+        .with_context(|| format!("listen address {listen:?} resolves to nothing"))?;
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        anyhow::bail!(
+            "refusing to listen on {addr}, which is not a loopback address. The API is plain HTTP; to serve \
+             other machines, put TLS in front and set [server] allow_non_loopback = true \
+             (or MFADMIN_ALLOW_NON_LOOPBACK=true, or --allow-non-loopback)"
+        );
+    }
+    Ok(addr)
+}
+
+/// Run `mfadmin serve` until SIGINT or SIGTERM.
+pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ctx.config.clone();
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    config.server.allow_non_loopback |= args.allow_non_loopback;
+    if let Some(format) = args.log_format {
+        config.server.log_format = match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    init_logging(&config.server)?;
+    let addr = listen_addr(&config.server.listen, config.server.allow_non_loopback)?;
+    let service = ctx.open_service()?;
+    let state = AppState::new(service, Settings::from_config(&config), Clock::system());
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() {
+            tracing::warn!(
+                "LISTENING ON A NON-LOOPBACK ADDRESS {local}: other machines can reach this plain-HTTP admin API. \
+                 Put TLS in front of it, and firewall it."
+            );
+        }
+        tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
+        run(listener, state, shutdown_signal(), grace).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serve `state` on `listener` until `shutdown` completes; then stop accepting, let requests in
+/// flight finish (for at most `grace`), and flush the store.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing the requests in flight");
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let deadline = async move {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        () = deadline => tracing::warn!("requests still running after {grace:?}; exiting without them"),
+    }
+    let service = state.service().clone();
+    tokio::task::spawn_blocking(move || service.store().flush()).await??;
+    tracing::info!("store flushed; stopped");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

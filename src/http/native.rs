@@ -1,0 +1,719 @@
+//! The native JSON API under `/api/v1`: each handler reads the request, calls the service once,
+//! and writes its answer. Who may do what is decided by the service, not here.
+
+use super::error::{ApiError, Problem};
+use super::extract::{parse_uuid, ApiJson, ApiPath, ApiQuery, Caller, ClientAddr, UserId, SOURCE};
+use super::AppState;
+use crate::domain::mfa::MfaStatus;
+use crate::domain::role::Role;
+use crate::domain::user::{self, Status, UserView};
+use crate::error::Error;
+use crate::service::{
+    ApiKeyView, AuditQuery, AuditView, Confirmed, Enrollment, LoginStep, NewSession, OrgView, Principal, ResetOutcome,
+    ResetReport, ResetResult, SortField, UserPage, UserQuery, VerifyReport,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+pub const MAX_BULK_IDS: usize = 10_000;
+const DEFAULT_AUDIT: usize = 100;
+const MAX_AUDIT: usize = 1000;
+
+type S = State<Arc<AppState>>;
+
+// ------------------------------------------------------------------ login
+
+/// The first step of a login.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+/// What follows a correct password, told apart by `status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum LoginResponse {
+    /// Logged in (the user has no second factor and the org does not require one).
+    Done {
+        /// The bearer token: send it as `Authorization: Bearer <token>`.
+        token: String,
+        expires_at: String,
+        user: Box<UserView>,
+    },
+    /// Send a TOTP or recovery code with this challenge to `POST /api/v1/auth/mfa`.
+    MfaRequired { challenge: String, expires_at: String },
+    /// The org requires MFA and the user has none: enroll with this challenge at
+    /// `POST /api/v1/auth/enroll`, then `POST /api/v1/auth/enroll/confirm`.
+    EnrollmentRequired { challenge: String, expires_at: String },
+}
+
+/// The second step of a login.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaRequest {
+    pub challenge: String,
+    /// A six-digit TOTP code, or one of the recovery codes.
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBeginRequest {
+    pub challenge: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfirmRequest {
+    pub challenge: String,
+    /// The first six-digit code the authenticator app shows.
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+/// A finished enrollment at login: the session, and the recovery codes (shown only this once).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrolledSession {
+    pub token: String,
+    pub expires_at: String,
+    pub user: UserView,
+    pub recovery_codes: Vec<String>,
+}
+
+fn rfc3339(t: crate::domain::Timestamp) -> String {
+    user::rfc3339(t)
+}
+
+/// Log in with user name and password.
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in, or the next step of the login", body = LoginResponse),
+        (status = 401, description = "Wrong user name or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address or for this account, or the factor is locked; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): S,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    state.limits.admit(&client, Some(req.username.trim())).inspect_err(|_| state.metrics.record_login("password", "rate_limited"))?;
+    let username = req.username.trim().to_string();
+    let name = username.clone();
+    let step = state.call(move |service, now| service.login_password(&name, &req.password, SOURCE, now)).await;
+    let step = step.inspect_err(|e| state.metrics.record_login("password", outcome_of(e)))?;
+    let now = state.now();
+    Ok(Json(match step {
+        LoginStep::Done(s) => {
+            state.metrics.record_login("password", "success");
+            LoginResponse::Done { token: s.token, expires_at: s.expires_at, user: Box::new(s.user) }
+        }
+        LoginStep::MfaRequired { challenge, expires_at } => {
+            state.metrics.record_login("password", "mfa_required");
+            state.limits.remember_challenge(&challenge, &username, expires_at, now);
+            LoginResponse::MfaRequired { challenge, expires_at: rfc3339(expires_at) }
+        }
+        LoginStep::EnrollmentRequired { challenge, expires_at } => {
+            state.metrics.record_login("password", "enrollment_required");
+            state.limits.remember_challenge(&challenge, &username, expires_at, now);
+            LoginResponse::EnrollmentRequired { challenge, expires_at: rfc3339(expires_at) }
+        }
+    }))
+}
+
+fn outcome_of(e: &ApiError) -> &'static str {
+    match e.status() {
+        StatusCode::UNAUTHORIZED => "failure",
+        StatusCode::TOO_MANY_REQUESTS => "locked",
+        s if s.is_server_error() => "error",
+        _ => "rejected",
+    }
+}
+
+/// Finish a login with a TOTP or recovery code.
+#[utoipa::path(
+    post, path = "/api/v1/auth/mfa", tag = "auth",
+    request_body = MfaRequest,
+    responses(
+        (status = 200, description = "Logged in", body = NewSession),
+        (status = 401, description = "Wrong or reused code, or an unknown or expired challenge", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts, or the factor is locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login_mfa(
+    State(state): S,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<MfaRequest>,
+) -> Result<Json<NewSession>, ApiError> {
+    let account = state.limits.account_of(&req.challenge, state.now());
+    state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("mfa", "rate_limited"))?;
+    let challenge = req.challenge.clone();
+    let session = state.call(move |service, now| service.login_code(&req.challenge, &req.code, SOURCE, now)).await;
+    let session = session.inspect_err(|e| state.metrics.record_login("mfa", outcome_of(e)))?;
+    state.limits.forget_challenge(&challenge);
+    state.metrics.record_login("mfa", "success");
+    Ok(Json(session))
+}
+
+/// Enrollment required at login: get the secret to add to an authenticator app.
+#[utoipa::path(
+    post, path = "/api/v1/auth/enroll", tag = "auth",
+    request_body = EnrollBeginRequest,
+    responses(
+        (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
+        (status = 401, description = "Unknown or expired challenge", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login_enroll_begin(
+    State(state): S,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<EnrollBeginRequest>,
+) -> Result<Json<Enrollment>, ApiError> {
+    let account = state.limits.account_of(&req.challenge, state.now());
+    state.limits.admit(&client, account.as_deref())?;
+    let issuer = state.settings.issuer.clone();
+    let enrollment =
+        state.call(move |service, now| service.login_enroll_begin(&req.challenge, &issuer, SOURCE, now)).await?;
+    Ok(Json(enrollment))
+}
+
+/// Enrollment required at login: confirm with the first code; the login completes.
+#[utoipa::path(
+    post, path = "/api/v1/auth/enroll/confirm", tag = "auth",
+    request_body = EnrollConfirmRequest,
+    responses(
+        (status = 200, description = "Enrolled and logged in; the recovery codes are shown only now", body = EnrolledSession),
+        (status = 401, description = "Wrong code, or an unknown or expired challenge", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No enrollment was begun for this challenge", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts, or locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login_enroll_confirm(
+    State(state): S,
+    ClientAddr(client): ClientAddr,
+    ApiJson(req): ApiJson<EnrollConfirmRequest>,
+) -> Result<Json<EnrolledSession>, ApiError> {
+    let account = state.limits.account_of(&req.challenge, state.now());
+    state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("enroll", "rate_limited"))?;
+    let challenge = req.challenge.clone();
+    let done = state.call(move |service, now| service.login_enroll_confirm(&req.challenge, &req.code, SOURCE, now)).await;
+    let (session, confirmed) = done.inspect_err(|e| state.metrics.record_login("enroll", outcome_of(e)))?;
+    state.limits.forget_challenge(&challenge);
+    state.metrics.record_login("enroll", "success");
+    Ok(Json(EnrolledSession {
+        token: session.token,
+        expires_at: session.expires_at,
+        user: session.user,
+        recovery_codes: confirmed.recovery_codes,
+    }))
+}
+
+/// End this session (or revoke this API key).
+#[utoipa::path(
+    post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "The token no longer works"))
+)]
+pub async fn logout(State(state): S, caller: Caller) -> Result<StatusCode, ApiError> {
+    let token = caller.token;
+    state.call(move |service, _| service.logout(&token)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// `user`, `api_key` or `console`.
+    pub kind: String,
+    /// The name written into the audit log for this caller.
+    pub name: String,
+    pub role: Role,
+    pub org: Option<String>,
+    /// The caller's own user record (not for API keys).
+    pub user: Option<UserView>,
+}
+
+/// Who am I: the caller's name, role and org.
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "The caller", body = Me))
+)]
+pub async fn me(State(state): S, caller: Caller) -> Result<Json<Me>, ApiError> {
+    let actor = caller.actor;
+    let me = state
+        .call(move |service, now| {
+            let user = match actor.user_id() {
+                Some(id) => Some(service.get_user(&actor, &id.to_string(), now)?.user),
+                None => None,
+            };
+            let kind = match actor.principal {
+                Principal::User { .. } => "user",
+                Principal::ApiKey { .. } => "api_key",
+                Principal::Console { .. } => "console",
+            };
+            Ok(Me { kind: kind.into(), name: actor.audit_name(), role: actor.role(), org: actor.org().map(str::to_string), user })
+        })
+        .await?;
+    Ok(Json(me))
+}
+
+// ------------------------------------------------------------------ users
+
+/// Filters, order and page of the user list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Text to find in user name, display name or email (case-insensitive).
+    pub q: Option<String>,
+    pub role: Option<Role>,
+    /// Org name (the console sees every org; everyone else only their own).
+    pub org: Option<String>,
+    pub mfa: Option<MfaStatus>,
+    pub status: Option<Status>,
+    /// Sort field (default `username`).
+    pub sort: Option<SortField>,
+    /// Sort descending.
+    pub desc: Option<bool>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size: 1 to 500, default 50.
+    pub limit: Option<usize>,
+}
+
+/// List the users the caller may see: filter, sort, page with `cursor`.
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    params(ListParams),
+    responses((status = 200, description = "One page of users, and the cursor of the next", body = UserPage))
+)]
+pub async fn list_users(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<ListParams>) -> Result<Json<UserPage>, ApiError> {
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!("limit={limit}: a page holds 1 to {MAX_PAGE} users")));
+    }
+    let query = UserQuery {
+        text: p.q,
+        role: p.role,
+        org: p.org,
+        mfa: p.mfa,
+        status: p.status,
+        sort: p.sort.unwrap_or_default(),
+        descending: p.desc.unwrap_or(false),
+        cursor: p.cursor.filter(|c| !c.trim().is_empty()),
+        limit: Some(limit),
+    };
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.list_users(&actor, &query, now)).await?))
+}
+
+/// One user.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_user(State(state): S, caller: Caller, UserId(id): UserId) -> Result<Json<UserView>, ApiError> {
+    let actor = caller.actor;
+    let detail = state.call(move |service, now| service.get_user(&actor, &id.to_string(), now)).await?;
+    Ok(Json(detail.user))
+}
+
+/// Reset one user's MFA.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// Why; recorded in the audit log (required unless the server's config says otherwise).
+    #[schema(example = "lost phone, ticket 4711")]
+    pub reason: Option<String>,
+    /// Decide and report, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to a single reset: 200 only when the reset happened (or would, in a dry run).
+fn single_result(state: &AppState, report: ResetReport) -> Result<Json<ResetResult>, ApiError> {
+    state.metrics.record_resets(&report);
+    let result = report.results.into_iter().next().ok_or_else(|| ApiError::internal("a reset returned no result"))?;
+    let detail = result.detail.clone().unwrap_or_default();
+    match result.outcome {
+        ResetOutcome::Reset => Ok(Json(result)),
+        ResetOutcome::Skipped => Err(ApiError::conflict(format!(
+            "nothing to reset: {} has no second factor (MFA is {})",
+            result.username.as_deref().unwrap_or(&result.target),
+            result.mfa_after.map_or("not set up", |m| m.as_str())
+        ))),
+        ResetOutcome::Denied => Err(ApiError::forbidden(detail)),
+        ResetOutcome::NotFound => Err(ApiError::from(Error::not_found(format!("user {:?}", result.target)))),
+        ResetOutcome::Failed => Err(ApiError::conflict(detail)),
+    }
+}
+
+/// Reset one user's MFA: the factor, its recovery codes and the user's sessions go, in one unit.
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/mfa/reset", tag = "mfa", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = ResetRequest,
+    responses(
+        (status = 200, description = "Reset (or, in a dry run, would be)", body = ResetResult),
+        (status = 403, description = "The caller's role may not reset this user's role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user has no MFA to reset, or kept changing", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reset_user(
+    State(state): S,
+    caller: Caller,
+    UserId(id): UserId,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<Json<ResetResult>, ApiError> {
+    let actor = caller.actor;
+    let report = state
+        .call(move |service, now| service.reset_mfa(&actor, &[id.to_string()], req.reason.as_deref(), req.dry_run, now))
+        .await?;
+    single_result(&state, report)
+}
+
+/// Reset the MFA of many users at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkResetRequest {
+    /// User ids, 1 to 10,000.
+    #[schema(value_type = Vec<Uuid>)]
+    pub ids: Vec<String>,
+    #[schema(example = "lost phones after the office move")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ResetSummary {
+    pub reset: usize,
+    pub skipped: usize,
+    pub denied: usize,
+    pub not_found: usize,
+    pub failed: usize,
+}
+
+/// What a bulk reset did: one result per id, in the order given.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkResetResponse {
+    pub dry_run: bool,
+    pub summary: ResetSummary,
+    pub results: Vec<ResetResult>,
+}
+
+/// Reset the MFA of up to 10,000 users: each user is one atomic unit, with its own result.
+#[utoipa::path(
+    post, path = "/api/v1/mfa/reset", tag = "mfa", security(("bearer" = [])),
+    request_body = BulkResetRequest,
+    responses(
+        (status = 200, description = "One result per id: reset, skipped, denied, not_found or failed", body = BulkResetResponse),
+        (status = 413, description = "The body is over 1 MiB", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn bulk_reset(
+    State(state): S,
+    caller: Caller,
+    ApiJson(req): ApiJson<BulkResetRequest>,
+) -> Result<Json<BulkResetResponse>, ApiError> {
+    if req.ids.is_empty() {
+        return Err(ApiError::bad_request("ids is empty: name at least one user id"));
+    }
+    if req.ids.len() > MAX_BULK_IDS {
+        return Err(ApiError::bad_request(format!(
+            "{} ids in one call; the most is {MAX_BULK_IDS}: split the list",
+            req.ids.len()
+        )));
+    }
+    let mut ids = Vec::with_capacity(req.ids.len());
+    for (i, id) in req.ids.iter().enumerate() {
+        ids.push(parse_uuid(id).map_err(|e| ApiError::bad_request(format!("ids[{i}]: {e}")))?.to_string());
+    }
+    let actor = caller.actor;
+    let report =
+        state.call(move |service, now| service.reset_mfa(&actor, &ids, req.reason.as_deref(), req.dry_run, now)).await?;
+    state.metrics.record_resets(&report);
+    let summary = ResetSummary {
+        reset: report.count(ResetOutcome::Reset),
+        skipped: report.count(ResetOutcome::Skipped),
+        denied: report.count(ResetOutcome::Denied),
+        not_found: report.count(ResetOutcome::NotFound),
+        failed: report.count(ResetOutcome::Failed),
+    };
+    Ok(Json(BulkResetResponse { dry_run: report.dry_run, summary, results: report.results }))
+}
+
+// ------------------------------------------------------------------ the caller's own factor
+
+fn own_id(caller: &Caller) -> Result<Uuid, ApiError> {
+    caller.actor.user_id().ok_or_else(|| {
+        ApiError::forbidden("an API key has no second factor of its own: log in as the user to manage yours")
+    })
+}
+
+/// Begin enrolling a second factor for yourself.
+#[utoipa::path(
+    post, path = "/api/v1/me/mfa/enroll", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
+        (status = 409, description = "A factor is already enrolled: reset it first", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn my_enroll_begin(State(state): S, caller: Caller) -> Result<Json<Enrollment>, ApiError> {
+    let id = own_id(&caller)?;
+    let actor = caller.actor;
+    let issuer = state.settings.issuer.clone();
+    Ok(Json(state.call(move |service, now| service.begin_enrollment(&actor, &id.to_string(), &issuer, now)).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+/// Confirm your enrollment with the first code; returns the recovery codes, shown only now.
+#[utoipa::path(
+    post, path = "/api/v1/me/mfa/confirm", tag = "me", security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "Enrolled", body = Confirmed),
+        (status = 401, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No enrollment to confirm", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn my_enroll_confirm(State(state): S, caller: Caller, ApiJson(req): ApiJson<CodeRequest>) -> Result<Json<Confirmed>, ApiError> {
+    let id = own_id(&caller)?;
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.confirm_enrollment(&actor, &id.to_string(), &req.code, now)).await?))
+}
+
+/// Reset your own MFA (for example before moving to a new phone). Ends your sessions.
+#[utoipa::path(
+    post, path = "/api/v1/me/mfa/reset", tag = "me", security(("bearer" = [])),
+    request_body = ResetRequest,
+    responses(
+        (status = 200, description = "Reset", body = ResetResult),
+        (status = 403, description = "Auditors cannot reset MFA, not even their own", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No MFA to reset", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn my_reset(State(state): S, caller: Caller, ApiJson(req): ApiJson<ResetRequest>) -> Result<Json<ResetResult>, ApiError> {
+    let id = own_id(&caller)?;
+    let actor = caller.actor;
+    let report = state
+        .call(move |service, now| service.reset_mfa(&actor, &[id.to_string()], req.reason.as_deref(), req.dry_run, now))
+        .await?;
+    single_result(&state, report)
+}
+
+// ------------------------------------------------------------------ orgs
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrgList {
+    pub orgs: Vec<OrgView>,
+}
+
+/// The orgs the caller can see (its own), with user counts.
+#[utoipa::path(
+    get, path = "/api/v1/orgs", tag = "orgs", security(("bearer" = [])),
+    responses((status = 200, description = "The orgs", body = OrgList))
+)]
+pub async fn list_orgs(State(state): S, caller: Caller) -> Result<Json<OrgList>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(OrgList { orgs: state.call(move |service, now| service.orgs(&actor, now)).await? }))
+}
+
+/// One org's settings.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "The org's name")),
+    responses(
+        (status = 200, description = "The org", body = OrgView),
+        (status = 404, description = "No such org for the caller", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_org(State(state): S, caller: Caller, ApiPath(org): ApiPath) -> Result<Json<OrgView>, ApiError> {
+    let actor = caller.actor;
+    let key = user::org_key(&org);
+    let orgs = state.call(move |service, now| service.orgs(&actor, now)).await?;
+    orgs.into_iter()
+        .find(|o| user::org_key(&o.name) == key)
+        .map(Json)
+        .ok_or_else(|| ApiError::from(Error::not_found(format!("org {org:?}"))))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnforceRequest {
+    /// Require MFA of the org's users (true) or not (false).
+    pub enforced: bool,
+}
+
+/// Require MFA of an org's users, or stop requiring it.
+#[utoipa::path(
+    put, path = "/api/v1/orgs/{org}/mfa", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "The org's name")),
+    request_body = EnforceRequest,
+    responses(
+        (status = 200, description = "The org with its new setting", body = OrgView),
+        (status = 403, description = "Only an Owner or Admin changes org settings", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such org for the caller", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn enforce_mfa(
+    State(state): S,
+    caller: Caller,
+    ApiPath(org): ApiPath,
+    ApiJson(req): ApiJson<EnforceRequest>,
+) -> Result<Json<OrgView>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.set_mfa_enforced(&actor, Some(&org), req.enforced, now)).await?))
+}
+
+// ------------------------------------------------------------------ audit
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Text to find in actor, action, target, reason or detail.
+    pub q: Option<String>,
+    /// How many events, newest first: 1 to 1000, default 100.
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub events: Vec<AuditView>,
+}
+
+/// The newest audit events of the caller's org.
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Events, newest first", body = AuditList),
+        (status = 403, description = "Only Owners, Admins and Auditors read the audit log", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn audit_list(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<AuditParams>) -> Result<Json<AuditList>, ApiError> {
+    let limit = p.limit.unwrap_or(DEFAULT_AUDIT);
+    if limit == 0 || limit > MAX_AUDIT {
+        return Err(ApiError::bad_request(format!("limit={limit}: ask for 1 to {MAX_AUDIT} events")));
+    }
+    let actor = caller.actor;
+    let query = AuditQuery { text: p.q, limit: Some(limit) };
+    Ok(Json(AuditList { events: state.call(move |service, _| service.audit_list(&actor, &query)).await? }))
+}
+
+/// Walk the audit hash chain and name the first broken link.
+#[utoipa::path(
+    get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Whether the chain is intact (`ok`), and where it breaks", body = VerifyReport),
+        (status = 403, description = "Only Owners, Admins and Auditors read the audit log", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn audit_verify(State(state): S, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, _| service.audit_verify(&actor)).await?))
+}
+
+// ------------------------------------------------------------------ API keys
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKeyRequest {
+    #[schema(example = "ticket-bot")]
+    pub name: String,
+    /// The role the key acts with; never above the creator's. Default `helpdesk`.
+    pub role: Option<Role>,
+}
+
+/// A new API key: the key itself is shown only in this answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NewApiKey {
+    /// Send as `Authorization: Bearer <key>`.
+    pub key: String,
+    pub name: String,
+    pub role: Role,
+    pub expires_at: String,
+}
+
+/// Create an API key for scripts (Owners and Admins).
+#[utoipa::path(
+    post, path = "/api/v1/apikeys", tag = "apikeys", security(("bearer" = [])),
+    request_body = NewApiKeyRequest,
+    responses(
+        (status = 201, description = "Created; the key is shown only now", body = NewApiKey),
+        (status = 403, description = "Only a logged-in Owner or Admin creates keys, never above its own role", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_api_key(
+    State(state): S,
+    caller: Caller,
+    ApiJson(req): ApiJson<NewApiKeyRequest>,
+) -> Result<Response, ApiError> {
+    let actor = caller.actor;
+    let role = req.role.unwrap_or(Role::Helpdesk);
+    let name = req.name.clone();
+    let (key, expires) = state.call(move |service, now| service.create_api_key(&actor, &req.name, role, now)).await?;
+    Ok((StatusCode::CREATED, Json(NewApiKey { key, name, role, expires_at: rfc3339(expires) })).into_response())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyList {
+    pub keys: Vec<ApiKeyView>,
+}
+
+/// The API keys of the caller's org (never the keys themselves).
+#[utoipa::path(
+    get, path = "/api/v1/apikeys", tag = "apikeys", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The keys", body = ApiKeyList),
+        (status = 403, description = "Only Owners and Admins see API keys", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_api_keys(State(state): S, caller: Caller) -> Result<Json<ApiKeyList>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(ApiKeyList { keys: state.call(move |service, now| service.list_api_keys(&actor, now)).await? }))
+}
+
+/// Revoke an API key.
+#[utoipa::path(
+    delete, path = "/api/v1/apikeys/{id}", tag = "apikeys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id from the list")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 403, description = "The caller may not revoke this key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_api_key(State(state): S, caller: Caller, ApiPath(id): ApiPath) -> Result<StatusCode, ApiError> {
+    let actor = caller.actor;
+    state.call(move |service, now| service.revoke_api_key(&actor, &id, now)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

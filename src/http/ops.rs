@@ -1,0 +1,40 @@
+//! Endpoints for operators and their tools: liveness and Prometheus metrics.
+
+use super::error::{ApiError, Problem};
+use super::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` when the server answers and its store reads.
+    pub status: String,
+    pub store: String,
+    pub version: String,
+}
+
+/// Liveness: the server answers and its store can be read.
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses(
+        (status = 200, description = "Alive, and the store reads", body = Health),
+        (status = 500, description = "The store cannot be read", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    state.call(|service, _| service.store().get_meta("key_check").map(|_| ())).await?;
+    Ok(Json(Health { status: "ok".into(), store: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+/// Request counts and latency by route and status, resets by outcome, logins by outcome.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
