@@ -38,7 +38,7 @@ pub struct TuiArgs {
     #[arg(long)]
     pub demo: bool,
     /// How many generated users a new demo store gets
-    #[arg(long, value_name = "N", default_value_t = 3000)]
+    #[arg(long, value_name = "N", default_value_t = 5000)]
     pub demo_users: usize,
     /// Draw without colours (also when NO_COLOR is set)
     #[arg(long)]
