@@ -144,16 +144,23 @@ pub(crate) fn reason(headers: &HeaderMap, vendor: Vendor) -> String {
 /// The token of `Authorization: Bearer <token>`; for NPS (`raw_key_ok`) also a bare
 /// `Authorization: <API key>`.
 pub(crate) fn token(headers: &HeaderMap, raw_key_ok: bool) -> Result<String, ApiError> {
-    if raw_key_ok {
-        let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
-        if !value.is_empty() && !value.contains(' ') {
-            if value.len() > MAX_TOKEN_LEN {
-                return Err(ApiError::unauthenticated("unknown or revoked token"));
-            }
-            return Ok(value.to_string());
-        }
+    if !raw_key_ok {
+        return bearer_token(headers);
     }
-    bearer_token(headers)
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    if value.is_empty() {
+        return Err(ApiError::unauthenticated(
+            "send the header Authorization: <API key>, or Authorization: Bearer <token> with the token from \
+             POST /signinBody and /signin2fa",
+        ));
+    }
+    if value.contains(' ') {
+        return bearer_token(headers);
+    }
+    if value.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::unauthenticated("unknown or revoked token"));
+    }
+    Ok(value.to_string())
 }
 
 /// The caller of a vendor route, acting through `vendor`'s door. A failed authentication counts
@@ -260,5 +267,7 @@ mod tests {
         assert_eq!(token(&headers, false).unwrap(), "abc123");
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc123"));
         assert!(token(&headers, true).is_err());
+        let missing = token(&HeaderMap::new(), true).unwrap_err().problem().detail;
+        assert!(missing.contains("Authorization: <API key>"), "{missing}");
     }
 }
