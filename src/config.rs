@@ -17,6 +17,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub server: ServerConfig,
     pub tui: TuiConfig,
+    /// Which vendors' drop-in MFA-reset routes `mfadmin serve` answers.
+    pub compat: CompatConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,20 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
 }
 
+/// The vendor-compatible routes (see `src/http/compat/`): each vendor can be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Flashback: `POST /mfa/reset`.
+    pub flashback: bool,
+    /// EntryGuard: `POST /api/v1/users/{id}/reset-mfa`.
+    pub entryguard: bool,
+    /// Resolver: `PUT /user/users/mfa/reset`, `PUT /user/org/mfa`, `GET /user/users/me`.
+    pub resolver: bool,
+    /// Netwrix Privilege Secure: `PUT /api/v1/ManagedAccount/ResetMFA/{id}`, `/signinBody`, `/signin2fa`.
+    pub nps: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -98,7 +114,14 @@ impl Default for Config {
             session: SessionConfig::default(),
             server: ServerConfig::default(),
             tui: TuiConfig::default(),
+            compat: CompatConfig::default(),
         }
+    }
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { flashback: true, entryguard: true, resolver: true, nps: true }
     }
 }
 

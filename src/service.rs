@@ -1431,6 +1431,62 @@ impl Service {
         event.detail = Some(format!("key {:?} ({id})", key.name));
         self.commit(Change { sessions_delete: vec![hash], audit: vec![event], ..Change::default() })
     }
+
+    // ---------------------------------------------------------------- all-or-nothing reset
+    // (added with the vendor-compatible routes, issue 5: Resolver's bulk reset changes all or none)
+
+    /// Reset the MFA of every target, or of none. Each target is decided as in
+    /// [`Service::reset_mfa`]; when any target is unknown in the actor's org (`not_found`) or may not
+    /// be reset by the actor (`denied`), no user changes (the denials are audited, as in any reset)
+    /// and `committed` is false. Otherwise every unit is committed in one transaction, then flushed.
+    /// Targets without a factor, or listed twice, are skipped and do not stop the others.
+    pub fn reset_mfa_all_or_nothing(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<AllOrNothingReport> {
+        let reason = self.check_reason(reason)?;
+        if targets.is_empty() {
+            return Err(Error::invalid("no users given to reset"));
+        }
+        // A user changed between deciding and committing: decide everything again.
+        for _ in 0..5 {
+            let enforcement = self.enforcement_map()?;
+            let mut seen = HashSet::new();
+            let mut results = Vec::with_capacity(targets.len());
+            let (mut resets, mut denials) = (Vec::new(), Vec::new());
+            for target in targets {
+                let (result, change) = self.decide_reset(actor, target, reason.as_deref(), &enforcement, &mut seen, now)?;
+                match (result.outcome, change) {
+                    (ResetOutcome::Denied, Some(change)) => denials.push(change),
+                    (_, Some(change)) => resets.push(change),
+                    (_, None) => {}
+                }
+                results.push(result);
+            }
+            let refused = results.iter().any(|r| matches!(r.outcome, ResetOutcome::NotFound | ResetOutcome::Denied));
+            let changes = if refused { denials } else { resets };
+            if !changes.is_empty() {
+                match self.store_commit(&changes) {
+                    Ok(()) => self.store.flush()?,
+                    Err(Error::WriteConflict) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(AllOrNothingReport { committed: !refused, results });
+        }
+        Err(Error::WriteConflict)
+    }
+}
+
+/// What [`Service::reset_mfa_all_or_nothing`] decided for each target, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllOrNothingReport {
+    /// True when every reset was committed; false when an unknown or denied target stopped them all.
+    pub committed: bool,
+    pub results: Vec<ResetResult>,
 }
 
 /// An API key as listed: never the key itself, only an id derived from its hash.

@@ -3,6 +3,7 @@
 //! [`router`] builds the whole application from an [`AppState`]; [`run`] serves it on a listener
 //! until a shutdown signal, then flushes the store; [`serve`] is the command.
 
+pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -12,7 +13,7 @@ pub mod ops;
 pub mod ratelimit;
 
 use crate::cli::Context;
-use crate::config::{Config, LogFormat};
+use crate::config::{CompatConfig, Config, LogFormat};
 use crate::domain::Timestamp;
 use crate::service::Service;
 use anyhow::Context as _;
@@ -44,6 +45,8 @@ pub struct Settings {
     pub bulk_body_limit_bytes: usize,
     pub auth_rate_per_client: u32,
     pub auth_rate_per_account: u32,
+    /// Which vendors' compatible routes are served.
+    pub compat: CompatConfig,
 }
 
 impl Settings {
@@ -54,6 +57,7 @@ impl Settings {
             bulk_body_limit_bytes: config.server.bulk_body_limit_bytes,
             auth_rate_per_client: config.server.auth_rate_per_client,
             auth_rate_per_account: config.server.auth_rate_per_account,
+            compat: config.compat,
         }
     }
 }
@@ -118,10 +122,12 @@ impl AppState {
     }
 }
 
-/// The whole application: the native API, `/openapi.json`, `/docs`, `/healthz`, `/metrics`.
+/// The whole application: the native API, the enabled vendor-compatible routes, `/openapi.json`,
+/// `/docs`, `/healthz`, `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
     let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
     let doc = openapi::finish(doc);
+    let (api, doc) = compat::mount(api, doc, &state.settings.compat, state.settings.bulk_body_limit_bytes);
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))
@@ -154,7 +160,9 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
+    // A vendor-compatible route's error body is the vendor's shape: keep it.
+    let vendor_body = response.extensions().get::<compat::VendorBody>().is_some();
+    if (status.is_client_error() || status.is_server_error()) && !vendor_body {
         let problem = response.extensions_mut().remove::<Problem>().unwrap_or_else(|| {
             // An error from outside our handlers (e.g. 405 from the router): give it our body too.
             let detail = match status {

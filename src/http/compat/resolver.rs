@@ -1,0 +1,288 @@
+//! Resolver's user API (seeds 002 and 003): `PUT /user/users/mfa/reset {"ids": [...]}` resets all
+//! the ids or none, `PUT /user/org/mfa {"isMfaEnforced": bool}` sets the caller's org, and
+//! `GET /user/users/me` says who the caller is. Ids are the users' numbers (the documents' `1`)
+//! or their UUIDs.
+
+use super::{Failure, Vendor, authenticate, reason, vendor_json};
+use crate::domain::user::UserView;
+use crate::http::AppState;
+use crate::http::extract::ClientAddr;
+use crate::http::native::MAX_BULK_IDS;
+use crate::service::{Actor, AllOrNothingReport, ResetOutcome};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+const VENDOR: Vendor = Vendor::Resolver;
+
+/// The documents' sentence for org enforcement.
+pub const ONLY_ADMINS_ENFORCE: &str = "Only Administrators can enforce multi-factor authentication (MFA) on their Org.";
+
+pub fn routes(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
+    let bulk = OpenApiRouter::new().routes(routes!(reset_users)).layer(DefaultBodyLimit::max(bulk_body_limit));
+    OpenApiRouter::new().routes(routes!(set_org_mfa)).routes(routes!(me)).merge(bulk)
+}
+
+/// The users to reset.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverResetRequest {
+    /// User ids: numbers (the `number` of each user) or UUID strings; 1 to 10,000.
+    #[schema(value_type = Vec<Object>, example = json!([1]))]
+    pub ids: Vec<Value>,
+}
+
+/// Every id was reset, or had nothing to reset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResolverResetResponse {
+    /// The ids whose MFA was reset, as given.
+    #[schema(value_type = Vec<Object>, example = json!([1]))]
+    pub reset: Vec<Value>,
+    /// The ids that had no MFA to reset, or were listed twice, as given.
+    #[schema(value_type = Vec<Object>, example = json!([]))]
+    pub skipped: Vec<Value>,
+}
+
+/// Every error. `ids` names the ids that stopped a bulk reset (404: unknown, 403: not allowed).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResolverError {
+    #[schema(example = 404)]
+    pub status: u16,
+    #[schema(example = "Not Found")]
+    pub error: String,
+    #[schema(example = "No user with id 7 in your org; no MFA was reset")]
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>, example = json!([7]))]
+    pub ids: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverOrgMfaRequest {
+    /// Require MFA of every user of the caller's org (true) or not (false).
+    #[serde(rename = "isMfaEnforced")]
+    pub is_mfa_enforced: bool,
+}
+
+/// The caller's org after the change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResolverOrg {
+    pub name: String,
+    #[serde(rename = "isMfaEnforced")]
+    pub is_mfa_enforced: bool,
+}
+
+fn error(status: StatusCode, message: impl Into<String>, ids: Option<Vec<Value>>) -> Response {
+    vendor_json(status, &body(status, message.into(), ids))
+}
+
+fn body(status: StatusCode, message: String, ids: Option<Vec<Value>>) -> ResolverError {
+    ResolverError { status: status.as_u16(), error: status.canonical_reason().unwrap_or("Error").into(), message, ids }
+}
+
+fn failure(f: Failure) -> Response {
+    let status = if f.status.is_server_error() { StatusCode::INTERNAL_SERVER_ERROR } else { f.status };
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        "The server could not complete this request; its log has the details".to_string()
+    } else {
+        f.detail.clone()
+    };
+    f.answer(status, &body(status, message, None))
+}
+
+/// Read a JSON body whatever its content type (Swagger and scripts differ); unknown fields and
+/// oversize bodies are errors, with their status and what was wrong.
+fn read_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, (StatusCode, String)> {
+    let body = body.map_err(|r| (r.status(), format!("The request body could not be read: {r}")))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("The request body does not fit this endpoint: {e}")))
+}
+
+/// An id as the service resolves it: `#<number>` (never a user name) or a UUID.
+fn target_of(id: &Value) -> Option<String> {
+    match id {
+        Value::Number(n) => n.as_u64().map(|n| format!("#{n}")),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<u64>().ok().map(|n| format!("#{n}"))
+        }
+        Value::String(s) => Uuid::parse_str(s.trim()).ok().map(|u| u.to_string()),
+        _ => None,
+    }
+}
+
+fn list(ids: &[Value]) -> String {
+    ids.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect::<Vec<_>>().join(", ")
+}
+
+/// Reset user MFA, for every id or for none: when any id is unknown in your org (404) or may not
+/// be reset by you (403), nothing is reset and the answer names those ids.
+#[utoipa::path(
+    put, path = "/user/users/mfa/reset", tag = "Resolver", security(("bearer" = [])),
+    params(("X-Reset-Reason" = Option<String>, Header, description = "Reason for the audit log (default \"Resolver-compatible API\")")),
+    request_body(content = ResolverResetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every id was reset (or had no MFA to reset), in one transaction", body = ResolverResetResponse),
+        (status = 400, description = "The body is not `{\"ids\": [...]}` with 1 to 10,000 numbers or UUIDs, or X-Reset-Reason is not valid", body = ResolverError),
+        (status = 401, description = "No token, or an unknown, expired or revoked one", body = ResolverError),
+        (status = 403, description = "You may not reset some of these users (named in `ids`); nothing was reset", body = ResolverError),
+        (status = 404, description = "Some ids name no user in your org (named in `ids`); nothing was reset", body = ResolverError),
+        (status = 413, description = "The body is over 1 MiB", body = ResolverError),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = ResolverError),
+        (status = 500, description = "The server failed; nothing was reset", body = ResolverError),
+    )
+)]
+pub async fn reset_users(
+    State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let actor = match authenticate(&state, &headers, &client, VENDOR).await {
+        Ok(actor) => actor,
+        Err(e) => return failure(e.into()),
+    };
+    let request: ResolverResetRequest = match read_json(body) {
+        Ok(r) => r,
+        Err((status, why)) => return error(status, why, None),
+    };
+    if request.ids.is_empty() || request.ids.len() > MAX_BULK_IDS {
+        let n = request.ids.len();
+        return error(StatusCode::BAD_REQUEST, format!("ids holds {n} ids; send 1 to {MAX_BULK_IDS}"), None);
+    }
+    let mut targets = Vec::with_capacity(request.ids.len());
+    let mut bad = Vec::new();
+    for id in &request.ids {
+        match target_of(id) {
+            Some(t) => targets.push(t),
+            None => bad.push(id.clone()),
+        }
+    }
+    if !bad.is_empty() {
+        let message = format!("Not a user id: {}. Ids are user numbers such as 1, or UUIDs", list(&bad));
+        return error(StatusCode::BAD_REQUEST, message, Some(bad));
+    }
+    let why = reason(&headers, VENDOR);
+    let report =
+        match state.call(move |service, now| service.reset_mfa_all_or_nothing(&actor, &targets, Some(&why), now)).await
+        {
+            Ok(report) => report,
+            Err(e) => return failure(e.into()),
+        };
+    answer(&state, &request.ids, report)
+}
+
+fn answer(state: &AppState, ids: &[Value], report: AllOrNothingReport) -> Response {
+    let with = |outcome: ResetOutcome| -> Vec<Value> {
+        ids.iter().zip(&report.results).filter(|(_, r)| r.outcome == outcome).map(|(id, _)| id.clone()).collect()
+    };
+    let unknown = with(ResetOutcome::NotFound);
+    if !unknown.is_empty() {
+        let message = format!("No user with id {} in your org; no MFA was reset", list(&unknown));
+        return error(StatusCode::NOT_FOUND, message, Some(unknown));
+    }
+    let denied = with(ResetOutcome::Denied);
+    if !denied.is_empty() {
+        let mut reasons: Vec<&str> = report
+            .results
+            .iter()
+            .filter_map(|r| r.detail.as_deref().filter(|_| r.outcome == ResetOutcome::Denied))
+            .collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        let message =
+            format!("You may not reset the MFA of id {} ({}); no MFA was reset", list(&denied), reasons.join("; "));
+        return error(StatusCode::FORBIDDEN, message, Some(denied));
+    }
+    let reset = with(ResetOutcome::Reset);
+    state.metrics.record_resets(&crate::service::ResetReport { dry_run: false, results: report.results.clone() });
+    vendor_json(StatusCode::OK, &ResolverResetResponse { reset, skipped: with(ResetOutcome::Skipped) })
+}
+
+/// Update MFA for the current org: require it of every user, or stop requiring it (Owners and Admins).
+#[utoipa::path(
+    put, path = "/user/org/mfa", tag = "Resolver", security(("bearer" = [])),
+    request_body(content = ResolverOrgMfaRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The org with its new setting", body = ResolverOrg),
+        (status = 400, description = "The body is not `{\"isMfaEnforced\": true|false}`", body = ResolverError),
+        (status = 401, description = "No token, or an unknown, expired or revoked one", body = ResolverError),
+        (status = 403, description = "Only Administrators can enforce multi-factor authentication (MFA) on their Org.", body = ResolverError),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = ResolverError),
+        (status = 500, description = "The server failed", body = ResolverError),
+    )
+)]
+pub async fn set_org_mfa(
+    State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let actor = match authenticate(&state, &headers, &client, VENDOR).await {
+        Ok(actor) => actor,
+        Err(e) => return failure(e.into()),
+    };
+    let request: ResolverOrgMfaRequest = match read_json(body) {
+        Ok(r) => r,
+        Err((status, why)) => return error(status, why, None),
+    };
+    let on = request.is_mfa_enforced;
+    match state.call(move |service, now| service.set_mfa_enforced(&actor, None, on, now)).await {
+        Ok(org) => vendor_json(StatusCode::OK, &ResolverOrg { name: org.name, is_mfa_enforced: org.mfa_enforced }),
+        Err(e) if e.status() == StatusCode::FORBIDDEN => error(StatusCode::FORBIDDEN, ONLY_ADMINS_ENFORCE, None),
+        Err(e) => failure(e.into()),
+    }
+}
+
+/// Who am I: the caller's user record, with its `number`.
+#[utoipa::path(
+    get, path = "/user/users/me", tag = "Resolver", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView),
+        (status = 401, description = "No token, or an unknown, expired or revoked one", body = ResolverError),
+        (status = 404, description = "The token is an API key, which is not a user", body = ResolverError),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = ResolverError),
+        (status = 500, description = "The server failed", body = ResolverError),
+    )
+)]
+pub async fn me(State(state): State<Arc<AppState>>, ClientAddr(client): ClientAddr, headers: HeaderMap) -> Response {
+    let actor: Actor = match authenticate(&state, &headers, &client, VENDOR).await {
+        Ok(actor) => actor,
+        Err(e) => return failure(e.into()),
+    };
+    let Some(id) = actor.user_id() else {
+        return error(StatusCode::NOT_FOUND, "This token is an API key, which is not a user; log in as a user", None);
+    };
+    match state.call(move |service, now| service.get_user(&actor, &id.to_string(), now)).await {
+        Ok(detail) => vendor_json(StatusCode::OK, &detail.user),
+        Err(e) => failure(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_numbers_or_uuids_and_never_user_names() {
+        let uuid = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        assert_eq!(target_of(&json!(1)), Some("#1".into()));
+        assert_eq!(target_of(&json!("42")), Some("#42".into()));
+        assert_eq!(target_of(&json!(uuid)), Some(uuid.into()));
+        for bad in [json!(-1), json!(1.5), json!("alice"), json!(""), json!(null), json!([1])] {
+            assert_eq!(target_of(&bad), None, "{bad}");
+        }
+        assert_eq!(list(&[json!(1), json!(uuid)]), format!("1, {uuid}"));
+    }
+}
