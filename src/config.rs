@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
     /// Where the store lives. Default: the platform data directory (e.g. ~/.local/share/mfadmin).
     pub data_dir: Option<PathBuf>,
@@ -103,21 +104,6 @@ pub struct TuiConfig {
     pub keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: None,
-            key_file: None,
-            reset: ResetConfig::default(),
-            totp: TotpConfig::default(),
-            lockout: LockoutConfig::default(),
-            session: SessionConfig::default(),
-            server: ServerConfig::default(),
-            tui: TuiConfig::default(),
-            compat: CompatConfig::default(),
-        }
-    }
-}
 
 impl Default for CompatConfig {
     fn default() -> Self {

@@ -467,7 +467,7 @@ impl Service {
             Some(id)
         } else if r.contains('@') {
             self.store.user_id_by_email(r)?
-        } else if let Some(n) = r.strip_prefix('#').unwrap_or(r).parse::<u64>().ok() {
+        } else if let Ok(n) = r.strip_prefix('#').unwrap_or(r).parse::<u64>() {
             self.store.user_id_by_number(n)?
         } else {
             None
@@ -1326,12 +1326,11 @@ impl Service {
         self.may_read_audit(actor)?;
         let mut failure = None;
         self.store.scan_audit(false, &mut |e| {
-            if actor.org().is_none_or(|o| e.draft.org.as_deref() == Some(o)) {
-                if let Err(err) = visit(AuditView::new(&e)) {
+            if actor.org().is_none_or(|o| e.draft.org.as_deref() == Some(o))
+                && let Err(err) = visit(AuditView::new(&e)) {
                     failure = Some(err);
                     return false;
                 }
-            }
             true
         })?;
         failure.map_or(Ok(()), Err)

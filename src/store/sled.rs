@@ -473,11 +473,10 @@ impl Store for SledStore {
             for change in changes {
                 tx.apply(change, &mut head)?;
             }
-            if head != before {
-                if let Some(h) = &head {
+            if head != before
+                && let Some(h) = &head {
                     meta.insert(META_AUDIT_HEAD, encode(h))?;
                 }
-            }
             Ok(())
         });
         match result {
