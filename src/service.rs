@@ -412,6 +412,9 @@ impl Service {
     /// wrote in the directory.
     fn store_commit(&self, changes: &[Change]) -> Result<()> {
         self.store.commit(changes)?;
+        if changes.iter().all(|c| c.users.is_empty()) {
+            return Ok(());
+        }
         let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(directory) = guard.as_mut() {
             for write in changes.iter().flat_map(|c| &c.users) {
@@ -643,9 +646,10 @@ impl Service {
             result.mfa_after = Some(user.mfa_status(enforced, now));
             return Ok((result, None));
         };
+        let mfa_after = after.mfa_status(enforced, now);
         result.outcome = ResetOutcome::Reset;
-        result.mfa_after = Some(after.mfa_status(enforced, now));
-        event.detail = Some(format!("mfa now {}", after.mfa_status(enforced, now)));
+        result.mfa_after = Some(mfa_after);
+        event.detail = Some(format!("mfa now {mfa_after}"));
         let change = Change {
             users: vec![UserWrite { expected_version: Some(user.version), user: after }],
             revoke_sessions_of: vec![user.id],

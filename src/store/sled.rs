@@ -23,11 +23,8 @@ enum Versioned<T> {
     V1(T),
 }
 
-fn encode<T: Serialize + Clone>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(&Versioned::V1(value.clone())).expect("in-memory records always encode")
-}
-
-fn encode_ref<T: Serialize>(value: &T) -> Vec<u8> {
+/// Encode a record as the current variant of [`Versioned`], without copying it.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     #[derive(Serialize)]
     enum VersionedRef<'a, T> {
         V1(&'a T),
@@ -287,7 +284,7 @@ impl Tx<'_> {
             self.by_number.insert(&user.number.to_be_bytes(), key)?;
         }
         user.version = expected_version.map_or(1, |v| v + 1);
-        self.users.insert(key, encode_ref(&user))?;
+        self.users.insert(key, encode(&user))?;
         Ok(())
     }
 }
