@@ -27,7 +27,7 @@ fn console() -> State {
     let rows: Vec<UserView> = users.iter().map(|u| UserView::new(u, u.org != "globex", NOW)).collect();
     let mut state = State::new(Options::default());
     update(&mut state, Action::Resize(120, 40));
-    let session = Session { actor: Actor::console("bench"), token: None, recovery_codes: Vec::new() };
+    let session = Session::acting(Actor::console("bench"));
     let _ = logged_in(&mut state, session);
     update(&mut state, Action::UsersLoaded(Ok(rows)));
     assert_eq!(state.users.total(), USERS);

@@ -8,6 +8,9 @@ use crate::domain::user::Status;
 use crate::error::Error;
 use crate::service::{Actor, AuditQuery, AuditView, NewUser, ResetOutcome, ResetReport, Service, SortField, UserQuery};
 use crate::domain::user::UserView;
+use crate::backend::local::Local;
+use crate::backend::remote::{Remote, RemoteOptions};
+use crate::backend::{list_all, Backend, Credential, Login};
 use crate::store::sled::SledStore;
 use crate::demo;
 use anyhow::{bail, Context as _};
@@ -39,6 +42,19 @@ pub struct Cli {
     /// Key file that seals TOTP secrets [default: DATA_DIR/mfadmin.key]
     #[arg(long, global = true, env = "MFADMIN_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Work through the running `mfadmin serve` at URL (tui, login, logout, user, mfa, org, audit)
+    /// [default: `remote` in the config, MFADMIN_REMOTE]
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote: Option<String>,
+    /// PEM file of the CA that signed the remote server's certificate (https)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub remote_ca_file: Option<PathBuf>,
+    /// Allow plain http:// to a remote that is not this machine
+    #[arg(long, global = true)]
+    pub allow_plain_http: bool,
+    /// Where `mfadmin login` keeps the remote session token [default: the config directory's mfadmin/token]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,6 +86,20 @@ pub enum Command {
     Serve(crate::http::ServeArgs),
     /// Open the full-screen console
     Tui(crate::tui::TuiArgs),
+    /// Log in to a running server (--remote URL); keeps the token in the token file (mode 0600)
+    Login(LoginArgs),
+    /// Revoke the token of `mfadmin login` on the server and delete the token file
+    Logout,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Your user name on the server [default: asked]
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the password (and then, when asked for, the code) from standard input, one a line
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +337,51 @@ impl Context {
         if let Some(k) = &cli.key_file {
             config.key_file = Some(k.clone());
         }
+        if let Some(r) = &cli.remote {
+            config.remote = Some(r.clone());
+        }
+        if let Some(f) = &cli.remote_ca_file {
+            config.remote_ca_file = Some(f.clone());
+        }
+        config.allow_plain_http |= cli.allow_plain_http;
+        if let Some(f) = &cli.token_file {
+            config.token_file = Some(f.clone());
+        }
         Ok(Context { config })
+    }
+
+    /// The backend the user, mfa, org and audit commands work through, and who acts: the
+    /// remote server with the token from `mfadmin login` (or MFADMIN_TOKEN), else the local
+    /// store as the console operator.
+    pub fn backend(&self) -> anyhow::Result<(Box<dyn Backend>, Credential)> {
+        let Some(remote) = remote_backend(self)? else {
+            let service = Arc::new(self.open_service()?);
+            return Ok((Box::new(Local::new(service, "cli", &self.config.totp.issuer)), crate::backend::local::console("cli")));
+        };
+        let token = match std::env::var("MFADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+            Some(token) => token,
+            None => {
+                let saved = TokenFile::read(&self.config.token_file())?;
+                if saved.url != remote.url() {
+                    bail!(
+                        "the token in {} is for {}, not {}: log in with `mfadmin login --remote {}`",
+                        self.config.token_file().display(),
+                        saved.url,
+                        remote.url(),
+                        remote.url()
+                    );
+                }
+                saved.token
+            }
+        };
+        let who = remote.resume(&token).map_err(|e| {
+            if e.needs_login() {
+                anyhow::anyhow!("{e}: the login has ended; log in again with `mfadmin login --remote {}`", remote.url())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok((Box::new(remote), who))
     }
 
     /// Open the existing store and its key.
@@ -337,18 +411,208 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Refuse `--remote` (given on the command line) for a command that works on the store itself.
+fn local_only(remote_flag: bool, what: &str) -> anyhow::Result<()> {
+    if remote_flag {
+        bail!(
+            "`mfadmin {what}` works on the store itself and has no remote form; run it where the store \
+             is (the server holds the store while it runs)"
+        );
+    }
+    Ok(())
+}
+
+/// How to reach the remote server, from the config and flags.
+pub fn remote_options(ctx: &Context) -> RemoteOptions {
+    RemoteOptions {
+        ca_file: ctx.config.remote_ca_file.clone(),
+        allow_plain_http: ctx.config.allow_plain_http,
+        reconnect_for: None,
+    }
+}
+
+/// The remote server of `--remote` (or the config), if one is named.
+pub fn remote_backend(ctx: &Context) -> anyhow::Result<Option<Remote>> {
+    match &ctx.config.remote {
+        Some(url) => Ok(Some(Remote::new(url, &remote_options(ctx))?)),
+        None => Ok(None),
+    }
+}
+
+/// The token file of `mfadmin login`: the server and the session token, readable only by its owner.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TokenFile {
+    url: String,
+    token: String,
+}
+
+impl TokenFile {
+    fn read(path: &Path) -> anyhow::Result<TokenFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!("not logged in: no token file {} (run `mfadmin login --remote URL`, or set MFADMIN_TOKEN)", path.display())
+            } else {
+                anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|_| {
+            anyhow::anyhow!("{} is not a token file of `mfadmin login`; delete it and log in again", path.display())
+        })
+    }
+
+    /// Write it anew with mode 0600 (created so: never readable by others, not even briefly).
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).with_context(|| format!("cannot create the token file {}", path.display()))?;
+        file.write_all(serde_json::to_string(self)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenFile({}, <token>)", self.url)
+    }
+}
+
+/// A line of standard input, or a prompt on the terminal (hidden for secrets).
+fn ask(prompt: &str, from_stdin: bool, secret: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading {prompt} from standard input"))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if secret {
+        return Ok(rpassword::prompt_password(format!("{prompt}: "))?);
+    }
+    eprint!("{prompt}: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+/// `mfadmin login --remote URL`: password, then the code (or enrollment), then keep the token.
+fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let Some(remote) = remote_backend(ctx)? else {
+        bail!("log in to which server? Give --remote URL (or `remote` in the config, MFADMIN_REMOTE)");
+    };
+    let username = match args.username {
+        Some(u) => u,
+        None => ask("User name", args.password_stdin, false)?,
+    };
+    let password = ask(&format!("Password for {username}"), args.password_stdin, true)?;
+    let who = match remote.login_password(&username, &password)? {
+        Login::Done(who) => who,
+        Login::MfaRequired { challenge } => {
+            let code = ask("Code from your authenticator app (or a recovery code)", args.password_stdin, false)?;
+            remote.login_code(&challenge, &code)?
+        }
+        Login::EnrollmentRequired { challenge } => {
+            eprintln!("Your org requires MFA and you have none yet: enroll now.");
+            print_enrollment(&remote.login_enroll_begin(&challenge)?);
+            let code = ask("First code from the app", args.password_stdin, false)?;
+            let (who, confirmed) = remote.login_enroll_confirm(&challenge, &code)?;
+            println!("Recovery codes (each works once; shown only now):\n");
+            for c in &confirmed.recovery_codes {
+                println!("  {c}");
+            }
+            who
+        }
+    };
+    let token = who.token().context("the server gave no session token")?.to_string();
+    let path = ctx.config.token_file();
+    TokenFile { url: remote.url().to_string(), token }.write(&path)?;
+    eprintln!("Logged in to {} as {} ({}); the token is in {} (mode 0600)", remote.url(), who.name, who.role, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mfadmin logout`: revoke the token on its server, then delete the token file.
+fn logout(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let path = ctx.config.token_file();
+    let saved = TokenFile::read(&path)?;
+    let url = ctx.config.remote.clone().unwrap_or_else(|| saved.url.clone());
+    let remote = Remote::new(&url, &remote_options(ctx))?;
+    let revoked = match remote.resume(&saved.token) {
+        Ok(who) => remote.logout(&who).map(|()| true),
+        Err(e) if e.needs_login() => Ok(false),
+        Err(e) => Err(e),
+    };
+    match revoked {
+        Ok(revoked) => {
+            std::fs::remove_file(&path).with_context(|| format!("cannot delete {}", path.display()))?;
+            if revoked {
+                eprintln!("Logged out of {url}: the token is revoked and {} deleted", path.display());
+            } else {
+                eprintln!("The token had already ended on {url}; deleted {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!(
+            "could not revoke the token on {url}, so {} is kept: try again when the server answers",
+            path.display()
+        ))),
+    }
+}
+
 /// Run the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context::from_cli(&cli)?;
+    let remote_flag = cli.remote.is_some();
     let actor = Actor::console("cli");
     match cli.command {
-        Command::Init(args) => init(&ctx, &actor, args),
-        Command::Demo(args) => demo_cmd(&ctx, &actor, args),
-        Command::User(cmd) => user_cmd(&ctx.open_service()?, &actor, cmd),
-        Command::Mfa(cmd) => mfa_cmd(&ctx, &actor, cmd),
-        Command::Org(cmd) => org_cmd(&ctx.open_service()?, &actor, cmd),
-        Command::Audit(cmd) => audit_cmd(&ctx.open_service()?, &actor, cmd),
+        Command::Init(args) => {
+            local_only(remote_flag, "init")?;
+            init(&ctx, &actor, args)
+        }
+        Command::Demo(args) => {
+            local_only(remote_flag, "demo")?;
+            demo_cmd(&ctx, &actor, args)
+        }
+        Command::User(cmd @ (UserCommand::Add(_) | UserCommand::SetPassword { .. } | UserCommand::Import { .. })) => {
+            local_only(remote_flag, "user add, set-password and import")?;
+            user_store_cmd(&ctx.open_service()?, &actor, cmd)
+        }
+        Command::User(cmd) => {
+            let (backend, who) = ctx.backend()?;
+            user_cmd(backend.as_ref(), &who, cmd)
+        }
+        Command::Mfa(cmd) => {
+            let (backend, who) = ctx.backend()?;
+            mfa_cmd(backend.as_ref(), &who, cmd)
+        }
+        Command::Org(OrgCommand::Add { name, enforce_mfa }) => {
+            local_only(remote_flag, "org add")?;
+            let o = ctx.open_service()?.add_org(&actor, &name, enforce_mfa, now())?;
+            println!("Added org {} (MFA enforced: {})", o.name, if o.mfa_enforced { "on" } else { "off" });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org(cmd) => {
+            let (backend, who) = ctx.backend()?;
+            org_cmd(backend.as_ref(), &who, cmd)
+        }
+        Command::Audit(AuditCommand::Export { format, file }) => {
+            local_only(remote_flag, "audit export")?;
+            audit_export(&ctx.open_service()?, &actor, format, file)
+        }
+        Command::Audit(cmd) => {
+            let (backend, who) = ctx.backend()?;
+            audit_cmd(backend.as_ref(), &who, cmd)
+        }
+        Command::Login(args) => login(&ctx, args),
+        Command::Logout => logout(&ctx),
         Command::Check => {
+            local_only(remote_flag, "check")?;
             let service = ctx.open_service()?;
             let (problems, chain) = service.check(&actor)?;
             for p in &problems {
@@ -368,6 +632,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Apikey(ApikeyCommand::Create { user, name, role }) => {
+            local_only(remote_flag, "apikey create")?;
             let service = ctx.open_service()?;
             let as_user = service.act_as(&actor, &user, "cli")?;
             let (key, expires) = service.create_api_key(&as_user, &name, role, now())?;
@@ -378,7 +643,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(args) => crate::http::serve(&ctx, args),
+        Command::Serve(args) => {
+            local_only(remote_flag, "serve")?;
+            crate::http::serve(&ctx, args)
+        }
         Command::Tui(args) => crate::tui::run(&ctx, args),
     }
 }
@@ -589,8 +857,7 @@ fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------ users
 
-fn user_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Result<ExitCode> {
-    let t = now();
+fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         UserCommand::List(a) => {
             let query = UserQuery {
@@ -604,14 +871,21 @@ fn user_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Resul
                 cursor: None,
                 limit: a.limit,
             };
-            let page = service.list_users(actor, &query, t)?;
+            let page = if query.limit.is_some_and(|l| l <= crate::backend::PAGE) {
+                backend.list_users(who, &query)?
+            } else {
+                let users = list_all(backend, who, &query)?;
+                let total = users.len();
+                let users = users.into_iter().take(query.limit.unwrap_or(usize::MAX)).collect();
+                crate::service::UserPage { users, next_cursor: None, total }
+            };
             print_users(&page.users, a.output)?;
             if a.output == Output::Table {
                 eprintln!("{} shown of {} matching", page.users.len(), page.total);
             }
         }
         UserCommand::Show { user, output } => {
-            let detail = service.get_user(actor, &user, t)?;
+            let detail = backend.user_detail(who, &user)?;
             match output {
                 Output::Json => print_json(&detail)?,
                 Output::Csv => print_users(std::slice::from_ref(&detail.user), Output::Csv)?,
@@ -643,6 +917,29 @@ fn user_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Resul
                 }
             }
         }
+        UserCommand::Disable { user } => {
+            let v = backend.set_status(who, &user, Status::Disabled)?;
+            println!("Disabled {}; their sessions were ended", v.username);
+        }
+        UserCommand::Enable { user } => {
+            let v = backend.set_status(who, &user, Status::Active)?;
+            println!("Enabled {}", v.username);
+        }
+        UserCommand::Add(_) | UserCommand::SetPassword { .. } | UserCommand::Import { .. } => {
+            bail!("`mfadmin user add`, `set-password` and `import` work on the store itself, not through a backend");
+        }
+        UserCommand::Export { output } => {
+            let users = list_all(backend, who, &UserQuery::default())?;
+            print_users(&users, if output == Output::Table { Output::Csv } else { output })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user commands that change the store in ways the server has no route for.
+fn user_store_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let t = now();
+    match cmd {
         UserCommand::Add(a) => {
             let password = if a.password_stdin { Some(read_password(true, "")?) } else { None };
             let display_name = a.display_name.unwrap_or_else(|| a.username.clone());
@@ -650,24 +947,13 @@ fn user_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Resul
             let view = service.add_user(actor, new, t)?;
             println!("Added {} (#{}, {})", view.username, view.number, view.id);
         }
-        UserCommand::Disable { user } => {
-            let v = service.set_status(actor, &user, Status::Disabled, t)?;
-            println!("Disabled {}; their sessions were ended", v.username);
-        }
-        UserCommand::Enable { user } => {
-            let v = service.set_status(actor, &user, Status::Active, t)?;
-            println!("Enabled {}", v.username);
-        }
         UserCommand::SetPassword { user, password_stdin } => {
             let password = read_password(password_stdin, &format!("New password for {user}"))?;
             service.set_password(actor, &user, &password, t)?;
             println!("Password set for {user}; their sessions were ended");
         }
         UserCommand::Import { file, skip_invalid } => return import(service, actor, &file, skip_invalid),
-        UserCommand::Export { output } => {
-            let page = service.list_users(actor, &UserQuery::default(), t)?;
-            print_users(&page.users, if output == Output::Table { Output::Csv } else { output })?;
-        }
+        _ => bail!("only `user add`, `set-password` and `import` change the store directly"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -770,32 +1056,30 @@ fn import(service: &Service, actor: &Actor, file: &Path, skip_invalid: bool) -> 
 
 // ------------------------------------------------------------------ mfa
 
-fn mfa_cmd(ctx: &Context, actor: &Actor, cmd: MfaCommand) -> anyhow::Result<ExitCode> {
-    let service = ctx.open_service()?;
-    let t = now();
+fn mfa_cmd(backend: &dyn Backend, who: &Credential, cmd: MfaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         MfaCommand::Enroll { user } => {
-            let e = service.begin_enrollment(actor, &user, &ctx.config.totp.issuer, t)?;
+            let e = backend.begin_enrollment(who, &user)?;
             print_enrollment(&e);
             println!("Then confirm with: mfadmin mfa confirm {user} CODE");
         }
         MfaCommand::Confirm { user, code } => {
-            let confirmed = service.confirm_enrollment(actor, &user, &code, t)?;
+            let confirmed = backend.confirm_enrollment(who, &user, &code)?;
             println!("MFA is now enrolled for {user}. Recovery codes (each works once; shown only now):\n");
             for c in &confirmed.recovery_codes {
                 println!("  {c}");
             }
         }
         MfaCommand::Status { user } => {
-            let u = service.get_user(actor, &user, t)?.user;
+            let u = backend.user_detail(who, &user)?.user;
             println!("{}: {} ({} recovery codes left)", u.username, u.mfa, u.recovery_codes_left);
         }
-        MfaCommand::Reset(args) => return reset(&service, actor, args),
+        MfaCommand::Reset(args) => return reset(backend, who, args),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn reset(service: &Service, actor: &Actor, args: ResetArgs) -> anyhow::Result<ExitCode> {
+fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Result<ExitCode> {
     let mut targets = Vec::new();
     for u in &args.users {
         if u == "-" {
@@ -816,7 +1100,7 @@ fn reset(service: &Service, actor: &Actor, args: ResetArgs) -> anyhow::Result<Ex
     let reason = args.reason.as_deref();
     if !args.dry_run && !args.yes {
         // Decide first (without changing anything) so the question can say what will happen.
-        let plan = service.reset_mfa(actor, &targets, reason, true, now())?;
+        let plan = backend.reset_mfa(who, &targets, reason, true, &mut |_, _| {})?;
         let will = plan.count(ResetOutcome::Reset);
         if !std::io::stdin().is_terminal() || args.users.iter().any(|u| u == "-") {
             bail!("refusing to reset {will} users without confirmation: add --yes (or look first with --dry-run)");
@@ -831,7 +1115,11 @@ fn reset(service: &Service, actor: &Actor, args: ResetArgs) -> anyhow::Result<Ex
             return Ok(ExitCode::FAILURE);
         }
     }
-    let report = service.reset_mfa(actor, &targets, reason, args.dry_run, now())?;
+    let report = backend.reset_mfa(who, &targets, reason, args.dry_run, &mut |done, total| {
+        if done < total {
+            eprintln!("progress: {done} of {total}");
+        }
+    })?;
     print_reset(&report, args.output)?;
     let clean = report.results.iter().all(|r| matches!(r.outcome, ResetOutcome::Reset | ResetOutcome::Skipped));
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -870,24 +1158,27 @@ fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
     }
     let c = |o| report.count(o);
     eprintln!(
-        "{}{} reset, {} skipped, {} denied, {} not found, {} failed",
+        "{}{} reset, {} skipped, {} denied, {} not found, {} failed{}",
         if report.dry_run { "dry run, nothing changed: " } else { "" },
         c(ResetOutcome::Reset),
         c(ResetOutcome::Skipped),
         c(ResetOutcome::Denied),
         c(ResetOutcome::NotFound),
-        c(ResetOutcome::Failed)
+        c(ResetOutcome::Failed),
+        match c(ResetOutcome::Unknown) {
+            0 => String::new(),
+            n => format!(", {n} UNKNOWN (the server's answer was lost: check them with `mfadmin mfa status`)"),
+        }
     );
     Ok(())
 }
 
 // ------------------------------------------------------------------ orgs and audit
 
-fn org_cmd(service: &Service, actor: &Actor, cmd: OrgCommand) -> anyhow::Result<ExitCode> {
-    let t = now();
+fn org_cmd(backend: &dyn Backend, who: &Credential, cmd: OrgCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         OrgCommand::Show { output } => {
-            let orgs = service.orgs(actor, t)?;
+            let orgs = backend.orgs(who)?;
             if output == Output::Json {
                 print_json(&orgs)?;
             } else {
@@ -905,12 +1196,9 @@ fn org_cmd(service: &Service, actor: &Actor, cmd: OrgCommand) -> anyhow::Result<
                 print_table(&["ORG", "MFA ENFORCED", "USERS", "ENROLLED"], &rows);
             }
         }
-        OrgCommand::Add { name, enforce_mfa } => {
-            let o = service.add_org(actor, &name, enforce_mfa, t)?;
-            println!("Added org {} (MFA enforced: {})", o.name, if o.mfa_enforced { "on" } else { "off" });
-        }
+        OrgCommand::Add { .. } => bail!("`mfadmin org add` works on the store itself, not through a backend"),
         OrgCommand::EnforceMfa { state, org } => {
-            let o = service.set_mfa_enforced(actor, org.as_deref(), state == OnOff::On, t)?;
+            let o = backend.set_mfa_enforced(who, org.as_deref(), state == OnOff::On)?;
             println!("MFA enforcement for {} is now {}", o.name, if o.mfa_enforced { "on" } else { "off" });
         }
     }
@@ -958,10 +1246,10 @@ fn audit_csv_row(e: &AuditView) -> Vec<String> {
     ]
 }
 
-fn audit_cmd(service: &Service, actor: &Actor, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::List { filter, limit, output } => {
-            let events = service.audit_list(actor, &AuditQuery { text: filter, limit: Some(limit) })?;
+            let events = backend.audit_list(who, &AuditQuery { text: filter, limit: Some(limit) })?;
             match output {
                 Output::Json => print_json(&events)?,
                 Output::Csv => {
@@ -976,7 +1264,7 @@ fn audit_cmd(service: &Service, actor: &Actor, cmd: AuditCommand) -> anyhow::Res
             }
         }
         AuditCommand::Verify => {
-            let report = service.audit_verify(actor)?;
+            let report = backend.audit_verify(who)?;
             if report.ok {
                 println!("The audit chain verifies: {} events, every link intact.", report.events);
             } else {
@@ -988,34 +1276,38 @@ fn audit_cmd(service: &Service, actor: &Actor, cmd: AuditCommand) -> anyhow::Res
                 return Ok(ExitCode::FAILURE);
             }
         }
-        AuditCommand::Export { format, file } => {
-            let out: Box<dyn Write> = match &file {
-                Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            let mut out = std::io::BufWriter::new(out);
-            let mut count = 0u64;
-            match format {
-                AuditFormat::Jsonl => service.audit_export(actor, &mut |e| {
-                    count += 1;
-                    serde_json::to_writer(&mut out, &e).map_err(|e| Error::Storage(e.to_string()))?;
-                    out.write_all(b"\n").map_err(|e| Error::Storage(e.to_string()))
-                })?,
-                AuditFormat::Csv => {
-                    let mut w = csv::Writer::from_writer(&mut out);
-                    w.write_record(AUDIT_CSV_HEADER)?;
-                    service.audit_export(actor, &mut |e| {
-                        count += 1;
-                        w.write_record(audit_csv_row(&e)).map_err(|e| Error::Storage(e.to_string()))
-                    })?;
-                    w.flush()?;
-                }
-            }
-            out.flush()?;
-            if let Some(path) = file {
-                eprintln!("Exported {count} events to {}", path.display());
-            }
+        AuditCommand::Export { .. } => bail!("`mfadmin audit export` works on the store itself, not through a backend"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every audit event, oldest first, to standard output or a file.
+fn audit_export(service: &Service, actor: &Actor, format: AuditFormat, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let out: Box<dyn Write> = match &file {
+        Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::new(out);
+    let mut count = 0u64;
+    match format {
+        AuditFormat::Jsonl => service.audit_export(actor, &mut |e| {
+            count += 1;
+            serde_json::to_writer(&mut out, &e).map_err(|e| Error::Storage(e.to_string()))?;
+            out.write_all(b"\n").map_err(|e| Error::Storage(e.to_string()))
+        })?,
+        AuditFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            w.write_record(AUDIT_CSV_HEADER)?;
+            service.audit_export(actor, &mut |e| {
+                count += 1;
+                w.write_record(audit_csv_row(&e)).map_err(|e| Error::Storage(e.to_string()))
+            })?;
+            w.flush()?;
         }
+    }
+    out.flush()?;
+    if let Some(path) = file {
+        eprintln!("Exported {count} events to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,17 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// The key that seals TOTP secrets. Default: `mfadmin.key` inside the data directory.
     pub key_file: Option<PathBuf>,
+    /// A running `mfadmin serve` (e.g. `http://127.0.0.1:7070`) that the console and the user,
+    /// mfa, org and audit commands work through, instead of opening the store themselves.
+    pub remote: Option<String>,
+    /// PEM file of the CA that signed the remote server's certificate (HTTPS); default: the
+    /// system's trusted roots.
+    pub remote_ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to a remote that is not this machine (loopback needs no allowing).
+    pub allow_plain_http: bool,
+    /// Where `mfadmin login` keeps the remote session token (mode 0600). Default: `token` in the
+    /// platform config directory.
+    pub token_file: Option<PathBuf>,
     pub reset: ResetConfig,
     pub totp: TotpConfig,
     pub lockout: LockoutConfig,
@@ -210,6 +221,10 @@ impl Config {
             match name.as_str() {
                 "MFADMIN_DATA_DIR" => self.data_dir = Some(v.into()),
                 "MFADMIN_KEY_FILE" => self.key_file = Some(v.into()),
+                "MFADMIN_REMOTE" => self.remote = Some(v).filter(|v| !v.trim().is_empty()),
+                "MFADMIN_REMOTE_CA_FILE" => self.remote_ca_file = Some(v.into()),
+                "MFADMIN_ALLOW_PLAIN_HTTP" => self.allow_plain_http = flag(&name, &v)?,
+                "MFADMIN_TOKEN_FILE" => self.token_file = Some(v.into()),
                 "MFADMIN_REASON_REQUIRED" => self.reset.reason_required = flag(&name, &v)?,
                 "MFADMIN_BATCH_SIZE" => self.reset.batch_size = num(&name, &v)?,
                 "MFADMIN_TOTP_SKEW" => self.totp.skew = num(&name, &v)?,
@@ -251,6 +266,15 @@ impl Config {
 
     pub fn key_file(&self) -> PathBuf {
         self.key_file.clone().unwrap_or_else(|| self.data_dir().join("mfadmin.key"))
+    }
+
+    /// Where `mfadmin login` keeps the remote session token.
+    pub fn token_file(&self) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| {
+            directories::ProjectDirs::from("", "", "mfadmin")
+                .map(|d| d.config_dir().join("token"))
+                .unwrap_or_else(|| PathBuf::from(".mfadmin-token"))
+        })
     }
 
     /// The directory that holds the sled database, inside the data directory.
@@ -311,6 +335,10 @@ mod tests {
         let mut c = Config::parse("[reset]\nreason_required = true\n").unwrap();
         c.apply_env([("MFADMIN_REASON_REQUIRED".to_string(), "false".to_string())].into_iter()).unwrap();
         assert!(!c.reset.reason_required);
+        c.apply_env([("MFADMIN_REMOTE".to_string(), "http://127.0.0.1:7070".to_string())].into_iter()).unwrap();
+        assert_eq!(c.remote.as_deref(), Some("http://127.0.0.1:7070"));
+        let err = c.apply_env([("MFADMIN_ALLOW_PLAIN_HTTP".to_string(), "maybe".to_string())].into_iter()).unwrap_err();
+        assert!(err.contains("MFADMIN_ALLOW_PLAIN_HTTP"), "{err}");
         let err = c.apply_env([("MFADMIN_TOTP_SKEW".to_string(), "x".to_string())].into_iter()).unwrap_err();
         assert!(err.contains("MFADMIN_TOTP_SKEW"));
     }

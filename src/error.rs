@@ -34,6 +34,12 @@ pub enum Error {
     Storage(String),
     #[error("the store changed while this operation ran; try again")]
     WriteConflict,
+    /// A remote console's server did not answer (or its answer was lost on the way).
+    #[error("the server at {url} does not answer: {why}")]
+    Unreachable { url: String, why: String },
+    /// What a remote console's server answered with an error status: its words, as they were.
+    #[error("{detail}")]
+    Remote { status: u16, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,5 +51,10 @@ impl Error {
 
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
+    }
+
+    /// Must the admin log in (again)? A token that is unknown, revoked or expired.
+    pub fn needs_login(&self) -> bool {
+        matches!(self, Error::Unauthenticated(_) | Error::Remote { status: 401, .. })
     }
 }

@@ -101,6 +101,8 @@ pub enum ResetOutcome {
     Denied,
     NotFound,
     Failed,
+    /// Not known: a remote reset whose answer was lost (never produced by the service itself).
+    Unknown,
 }
 
 impl ResetOutcome {
@@ -111,6 +113,7 @@ impl ResetOutcome {
             ResetOutcome::Denied => "denied",
             ResetOutcome::NotFound => "not_found",
             ResetOutcome::Failed => "failed",
+            ResetOutcome::Unknown => "unknown",
         }
     }
 }

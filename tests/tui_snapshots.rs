@@ -132,7 +132,8 @@ fn compact_layout_below_80x24() {
     // Nothing panics at any size, on any screen.
     for keys in ["enter", "? ", "R"] {
         let mut state = app.state.clone();
-        let mut app2 = App { state: state.clone(), service: &fx.service, effects: Vec::new() };
+        let mut app2 = App::new(&fx.service, options(true));
+        app2.state = state.clone();
         app2.press("esc esc");
         app2.press(keys);
         state = app2.state;

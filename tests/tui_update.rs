@@ -392,7 +392,7 @@ fn org_enforcement_asks_first_and_reloads_the_users() {
     app.press("space tab enter");
     assert!(!fx.service.orgs(&fx.owner, NOW).unwrap()[0].mfa_enforced);
     assert!(!app.state.orgs.orgs[0].mfa_enforced);
-    assert!(app.effects.iter().any(|e| matches!(e, Effect::Many(v) if v.contains(&Effect::LoadUsers))), "the users are reloaded");
+    assert!(app.effects.iter().any(|e| matches!(e, Effect::Many(v) if v.iter().any(|e| matches!(e, Effect::LoadUsers { .. })))), "the users are reloaded");
     let states: Vec<MfaStatus> = (0..app.state.users.shown_len()).map(|i| app.state.users.shown_row(i).unwrap().0.mfa).collect();
     assert!(states.contains(&MfaStatus::NotEnrolled));
     assert!(!states.contains(&MfaStatus::MustEnroll), "nobody must enroll once enforcement is off");
@@ -550,9 +550,8 @@ fn login_walks_a_user_through_enrollment_then_accepts_a_recovery_code() {
     app.press("enter");
     assert_eq!(app.state.screen, Screen::Main);
     let session = app.state.session.clone().unwrap();
-    assert_eq!(session.actor.audit_name(), "owner");
-    assert_eq!(session.actor.source, "tui");
-    assert!(session.token.is_some());
+    assert_eq!(session.who.name, "owner");
+    assert!(session.who.token().is_some());
     assert!(app.state.users.total() > 0);
 
     // Next time: password, then a recovery code instead of the app's code.

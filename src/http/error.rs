@@ -120,7 +120,9 @@ impl From<Error> for ApiError {
             | Error::NoStore { .. }
             | Error::KeyFile(_)
             | Error::Corrupt(_)
-            | Error::Storage(_)) => ApiError::internal(e.to_string()),
+            | Error::Storage(_)
+            | Error::Unreachable { .. }
+            | Error::Remote { .. }) => ApiError::internal(e.to_string()),
         }
     }
 }

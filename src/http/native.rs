@@ -10,7 +10,7 @@ use crate::domain::user::{self, Status, UserView};
 use crate::error::Error;
 use crate::service::{
     ApiKeyView, AuditQuery, AuditView, Confirmed, Enrollment, LoginStep, NewSession, OrgView, Principal, ResetOutcome,
-    ResetReport, ResetResult, SortField, UserPage, UserQuery, VerifyReport,
+    ResetReport, ResetResult, SortField, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -337,6 +337,85 @@ pub async fn get_user(State(state): S, caller: Caller, UserId(id): UserId) -> Re
     Ok(Json(detail.user))
 }
 
+/// One user with its recent audit events (what the console's detail pane shows).
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}/detail", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    responses(
+        (status = 200, description = "The user and its ten newest audit events (those the caller may read)", body = UserDetail),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn user_detail(State(state): S, caller: Caller, ApiPath(user): ApiPath) -> Result<Json<UserDetail>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.get_user(&actor, &user, now)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// `active` or `disabled`.
+    pub status: Status,
+}
+
+/// Disable a user (its sessions end) or enable it again.
+#[utoipa::path(
+    put, path = "/api/v1/users/{id}/status", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The user with its new status", body = UserView),
+        (status = 403, description = "The caller may not change this user's status", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_status(
+    State(state): S,
+    caller: Caller,
+    ApiPath(user): ApiPath,
+    ApiJson(req): ApiJson<StatusRequest>,
+) -> Result<Json<UserView>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.set_status(&actor, &user, req.status, now)).await?))
+}
+
+/// Begin enrolling a second factor for a user (an admin at the user's side with the user's phone).
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/mfa/enroll", tag = "mfa", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    responses(
+        (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
+        (status = 403, description = "The caller may not enroll this user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A factor is already enrolled: reset it first", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn user_enroll_begin(State(state): S, caller: Caller, ApiPath(user): ApiPath) -> Result<Json<Enrollment>, ApiError> {
+    let actor = caller.actor;
+    let issuer = state.settings.issuer.clone();
+    Ok(Json(state.call(move |service, now| service.begin_enrollment(&actor, &user, &issuer, now)).await?))
+}
+
+/// Confirm a user's enrollment with the first code; returns the recovery codes, shown only now.
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/mfa/confirm", tag = "mfa", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "Enrolled", body = Confirmed),
+        (status = 401, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No enrollment to confirm", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn user_enroll_confirm(
+    State(state): S,
+    caller: Caller,
+    ApiPath(user): ApiPath,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> Result<Json<Confirmed>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.confirm_enrollment(&actor, &user, &req.code, now)).await?))
+}
+
 /// Reset one user's MFA.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -363,7 +442,7 @@ fn single_result(state: &AppState, report: ResetReport) -> Result<Json<ResetResu
         ))),
         ResetOutcome::Denied => Err(ApiError::forbidden(detail)),
         ResetOutcome::NotFound => Err(ApiError::from(Error::not_found(format!("user {:?}", result.target)))),
-        ResetOutcome::Failed => Err(ApiError::conflict(detail)),
+        ResetOutcome::Failed | ResetOutcome::Unknown => Err(ApiError::conflict(detail)),
     }
 }
 

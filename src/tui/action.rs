@@ -1,6 +1,7 @@
 //! What can happen in the console: the commands a key can be bound to, and every other event that
 //! changes the state (typed text, mouse, resize, and the results of work done off the UI thread).
 
+use crate::backend::Credential;
 use crate::domain::user::UserView;
 use crate::service::{Actor, AuditView, Enrollment, OrgView, ResetReport, UserDetail, VerifyReport};
 use serde::{Deserialize, Serialize};
@@ -183,16 +184,23 @@ impl std::str::FromStr for Command {
 /// The logged-in admin, as the login flow or `--demo` produced it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
-    pub actor: Actor,
-    /// The session token from a password login, ended when the console quits.
-    pub token: Option<String>,
+    /// Who acts, and what proves it to the backend (a session token after a password login,
+    /// ended when the console quits).
+    pub who: Credential,
     /// Recovery codes from an enrollment during login, shown once.
     pub recovery_codes: Vec<String>,
 }
 
+impl Session {
+    /// A session acting as `actor` on an in-process store (`--demo`, tests).
+    pub fn acting(actor: Actor) -> Session {
+        Session { who: Credential::acting(actor), recovery_codes: Vec::new() }
+    }
+}
+
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Session({}, <token>, <{} recovery codes>)", self.actor.audit_name(), self.recovery_codes.len())
+        write!(f, "Session({:?}, <{} recovery codes>)", self.who, self.recovery_codes.len())
     }
 }
 
@@ -216,7 +224,15 @@ pub enum Action {
     LoggedIn(Box<Session>),
     LoginFailed(String),
 
+    /// Every user, at once (replaces the table's rows).
     UsersLoaded(Result<Vec<UserView>, String>),
+    /// One page of a load that streams in: added to the table (rows already there are updated).
+    /// `total` is how many users the load's query finds; `done` is true on its last page.
+    UsersPage { generation: u64, result: Result<Vec<UserView>, String>, total: usize, done: bool },
+    /// The backend does not answer (`Some(why)`, retrying), or answers again (`None`).
+    Connection(Option<String>),
+    /// The session ended (token expired or revoked): log in again; marks and filter stay.
+    SessionEnded(String),
     DetailLoaded(Result<Box<UserDetail>, String>),
     ResetPlanned(Result<ResetReport, String>),
     ResetProgress { done: usize, total: usize },

@@ -1,20 +1,25 @@
-//! Work the state asks for: service calls, run off the UI thread, whose results come back as
-//! actions. [`perform`] is the whole translation (one service call per effect); [`Runner`] runs it
-//! on tokio's blocking pool so drawing never waits for the store.
+//! Work the state asks for: backend calls, run off the UI thread, whose results come back as
+//! actions. [`perform`] is the whole translation (one backend call per effect, or one per page);
+//! [`Runner`] runs it on tokio's blocking pool so drawing never waits for the store or the network.
 
 use super::action::{Action, Session};
+use super::table::Query;
+use crate::backend::{Backend, Credential, Login, PAGE};
 use crate::domain::user::Status;
-use crate::domain::Timestamp;
-use crate::service::{Actor, AuditQuery, LoginStep, Service, UserQuery};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::error::Error;
+use crate::service::{AuditQuery, UserQuery};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 /// How many audit events the audit view loads.
 pub const AUDIT_LIMIT: usize = 1_000;
-/// The source recorded in every audit event the console causes.
+/// The source recorded in every audit event the console causes on its own store.
 pub const SOURCE: &str = "tui";
+/// While users stream in, pages are handed to the table at most this often (the first at once).
+const PAGE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A password, kept out of debug output.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,7 +38,8 @@ pub enum Effect {
     LoginCode { challenge: Secret, code: Secret },
     LoginEnrollBegin { challenge: Secret },
     LoginEnrollConfirm { challenge: Secret, code: Secret },
-    LoadUsers,
+    /// Load the users `query` finds, page by page; a newer load makes this one stop.
+    LoadUsers { generation: u64, query: Query },
     LoadDetail(Uuid),
     /// Decide a reset without changing anything, for the confirmation dialog.
     PlanReset(Vec<Uuid>),
@@ -45,6 +51,8 @@ pub enum Effect {
     VerifyAudit,
     LoadOrgs,
     SetEnforced { org: String, on: bool },
+    /// End the session on the backend (when the console quits).
+    Logout,
 }
 
 impl Effect {
@@ -60,109 +68,209 @@ impl Effect {
     }
 }
 
-fn text<T>(r: crate::error::Result<T>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
+/// What running effects share with the loop: the newest user load, and whether the console is
+/// closing (so that retries stop).
+#[derive(Debug, Default)]
+pub struct Control {
+    latest_load: AtomicU64,
+    closing: AtomicBool,
 }
 
-/// Carry out one effect against the service, as `actor`, at `now`, reporting what happened (and
-/// any progress on the way) through `emit`. Blocking: call it off the UI thread.
+impl Control {
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn superseded(&self, generation: u64) -> bool {
+        self.closing.load(Ordering::SeqCst) || self.latest_load.load(Ordering::SeqCst) > generation
+    }
+
+    /// Call `f` until the backend answers; while it does not, say so and wait a little longer
+    /// each time. `None` when the console closes meanwhile.
+    fn retry<T>(&self, emit: &mut dyn FnMut(Action), mut f: impl FnMut() -> crate::error::Result<T>) -> Option<crate::error::Result<T>> {
+        let mut pause = Duration::from_millis(500);
+        let mut troubled = false;
+        loop {
+            match f() {
+                Err(e @ Error::Unreachable { .. }) => {
+                    troubled = true;
+                    emit(Action::Connection(Some(e.to_string())));
+                    let until = Instant::now() + pause;
+                    while Instant::now() < until {
+                        if self.closing.load(Ordering::SeqCst) {
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                }
+                other => {
+                    if troubled {
+                        emit(Action::Connection(None));
+                    }
+                    return Some(other);
+                }
+            }
+        }
+    }
+}
+
+/// The query a table filter asks the backend for.
+pub fn user_query(query: &Query) -> UserQuery {
+    let text = Some(query.text.trim().to_string()).filter(|t| !t.is_empty());
+    UserQuery { text, role: query.role, mfa: query.mfa, ..UserQuery::default() }
+}
+
+/// Carry out one effect against `backend` as `who`, reporting what happened (and any progress
+/// on the way) through `emit`. Blocking: call it off the UI thread.
 pub fn perform(
-    service: &Service,
-    actor: Option<&Actor>,
-    issuer: &str,
+    backend: &dyn Backend,
+    control: &Control,
+    who: Option<&Credential>,
     effect: Effect,
-    now: Timestamp,
     emit: &mut dyn FnMut(Action),
 ) {
-    let logged_in = |token: String, recovery_codes: Vec<String>| -> Action {
-        match service.authenticate(&token, SOURCE, now) {
-            Ok(actor) => Action::LoggedIn(Box::new(Session { actor, token: Some(token), recovery_codes })),
-            Err(e) => Action::LoginFailed(e.to_string()),
-        }
-    };
-    let Some(actor) = actor else {
-        let action = match effect {
-            Effect::Many(all) => {
-                for e in all {
-                    perform(service, None, issuer, e, now, emit);
-                }
-                return;
-            }
-            Effect::LoginPassword { username, password } => match service.login_password(&username, &password.0, SOURCE, now) {
-                Ok(LoginStep::Done(session)) => logged_in(session.token, Vec::new()),
-                Ok(LoginStep::MfaRequired { challenge, .. }) => Action::LoginNeedsCode { challenge },
-                Ok(LoginStep::EnrollmentRequired { challenge, .. }) => Action::LoginNeedsEnrollment { challenge },
-                Err(e) => Action::LoginFailed(e.to_string()),
-            },
-            Effect::LoginCode { challenge, code } => match service.login_code(&challenge.0, &code.0, SOURCE, now) {
-                Ok(session) => logged_in(session.token, Vec::new()),
-                Err(e) => Action::LoginFailed(e.to_string()),
-            },
-            Effect::LoginEnrollBegin { challenge } => {
-                Action::LoginEnrollment(text(service.login_enroll_begin(&challenge.0, issuer, SOURCE, now)))
-            }
-            Effect::LoginEnrollConfirm { challenge, code } => {
-                match service.login_enroll_confirm(&challenge.0, &code.0, SOURCE, now) {
-                    Ok((session, confirmed)) => logged_in(session.token, confirmed.recovery_codes),
-                    Err(e) => Action::LoginFailed(e.to_string()),
-                }
-            }
-            other => Action::LoginFailed(format!("log in first ({other:?} needs a logged-in admin)")),
-        };
-        emit(action);
-        return;
-    };
+    let logged_in = |who: Credential, recovery_codes: Vec<String>| Action::LoggedIn(Box::new(Session { who, recovery_codes }));
+    let login_failed = |e: Error| Action::LoginFailed(e.to_string());
     let action = match effect {
         Effect::Many(all) => {
             for e in all {
-                perform(service, Some(actor), issuer, e, now, emit);
+                perform(backend, control, who, e, emit);
             }
             return;
         }
-        Effect::LoginPassword { .. } | Effect::LoginCode { .. } | Effect::LoginEnrollBegin { .. } | Effect::LoginEnrollConfirm { .. } => {
-            return perform(service, None, issuer, effect, now, emit);
+        Effect::LoginPassword { username, password } => match backend.login_password(&username, &password.0) {
+            Ok(Login::Done(who)) => logged_in(who, Vec::new()),
+            Ok(Login::MfaRequired { challenge }) => Action::LoginNeedsCode { challenge },
+            Ok(Login::EnrollmentRequired { challenge }) => Action::LoginNeedsEnrollment { challenge },
+            Err(e) => login_failed(e),
+        },
+        Effect::LoginCode { challenge, code } => backend.login_code(&challenge.0, &code.0).map_or_else(login_failed, |w| logged_in(w, Vec::new())),
+        Effect::LoginEnrollBegin { challenge } => Action::LoginEnrollment(backend.login_enroll_begin(&challenge.0).map_err(|e| e.to_string())),
+        Effect::LoginEnrollConfirm { challenge, code } => match backend.login_enroll_confirm(&challenge.0, &code.0) {
+            Ok((who, confirmed)) => logged_in(who, confirmed.recovery_codes),
+            Err(e) => login_failed(e),
+        },
+        other => {
+            let Some(who) = who else {
+                emit(Action::LoginFailed(format!("log in first ({other:?} needs a logged-in admin)")));
+                return;
+            };
+            return perform_as(backend, control, who, other, emit);
         }
-        Effect::LoadUsers => Action::UsersLoaded(text(service.list_users(actor, &UserQuery::default(), now).map(|p| p.users))),
-        Effect::LoadDetail(id) => Action::DetailLoaded(text(service.get_user(actor, &id.to_string(), now).map(Box::new))),
-        Effect::PlanReset(ids) => {
-            let targets: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-            // The reason is asked for in the dialog this plan is for; the plan only needs one to pass.
-            Action::ResetPlanned(text(service.reset_mfa(actor, &targets, Some("(confirmation preview)"), true, now)))
-        }
-        Effect::RunReset { targets, reason } => {
-            let targets: Vec<String> = targets.iter().map(Uuid::to_string).collect();
-            let result = service.reset_mfa_with_progress(actor, &targets, Some(&reason), false, now, &mut |done, total| {
-                emit(Action::ResetProgress { done, total })
-            });
-            Action::ResetDone(text(result))
-        }
-        Effect::BeginEnroll(id) => Action::EnrollmentBegun(text(service.begin_enrollment(actor, &id.to_string(), issuer, now))),
-        Effect::ConfirmEnroll { user, code } => Action::EnrollmentConfirmed(text(
-            service.confirm_enrollment(actor, &user.to_string(), &code, now).map(|c| c.recovery_codes),
-        )),
-        Effect::SetStatus { user, status } => Action::UserChanged(text(service.set_status(actor, &user.to_string(), status, now))),
-        Effect::LoadAudit { generation, text: needle } => {
-            let query = AuditQuery { text: Some(needle).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT) };
-            Action::AuditLoaded { generation, result: text(service.audit_list(actor, &query)) }
-        }
-        Effect::VerifyAudit => Action::AuditVerified(text(service.audit_verify(actor))),
-        Effect::LoadOrgs => Action::OrgsLoaded(text(service.orgs(actor, now))),
-        Effect::SetEnforced { org, on } => Action::OrgChanged(text(service.set_mfa_enforced(actor, Some(&org), on, now))),
     };
     emit(action);
 }
 
+/// The action for a backend's answer: `ok` of the value, `err` of the error's text, except that
+/// an ended session (401) takes the admin back to the login screen.
+fn answer<T>(result: crate::error::Result<T>, ok: impl FnOnce(T) -> Action, err: impl FnOnce(String) -> Action) -> Action {
+    match result {
+        Ok(value) => ok(value),
+        Err(e) if e.needs_login() => Action::SessionEnded(e.to_string()),
+        Err(e) => err(e.to_string()),
+    }
+}
+
+/// The effects that need a logged-in admin.
+fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect: Effect, emit: &mut dyn FnMut(Action)) {
+    // A read is tried again while the backend does not answer; a change is tried once.
+    macro_rules! read {
+        ($call:expr) => {
+            match control.retry(emit, || $call) {
+                Some(result) => result,
+                None => return,
+            }
+        };
+    }
+    let action = match effect {
+        Effect::LoadUsers { generation, query } => return load_users(backend, control, who, generation, &query, emit),
+        Effect::LoadDetail(id) => {
+            answer(read!(backend.user_detail(who, &id.to_string())), |d| Action::DetailLoaded(Ok(Box::new(d))), |e| Action::DetailLoaded(Err(e)))
+        }
+        Effect::PlanReset(ids) => {
+            let targets: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            // The reason is asked for in the dialog this plan is for; the plan only needs one to pass.
+            let plan = read!(backend.reset_mfa(who, &targets, Some("(confirmation preview)"), true, &mut |_, _| {}));
+            answer(plan, |p| Action::ResetPlanned(Ok(p)), |e| Action::ResetPlanned(Err(e)))
+        }
+        Effect::RunReset { targets, reason } => {
+            let targets: Vec<String> = targets.iter().map(Uuid::to_string).collect();
+            let report = backend.reset_mfa(who, &targets, Some(&reason), false, &mut |done, total| emit(Action::ResetProgress { done, total }));
+            answer(report, |r| Action::ResetDone(Ok(r)), |e| Action::ResetDone(Err(e)))
+        }
+        Effect::BeginEnroll(id) => {
+            answer(backend.begin_enrollment(who, &id.to_string()), |e| Action::EnrollmentBegun(Ok(e)), |e| Action::EnrollmentBegun(Err(e)))
+        }
+        // A wrong code is a 401 too: it must not end the session.
+        Effect::ConfirmEnroll { user, code } => Action::EnrollmentConfirmed(
+            backend.confirm_enrollment(who, &user.to_string(), &code).map(|c| c.recovery_codes).map_err(|e| e.to_string()),
+        ),
+        Effect::SetStatus { user, status } => {
+            answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(v)), |e| Action::UserChanged(Err(e)))
+        }
+        Effect::LoadAudit { generation, text } => {
+            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT) };
+            let events = read!(backend.audit_list(who, &query));
+            answer(events, |v| Action::AuditLoaded { generation, result: Ok(v) }, |e| Action::AuditLoaded { generation, result: Err(e) })
+        }
+        Effect::VerifyAudit => answer(read!(backend.audit_verify(who)), |r| Action::AuditVerified(Ok(r)), |e| Action::AuditVerified(Err(e))),
+        Effect::LoadOrgs => answer(read!(backend.orgs(who)), |o| Action::OrgsLoaded(Ok(o)), |e| Action::OrgsLoaded(Err(e))),
+        Effect::SetEnforced { org, on } => {
+            answer(backend.set_mfa_enforced(who, Some(&org), on), |o| Action::OrgChanged(Ok(o)), |e| Action::OrgChanged(Err(e)))
+        }
+        Effect::Logout => {
+            let _ = backend.logout(who);
+            return;
+        }
+        Effect::Many(_) | Effect::LoginPassword { .. } | Effect::LoginCode { .. } | Effect::LoginEnrollBegin { .. } | Effect::LoginEnrollConfirm { .. } => {
+            return perform(backend, control, Some(who), effect, emit);
+        }
+    };
+    emit(action);
+}
+
+/// Load the users `query` finds, page by page: the first page at once, the rest in bundles while
+/// they arrive, until the last page or a newer load.
+fn load_users(backend: &dyn Backend, control: &Control, who: &Credential, generation: u64, query: &Query, emit: &mut dyn FnMut(Action)) {
+    let mut page_query = UserQuery { limit: Some(PAGE), ..user_query(query) };
+    let mut bundle = Vec::new();
+    let mut last_emit: Option<Instant> = None;
+    loop {
+        if control.superseded(generation) {
+            return;
+        }
+        let page = match control.retry(emit, || backend.list_users(who, &page_query)) {
+            Some(Ok(page)) => page,
+            Some(Err(e)) if e.needs_login() => return emit(Action::SessionEnded(e.to_string())),
+            Some(Err(e)) => return emit(Action::UsersPage { generation, result: Err(e.to_string()), total: 0, done: true }),
+            None => return,
+        };
+        bundle.extend(page.users);
+        let done = page.next_cursor.is_none();
+        if done || last_emit.is_none_or(|t| t.elapsed() >= PAGE_INTERVAL) {
+            let users = std::mem::take(&mut bundle);
+            emit(Action::UsersPage { generation, result: Ok(users), total: page.total, done });
+            last_emit = Some(Instant::now());
+        }
+        match page.next_cursor {
+            Some(next) => page_query.cursor = Some(next),
+            None => return,
+        }
+    }
+}
+
 /// Runs effects on the blocking pool and sends their actions to the UI loop.
 pub struct Runner {
-    service: Arc<Service>,
-    issuer: String,
+    backend: Arc<dyn Backend>,
+    control: Arc<Control>,
     tx: UnboundedSender<Action>,
     running: Arc<AtomicUsize>,
 }
 
 impl Runner {
-    pub fn new(service: Arc<Service>, issuer: String, tx: UnboundedSender<Action>) -> Runner {
-        Runner { service, issuer, tx, running: Arc::new(AtomicUsize::new(0)) }
+    pub fn new(backend: Arc<dyn Backend>, control: Arc<Control>, tx: UnboundedSender<Action>) -> Runner {
+        Runner { backend, control, tx, running: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// How many effects are still running.
@@ -170,18 +278,24 @@ impl Runner {
         self.running.load(Ordering::SeqCst)
     }
 
-    pub fn spawn(&self, effect: Effect, actor: Option<Actor>) {
-        if let Effect::Many(all) = effect {
-            for e in all {
-                self.spawn(e, actor.clone());
+    pub fn spawn(&self, effect: Effect, who: Option<Credential>) {
+        match effect {
+            Effect::Many(all) => {
+                for e in all {
+                    self.spawn(e, who.clone());
+                }
+                return;
             }
-            return;
+            Effect::LoadUsers { generation, .. } => {
+                self.control.latest_load.fetch_max(generation, Ordering::SeqCst);
+            }
+            _ => {}
         }
-        let (service, issuer, tx, running) = (self.service.clone(), self.issuer.clone(), self.tx.clone(), self.running.clone());
+        let (backend, control, tx, running) = (self.backend.clone(), self.control.clone(), self.tx.clone(), self.running.clone());
         running.fetch_add(1, Ordering::SeqCst);
         let job_tx = tx.clone();
         let job = tokio::task::spawn_blocking(move || {
-            perform(&service, actor.as_ref(), &issuer, effect, crate::cli::now(), &mut |a| {
+            perform(backend.as_ref(), &control, who.as_ref(), effect, &mut |a| {
                 let _ = job_tx.send(a);
             });
         });

@@ -19,7 +19,10 @@ pub mod views;
 use crate::cli::{self, Context};
 use crate::demo;
 use crate::error::Error;
-use crate::service::{Actor, Service};
+use crate::backend::local::Local;
+use crate::backend::remote::Remote;
+use crate::backend::Backend;
+use crate::service::Actor;
 use action::{Action, Session};
 use anyhow::Context as _;
 use state::{Options, State};
@@ -48,23 +51,58 @@ pub struct TuiArgs {
     pub mouse: bool,
 }
 
+/// What the console works on: a backend, and the admin already logged in (`--demo`).
+type Opened = (Arc<dyn Backend>, Option<Session>);
+
 /// Say what to do when the store cannot be opened, above all when a server holds it.
 fn explain(e: anyhow::Error) -> anyhow::Error {
     match e.downcast_ref::<Error>() {
         Some(Error::StoreLocked { .. }) => e.context(
             "the console opens the store itself, so it cannot run while `mfadmin serve` (or another \
-             console) holds it. Stop that process and start the console again; connecting the console \
-             to a running server (remote mode) comes in a later version",
+             console) holds it. Connect to a running server instead (remote mode): \
+             mfadmin tui --remote http://ADDRESS:PORT; or stop that process and start the console again",
         ),
         _ => e,
     }
 }
 
-/// Open the store; with `--demo`, create or reuse a demo store and log in as its owner.
-fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<(Service, Option<Session>)> {
+/// Ask on the terminal whether to connect to the server at `url` instead; true for yes.
+fn offer_to_connect(url: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Write};
+    eprint!(
+        "The store is in use by the mfadmin server at {url}.\n\
+         Connect the console to that server instead (you log in as a user of the store)? [y/N] "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+/// The backend: the server named by `--remote` (or the config), else the store in this process.
+/// When a local server holds the store, offer to connect to it instead.
+fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
+    if let Some(remote) = cli::remote_backend(ctx)? {
+        if args.demo {
+            anyhow::bail!("--demo works on a store of its own; it cannot be combined with --remote");
+        }
+        return Ok((Arc::new(remote), None));
+    }
+    let issuer = &ctx.config.totp.issuer;
     if !args.demo {
-        let service = ctx.open_service().map_err(|e| explain(e.into()))?;
-        return Ok((service, None));
+        return match ctx.open_service() {
+            Ok(service) => Ok((Arc::new(Local::new(Arc::new(service), effects::SOURCE, issuer)), None)),
+            Err(e @ Error::StoreLocked { .. }) => {
+                let url = format!("http://{}", ctx.config.server.listen);
+                let server = Remote::new(&url, &cli::remote_options(ctx)).ok().filter(Remote::reachable);
+                match server {
+                    Some(server) if offer_to_connect(&url)? => Ok((Arc::new(server), None)),
+                    Some(_) => Err(explain(e.into())),
+                    None => Err(explain(e.into())),
+                }
+            }
+            Err(e) => Err(explain(e.into())),
+        };
     }
     let console = Actor::console(effects::SOURCE);
     let service = cli::ensure_demo_store(ctx, &console).map_err(explain)?;
@@ -80,7 +118,8 @@ fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<(Service, Option<Sessio
             ctx.config.data_dir().display()
         )
     })?;
-    Ok((service, Some(Session { actor, token: None, recovery_codes: Vec::new() })))
+    let backend = Local::new(Arc::new(service), effects::SOURCE, issuer);
+    Ok((Arc::new(backend), Some(Session::acting(actor))))
 }
 
 /// Run the console until the admin quits.
@@ -89,29 +128,33 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("the console needs a terminal; for scripts use the other commands (mfadmin --help)");
     }
-    let (service, session) = open(ctx, &args)?;
-    let service = Arc::new(service);
+    let (backend, session) = open(ctx, &args)?;
     let options = Options {
         keymap,
         color: theme::color_wanted(args.no_color, std::env::var_os("NO_COLOR").as_deref()),
         reason_required: ctx.config.reset.reason_required,
         mouse: args.mouse,
-        store: ctx.config.data_dir().display().to_string(),
+        store: backend.badge().unwrap_or_else(|| ctx.config.data_dir().display().to_string()),
+        badge: backend.badge(),
     };
     let mut state = State::new(options);
     let first = session.and_then(|s| update::logged_in(&mut state, s));
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let control = Arc::new(effects::Control::default());
     let mut guard = terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?;
-    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, service.clone(), ctx.config.totp.issuer.clone(), first));
+    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, backend.clone(), control.clone(), first));
     drop(guard);
+    control.close();
     if runtime.metrics().num_alive_tasks() > 0 {
         eprintln!("Waiting for the running work to finish…");
     }
     drop(runtime);
-    if let Some(token) = state.session.as_ref().and_then(|s| s.token.as_deref()) {
-        let _ = service.logout(token);
+    // Outside the runtime: a blocking HTTP client must not be used (or dropped) inside one.
+    if let Some(session) = &state.session {
+        let _ = backend.logout(&session.who);
     }
+    drop(backend);
     outcome?;
     if let Some(why) = state.crashed {
         eprintln!("mfadmin tui: {why}");
@@ -123,16 +166,16 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
 async fn event_loop(
     terminal: &mut terminal::Term,
     state: &mut State,
-    service: Arc<Service>,
-    issuer: String,
+    backend: Arc<dyn Backend>,
+    control: Arc<effects::Control>,
     first: Option<effects::Effect>,
 ) -> anyhow::Result<()> {
     let (action_tx, mut actions) = tokio::sync::mpsc::unbounded_channel::<Action>();
     let (input_tx, mut input) = tokio::sync::mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = event::spawn_reader(input_tx, stop.clone());
-    let runner = effects::Runner::new(service, issuer, action_tx);
-    let actor = |s: &State| s.session.as_ref().map(|s| s.actor.clone());
+    let runner = effects::Runner::new(backend, control, action_tx);
+    let actor = |s: &State| s.session.as_ref().map(|s| s.who.clone());
     let apply = |state: &mut State, action: Action| {
         if let Some(effect) = update::update(state, action) {
             runner.spawn(effect, actor(state));

@@ -4,7 +4,7 @@
 use super::action::{Action, Session};
 use super::keymap::{Key, KeyMap, Section};
 use super::layout;
-use super::table::UserTable;
+use super::table::{Query, UserTable};
 use super::theme::Theme;
 use crate::domain::user::Status;
 use crate::service::{AuditView, Enrollment, OrgView, ResetOutcome, ResetReport, UserDetail, VerifyReport};
@@ -23,12 +23,30 @@ pub struct Options {
     pub mouse: bool,
     /// Where the store is, shown on the login screen.
     pub store: String,
+    /// Shown in the top line when the data is elsewhere (`remote: <url>`).
+    pub badge: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keymap: KeyMap::default(), color: true, reason_required: true, mouse: false, store: String::new() }
+        Options { keymap: KeyMap::default(), color: true, reason_required: true, mouse: false, store: String::new(), badge: None }
     }
+}
+
+/// Where loading the users stands. Users stream in page by page; a filter set before they are
+/// all here is sent to the backend, which finds the rest.
+#[derive(Debug, Clone, Default)]
+pub struct UserLoad {
+    /// The newest load asked for; pages of older ones are dropped.
+    pub generation: u64,
+    /// What the newest load asks the backend for.
+    pub query: Query,
+    pub running: bool,
+    /// How many users the newest load's query finds, and how many of them came so far.
+    pub total: usize,
+    pub received: usize,
+    /// A load of every user finished: filtering needs the backend no more.
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +322,10 @@ pub struct State {
     pub reason_required: bool,
     pub mouse: bool,
     pub store: String,
+    pub badge: Option<String>,
+    /// Why the backend does not answer, while it does not (the work is being retried).
+    pub disconnected: Option<String>,
+    pub load: UserLoad,
     pub size: (u16, u16),
     pub screen: Screen,
     pub session: Option<Session>,
@@ -329,6 +351,9 @@ impl State {
             reason_required: options.reason_required,
             mouse: options.mouse,
             store: options.store,
+            badge: options.badge,
+            disconnected: None,
+            load: UserLoad::default(),
             size: (80, 24),
             screen: Screen::Login(Box::default()),
             session: None,

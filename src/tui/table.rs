@@ -95,6 +95,66 @@ impl UserTable {
         self.put_cursor_on(cursor_id);
     }
 
+    /// Add rows that streamed in, and put fresher copies of rows already here in place; marks,
+    /// cursor, sort and query stay. New rows are merged into the sort order, so a page costs
+    /// about as much as one pass over the table.
+    pub fn upsert(&mut self, rows: Vec<UserView>) {
+        let mut resort = false;
+        let mut rebuild_index = false;
+        let first_new = self.rows.len() as u32;
+        for row in rows {
+            match self.by_id.get(&row.id) {
+                Some(&r) => {
+                    let old = &self.rows[r as usize];
+                    if *old != row {
+                        resort = true;
+                        rebuild_index |= (&old.username, &old.display_name, &old.email) != (&row.username, &row.display_name, &row.email);
+                        self.rows[r as usize] = row;
+                    }
+                }
+                None => {
+                    let r = self.rows.len() as u32;
+                    self.spans.push(push_index(&mut self.index, &row));
+                    self.by_id.insert(row.id, r);
+                    self.marked.push(false);
+                    self.rows.push(row);
+                }
+            }
+        }
+        self.loaded = true;
+        let cursor_id = self.cursor_user().map(|u| u.id);
+        if rebuild_index {
+            self.index.clear();
+            self.spans.clear();
+            for row in &self.rows {
+                self.spans.push(push_index(&mut self.index, row));
+            }
+        }
+        if resort {
+            self.resort();
+        } else {
+            let mut fresh: Vec<u32> = (first_new..self.rows.len() as u32).collect();
+            fresh.sort_unstable_by(|&a, &b| self.compare_in_order(a, b));
+            let old = std::mem::take(&mut self.order);
+            let mut merged = Vec::with_capacity(old.len() + fresh.len());
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() && j < fresh.len() {
+                if self.compare_in_order(old[i], fresh[j]) == Ordering::Greater {
+                    merged.push(fresh[j]);
+                    j += 1;
+                } else {
+                    merged.push(old[i]);
+                    i += 1;
+                }
+            }
+            merged.extend_from_slice(&old[i..]);
+            merged.extend_from_slice(&fresh[j..]);
+            self.order = merged;
+        }
+        self.refilter();
+        self.put_cursor_on(cursor_id);
+    }
+
     pub fn total(&self) -> usize {
         self.rows.len()
     }
@@ -266,6 +326,11 @@ impl UserTable {
             SortField::Number => ua.number.cmp(&ub.number),
         };
         primary.then_with(|| ua.id.cmp(&ub.id))
+    }
+
+    /// [`UserTable::compare`] in the direction the table is sorted.
+    fn compare_in_order(&self, a: u32, b: u32) -> Ordering {
+        if self.descending { self.compare(b, a) } else { self.compare(a, b) }
     }
 
     fn resort(&mut self) {

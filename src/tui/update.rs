@@ -6,7 +6,7 @@ use super::effects::{Effect, Secret};
 use super::keymap::Key;
 use super::layout;
 use super::state::*;
-use super::table::SORT_COLUMNS;
+use super::table::{Query, SORT_COLUMNS};
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::Status;
@@ -95,7 +95,7 @@ fn switch_view(state: &mut State, view: View) -> Option<Effect> {
     state.view = view;
     state.message = None;
     match view {
-        View::Users if !state.users.loaded => Some(Effect::LoadUsers),
+        View::Users if !state.users.loaded && !state.load.running => Some(reload_users(state)),
         View::Audit if !state.audit.loaded => Some(load_audit(state).and(Effect::VerifyAudit)),
         View::Orgs if !state.orgs.loaded => Some(Effect::LoadOrgs),
         _ => None,
@@ -141,6 +141,7 @@ fn users_command(state: &mut State, command: Command) -> Option<Effect> {
                 t.clear_query();
                 t.scroll_into_view(page);
                 state.info("filter cleared");
+                return follow_filter(state);
             } else if had_range {
                 state.info("range cancelled");
             }
@@ -149,11 +150,13 @@ fn users_command(state: &mut State, command: Command) -> Option<Effect> {
             let next = cycle(&Role::ALL, t.query().role);
             t.set_role(next);
             t.scroll_into_view(page);
+            return follow_filter(state);
         }
         Command::FilterMfa => {
             let next = cycle(&MfaStatus::ALL, t.query().mfa);
             t.set_mfa(next);
             t.scroll_into_view(page);
+            return follow_filter(state);
         }
         Command::SortNext => {
             let (field, desc) = t.sort();
@@ -166,7 +169,7 @@ fn users_command(state: &mut State, command: Command) -> Option<Effect> {
             t.set_sort(field, !desc);
             t.scroll_into_view(page);
         }
-        Command::Refresh => return Some(Effect::LoadUsers),
+        Command::Refresh => return Some(reload_users(state)),
         Command::Reset => return request_reset(state, None),
         Command::Open => {
             let user = t.cursor_user()?.id;
@@ -208,6 +211,7 @@ fn filter_command(state: &mut State, command: Command) -> Option<Effect> {
                 state.filter_editing = false;
                 state.users.set_text("");
                 state.users.scroll_into_view(page);
+                return follow_filter(state);
             }
         }
         Command::Submit => {
@@ -580,7 +584,7 @@ pub fn run_command_line(state: &mut State, input: &str) -> Option<Effect> {
         "audit" => switch_view(state, View::Audit),
         "orgs" => switch_view(state, View::Orgs),
         "refresh" => match state.view {
-            View::Users => Some(Effect::LoadUsers),
+            View::Users => Some(reload_users(state)),
             View::Audit => Some(load_audit(state).and(Effect::VerifyAudit)),
             View::Orgs => Some(Effect::LoadOrgs),
         },
@@ -609,7 +613,7 @@ pub fn run_command_line(state: &mut State, input: &str) -> Option<Effect> {
                 state.users.clear_query();
                 state.users.scroll_into_view(page);
                 state.info("filter cleared");
-                return None;
+                return follow_filter(state);
             }
             for word in rest.split_whitespace() {
                 match word.split_once('=') {
@@ -644,7 +648,7 @@ pub fn run_command_line(state: &mut State, input: &str) -> Option<Effect> {
             }
             t.scroll_into_view(page);
             state.view = View::Users;
-            None
+            follow_filter(state)
         }
         "sort" => {
             let mut words = rest.split_whitespace();
@@ -709,7 +713,7 @@ fn edit(state: &mut State, edit: Edit) -> Option<Effect> {
             apply_edit(&mut text, &edit);
             state.users.set_text(&text);
             state.users.scroll_into_view(page);
-            None
+            follow_filter(state)
         }
         Mode::Command => {
             if let Some(Overlay::CommandLine { input }) = state.overlays.last_mut() {
@@ -818,12 +822,49 @@ fn login_command(state: &mut State, command: Command) -> Option<Effect> {
 
 /// Enter the console as `session`'s admin and load the users.
 pub fn logged_in(state: &mut State, session: Session) -> Option<Effect> {
-    let who = format!("{} ({})", session.actor.audit_name(), session.actor.role());
+    let who = format!("{} ({})", session.who.name, session.who.role);
     state.session = Some(session);
     state.screen = Screen::Main;
     state.view = View::Users;
     state.info(format!("logged in as {who}; loading users…"));
-    Some(Effect::LoadUsers)
+    Some(reload_users(state))
+}
+
+/// Load the users `query` finds (page by page, into the table), superseding any load running.
+fn start_load(state: &mut State, query: Query) -> Effect {
+    let load = &mut state.load;
+    load.generation += 1;
+    load.query = query.clone();
+    load.running = true;
+    load.total = 0;
+    load.received = 0;
+    Effect::LoadUsers { generation: load.generation, query }
+}
+
+/// Load every user again (rows already here are updated in place; marks stay).
+fn reload_users(state: &mut State) -> Effect {
+    state.load.complete = false;
+    start_load(state, Query::default())
+}
+
+/// After the filter changed: while not every user is here, ask the backend for what the filter
+/// finds, unless a finished load already brought all of it.
+fn follow_filter(state: &mut State) -> Option<Effect> {
+    let wanted = state.users.query().clone();
+    let load = &state.load;
+    let covers = |had: &Query| {
+        wanted.text.to_lowercase().contains(&had.text.to_lowercase())
+            && had.role.is_none_or(|r| wanted.role == Some(r))
+            && had.mfa.is_none_or(|m| wanted.mfa == Some(m))
+    };
+    if load.complete || load.query == wanted || (!load.running && covers(&load.query)) {
+        return None;
+    }
+    Some(start_load(state, wanted))
+}
+
+fn loading_message(state: &State) -> bool {
+    state.message.as_ref().is_none_or(|m| m.text.starts_with("loading users") || m.text.ends_with("loading users…"))
 }
 
 // ---------------------------------------------------------------- mouse
@@ -910,8 +951,45 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
                 form.step = LoginStep::RecoveryCodes { session };
             }
         }
+        Action::UsersPage { generation, .. } if generation != state.load.generation => {}
+        Action::UsersPage { result: Ok(rows), total, done, .. } => {
+            let page = state.page();
+            state.load.received += rows.len();
+            state.load.total = total;
+            let show = loading_message(state);
+            state.users.upsert(rows);
+            state.users.scroll_into_view(page);
+            if done {
+                state.load.running = false;
+                state.load.complete |= state.load.query.is_empty();
+                if show {
+                    state.info(format!("{} users loaded", state.users.total()));
+                }
+            } else if show {
+                state.info(format!("loading users: {} of {}…", state.load.received, state.load.total));
+            }
+        }
+        Action::UsersPage { result: Err(e), .. } => {
+            state.load.running = false;
+            state.error(format!("cannot load the users: {e}"));
+        }
+        Action::Connection(trouble) => state.disconnected = trouble,
+        Action::SessionEnded(why) => {
+            if let Some(old) = state.session.take() {
+                let username = old.who.name;
+                state.overlays.clear();
+                state.filter_editing = false;
+                state.load.running = false;
+                let mut form = LoginForm::new();
+                form.username = username;
+                form.focus = if form.username.is_empty() { 0 } else { 1 };
+                form.error = Some(format!("{why}. Log in again: your marks and filter are kept"));
+                state.screen = Screen::Login(Box::new(form));
+            }
+        }
         Action::UsersLoaded(Ok(rows)) => {
             let n = rows.len();
+            state.load.complete = true;
             state.users.load(rows);
             let page = state.page();
             state.users.scroll_into_view(page);
@@ -1051,7 +1129,7 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
             state.info(format!("MFA enforcement for {} is now {}", org.name, if org.mfa_enforced { "on" } else { "off" }));
             state.audit.loaded = false;
             // Enforcement changes what "not enrolled" means for every user of the org.
-            return Some(Effect::LoadOrgs.and(Effect::LoadUsers));
+            return Some(Effect::LoadOrgs.and(reload_users(state)));
         }
         Action::OrgChanged(Err(e)) => state.error(e),
         _ => {}

@@ -8,7 +8,10 @@ use mfadmin::demo;
 use mfadmin::domain::role::Role;
 use mfadmin::service::{Actor, NewUser, Service};
 use mfadmin::tui::action::{Action, Session};
-use mfadmin::tui::effects::{perform, Effect};
+use mfadmin::backend::local::Local;
+use mfadmin::http::Clock;
+use mfadmin::tui::effects::{perform, Control, Effect};
+use std::sync::Arc;
 use mfadmin::tui::keymap::Key;
 use mfadmin::tui::state::{Options, State};
 use mfadmin::tui::update::{handle_key, logged_in, update};
@@ -23,7 +26,7 @@ pub const SEED: u64 = 7;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
-    pub service: Service,
+    pub service: Arc<Service>,
     pub owner: Actor,
 }
 
@@ -52,29 +55,33 @@ pub fn fixture(users: usize) -> Fixture {
         )
         .expect("owner");
     let owner = service.act_as(&console, demo::OWNER, "tui").expect("act as the owner");
-    Fixture { dir, service, owner }
+    Fixture { dir, service: Arc::new(service), owner }
 }
 
 /// A console over a real service: keys go through the key map and `update`; effects run at once.
 pub struct App<'a> {
     pub state: State,
     pub service: &'a Service,
+    /// The in-process backend over `service`, at the fixed clock.
+    pub backend: Local,
+    pub control: Control,
     /// Every effect `update` asked for, in order.
     pub effects: Vec<Effect>,
 }
 
 impl<'a> App<'a> {
     /// At the login screen.
-    pub fn new(service: &'a Service, options: Options) -> App<'a> {
+    pub fn new(service: &'a Arc<Service>, options: Options) -> App<'a> {
         let mut state = State::new(options);
         update(&mut state, Action::Resize(120, 40));
-        App { state, service, effects: Vec::new() }
+        let backend = Local::with_clock(service.clone(), "tui", "mfadmin", Clock::from_fn(|| NOW));
+        App { state, service, backend, control: Control::default(), effects: Vec::new() }
     }
 
     /// Logged in as `actor`, with the users loaded.
-    pub fn logged_in(service: &'a Service, actor: &Actor, options: Options) -> App<'a> {
+    pub fn logged_in(service: &'a Arc<Service>, actor: &Actor, options: Options) -> App<'a> {
         let mut app = App::new(service, options);
-        let effect = logged_in(&mut app.state, Session { actor: actor.clone(), token: None, recovery_codes: Vec::new() });
+        let effect = logged_in(&mut app.state, Session::acting(actor.clone()));
         app.run(effect);
         app
     }
@@ -84,8 +91,8 @@ impl<'a> App<'a> {
         let mut queue = Vec::new();
         if let Some(e) = effect {
             self.effects.push(e.clone());
-            let actor = self.state.session.as_ref().map(|s| s.actor.clone());
-            perform(self.service, actor.as_ref(), "mfadmin", e, NOW, &mut |a| queue.push(a));
+            let who = self.state.session.as_ref().map(|s| s.who.clone());
+            perform(&self.backend, &self.control, who.as_ref(), e, &mut |a| queue.push(a));
         }
         while !queue.is_empty() {
             let action = queue.remove(0);

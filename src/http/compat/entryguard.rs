@@ -139,7 +139,7 @@ pub async fn reset_mfa(
         ResetOutcome::Skipped => errors.error(StatusCode::BAD_REQUEST, NOT_ENABLED),
         ResetOutcome::Denied => errors.error(StatusCode::FORBIDDEN, forbidden(&actor, detail)),
         ResetOutcome::NotFound => not_found(),
-        ResetOutcome::Failed => {
+        ResetOutcome::Failed | ResetOutcome::Unknown => {
             tracing::warn!(detail, "entryguard reset failed");
             errors.error(StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR)
         }

@@ -181,7 +181,7 @@ pub async fn reset(
         ),
         ResetOutcome::Denied => error(StatusCode::FORBIDDEN, forbidden(&actor, own, detail)),
         ResetOutcome::NotFound => error(StatusCode::NOT_FOUND, NOT_FOUND),
-        ResetOutcome::Failed => {
+        ResetOutcome::Failed | ResetOutcome::Unknown => {
             tracing::warn!(detail, "flashback reset failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, FAILED)
         }

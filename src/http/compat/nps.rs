@@ -145,7 +145,7 @@ pub async fn reset_mfa(
         ),
         ResetOutcome::Denied => problem(StatusCode::FORBIDDEN, NOT_ADMINISTRATOR, detail),
         ResetOutcome::NotFound => not_found(),
-        ResetOutcome::Failed => {
+        ResetOutcome::Failed | ResetOutcome::Unknown => {
             tracing::warn!(detail, "nps reset failed");
             problem(
                 StatusCode::BAD_REQUEST,

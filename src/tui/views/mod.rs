@@ -68,6 +68,9 @@ fn draw_tabs(state: &State, frame: &mut Frame, area: Rect) {
     if state.busy > 0 {
         spans.push(Span::raw(format!("  {} working", SPINNER[state.spinner % SPINNER.len()])));
     }
+    if let Some(why) = &state.disconnected {
+        spans.push(Span::styled(format!("  disconnected, retrying ({why})"), t.error()));
+    }
     let left = Line::from(spans);
     let compact = layout::density(state.area()) == Density::Compact;
     let who = state
@@ -75,10 +78,12 @@ fn draw_tabs(state: &State, frame: &mut Frame, area: Rect) {
         .as_ref()
         .filter(|_| !compact)
         .map(|s| {
-            let org = s.actor.org().map(|o| format!(", {o}")).unwrap_or_default();
-            format!("{} ({}{org}) ", s.actor.audit_name(), s.actor.role())
+            let org = s.who.org.as_deref().map(|o| format!(", {o}")).unwrap_or_default();
+            format!("{} ({}{org}) ", s.who.name, s.who.role)
         })
         .unwrap_or_default();
+    let badge = state.badge.as_deref().map(|b| format!("{b}  ")).unwrap_or_default();
+    let who = format!("{badge}{who}");
     frame.render_widget(Paragraph::new(left), area);
     let w = (who.chars().count() as u16).min(area.width / 2);
     if w > 0 {

@@ -1,0 +1,145 @@
+//! The backend in this process: the service over the store this process holds.
+
+use super::{Backend, Credential, Login, Proof};
+use crate::domain::user::{Status, UserView};
+use crate::error::Result;
+use crate::http::Clock;
+use crate::service::{
+    Actor, AuditQuery, AuditView, Confirmed, Enrollment, LoginStep, OrgView, ResetReport, Service, UserDetail, UserPage,
+    UserQuery, VerifyReport,
+};
+use std::sync::Arc;
+
+pub struct Local {
+    service: Arc<Service>,
+    /// `tui` or `cli`: recorded in every audit event.
+    source: String,
+    /// The issuer shown in authenticator apps.
+    issuer: String,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+impl Local {
+    pub fn new(service: Arc<Service>, source: &str, issuer: &str) -> Local {
+        Local::with_clock(service, source, issuer, Clock::system())
+    }
+
+    /// A backend whose "now" comes from `clock` (tests fix it).
+    pub fn with_clock(service: Arc<Service>, source: &str, issuer: &str, clock: Clock) -> Local {
+        Local { service, source: source.into(), issuer: issuer.into(), clock }
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    fn actor(&self, who: &Credential) -> Result<Actor> {
+        match &who.proof {
+            Proof::Actor { actor, .. } => Ok(actor.clone()),
+            Proof::Token(token) => self.service.authenticate(token, &self.source, self.clock.now()),
+        }
+    }
+
+    fn session(&self, token: String) -> Result<Credential> {
+        let actor = self.service.authenticate(&token, &self.source, self.clock.now())?;
+        Ok(Credential::of_actor(actor, Some(token)))
+    }
+}
+
+impl Backend for Local {
+    fn badge(&self) -> Option<String> {
+        None
+    }
+
+    fn login_password(&self, username: &str, password: &str) -> Result<Login> {
+        Ok(match self.service.login_password(username, password, &self.source, self.clock.now())? {
+            LoginStep::Done(s) => Login::Done(self.session(s.token)?),
+            LoginStep::MfaRequired { challenge, .. } => Login::MfaRequired { challenge },
+            LoginStep::EnrollmentRequired { challenge, .. } => Login::EnrollmentRequired { challenge },
+        })
+    }
+
+    fn login_code(&self, challenge: &str, code: &str) -> Result<Credential> {
+        let s = self.service.login_code(challenge, code, &self.source, self.clock.now())?;
+        self.session(s.token)
+    }
+
+    fn login_enroll_begin(&self, challenge: &str) -> Result<Enrollment> {
+        self.service.login_enroll_begin(challenge, &self.issuer, &self.source, self.clock.now())
+    }
+
+    fn login_enroll_confirm(&self, challenge: &str, code: &str) -> Result<(Credential, Confirmed)> {
+        let (s, confirmed) = self.service.login_enroll_confirm(challenge, code, &self.source, self.clock.now())?;
+        Ok((self.session(s.token)?, confirmed))
+    }
+
+    fn resume(&self, token: &str) -> Result<Credential> {
+        self.session(token.to_string())
+    }
+
+    fn logout(&self, who: &Credential) -> Result<()> {
+        match who.token() {
+            Some(token) => self.service.logout(token),
+            None => Ok(()),
+        }
+    }
+
+    fn list_users(&self, who: &Credential, query: &UserQuery) -> Result<UserPage> {
+        self.service.list_users(&self.actor(who)?, query, self.clock.now())
+    }
+
+    fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail> {
+        self.service.get_user(&self.actor(who)?, user, self.clock.now())
+    }
+
+    fn set_status(&self, who: &Credential, user: &str, status: Status) -> Result<UserView> {
+        self.service.set_status(&self.actor(who)?, user, status, self.clock.now())
+    }
+
+    fn reset_mfa(
+        &self,
+        who: &Credential,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        self.service.reset_mfa_with_progress(&self.actor(who)?, targets, reason, dry_run, self.clock.now(), progress)
+    }
+
+    fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment> {
+        self.service.begin_enrollment(&self.actor(who)?, user, &self.issuer, self.clock.now())
+    }
+
+    fn confirm_enrollment(&self, who: &Credential, user: &str, code: &str) -> Result<Confirmed> {
+        self.service.confirm_enrollment(&self.actor(who)?, user, code, self.clock.now())
+    }
+
+    fn orgs(&self, who: &Credential) -> Result<Vec<OrgView>> {
+        self.service.orgs(&self.actor(who)?, self.clock.now())
+    }
+
+    fn set_mfa_enforced(&self, who: &Credential, org: Option<&str>, enforced: bool) -> Result<OrgView> {
+        self.service.set_mfa_enforced(&self.actor(who)?, org, enforced, self.clock.now())
+    }
+
+    fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>> {
+        self.service.audit_list(&self.actor(who)?, query)
+    }
+
+    fn audit_verify(&self, who: &Credential) -> Result<VerifyReport> {
+        self.service.audit_verify(&self.actor(who)?)
+    }
+}
+
+/// A credential for the console operator of this store (what the CLI acts as locally).
+pub fn console(source: &str) -> Credential {
+    Credential::acting(Actor::console(source))
+}
+

@@ -1,0 +1,134 @@
+//! The one interface the console and the command line call, whether the store is in this process
+//! ([`local::Local`]) or behind a running `mfadmin serve` ([`remote::Remote`]). Nothing above it
+//! knows which of the two it has; authorization stays in the service either way.
+
+pub mod local;
+pub mod remote;
+
+use crate::domain::role::Role;
+use crate::domain::user::{Status, UserView};
+use crate::error::Result;
+use crate::service::{
+    Actor, AuditQuery, AuditView, Confirmed, Enrollment, OrgView, ResetReport, UserDetail, UserPage, UserQuery,
+    VerifyReport,
+};
+
+/// Users fetched per request when a whole list is loaded page by page (the server's most is 500).
+pub const PAGE: usize = 500;
+/// Targets sent per request in a bulk reset, so progress shows and a lost answer loses little.
+pub const RESET_BATCH: usize = 200;
+
+/// Who is acting: the name, role and org to show, and what proves it to the backend.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The name written into audit events for this admin.
+    pub name: String,
+    pub role: Role,
+    /// The org acted in; `None` for the console operator, who sees every org.
+    pub org: Option<String>,
+    proof: Proof,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Proof {
+    /// In-process: the actor itself, and the session token of a password login (ended at logout).
+    Actor { actor: Actor, token: Option<String> },
+    /// A bearer token for a server.
+    Token(String),
+}
+
+impl Credential {
+    /// Act as `actor` on an in-process store (the console operator, `--demo`, tests).
+    pub fn acting(actor: Actor) -> Credential {
+        Credential::of_actor(actor, None)
+    }
+
+    fn of_actor(actor: Actor, token: Option<String>) -> Credential {
+        Credential {
+            name: actor.audit_name(),
+            role: actor.role(),
+            org: actor.org().map(str::to_string),
+            proof: Proof::Actor { actor, token },
+        }
+    }
+
+    /// The bearer token behind this credential, if it has one (to keep it in a token file).
+    pub fn token(&self) -> Option<&str> {
+        match &self.proof {
+            Proof::Actor { token, .. } => token.as_deref(),
+            Proof::Token(t) => Some(t),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({} ({}), <proof>)", self.name, self.role)
+    }
+}
+
+/// What follows a correct password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    Done(Credential),
+    /// A TOTP or recovery code must follow, with this challenge.
+    MfaRequired { challenge: String },
+    /// The org requires MFA and the user has none: enroll with this challenge first.
+    EnrollmentRequired { challenge: String },
+}
+
+/// Every operation the console and the CLI need, in-process or over HTTP. Blocking: call it off
+/// any async runtime's threads (the console runs it on tokio's blocking pool).
+pub trait Backend: Send + Sync {
+    /// What the console shows beside its title for a backend elsewhere (`remote: <url>`).
+    fn badge(&self) -> Option<String>;
+
+    fn login_password(&self, username: &str, password: &str) -> Result<Login>;
+    fn login_code(&self, challenge: &str, code: &str) -> Result<Credential>;
+    fn login_enroll_begin(&self, challenge: &str) -> Result<Enrollment>;
+    /// Confirm the enrollment begun at login; the login completes, with the recovery codes.
+    fn login_enroll_confirm(&self, challenge: &str, code: &str) -> Result<(Credential, Confirmed)>;
+    /// A credential for a bearer token kept from an earlier login (CLI token file).
+    fn resume(&self, token: &str) -> Result<Credential>;
+    /// End the session behind `who` (nothing to end for an in-process actor without a token).
+    fn logout(&self, who: &Credential) -> Result<()>;
+
+    /// One page of users: at most `query.limit`, after `query.cursor`.
+    fn list_users(&self, who: &Credential, query: &UserQuery) -> Result<UserPage>;
+    /// A user (by id, user name, email or number) with its recent audit events.
+    fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail>;
+    fn set_status(&self, who: &Credential, user: &str, status: Status) -> Result<UserView>;
+
+    /// Reset the MFA of every target, reporting `progress(done, total)` on the way. One result per
+    /// target, in order; a result the backend cannot confirm is `unknown`, never guessed.
+    fn reset_mfa(
+        &self,
+        who: &Credential,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport>;
+    fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment>;
+    fn confirm_enrollment(&self, who: &Credential, user: &str, code: &str) -> Result<Confirmed>;
+
+    fn orgs(&self, who: &Credential) -> Result<Vec<OrgView>>;
+    fn set_mfa_enforced(&self, who: &Credential, org: Option<&str>, enforced: bool) -> Result<OrgView>;
+
+    fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>>;
+    fn audit_verify(&self, who: &Credential) -> Result<VerifyReport>;
+}
+
+/// Every user `query` finds, page by page (its cursor and limit are ignored).
+pub fn list_all(backend: &dyn Backend, who: &Credential, query: &UserQuery) -> Result<Vec<UserView>> {
+    let mut all = Vec::new();
+    let mut page_query = UserQuery { cursor: None, limit: Some(PAGE), ..query.clone() };
+    loop {
+        let page = backend.list_users(who, &page_query)?;
+        all.extend(page.users);
+        match page.next_cursor {
+            Some(next) => page_query.cursor = Some(next),
+            None => return Ok(all),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What the remote-mode tests share: the `mfadmin` binary on a store in a temporary directory,
+//! and `mfadmin serve` on 127.0.0.1 (port 0), killed when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mfadmin");
+pub const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// A data directory with an empty config beside it, so no user config is read.
+pub struct Site {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let config = tmp.path().join("empty.toml");
+        std::fs::write(&config, "").unwrap();
+        let token_file = tmp.path().join("token");
+        Site { tmp, data, config, token_file }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data).arg("--token-file").arg(&self.token_file);
+        for var in ["RUST_LOG", "MFADMIN_REMOTE", "MFADMIN_TOKEN", "MFADMIN_TOKEN_FILE", "MFADMIN_CONFIG"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Run the binary with `stdin`; (exit success, stdout, stderr).
+    pub fn run(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut cmd = self.command();
+        cmd.args(args).envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Run it and insist on success; its standard output.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let (ok, out, err) = self.run(args, stdin, &[]);
+        assert!(ok, "mfadmin {args:?} failed:\n{err}\n{out}");
+        out
+    }
+
+    /// `mfadmin init` of org Acme (MFA enforced) with owner alice, whose factor is confirmed;
+    /// then `users` generated users. Returns alice's TOTP secret (base32).
+    pub fn init(&self, users: usize) -> String {
+        let out = self.ok(&["init", "--org", "Acme", "--owner", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
+        let secret = out.lines().find_map(|l| l.strip_prefix("Secret:")).expect("init prints the secret").trim().to_string();
+        // A code of the previous time step, so that the logins of the test can use the current one.
+        let code = code_for(&secret, chrono::Utc::now().timestamp() - 30);
+        self.ok(&["mfa", "confirm", "alice", &code], "");
+        if users > 0 {
+            self.ok(&["demo", "--users", &users.to_string()], "");
+        }
+        secret
+    }
+
+    pub fn serve(&self) -> Served {
+        let mut child = self
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mfadmin serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Served { child, url: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while served.url.is_empty() {
+            let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("mfadmin serve says where it listens");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ')').next().unwrap();
+                served.url = format!("http://{addr}");
+            }
+        }
+        served
+    }
+}
+
+/// A running `mfadmin serve`; killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Served {
+    /// SIGKILL: the server dies at once, in the middle of whatever it does.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The TOTP code an authenticator app shows at `time` for a base32 secret.
+pub fn code_for(secret_base32: &str, time: i64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).expect("a base32 secret");
+    mfadmin::auth::totp::code_at(secret.as_bytes(), time as u64)
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
