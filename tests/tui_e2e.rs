@@ -2,6 +2,7 @@
 //! reason, quit; then check through the CLI that exactly those three were reset and audited.
 //! Needs tmux (`.ci/run` installs it).
 
+mod remote_support;
 mod tui_common;
 
 use serde_json::Value;
@@ -272,4 +273,60 @@ fn password_login_with_enrollment_then_reset_three_and_the_cli_agrees() {
     check_through_the_cli(&data, &reset, enrolled_before - 3 + 1, "alice", "helpdesk call 7");
     let logins = json(&data, &["audit", "list", "--filter", "auth.login", "--output", "json"]);
     assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "tui"));
+}
+
+/// Remote mode: `mfadmin serve` (the real binary) holds the store; the console connects to it with
+/// `--remote`, logs in with password then code, filters, marks three and resets them. The API
+/// (with an API key) and its audit log then show exactly those three, reset through the server.
+#[test]
+fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
+    let site = remote_support::Site::new();
+    let secret = site.init(300);
+    let (text, found) = pick_filter(&site.data, "acme");
+    let key = site.ok(&["apikey", "create", "--user", "alice", "--name", "e2e-check", "--role", "admin"], "").trim().to_string();
+    let server = site.serve();
+    let api = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--remote", server.url.as_str(), "--output", "json"]);
+        let (ok, out, err) = site.run(&all, "", &[("MFADMIN_TOKEN", key.as_str())]);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let enrolled_before = api(&["user", "list", "--mfa", "enrolled"]).as_array().unwrap().len();
+
+    let config = site.config.to_str().unwrap();
+    let data = site.data.to_str().unwrap();
+    let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui", "--remote", &server.url]);
+    let login = tmux.wait_for("User name");
+    assert!(login.contains(&format!("remote: {}", server.url)), "the login screen says where it logs in:\n{login}");
+    tmux.text("alice");
+    tmux.keys(&["Enter"]);
+    tmux.text(remote_support::PASSWORD);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Type the 6-digit code");
+    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
+    assert!(screen.contains(&format!("remote: {}", server.url)), "the badge:\n{screen}");
+
+    let reset = filter_mark_reset(&tmux, &text, &found, "remote ticket 9");
+    drop(tmux);
+    for name in &reset {
+        let detail = api(&["user", "show", name]);
+        assert_eq!(detail["user"]["mfa"], "must_enroll", "{name}: {detail}");
+    }
+    let enrolled_after = api(&["user", "list", "--mfa", "enrolled"]).as_array().unwrap().len();
+    assert_eq!(enrolled_after, enrolled_before - 3, "nobody else was reset");
+    let events = api(&["audit", "list", "--filter", "remote ticket 9"]);
+    let mut targets: Vec<String> = events.as_array().unwrap().iter().map(|e| e["target"].as_str().unwrap().to_string()).collect();
+    targets.sort();
+    let mut expected = reset.clone();
+    expected.sort();
+    assert_eq!(targets, expected);
+    for e in events.as_array().unwrap() {
+        assert_eq!((e["actor"].as_str(), e["action"].as_str(), e["source"].as_str()), (Some("alice"), Some("mfa.reset"), Some("http")));
+    }
+    // The login itself went through the server.
+    let logins = api(&["audit", "list", "--filter", "auth.login"]);
+    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http"));
 }
