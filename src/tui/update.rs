@@ -1046,12 +1046,16 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
                     state.users.scroll_into_view(page);
                     let c = |o| report.count(o);
                     state.info(format!(
-                        "reset {}, skipped {}, denied {}, not found {}, failed {}",
+                        "reset {}, skipped {}, denied {}, not found {}, failed {}{}",
                         c(ResetOutcome::Reset),
                         c(ResetOutcome::Skipped),
                         c(ResetOutcome::Denied),
                         c(ResetOutcome::NotFound),
-                        c(ResetOutcome::Failed)
+                        c(ResetOutcome::Failed),
+                        match c(ResetOutcome::Unknown) {
+                            0 => String::new(),
+                            n => format!(", UNKNOWN {n} (answer lost)"),
+                        }
                     ));
                     state.audit.loaded = false;
                     state.orgs.loaded = false;

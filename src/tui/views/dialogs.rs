@@ -210,8 +210,15 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
         Line::raw(format!("  {:<12}{:>7}", "denied", c(ResetOutcome::Denied))),
         Line::raw(format!("  {:<12}{:>7}", "not found", c(ResetOutcome::NotFound))),
         Line::raw(format!("  {:<12}{:>7}", "failed", c(ResetOutcome::Failed))),
-        Line::raw(""),
     ];
+    if c(ResetOutcome::Unknown) > 0 {
+        // Only a remote reset whose answer was lost has these; never claimed either way.
+        lines.push(Line::styled(
+            format!("  {:<12}{:>7}  the server's answer was lost: check them (details: d)", "unknown", c(ResetOutcome::Unknown)),
+            t.error(),
+        ));
+    }
+    lines.push(Line::raw(""));
     let width = 90u16;
     if r.details {
         let room = area.height.saturating_sub(lines.len() as u16 + 6).max(1) as usize;
@@ -227,7 +234,7 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
                 res.detail.clone().unwrap_or_default()
             );
             let style = match res.outcome {
-                ResetOutcome::Denied | ResetOutcome::Failed | ResetOutcome::NotFound => t.error(),
+                ResetOutcome::Denied | ResetOutcome::Failed | ResetOutcome::NotFound | ResetOutcome::Unknown => t.error(),
                 _ => t.plain(),
             };
             lines.push(Line::styled(fit(&text, inner_width), style));
