@@ -51,8 +51,6 @@ pub enum Effect {
     VerifyAudit,
     LoadOrgs,
     SetEnforced { org: String, on: bool },
-    /// End the session on the backend (when the console quits).
-    Logout,
 }
 
 impl Effect {
@@ -218,10 +216,6 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         Effect::LoadOrgs => answer(read!(backend.orgs(who)), |o| Action::OrgsLoaded(Ok(o)), |e| Action::OrgsLoaded(Err(e))),
         Effect::SetEnforced { org, on } => {
             answer(backend.set_mfa_enforced(who, Some(&org), on), |o| Action::OrgChanged(Ok(o)), |e| Action::OrgChanged(Err(e)))
-        }
-        Effect::Logout => {
-            let _ = backend.logout(who);
-            return;
         }
         Effect::Many(_) | Effect::LoginPassword { .. } | Effect::LoginCode { .. } | Effect::LoginEnrollBegin { .. } | Effect::LoginEnrollConfirm { .. } => {
             return perform(backend, control, Some(who), effect, emit);
