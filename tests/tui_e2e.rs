@@ -324,9 +324,9 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     expected.sort();
     assert_eq!(targets, expected);
     for e in events.as_array().unwrap() {
-        assert_eq!((e["actor"].as_str(), e["action"].as_str(), e["source"].as_str()), (Some("alice"), Some("mfa.reset"), Some("http")));
+        assert_eq!((e["actor"].as_str(), e["action"].as_str(), e["source"].as_str()), (Some("alice"), Some("mfa.reset"), Some("http:tui")));
     }
     // The login itself went through the server.
     let logins = api(&["audit", "list", "--filter", "auth.login"]);
-    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http"));
+    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"));
 }
