@@ -330,3 +330,56 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     let logins = api(&["audit", "list", "--filter", "auth.login"]);
     assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"));
 }
+
+/// `mfadmin tui` without `--remote` on a store that `mfadmin serve` holds: the console finds the
+/// server at `[server] listen` and offers to connect. `n` leaves with the lock message; `y` opens
+/// the remote login screen (with the badge), and the login goes through the server.
+#[test]
+fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it() {
+    let site = remote_support::Site::new();
+    let secret = site.init(20);
+    let key = site.ok(&["apikey", "create", "--user", "alice", "--name", "e2e-check", "--role", "admin"], "").trim().to_string();
+    let server = site.serve();
+    let listen = server.url.strip_prefix("http://").unwrap();
+    let config = site.tmp.path().join("listen.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"{listen}\"\n")).unwrap();
+    let (config, data) = (config.to_str().unwrap(), site.data.to_str().unwrap());
+    let question = "Connect the console to that server instead";
+
+    let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui"]);
+    tmux.run(&["new-window", "-d", "-t", "e2e:1", BIN, "--config", config, "--data-dir", data, "tui"]);
+    let asked = tmux.wait_until("e2e:1", "the question", |s| s.contains(question));
+    assert!(asked.contains(&format!("in use by the mfadmin server at {}", server.url)), "{asked}");
+    tmux.run(&["send-keys", "-t", "e2e:1", "n", "Enter"]);
+    let declined = tmux.wait_until("e2e:1", "the lock message", |s| s.contains("in use by another mfadmin process"));
+    assert!(declined.replace('\n', " ").contains("--remote"), "it says how to connect later:\n{declined}");
+
+    tmux.wait_for(question);
+    tmux.keys(&["y", "Enter"]);
+    let login = tmux.wait_for("User name");
+    assert!(login.contains(&format!("remote: {}", server.url)), "the remote login screen, with the badge:\n{login}");
+    tmux.text("alice");
+    tmux.keys(&["Enter"]);
+    tmux.text(remote_support::PASSWORD);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Type the 6-digit code");
+    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
+    assert!(screen.contains(&format!("remote: {}", server.url)), "the badge:\n{screen}");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), 0, "the console exits cleanly");
+    drop(tmux);
+
+    let (ok, out, err) = site.run(
+        &["audit", "list", "--filter", "auth.login", "--output", "json", "--remote", &server.url],
+        "",
+        &[("MFADMIN_TOKEN", key.as_str())],
+    );
+    assert!(ok, "{err}");
+    let logins: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"),
+        "the console logged in through the server: {logins}"
+    );
+}
