@@ -275,6 +275,22 @@ fn password_login_with_enrollment_then_reset_three_and_the_cli_agrees() {
     assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "tui"));
 }
 
+/// On the console's remote login screen (which names the server): alice logs in with password
+/// then code, and her table loads, still showing where it comes from.
+fn remote_login(tmux: &Tmux, url: &str, secret: &str) {
+    let login = tmux.wait_for("User name");
+    assert!(login.contains(&format!("remote: {url}")), "the login screen says where it logs in:\n{login}");
+    tmux.text("alice");
+    tmux.keys(&["Enter"]);
+    tmux.text(remote_support::PASSWORD);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Type the 6-digit code");
+    tmux.text(&remote_support::code_for(secret, chrono::Utc::now().timestamp()));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
+    assert!(screen.contains(&format!("remote: {url}")), "the badge:\n{screen}");
+}
+
 /// Remote mode: `mfadmin serve` (the real binary) holds the store; the console connects to it with
 /// `--remote`, logs in with password then code, filters, marks three and resets them. The API
 /// (with an API key) and its audit log then show exactly those three, reset through the server.
@@ -297,17 +313,7 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     let config = site.config.to_str().unwrap();
     let data = site.data.to_str().unwrap();
     let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui", "--remote", &server.url]);
-    let login = tmux.wait_for("User name");
-    assert!(login.contains(&format!("remote: {}", server.url)), "the login screen says where it logs in:\n{login}");
-    tmux.text("alice");
-    tmux.keys(&["Enter"]);
-    tmux.text(remote_support::PASSWORD);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Type the 6-digit code");
-    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
-    assert!(screen.contains(&format!("remote: {}", server.url)), "the badge:\n{screen}");
+    remote_login(&tmux, &server.url, &secret);
 
     let reset = filter_mark_reset(&tmux, &text, &found, "remote ticket 9");
     drop(tmux);
@@ -356,17 +362,7 @@ fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it(
 
     tmux.wait_for(question);
     tmux.keys(&["y", "Enter"]);
-    let login = tmux.wait_for("User name");
-    assert!(login.contains(&format!("remote: {}", server.url)), "the remote login screen, with the badge:\n{login}");
-    tmux.text("alice");
-    tmux.keys(&["Enter"]);
-    tmux.text(remote_support::PASSWORD);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Type the 6-digit code");
-    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
-    assert!(screen.contains(&format!("remote: {}", server.url)), "the badge:\n{screen}");
+    remote_login(&tmux, &server.url, &secret);
     tmux.keys(&["q"]);
     assert_eq!(tmux.wait_exit(), 0, "the console exits cleanly");
     drop(tmux);
