@@ -1631,10 +1631,10 @@ pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
 const IMPORT_COLUMNS: [&str; 5] = ["username", "email", "display_name", "role", "org"];
 
 /// The rows of a user CSV that parsed, each with its line, and those that did not.
-type ParsedCsv = (Vec<(u64, NewUser)>, Vec<RowError>);
+pub type ParsedCsv = (Vec<(u64, NewUser)>, Vec<RowError>);
 
 /// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
-fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
+pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
     let index: Vec<usize> = IMPORT_COLUMNS
