@@ -70,6 +70,10 @@ pub enum Command {
     Serve(crate::http::ServeArgs),
     /// Open the full-screen console
     Tui(crate::tui::TuiArgs),
+    /// Write a consistent backup of the whole store to FILE (in-process, or --remote through a server)
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into an empty data directory (the store's key file must be there already)
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +384,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => crate::http::serve(&ctx, args),
         Command::Tui(args) => crate::tui::run(&ctx, args),
+        Command::Backup(args) => crate::backup::backup_cmd(&ctx, &actor, args),
+        Command::Restore(args) => crate::backup::restore_cmd(&ctx, args),
     }
 }
 

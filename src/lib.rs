@@ -1,6 +1,7 @@
 //! mfadmin: see every user's MFA status and role, and reset MFA for one user or a thousand.
 
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod demo;

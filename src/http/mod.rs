@@ -3,6 +3,7 @@
 //! [`router`] builds the whole application from an [`AppState`]; [`run`] serves it on a listener
 //! until a shutdown signal, then flushes the store; [`serve`] is the command.
 
+pub mod backup;
 pub mod compat;
 pub mod error;
 pub mod extract;
@@ -284,6 +285,15 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     init_logging(&config.server)?;
     let addr = listen_addr(&config.server.listen, config.server.allow_non_loopback)?;
+    let key_file = config.key_file();
+    if crate::auth::seal::key_file_is_too_open(&key_file) {
+        anyhow::bail!(
+            "the key file {} can be read or written by other users; it unseals every TOTP secret. \
+             Run `chmod 600 {}` and start again",
+            key_file.display(),
+            key_file.display()
+        );
+    }
     let service = ctx.open_service()?;
     let state = AppState::new(service, Settings::from_config(&config), Clock::system());
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);

@@ -62,6 +62,8 @@ pub struct SledStore {
     sessions: sled::Tree,
     user_sessions: sled::Tree,
     meta: sled::Tree,
+    /// Every write takes this shared; a snapshot takes it exclusively, so none interleaves with one.
+    gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -134,12 +136,20 @@ impl SledStore {
             sessions: tree("sessions")?,
             user_sessions: tree("user_sessions")?,
             meta: tree("meta")?,
+            gate: std::sync::RwLock::new(()),
             db,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Run `f` over the whole database while no commit runs: every commit before it is wholly in
+    /// what `f` sees, every commit after it wholly not (backups are made this way).
+    pub fn with_commits_paused<R>(&self, f: impl FnOnce(&sled::Db) -> R) -> R {
+        let _paused = self.gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&self.db)
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {
@@ -324,6 +334,7 @@ impl Store for SledStore {
     }
 
     fn allocate_numbers(&self, count: u64) -> Result<u64> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let previous = self
             .meta
             .fetch_and_update(META_NEXT_NUMBER, |old| {
@@ -449,6 +460,7 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let trees = (
             &self.users,
             &self.by_name,
@@ -485,5 +497,9 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn snapshot(&self, taken_at: i64) -> Result<super::backup::Snapshot> {
+        super::backup::snapshot(self, taken_at)
     }
 }
