@@ -113,8 +113,10 @@ impl SledStore {
         // sled lets go of its file lock from a background thread shortly after the last handle is
         // dropped, so a reopen right after a close may find it still held for a moment.
         let mut attempt = 0;
+        let mut cleared = false;
         let db = loop {
             match sled::Config::new().path(dir).open() {
+                Err(sled::Error::Corruption { .. }) if !cleared && remove_unfinished_snapshots(dir) => cleared = true,
                 Err(e) if is_lock(&e) && attempt < 20 => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -162,6 +164,28 @@ impl SledStore {
             None => Ok(None),
         }
     }
+}
+
+/// sled 0.34 writes a snapshot as `snap.N.generating`, syncs it, then renames it to `snap.N`; it
+/// also writes one while opening a store. A process killed in between leaves a partial
+/// `.generating` file, which the next open takes for the newest snapshot and reports as corruption
+/// (spacejam/sled#1527). Such a file was never finished, so the snapshot before it and the log
+/// still hold everything: remove it. Returns whether there was one.
+fn remove_unfinished_snapshots(dir: &Path) -> bool {
+    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating")))
+        .collect();
+    for path in &unfinished {
+        tracing::warn!(file = %path.display(), "removing a snapshot file that a killed process left unfinished");
+        if std::fs::remove_file(path).is_err() {
+            return false;
+        }
+    }
+    !unfinished.is_empty()
 }
 
 type Abort = ConflictableTransactionError<Error>;

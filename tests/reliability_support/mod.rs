@@ -154,18 +154,39 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Open the store in `data_dir` (retrying while a killed process's lock is let go).
 pub fn open(data_dir: &Path) -> Service {
+    try_open(data_dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn try_open(data_dir: &Path) -> Result<Service, String> {
     let ctx = Context { config: config_for(data_dir) };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match ctx.open_service() {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Ok(s) => return Ok(s),
+            Err(mfadmin::error::Error::StoreLocked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => panic!("the store in {} does not open: {e}", data_dir.display()),
+            Err(e) => return Err(format!("the store in {} does not open: {e}", data_dir.display())),
         }
     }
+}
+
+/// The files of a directory tree with their sizes, for a failure message.
+pub fn listing(dir: &Path) -> String {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(format!("{} ({} bytes)", p.display(), e.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    out.join("\n")
 }
 
 /// What the reset invariants found.
@@ -243,8 +264,10 @@ pub fn check_invariants(svc: &Service, fixture: &Fixture) -> Result<Tally, Strin
 
 // ------------------------------------------------------------------ the binary
 
+/// The binary under test; `MFADMIN_TEST_BIN` points long runs at a copy that rebuilds cannot touch.
 pub fn mfadmin(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mfadmin"));
+    let bin = std::env::var_os("MFADMIN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mfadmin").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("--data-dir")
         .arg(data_dir)
         .env_remove("RUST_LOG")
