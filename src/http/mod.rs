@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod compat;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub auth_rate_per_account: u32,
     /// Which vendors' compatible routes are served.
     pub compat: CompatConfig,
+    /// How long a client may take to send a request's headers, and to have a request answered.
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 impl Settings {
@@ -59,6 +63,8 @@ impl Settings {
             auth_rate_per_client: config.server.auth_rate_per_client,
             auth_rate_per_account: config.server.auth_rate_per_account,
             compat: config.compat,
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         }
     }
 }
@@ -132,6 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.settings.request_timeout))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
@@ -322,14 +329,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone());
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing the requests in flight");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = conn::serve(listener, app, state.settings.header_read_timeout, signal);
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,
