@@ -39,6 +39,16 @@ fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T
     }
 }
 
+/// A user record, which must hold the id it is stored under: a damaged id would otherwise make the
+/// next write land under another key.
+fn decode_user(key: &[u8], bytes: &[u8]) -> Result<User> {
+    let user: User = decode("user", key, bytes)?;
+    if user.id.as_bytes() != key {
+        return Err(Error::Corrupt(format!("user record {} holds the id {}", describe_key(key), user.id)));
+    }
+    Ok(user)
+}
+
 fn describe_key(key: &[u8]) -> String {
     match Uuid::from_slice(key) {
         Ok(id) => id.to_string(),
@@ -278,7 +288,7 @@ impl Tx<'_> {
     fn put_user(&self, mut user: User, expected_version: Option<u64>) -> Result<(), Abort> {
         let key = user.id.as_bytes();
         let old: Option<User> = match self.users.get(key)? {
-            Some(bytes) => Some(tx_decode("user", key, &bytes)?),
+            Some(bytes) => Some(decode_user(key, &bytes).map_err(abort)?),
             None => None,
         };
         match (&old, expected_version) {
@@ -326,7 +336,7 @@ impl Tx<'_> {
 impl Store for SledStore {
     fn get_user(&self, id: Uuid) -> Result<Option<User>> {
         match self.users.get(id.as_bytes()).map_err(storage)? {
-            Some(bytes) => decode("user", id.as_bytes(), &bytes).map(Some),
+            Some(bytes) => decode_user(id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -346,7 +356,7 @@ impl Store for SledStore {
     fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()> {
         for item in self.users.iter() {
             let (key, bytes) = item.map_err(storage)?;
-            if !visit(decode("user", &key, &bytes)?) {
+            if !visit(decode_user(&key, &bytes)?) {
                 break;
             }
         }
