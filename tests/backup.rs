@@ -2,6 +2,7 @@
 //! running server while resets commit is a consistent snapshot; damaged, truncated and foreign files,
 //! non-empty directories and missing or wrong key files are refused with a clear error.
 
+mod figures;
 mod reliability_support;
 
 use mfadmin::domain::role::Role;
@@ -197,7 +198,7 @@ fn a_backup_through_a_running_server_is_consistent_while_resets_commit() {
             midway += 1;
         }
     }
-    eprintln!("backup: {} backups during a bulk reset, {midway} of them mid-way, all consistent", files.len());
+    figures::report(&format!("backup: {} backups during a bulk reset, {midway} of them mid-way, all consistent", files.len()));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! cargo-fuzz needs a nightly toolchain this project's machines cannot fetch; these proptest
 //! targets stand in for it. `PROPTEST_CASES` sets the cases per route (default here: 48).
 
+mod figures;
 mod http_support;
 
 use axum::body::Body;
@@ -108,7 +109,7 @@ fn generated_bodies_on_every_route_never_get_a_5xx() {
             .unwrap_or_else(|e| panic!("{e}"));
         h.advance(30);
     }
-    eprintln!("bad input: {} generated bodies over {} routes, no 5xx", sent.load(Ordering::Relaxed), routes.len());
+    figures::report(&format!("bad input: {} generated bodies over {} routes, no 5xx", sent.load(Ordering::Relaxed), routes.len()));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //!
 //! `MFADMIN_CONCURRENCY_SECS` (default 4) sets how long; `MFADMIN_CONCURRENCY_SEED` repeats a run.
 
+mod figures;
 mod reliability_support;
 
 use mfadmin::auth::totp;
@@ -325,13 +326,13 @@ fn concurrent_resets_enrollments_logins_and_enforcement_agree_with_a_serial_orde
         }
     }
     let total_resets: usize = resets.values().sum();
-    eprintln!(
+    figures::report(&format!(
         "concurrency: {} operations in {secs} s by {count} threads (5 resetting, 2 over HTTP), {total_resets} resets, {} confirmations, {} logins, {enforcements} enforcement changes, {} refused confirmations; {events} audit events, all matched; seed {seed}",
         r.operations,
         confirms.values().sum::<usize>(),
         logins_seen.values().sum::<usize>(),
         failures.load(Ordering::Relaxed)
-    );
+    ));
 }
 
 fn count_events(svc: &Service) -> u64 {

@@ -6,6 +6,7 @@
 //!
 //! `MFADMIN_CRASH_KILLS` (default 30) sets the number of kills; `MFADMIN_CRASH_SEED` repeats a run.
 
+mod figures;
 mod reliability_support;
 
 use reliability_support::{check_invariants, env_number, mfadmin, open, Fixture, Rng, Server};
@@ -155,10 +156,10 @@ fn a_bulk_reset_killed_at_a_random_moment_leaves_every_user_reset_or_untouched()
             Door::Server => by_server += 1,
         }
     }
-    eprintln!(
+    figures::report(&format!(
         "crash: {kills} kills survived ({by_cli} CLI, {by_server} server; {partial} mid-way, {none} before the first \
          commit, {all} after the last; {acked_runs} answered before the kill), seed {seed}"
-    );
+    ));
 }
 
 /// Found by the harness above: a process killed while sled wrote a snapshot (sled writes one when it

@@ -4,6 +4,7 @@
 //! body, or the `Debug` form of the values that carry them. The server refuses a key file others can
 //! read; tokens expire; a reset of their owner revokes them.
 
+mod figures;
 mod reliability_support;
 
 use mfadmin::auth::totp;
@@ -149,13 +150,13 @@ fn no_secret_in_the_data_directory_the_logs_error_bodies_or_debug_output() {
     }
     assert!(found.is_empty(), "secrets in plain text:\n{}", found.join("\n"));
     let errors = bodies.iter().filter(|(s, _)| *s >= 400).count();
-    eprintln!(
+    figures::report(&format!(
         "secrets: {} secrets looked for in {} files, {} log lines, {errors} error bodies and {} Debug forms: none found",
         secrets.len(),
         files_under(dir.path()).len(),
         log.lines().count(),
         debug.len()
-    );
+    ));
 
     // Tokens expire, and a reset of their owner revokes its sessions and API keys.
     let svc = open(dir.path());
