@@ -500,6 +500,7 @@ fn own_id(caller: &Caller) -> Result<Uuid, ApiError> {
     responses(
         (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
         (status = 409, description = "A factor is already enrolled: reset it first", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An API key has no second factor of its own", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn my_enroll_begin(State(state): S, caller: Caller) -> Result<Json<Enrollment>, ApiError> {
@@ -522,6 +523,7 @@ pub struct CodeRequest {
     request_body = CodeRequest,
     responses(
         (status = 200, description = "Enrolled", body = Confirmed),
+        (status = 403, description = "An API key has no second factor of its own", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No enrollment to confirm", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),

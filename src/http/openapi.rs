@@ -20,7 +20,7 @@ use utoipa_axum::routes;
             Log in with `POST /api/v1/auth/login` (then `/api/v1/auth/mfa` with a code), or use an API key; \
             press **Authorize** and paste the token. Errors are `application/problem+json` (RFC 7807)."
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::service::SortField)),
     tags(
         (name = "auth", description = "Log in (password, then code), enroll at login, log out"),
         (name = "users", description = "Users of the caller's org"),
