@@ -315,8 +315,9 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                  Put TLS in front of it, and firewall it."
             );
         }
+        let signal = shutdown_signal();
         tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
-        run(listener, state, shutdown_signal(), grace).await
+        run(listener, state, signal, grace).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -353,24 +354,42 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are in place when this returns (not when the future is
+/// first polled), so a signal that arrives as soon as the server says it listens still stops it cleanly.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt()).ok(), signal(SignalKind::terminate()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => {},
+                () = term => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -313,7 +313,7 @@ impl Server {
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ')').next().unwrap();
                 let server = Server { child, addr: addr.parse().unwrap(), lines };
-                // Once it answers, it also handles SIGTERM (the handler is set when serving starts).
+                // Wait until it answers, so that a test starts on a server that serves.
                 while http(server.addr, "GET", "/healthz", None, None).map(|(s, _)| s) != Some(200) {
                     assert!(Instant::now() < deadline, "mfadmin serve does not answer /healthz");
                     std::thread::sleep(Duration::from_millis(10));

@@ -46,6 +46,7 @@ done
 # Logout, and deleting a key the run found in GET /api/v1/apikeys, would revoke the key the rest of
 # the run uses; both are covered by the Rust tests (authz_matrix, http_api).
 set +e
+cd "$work"   # schemathesis keeps its cache (.schemathesis/) in the working directory
 "$st" run "http://$addr/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
