@@ -136,6 +136,10 @@ impl Backend for Local {
     fn audit_verify(&self, who: &Credential) -> Result<VerifyReport> {
         self.service.audit_verify(&self.actor(who)?)
     }
+
+    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
+        Ok(crate::backup::take(&self.service, &self.actor(who)?, self.clock.now())?.encode())
+    }
 }
 
 /// A credential for the console operator of this store (what the CLI acts as locally).

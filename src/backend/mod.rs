@@ -117,6 +117,9 @@ pub trait Backend: Send + Sync {
 
     fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>>;
     fn audit_verify(&self, who: &Credential) -> Result<VerifyReport>;
+
+    /// A consistent backup of the whole store, as the bytes of a backup file.
+    fn backup(&self, who: &Credential) -> Result<Vec<u8>>;
 }
 
 /// Every user `query` finds, page by page (its cursor and limit are ignored).
