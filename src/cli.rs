@@ -89,6 +89,10 @@ pub enum Command {
     Serve(crate::http::ServeArgs),
     /// Open the full-screen console
     Tui(crate::tui::TuiArgs),
+    /// Write a consistent backup of the whole store to FILE (in-process, or --remote through a server)
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into an empty data directory (the store's key file must be there already)
+    Restore(crate::backup::RestoreArgs),
     /// Log in to a running server (--remote URL); keeps the token in the token file (mode 0600)
     Login(LoginArgs),
     /// Revoke the token of `mfadmin login` on the server and delete the token file
@@ -636,6 +640,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::http::serve(&ctx, args)
         }
         Command::Tui(args) => crate::tui::run(&ctx, args),
+        Command::Backup(args) => crate::backup::backup_cmd(&ctx, args),
+        Command::Restore(args) => crate::backup::restore_cmd(&ctx, args),
     }
 }
 

@@ -82,6 +82,10 @@ pub struct ServerConfig {
     pub auth_rate_per_account: u32,
     /// On SIGINT/SIGTERM, how long to wait for requests in flight before exiting anyway.
     pub shutdown_grace_seconds: u64,
+    /// A client must send a request's headers within this many seconds, or the connection closes.
+    pub header_read_timeout_seconds: u64,
+    /// A request (its body read and its answer computed) must finish within this many seconds (408).
+    pub request_timeout_seconds: u64,
 }
 
 /// The vendor-compatible routes (see `src/http/compat/`): each vendor can be switched off.
@@ -159,6 +163,8 @@ impl Default for ServerConfig {
             auth_rate_per_client: 30,
             auth_rate_per_account: 10,
             shutdown_grace_seconds: 30,
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 300,
         }
     }
 }
@@ -253,6 +259,9 @@ impl Config {
         }
         if self.lockout.threshold == 0 {
             return Err("lockout.threshold must be at least 1".into());
+        }
+        if self.server.header_read_timeout_seconds == 0 || self.server.request_timeout_seconds == 0 {
+            return Err("server.header_read_timeout_seconds and server.request_timeout_seconds must be greater than zero".into());
         }
         if self.session.lifetime_minutes == 0 || self.session.challenge_seconds == 0 || self.session.api_key_days == 0 {
             return Err("session lifetimes must be greater than zero".into());

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -131,7 +131,7 @@ impl ResetReport {
 }
 
 /// A user to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
@@ -357,14 +357,37 @@ impl std::fmt::Debug for NewSession {
     }
 }
 
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("display_name", &self.display_name)
+            .field("role", &self.role)
+            .field("org", &self.org)
+            .field("password", &self.password.as_ref().map(|_| "<password>"))
+            .finish()
+    }
+}
+
 /// What comes after a correct password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum LoginStep {
     Done(NewSession),
     /// A TOTP or recovery code must follow, with this challenge token.
     MfaRequired { challenge: String, expires_at: Timestamp },
     /// The org enforces MFA and the user has none: enroll with this challenge token first.
     EnrollmentRequired { challenge: String, expires_at: Timestamp },
+}
+
+impl std::fmt::Debug for LoginStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginStep::Done(s) => write!(f, "Done({s:?})"),
+            LoginStep::MfaRequired { expires_at, .. } => write!(f, "MfaRequired(<challenge>, expires {expires_at})"),
+            LoginStep::EnrollmentRequired { expires_at, .. } => write!(f, "EnrollmentRequired(<challenge>, expires {expires_at})"),
+        }
+    }
 }
 
 /// What a confirmed enrollment hands out, once.

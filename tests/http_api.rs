@@ -589,6 +589,7 @@ async fn openapi_json_documents_every_route_and_every_documented_route_answers()
         ("get", "/api/v1/apikeys"),
         ("post", "/api/v1/apikeys"),
         ("delete", "/api/v1/apikeys/{id}"),
+        ("get", "/api/v1/backup"),
         ("get", "/healthz"),
         ("get", "/metrics"),
     ];

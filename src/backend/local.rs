@@ -156,6 +156,10 @@ impl Backend for Local {
     fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()> {
         self.service.audit_export_to(&self.actor(who)?, format, out).map(|_| ())
     }
+
+    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
+        Ok(crate::backup::take(&self.service, &self.actor(who)?, self.clock.now())?.encode())
+    }
 }
 
 /// A credential for the console operator of this store (what the CLI acts as locally).

@@ -128,6 +128,9 @@ pub trait Backend: Send + Sync {
     /// Every audit event `who` may read, oldest first, written to `out` as it arrives (not
     /// gathered first: the log can be long).
     fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()>;
+
+    /// A consistent backup of the whole store, as the bytes of a backup file.
+    fn backup(&self, who: &Credential) -> Result<Vec<u8>>;
 }
 
 /// Every user `query` finds, page by page (its cursor and limit are ignored).

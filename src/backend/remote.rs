@@ -595,4 +595,11 @@ impl Backend for Remote {
             copied += n as u64;
         }
     }
+
+    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
+        // A whole store can take a while to copy and send.
+        let request = self.request(Method::GET, "api/v1/backup", Some(who))?.timeout(Duration::from_secs(600));
+        let bytes = self.send(request)?.bytes().map_err(|e| self.unreachable(&e))?;
+        Ok(bytes.to_vec())
+    }
 }

@@ -3,7 +3,9 @@
 //! [`router`] builds the whole application from an [`AppState`]; [`run`] serves it on a listener
 //! until a shutdown signal, then flushes the store; [`serve`] is the command.
 
+pub mod backup;
 pub mod compat;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -47,6 +49,9 @@ pub struct Settings {
     pub auth_rate_per_account: u32,
     /// Which vendors' compatible routes are served.
     pub compat: CompatConfig,
+    /// How long a client may take to send a request's headers, and to have a request answered.
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 impl Settings {
@@ -58,6 +63,8 @@ impl Settings {
             auth_rate_per_client: config.server.auth_rate_per_client,
             auth_rate_per_account: config.server.auth_rate_per_account,
             compat: config.compat,
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         }
     }
 }
@@ -131,6 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.settings.request_timeout))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
@@ -284,6 +292,15 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     init_logging(&config.server)?;
     let addr = listen_addr(&config.server.listen, config.server.allow_non_loopback)?;
+    let key_file = config.key_file();
+    if crate::auth::seal::key_file_is_too_open(&key_file) {
+        anyhow::bail!(
+            "the key file {} can be read or written by other users; it unseals every TOTP secret. \
+             Run `chmod 600 {}` and start again",
+            key_file.display(),
+            key_file.display()
+        );
+    }
     let service = ctx.open_service()?;
     let state = AppState::new(service, Settings::from_config(&config), Clock::system());
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
@@ -298,8 +315,9 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                  Put TLS in front of it, and firewall it."
             );
         }
+        let signal = shutdown_signal();
         tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
-        run(listener, state, shutdown_signal(), grace).await
+        run(listener, state, signal, grace).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -312,14 +330,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone());
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing the requests in flight");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = conn::serve(listener, app, state.settings.header_read_timeout, signal);
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,
@@ -336,24 +354,42 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are in place when this returns (not when the future is
+/// first polled), so a signal that arrives as soon as the server says it listens still stops it cleanly.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt()).ok(), signal(SignalKind::terminate()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => {},
+                () = term => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -44,7 +44,7 @@ pub struct LoginRequest {
 }
 
 /// What follows a correct password, told apart by `status`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum LoginResponse {
     /// Logged in (the user has no second factor and the org does not require one).
@@ -87,12 +87,35 @@ pub struct EnrollConfirmRequest {
 }
 
 /// A finished enrollment at login: the session, and the recovery codes (shown only this once).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct EnrolledSession {
     pub token: String,
     pub expires_at: String,
     pub user: UserView,
     pub recovery_codes: Vec<String>,
+}
+
+// The answers that carry a token, a challenge or recovery codes never show them in `Debug`.
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginResponse::Done { user, expires_at, .. } => write!(f, "Done({}, <token>, expires {expires_at})", user.username),
+            LoginResponse::MfaRequired { expires_at, .. } => write!(f, "MfaRequired(<challenge>, expires {expires_at})"),
+            LoginResponse::EnrollmentRequired { expires_at, .. } => write!(f, "EnrollmentRequired(<challenge>, expires {expires_at})"),
+        }
+    }
+}
+
+impl std::fmt::Debug for EnrolledSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnrolledSession({}, <token>, <{} recovery codes>)", self.user.username, self.recovery_codes.len())
+    }
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewApiKey({:?}, {}, <key>)", self.name, self.role)
+    }
 }
 
 fn rfc3339(t: crate::domain::Timestamp) -> String {
@@ -676,6 +699,7 @@ fn own_id(caller: &Caller) -> Result<Uuid, ApiError> {
     responses(
         (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
         (status = 409, description = "A factor is already enrolled: reset it first", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An API key has no second factor of its own", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn my_enroll_begin(State(state): S, caller: Caller) -> Result<Json<Enrollment>, ApiError> {
@@ -698,6 +722,7 @@ pub struct CodeRequest {
     request_body = CodeRequest,
     responses(
         (status = 200, description = "Enrolled", body = Confirmed),
+        (status = 403, description = "An API key has no second factor of its own", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No enrollment to confirm", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -970,7 +995,7 @@ pub struct NewApiKeyRequest {
 }
 
 /// A new API key: the key itself is shown only in this answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct NewApiKey {
     /// Send as `Authorization: Bearer <key>`.
     pub key: String,

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers, and the Swagger UI that shows it offline.
 
 use super::error::Problem;
-use super::{native, ops, AppState};
+use super::{backup, native, ops, AppState};
 use axum::extract::DefaultBodyLimit;
 use std::sync::Arc;
 use utoipa::openapi::path::Operation;
@@ -20,7 +20,7 @@ use utoipa_axum::routes;
             Log in with `POST /api/v1/auth/login` (then `/api/v1/auth/mfa` with a code), or use an API key; \
             press **Authorize** and paste the token. Errors are `application/problem+json` (RFC 7807)."
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::service::SortField)),
     tags(
         (name = "auth", description = "Log in (password, then code), enroll at login, log out"),
         (name = "users", description = "Users of the caller's org"),
@@ -29,6 +29,7 @@ use utoipa_axum::routes;
         (name = "orgs", description = "Org settings"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "apikeys", description = "Long-lived keys for scripts"),
+        (name = "backup", description = "A consistent backup of the whole store"),
         (name = "ops", description = "Liveness and metrics"),
     )
 )]
@@ -68,6 +69,7 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(audit_export))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
+        .routes(routes!(backup::download))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .merge(bulk)

@@ -1,5 +1,6 @@
 //! Persistence behind one trait, so the service never sees sled (a server database can come later).
 
+pub mod backup;
 pub mod migrate;
 pub mod sled;
 
@@ -85,4 +86,9 @@ pub trait Store: Send + Sync {
     fn commit(&self, changes: &[Change]) -> Result<()>;
     /// Make everything committed so far durable.
     fn flush(&self) -> Result<()>;
+    /// Every record of every tree at one moment, with no commit interleaving (for backups).
+    fn snapshot(&self, taken_at: Timestamp) -> Result<backup::Snapshot> {
+        let _ = taken_at;
+        Err(crate::error::Error::Storage("this kind of store cannot make backups".into()))
+    }
 }

@@ -39,6 +39,16 @@ fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T
     }
 }
 
+/// A user record, which must hold the id it is stored under: a damaged id would otherwise make the
+/// next write land under another key.
+fn decode_user(key: &[u8], bytes: &[u8]) -> Result<User> {
+    let user: User = decode("user", key, bytes)?;
+    if user.id.as_bytes() != key {
+        return Err(Error::Corrupt(format!("user record {} holds the id {}", describe_key(key), user.id)));
+    }
+    Ok(user)
+}
+
 fn describe_key(key: &[u8]) -> String {
     match Uuid::from_slice(key) {
         Ok(id) => id.to_string(),
@@ -62,6 +72,8 @@ pub struct SledStore {
     sessions: sled::Tree,
     user_sessions: sled::Tree,
     meta: sled::Tree,
+    /// Every write takes this shared; a snapshot takes it exclusively, so none interleaves with one.
+    gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -111,8 +123,10 @@ impl SledStore {
         // sled lets go of its file lock from a background thread shortly after the last handle is
         // dropped, so a reopen right after a close may find it still held for a moment.
         let mut attempt = 0;
+        let mut cleared = false;
         let db = loop {
             match sled::Config::new().path(dir).open() {
+                Err(sled::Error::Corruption { .. }) if !cleared && remove_unfinished_snapshots(dir) => cleared = true,
                 Err(e) if is_lock(&e) && attempt < 20 => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -134,12 +148,20 @@ impl SledStore {
             sessions: tree("sessions")?,
             user_sessions: tree("user_sessions")?,
             meta: tree("meta")?,
+            gate: std::sync::RwLock::new(()),
             db,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Run `f` over the whole database while no commit runs: every commit before it is wholly in
+    /// what `f` sees, every commit after it wholly not (backups are made this way).
+    pub fn with_commits_paused<R>(&self, f: impl FnOnce(&sled::Db) -> R) -> R {
+        let _paused = self.gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&self.db)
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {
@@ -152,6 +174,28 @@ impl SledStore {
             None => Ok(None),
         }
     }
+}
+
+/// sled 0.34 writes a snapshot as `snap.N.generating`, syncs it, then renames it to `snap.N`; it
+/// also writes one while opening a store. A process killed in between leaves a partial
+/// `.generating` file, which the next open takes for the newest snapshot and reports as corruption
+/// (spacejam/sled#1527). Such a file was never finished, so the snapshot before it and the log
+/// still hold everything: remove it. Returns whether there was one.
+fn remove_unfinished_snapshots(dir: &Path) -> bool {
+    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating")))
+        .collect();
+    for path in &unfinished {
+        tracing::warn!(file = %path.display(), "removing a snapshot file that a killed process left unfinished");
+        if std::fs::remove_file(path).is_err() {
+            return false;
+        }
+    }
+    !unfinished.is_empty()
 }
 
 type Abort = ConflictableTransactionError<Error>;
@@ -244,7 +288,7 @@ impl Tx<'_> {
     fn put_user(&self, mut user: User, expected_version: Option<u64>) -> Result<(), Abort> {
         let key = user.id.as_bytes();
         let old: Option<User> = match self.users.get(key)? {
-            Some(bytes) => Some(tx_decode("user", key, &bytes)?),
+            Some(bytes) => Some(decode_user(key, &bytes).map_err(abort)?),
             None => None,
         };
         match (&old, expected_version) {
@@ -292,7 +336,7 @@ impl Tx<'_> {
 impl Store for SledStore {
     fn get_user(&self, id: Uuid) -> Result<Option<User>> {
         match self.users.get(id.as_bytes()).map_err(storage)? {
-            Some(bytes) => decode("user", id.as_bytes(), &bytes).map(Some),
+            Some(bytes) => decode_user(id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -312,7 +356,7 @@ impl Store for SledStore {
     fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()> {
         for item in self.users.iter() {
             let (key, bytes) = item.map_err(storage)?;
-            if !visit(decode("user", &key, &bytes)?) {
+            if !visit(decode_user(&key, &bytes)?) {
                 break;
             }
         }
@@ -324,6 +368,7 @@ impl Store for SledStore {
     }
 
     fn allocate_numbers(&self, count: u64) -> Result<u64> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let previous = self
             .meta
             .fetch_and_update(META_NEXT_NUMBER, |old| {
@@ -449,6 +494,7 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let trees = (
             &self.users,
             &self.by_name,
@@ -485,5 +531,9 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn snapshot(&self, taken_at: i64) -> Result<super::backup::Snapshot> {
+        super::backup::snapshot(self, taken_at)
     }
 }

@@ -315,7 +315,7 @@ async fn second_step(
     request_body(content = String, content_type = "text/plain",
         description = "The MFA code (or a recovery code): plain text, a JSON string, or `{\"code\": \"123456\"}`"),
     responses(
-        (status = 200, description = "The session token, as a JSON string", body = String),
+        (status = 200, description = "The session token, as a JSON string", body = String, content_type = "application/json"),
         (status = 400, description = "No code in the body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong or reused code, or an unknown or expired sign-in token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts, or the factor is locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -337,7 +337,7 @@ pub async fn sign_in_2fa(
     request_body(content = String, content_type = "text/plain",
         description = "The MFA code (or a recovery code): plain text, a JSON string, or `{\"code\": \"123456\"}`"),
     responses(
-        (status = 200, description = "The session token, as a JSON string", body = String),
+        (status = 200, description = "The session token, as a JSON string", body = String, content_type = "application/json"),
         (status = 400, description = "No code in the body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong or reused code, or an unknown or expired sign-in token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts, or the factor is locked after wrong codes; see Retry-After", body = Problem, content_type = "application/problem+json"),

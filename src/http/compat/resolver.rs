@@ -63,7 +63,7 @@ pub struct ResolverError {
     #[schema(example = "No user with id 7 in your org; no MFA was reset")]
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>, example = json!([7]))]
+    #[schema(value_type = Option<Vec<Value>>, example = json!([7]))]
     pub ids: Option<Vec<Value>>,
 }
 
