@@ -1135,6 +1135,7 @@ impl Service {
         check_only: bool,
         now: Timestamp,
     ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
+        may_create_users(actor)?;
         let mut problems = Vec::new();
         let mut users = Vec::with_capacity(rows.len());
         let (mut names, mut emails) = (HashSet::new(), HashSet::new());
@@ -1177,6 +1178,7 @@ impl Service {
     /// each bad row by line and column. `skip_invalid` imports the valid rows and reports the
     /// others; `check_only` writes nothing.
     pub fn import_csv(&self, actor: &Actor, csv: &[u8], options: ImportOptions, now: Timestamp) -> Result<ImportReport> {
+        may_create_users(actor)?;
         let (rows, mut errors) = parse_user_csv(csv)?;
         let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
         // Check every row against the store first, so one run reports every problem.
@@ -1628,6 +1630,16 @@ pub struct AllOrNothingReport {
 }
 
 /// An API key as listed: never the key itself, only an id derived from its hash.
+/// An import is refused as a whole to a role that may create no user at all; other rows that ask
+/// for a role above the actor's are refused row by row.
+fn may_create_users(actor: &Actor) -> Result<()> {
+    if Role::ALL.iter().any(|&r| policy::may_manage_user(actor.role(), r)) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("{} cannot create users", actor.role().with_article())))
+    }
+}
+
 pub const AUDIT_CSV_HEADER: [&str; 13] =
     ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
 
