@@ -126,28 +126,32 @@ impl FromRequest<Arc<AppState>> for CsvBody {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("text/csv") {
+        let is_csv = content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/csv");
+        // The size first: a body over the limit is refused as such, whatever it says it is.
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!(
+                        "the CSV is larger than this server accepts in one request ({} bytes, [server] \
+                         bulk_body_limit_bytes): split it into smaller files",
+                        state.settings.bulk_body_limit_bytes
+                    ),
+                ));
+            }
+            Err(r) if r.status().is_server_error() => return Err(ApiError::internal(r.body_text())),
+            Err(r) => return Err(ApiError::bad_request(format!("the body could not be read: {}", r.body_text()))),
+        };
+        if !is_csv {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "the body must be CSV, sent with the header Content-Type: text/csv",
             ));
         }
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(CsvBody(bytes)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!(
-                    "the CSV is larger than this server accepts in one request ({} bytes, [server] \
-                     bulk_body_limit_bytes): split it into smaller files",
-                    state.settings.bulk_body_limit_bytes
-                ),
-            )),
-            Err(r) if r.status().is_server_error() => Err(ApiError::internal(r.body_text())),
-            Err(r) => Err(ApiError::bad_request(format!("the body could not be read: {}", r.body_text()))),
-        }
+        Ok(CsvBody(bytes))
     }
 }
 
