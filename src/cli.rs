@@ -6,7 +6,10 @@ use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::error::Error;
-use crate::service::{Actor, AuditQuery, AuditView, NewUser, ResetOutcome, ResetReport, Service, SortField, UserQuery};
+use crate::service::{
+    audit_csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport, Service,
+    SortField, UserQuery, AUDIT_CSV_HEADER,
+};
 use crate::domain::user::UserView;
 use crate::backend::local::Local;
 use crate::backend::remote::{Remote, RemoteOptions};
@@ -15,7 +18,7 @@ use crate::store::sled::SledStore;
 use crate::demo;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -174,6 +177,9 @@ pub enum UserCommand {
         /// Import the valid rows and report the others, instead of importing nothing
         #[arg(long)]
         skip_invalid: bool,
+        /// Check every row against the store and report; import nothing
+        #[arg(long)]
+        check_only: bool,
     },
     /// Export every user as CSV (importable again) or JSON
     Export {
@@ -281,12 +287,6 @@ pub enum OrgCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuditFormat {
-    Jsonl,
-    Csv,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show the newest events
@@ -358,7 +358,7 @@ impl Context {
     /// remote server with the token from `mfadmin login` (or MFADMIN_TOKEN), else the local
     /// store as the console operator.
     pub fn backend(&self) -> anyhow::Result<(Box<dyn Backend>, Credential)> {
-        let Some(remote) = remote_backend(self)? else {
+        let Some(remote) = remote_backend(self, "cli")? else {
             let service = Arc::new(self.open_service()?);
             return Ok((Box::new(Local::new(service, "cli", &self.config.totp.issuer)), crate::backend::local::console("cli")));
         };
@@ -426,19 +426,21 @@ fn local_only(remote_flag: bool, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How to reach the remote server, from the config and flags.
-pub fn remote_options(ctx: &Context) -> RemoteOptions {
+/// How to reach the remote server, from the config and flags, for the front end `client`
+/// (`tui` or `cli`, which the server records as the audit source `http:<client>`).
+pub fn remote_options(ctx: &Context, client: &'static str) -> RemoteOptions {
     RemoteOptions {
         ca_file: ctx.config.remote_ca_file.clone(),
         allow_plain_http: ctx.config.allow_plain_http,
         reconnect_for: None,
+        client: Some(client),
     }
 }
 
-/// The remote server of `--remote` (or the config), if one is named.
-pub fn remote_backend(ctx: &Context) -> anyhow::Result<Option<Remote>> {
+/// The remote server of `--remote` (or the config), if one is named, for the front end `client`.
+pub fn remote_backend(ctx: &Context, client: &'static str) -> anyhow::Result<Option<Remote>> {
     match &ctx.config.remote {
-        Some(url) => Ok(Some(Remote::new(url, &remote_options(ctx))?)),
+        Some(url) => Ok(Some(Remote::new(url, &remote_options(ctx, client))?)),
         None => Ok(None),
     }
 }
@@ -508,7 +510,7 @@ fn ask(prompt: &str, from_stdin: bool, secret: bool) -> anyhow::Result<String> {
 
 /// `mfadmin login --remote URL`: password, then the code (or enrollment), then keep the token.
 fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let Some(remote) = remote_backend(ctx)? else {
+    let Some(remote) = remote_backend(ctx, "cli")? else {
         bail!("log in to which server? Give --remote URL (or `remote` in the config, MFADMIN_REMOTE)");
     };
     let username = match args.username {
@@ -546,7 +548,7 @@ fn logout(ctx: &Context) -> anyhow::Result<ExitCode> {
     let path = ctx.config.token_file();
     let saved = TokenFile::read(&path)?;
     let url = ctx.config.remote.clone().unwrap_or_else(|| saved.url.clone());
-    let remote = Remote::new(&url, &remote_options(ctx))?;
+    let remote = Remote::new(&url, &remote_options(ctx, "cli"))?;
     let revoked = match remote.resume(&saved.token) {
         Ok(who) => remote.logout(&who).map(|()| true),
         Err(e) if e.needs_login() => Ok(false),
@@ -583,10 +585,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             local_only(remote_flag, "demo")?;
             demo_cmd(&ctx, &actor, args)
         }
-        Command::User(cmd @ (UserCommand::Add(_) | UserCommand::SetPassword { .. } | UserCommand::Import { .. })) => {
-            local_only(remote_flag, "user add, set-password and import")?;
-            user_store_cmd(&ctx.open_service()?, &actor, cmd)
-        }
         Command::User(cmd) => {
             let (backend, who) = ctx.backend()?;
             user_cmd(backend.as_ref(), &who, cmd)
@@ -595,19 +593,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (backend, who) = ctx.backend()?;
             mfa_cmd(backend.as_ref(), &who, cmd)
         }
-        Command::Org(OrgCommand::Add { name, enforce_mfa }) => {
-            local_only(remote_flag, "org add")?;
-            let o = ctx.open_service()?.add_org(&actor, &name, enforce_mfa, now())?;
-            println!("Added org {} (MFA enforced: {})", o.name, if o.mfa_enforced { "on" } else { "off" });
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Org(cmd) => {
             let (backend, who) = ctx.backend()?;
             org_cmd(backend.as_ref(), &who, cmd)
-        }
-        Command::Audit(AuditCommand::Export { format, file }) => {
-            local_only(remote_flag, "audit export")?;
-            audit_export(&ctx.open_service()?, &actor, format, file)
         }
         Command::Audit(cmd) => {
             let (backend, who) = ctx.backend()?;
@@ -931,8 +919,20 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
             let v = backend.set_status(who, &user, Status::Active)?;
             println!("Enabled {}", v.username);
         }
-        UserCommand::Add(_) | UserCommand::SetPassword { .. } | UserCommand::Import { .. } => {
-            bail!("`mfadmin user add`, `set-password` and `import` work on the store itself, not through a backend");
+        UserCommand::Add(a) => {
+            let password = if a.password_stdin { Some(read_password(true, "")?) } else { None };
+            let display_name = a.display_name.unwrap_or_else(|| a.username.clone());
+            let new = NewUser { username: a.username, email: a.email, display_name, role: a.role, org: a.org, password };
+            let view = backend.add_user(who, new)?;
+            println!("Added {} (#{}, {})", view.username, view.number, view.id);
+        }
+        UserCommand::SetPassword { user, password_stdin } => {
+            let password = read_password(password_stdin, &format!("New password for {user}"))?;
+            backend.set_password(who, &user, &password)?;
+            println!("Password set for {user}; their sessions were ended");
+        }
+        UserCommand::Import { file, skip_invalid, check_only } => {
+            return import(backend, who, &file, ImportOptions { check_only, skip_invalid });
         }
         UserCommand::Export { output } => {
             let users = list_all(backend, who, &UserQuery::default())?;
@@ -942,122 +942,27 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// The user commands that change the store in ways the server has no route for.
-fn user_store_cmd(service: &Service, actor: &Actor, cmd: UserCommand) -> anyhow::Result<ExitCode> {
-    let t = now();
-    match cmd {
-        UserCommand::Add(a) => {
-            let password = if a.password_stdin { Some(read_password(true, "")?) } else { None };
-            let display_name = a.display_name.unwrap_or_else(|| a.username.clone());
-            let new = NewUser { username: a.username, email: a.email, display_name, role: a.role, org: a.org, password };
-            let view = service.add_user(actor, new, t)?;
-            println!("Added {} (#{}, {})", view.username, view.number, view.id);
-        }
-        UserCommand::SetPassword { user, password_stdin } => {
-            let password = read_password(password_stdin, &format!("New password for {user}"))?;
-            service.set_password(actor, &user, &password, t)?;
-            println!("Password set for {user}; their sessions were ended");
-        }
-        UserCommand::Import { file, skip_invalid } => return import(service, actor, &file, skip_invalid),
-        _ => bail!("only `user add`, `set-password` and `import` change the store directly"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A CSV row that cannot be imported: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    pub line: u64,
-    pub column: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for RowError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
-    }
-}
-
-const IMPORT_COLUMNS: [&str; 5] = ["username", "email", "display_name", "role", "org"];
-
-/// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
-/// Returns each parsed row with its line, and the rows that could not be parsed.
-pub fn parse_user_csv(input: impl std::io::Read) -> anyhow::Result<(Vec<(u64, NewUser)>, Vec<RowError>)> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
-    let headers = reader.headers().context("reading the CSV header")?.clone();
-    let index: Vec<usize> = IMPORT_COLUMNS
-        .iter()
-        .map(|c| {
-            headers.iter().position(|h| h.eq_ignore_ascii_case(c)).ok_or_else(|| {
-                anyhow::anyhow!("line 1: the header has no column {c:?}; it must name username,email,display_name,role,org")
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let (mut rows, mut errors) = (Vec::new(), Vec::new());
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                errors.push(RowError { line, column: "-".into(), message: format!("not valid CSV: {e}") });
-                continue;
-            }
-        };
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |i: usize| record.get(index[i]).unwrap_or("").to_string();
-        let missing = IMPORT_COLUMNS.iter().enumerate().find(|(i, _)| field(*i).is_empty());
-        if let Some((_, column)) = missing {
-            errors.push(RowError { line, column: column.to_string(), message: "is empty".into() });
-            continue;
-        }
-        let role = match field(3).parse::<Role>() {
-            Ok(r) => r,
-            Err(message) => {
-                errors.push(RowError { line, column: "role".into(), message });
-                continue;
-            }
-        };
-        rows.push((
-            line,
-            NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None },
-        ));
-    }
-    Ok((rows, errors))
-}
-
-fn import(service: &Service, actor: &Actor, file: &Path, skip_invalid: bool) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn std::io::Read> = if file == Path::new("-") {
-        Box::new(std::io::stdin())
+fn import(backend: &dyn Backend, who: &Credential, file: &Path, options: ImportOptions) -> anyhow::Result<ExitCode> {
+    let mut csv = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin().lock().read_to_end(&mut csv).context("reading the CSV from standard input")?;
     } else {
-        Box::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?)
-    };
-    let (rows, mut errors) = parse_user_csv(input)?;
-    let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
-    // Check every row against the store first, so one run reports every problem.
-    let problems = match service.import_users(actor, &users, true, now())? {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems,
-    };
-    let bad: std::collections::HashSet<usize> = problems.iter().map(|p| p.row).collect();
-    errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.to_string(), message: p.message }));
-    errors.sort_by_key(|e| e.line);
-    if !errors.is_empty() && !skip_invalid {
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        eprintln!("Nothing was imported: fix these {} rows, or pass --skip-invalid to import the others", errors.len());
-        return Ok(ExitCode::FAILURE);
+        csv = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
-    let valid: Vec<NewUser> = users.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, u)| u).collect();
-    let count = match service.import_users(actor, &valid, false, now())? {
-        Ok(count) => count,
-        Err(problems) => bail!("the store changed during the import ({}); nothing was imported, run it again", problems[0].message),
-    };
-    for e in &errors {
+    let report = backend.import_users(who, &csv, options)?;
+    for e in &report.skipped {
         eprintln!("skipped {e}");
     }
-    println!("Imported {count} users{}", if errors.is_empty() { String::new() } else { format!("; skipped {} rows", errors.len()) });
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let skipped = match report.skipped.len() {
+        0 => String::new(),
+        n => format!("; skipped {n} rows"),
+    };
+    if report.check_only {
+        println!("Checked: {} users would be imported{skipped}; nothing was changed", report.imported);
+    } else {
+        println!("Imported {} users{skipped}", report.imported);
+    }
+    Ok(if report.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 // ------------------------------------------------------------------ mfa
@@ -1202,7 +1107,10 @@ fn org_cmd(backend: &dyn Backend, who: &Credential, cmd: OrgCommand) -> anyhow::
                 print_table(&["ORG", "MFA ENFORCED", "USERS", "ENROLLED"], &rows);
             }
         }
-        OrgCommand::Add { .. } => bail!("`mfadmin org add` works on the store itself, not through a backend"),
+        OrgCommand::Add { name, enforce_mfa } => {
+            let o = backend.add_org(who, &name, enforce_mfa)?;
+            println!("Added org {} (MFA enforced: {})", o.name, if o.mfa_enforced { "on" } else { "off" });
+        }
         OrgCommand::EnforceMfa { state, org } => {
             let o = backend.set_mfa_enforced(who, org.as_deref(), state == OnOff::On)?;
             println!("MFA enforcement for {} is now {}", o.name, if o.mfa_enforced { "on" } else { "off" });
@@ -1228,28 +1136,6 @@ fn print_audit(events: &[AuditView]) {
         })
         .collect();
     print_table(&["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SOURCE", "REASON / DETAIL"], &rows);
-}
-
-const AUDIT_CSV_HEADER: [&str; 13] =
-    ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
-
-fn audit_csv_row(e: &AuditView) -> Vec<String> {
-    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-    vec![
-        e.seq.to_string(),
-        e.at.clone(),
-        e.actor.clone(),
-        e.action.clone(),
-        opt(&e.target),
-        e.target_id.map(|i| i.to_string()).unwrap_or_default(),
-        opt(&e.org),
-        e.outcome.as_str().into(),
-        opt(&e.reason),
-        opt(&e.detail),
-        e.source.clone(),
-        e.prev_hash.clone(),
-        e.hash.clone(),
-    ]
 }
 
 fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -1282,38 +1168,60 @@ fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyh
                 return Ok(ExitCode::FAILURE);
             }
         }
-        AuditCommand::Export { .. } => bail!("`mfadmin audit export` works on the store itself, not through a backend"),
+        AuditCommand::Export { format, file } => return audit_export(backend, who, format, file),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every audit event, oldest first, to standard output or a file.
-fn audit_export(service: &Service, actor: &Actor, format: AuditFormat, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Every audit event, oldest first, to standard output or a file, written as it arrives.
+fn audit_export(backend: &dyn Backend, who: &Credential, format: AuditFormat, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let out: Box<dyn Write> = match &file {
         Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut out = std::io::BufWriter::new(out);
-    let mut count = 0u64;
-    match format {
-        AuditFormat::Jsonl => service.audit_export(actor, &mut |e| {
-            count += 1;
-            serde_json::to_writer(&mut out, &e).map_err(|e| Error::Storage(e.to_string()))?;
-            out.write_all(b"\n").map_err(|e| Error::Storage(e.to_string()))
-        })?,
-        AuditFormat::Csv => {
-            let mut w = csv::Writer::from_writer(&mut out);
-            w.write_record(AUDIT_CSV_HEADER)?;
-            service.audit_export(actor, &mut |e| {
-                count += 1;
-                w.write_record(audit_csv_row(&e)).map_err(|e| Error::Storage(e.to_string()))
-            })?;
-            w.flush()?;
-        }
+    let mut out = RecordCounter::new(std::io::BufWriter::new(out), format == AuditFormat::Csv);
+    let exported = backend.audit_export(who, format, &mut out).and_then(|()| out.flush().map_err(|e| Error::Storage(e.to_string())));
+    if let Err(e) = exported {
+        // A reader that stopped early (`mfadmin audit export | head`) is not a failure.
+        return if out.broken_pipe { Ok(ExitCode::SUCCESS) } else { Err(e.into()) };
     }
-    out.flush()?;
     if let Some(path) = file {
-        eprintln!("Exported {count} events to {}", path.display());
+        let header = u64::from(format == AuditFormat::Csv);
+        eprintln!("Exported {} events to {}", out.records.saturating_sub(header), path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Counts the records written through it: line ends, except inside a quoted CSV field (which may
+/// hold one). A JSON line holds no line end but its last.
+struct RecordCounter<W> {
+    inner: W,
+    csv: bool,
+    quoted: bool,
+    records: u64,
+    broken_pipe: bool,
+}
+
+impl<W: Write> RecordCounter<W> {
+    fn new(inner: W, csv: bool) -> RecordCounter<W> {
+        RecordCounter { inner, csv, quoted: false, records: 0, broken_pipe: false }
+    }
+}
+
+impl<W: Write> Write for RecordCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf).inspect_err(|e| self.broken_pipe |= e.kind() == std::io::ErrorKind::BrokenPipe)?;
+        for &b in &buf[..n] {
+            match b {
+                b'"' if self.csv => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => self.records += 1,
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.broken_pipe |= e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }

@@ -206,6 +206,51 @@ pub struct UserPage {
     pub total: usize,
 }
 
+/// A CSV row that cannot be imported: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RowError {
+    /// The line of the CSV text (the header is line 1).
+    pub line: u64,
+    pub column: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// How a CSV import treats its rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Check every row, write nothing.
+    pub check_only: bool,
+    /// Import the valid rows and report the others, instead of importing nothing.
+    pub skip_invalid: bool,
+}
+
+/// What a CSV import did (or, checking only, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    /// Nothing was written: `imported` is how many users would be.
+    pub check_only: bool,
+    pub imported: usize,
+    /// The rows left out (only with `skip_invalid`), by line.
+    pub skipped: Vec<RowError>,
+}
+
+/// Which way the audit log is exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// One JSON object a line.
+    #[default]
+    Jsonl,
+    /// CSV with a header line.
+    Csv,
+}
+
 /// Why one row of an import cannot be imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportProblem {
@@ -1090,6 +1135,7 @@ impl Service {
         check_only: bool,
         now: Timestamp,
     ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
+        may_create_users(actor)?;
         let mut problems = Vec::new();
         let mut users = Vec::with_capacity(rows.len());
         let (mut names, mut emails) = (HashSet::new(), HashSet::new());
@@ -1125,6 +1171,41 @@ impl Service {
         let count = change.users.len();
         self.commit(change)?;
         Ok(Ok(count))
+    }
+
+    /// Import users from CSV text with the header `username,email,display_name,role,org` (other
+    /// columns are ignored): every row, or (with a problem in any) none, and then the error names
+    /// each bad row by line and column. `skip_invalid` imports the valid rows and reports the
+    /// others; `check_only` writes nothing.
+    pub fn import_csv(&self, actor: &Actor, csv: &[u8], options: ImportOptions, now: Timestamp) -> Result<ImportReport> {
+        may_create_users(actor)?;
+        let (rows, mut errors) = parse_user_csv(csv)?;
+        let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
+        // Check every row against the store first, so one run reports every problem.
+        let problems = self.import_users(actor, &users, true, now)?.err().unwrap_or_default();
+        let bad: HashSet<usize> = problems.iter().map(|p| p.row).collect();
+        errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.into(), message: p.message }));
+        errors.sort_by_key(|e| e.line);
+        if !errors.is_empty() && !options.skip_invalid {
+            let list: Vec<String> = errors.iter().map(RowError::to_string).collect();
+            let rows = if errors.len() == 1 { "1 row".to_string() } else { format!("{} rows", errors.len()) };
+            return Err(Error::invalid(format!(
+                "nothing was imported: fix {rows}, or import the others alone (--skip-invalid; over HTTP \
+                 skip_invalid=true):\n{}",
+                list.join("\n")
+            )));
+        }
+        let valid: Vec<NewUser> = users.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, u)| u).collect();
+        let imported = match self.import_users(actor, &valid, options.check_only, now)? {
+            Ok(count) => count,
+            Err(problems) => {
+                return Err(Error::Conflict(format!(
+                    "the store changed during the import ({}); nothing was imported, run it again",
+                    problems[0].message
+                )));
+            }
+        };
+        Ok(ImportReport { check_only: options.check_only, imported, skipped: errors })
     }
 
     /// Write many prepared users (demo data) in batches, with one audit event for all of them.
@@ -1248,7 +1329,11 @@ impl Service {
     /// Create an org. Only the console operator creates orgs.
     pub fn add_org(&self, actor: &Actor, name: &str, mfa_enforced: bool, now: Timestamp) -> Result<OrgView> {
         if !matches!(actor.principal, Principal::Console { .. }) {
-            return Err(Error::Forbidden("orgs are created by the console operator".into()));
+            return Err(Error::Forbidden(
+                "orgs are created by the console operator: run `mfadmin org add NAME` on the host that holds the \
+                 store (the server's host, after stopping `mfadmin serve`)"
+                    .into(),
+            ));
         }
         user::validate_name("org name", name).map_err(Error::invalid)?;
         let key = user::org_key(name);
@@ -1364,6 +1449,32 @@ impl Service {
             true
         })?;
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Every audit event the actor may see, oldest first, written to `out` as JSON Lines or as CSV
+    /// under a header. Returns how many events were written.
+    pub fn audit_export_to(&self, actor: &Actor, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<u64> {
+        self.may_read_audit(actor)?;
+        let written = |e: std::io::Error| Error::Storage(format!("writing the export: {e}"));
+        let mut count = 0u64;
+        match format {
+            AuditFormat::Jsonl => self.audit_export(actor, &mut |e| {
+                count += 1;
+                serde_json::to_writer(&mut *out, &e).map_err(|e| written(e.into()))?;
+                out.write_all(b"\n").map_err(written)
+            })?,
+            AuditFormat::Csv => {
+                let mut w = csv::Writer::from_writer(&mut *out);
+                let csv_failed = |e: csv::Error| written(e.into());
+                w.write_record(AUDIT_CSV_HEADER).map_err(csv_failed)?;
+                self.audit_export(actor, &mut |e| {
+                    count += 1;
+                    w.write_record(audit_csv_row(&e)).map_err(csv_failed)
+                })?;
+                w.flush().map_err(written)?;
+            }
+        }
+        Ok(count)
     }
 
     /// Check the store offline: indexes agree with the records, and the audit chain verifies.
@@ -1519,6 +1630,88 @@ pub struct AllOrNothingReport {
 }
 
 /// An API key as listed: never the key itself, only an id derived from its hash.
+/// An import is refused as a whole to a role that may create no user at all; other rows that ask
+/// for a role above the actor's are refused row by row.
+fn may_create_users(actor: &Actor) -> Result<()> {
+    if Role::ALL.iter().any(|&r| policy::may_manage_user(actor.role(), r)) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("{} cannot create users", actor.role().with_article())))
+    }
+}
+
+pub const AUDIT_CSV_HEADER: [&str; 13] =
+    ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
+
+/// An audit event as a CSV row under [`AUDIT_CSV_HEADER`].
+pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+    vec![
+        e.seq.to_string(),
+        e.at.clone(),
+        e.actor.clone(),
+        e.action.clone(),
+        opt(&e.target),
+        e.target_id.map(|i| i.to_string()).unwrap_or_default(),
+        opt(&e.org),
+        e.outcome.as_str().into(),
+        opt(&e.reason),
+        opt(&e.detail),
+        e.source.clone(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+}
+
+const IMPORT_COLUMNS: [&str; 5] = ["username", "email", "display_name", "role", "org"];
+
+/// The rows of a user CSV that parsed, each with its line, and those that did not.
+pub type ParsedCsv = (Vec<(u64, NewUser)>, Vec<RowError>);
+
+/// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
+pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
+    let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
+    let index: Vec<usize> = IMPORT_COLUMNS
+        .iter()
+        .map(|c| {
+            headers.iter().position(|h| h.eq_ignore_ascii_case(c)).ok_or_else(|| {
+                Error::invalid(format!("line 1: the header has no column {c:?}; it must name username,email,display_name,role,org"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(RowError { line, column: "-".into(), message: format!("not valid CSV: {e}") });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize| record.get(index[i]).unwrap_or("").to_string();
+        let missing = IMPORT_COLUMNS.iter().enumerate().find(|(i, _)| field(*i).is_empty());
+        if let Some((_, column)) = missing {
+            errors.push(RowError { line, column: column.to_string(), message: "is empty".into() });
+            continue;
+        }
+        let role = match field(3).parse::<Role>() {
+            Ok(r) => r,
+            Err(message) => {
+                errors.push(RowError { line, column: "role".into(), message });
+                continue;
+            }
+        };
+        rows.push((
+            line,
+            NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None },
+        ));
+    }
+    Ok((rows, errors))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     /// 16 hex digits that name the key (the start of its hash).

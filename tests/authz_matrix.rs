@@ -59,8 +59,9 @@ const PUBLIC: [&str; 8] = [
 ];
 
 /// Routes that act on a target user.
-const TARGETED: [&str; 12] = [
+const TARGETED: [&str; 13] = [
     "GET /api/v1/users/{id}",
+    "PUT /api/v1/users/{id}/password",
     "GET /api/v1/users/{id}/detail",
     "PUT /api/v1/users/{id}/status",
     "POST /api/v1/users/{id}/mfa/enroll",
@@ -75,10 +76,14 @@ const TARGETED: [&str; 12] = [
 ];
 
 /// Routes without a target user (the org ones take the caller's org or another).
-const UNTARGETED: [&str; 16] = [
+const UNTARGETED: [&str; 20] = [
     "POST /api/v1/auth/logout",
     "GET /api/v1/me",
     "GET /api/v1/users",
+    "POST /api/v1/users",
+    "POST /api/v1/users/import",
+    "POST /api/v1/orgs",
+    "GET /api/v1/audit/export",
     "POST /api/v1/me/mfa/enroll",
     "POST /api/v1/me/mfa/confirm",
     "POST /api/v1/me/mfa/reset",
@@ -191,6 +196,13 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
             (_, Target::Myself) => allow(manages(role, Role::Owner)),
             (_, Target::Own(r)) => allow(manages(role, r)),
         },
+        // A password: one's own, or that of a user one manages.
+        "PUT /api/v1/users/{id}/password" => match (caller, target.unwrap()) {
+            (_, Target::OtherOrg) => Expect::Hide,
+            (Caller::User(_), Target::Myself) => Expect::Allow,
+            (_, Target::Myself) => allow(manages(role, Role::Owner)),
+            (_, Target::Own(r)) => allow(manages(role, r)),
+        },
         // Enrolling follows the reset table, except that everyone may enroll themselves.
         "POST /api/v1/users/{id}/mfa/enroll" | "POST /api/v1/users/{id}/mfa/confirm" => match (caller, target.unwrap()) {
             (Caller::User(_), Target::Myself) => Expect::Allow,
@@ -203,7 +215,11 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         "GET /api/v1/orgs/{org}" => if other_org { Expect::Hide } else { Expect::Allow },
         "PUT /api/v1/orgs/{org}/mfa" => if other_org { Expect::Hide } else { allow(administers(role)) },
         "PUT /user/org/mfa" => allow(administers(role)),
-        "GET /api/v1/audit" | "GET /api/v1/audit/verify" => allow(reads_audit(role)),
+        "GET /api/v1/audit" | "GET /api/v1/audit/verify" | "GET /api/v1/audit/export" => allow(reads_audit(role)),
+        // Adding a member (one at a time, or from CSV) is for those who manage members.
+        "POST /api/v1/users" | "POST /api/v1/users/import" => allow(manages(role, Role::Member)),
+        // Orgs are created by the console operator alone.
+        "POST /api/v1/orgs" => Expect::Deny,
         "POST /api/v1/apikeys" => allow(is_user && administers(role)),
         "GET /api/v1/apikeys" => allow(administers(role)),
         // A backup holds every org; this store has two, so only the console may (see src/backup.rs).
@@ -346,6 +362,18 @@ impl World {
             // Enabling an active user changes nothing that later cases depend on.
             "PUT /api/v1/users/{id}/status" => Some(json!({"status": "active"})),
             "POST /api/v1/apikeys" => Some(json!({"name": "made-in-matrix", "role": "member"})),
+            // Once made, the same user again is a 409: allowed, refused for the state of things.
+            "POST /api/v1/users" => Some(json!({"username": "made-in-matrix", "email": "made@acme.example", "org": "Acme"})),
+            "PUT /api/v1/users/{id}/password" => Some(json!({"password": "a matrix password"})),
+            "POST /api/v1/orgs" => Some(json!({"name": "Initech"})),
+            "POST /api/v1/users/import" => {
+                let csv = "username,email,display_name,role,org\nmatrix-imp,imp@acme.example,Imp,member,Acme\n";
+                let mut req = axum::http::Request::post(format!("{path}?check_only=true")).header("content-type", "text/csv");
+                if let Some(t) = &token {
+                    req = req.header("authorization", format!("Bearer {t}"));
+                }
+                return self.h.send(req.body(axum::body::Body::from(csv)).unwrap()).await;
+            }
             "POST /api/v1/users/{id}/reset-mfa" | "PUT /api/v1/ManagedAccount/ResetMFA/{id}" => None,
             _ if method == "GET" || method == "DELETE" => None,
             _ => None,

@@ -134,7 +134,7 @@ fn import_names_line_and_column_and_imports_nothing_unless_told() {
         .stderr(predicate::str::contains("line 3, column role"))
         .stderr(predicate::str::contains("line 4, column email"))
         .stderr(predicate::str::contains("line 5, column org"))
-        .stderr(predicate::str::contains("Nothing was imported"));
+        .stderr(predicate::str::contains("nothing was imported"));
     mfadmin(dir.path()).args(["user", "show", "ann"]).assert().code(1).stderr(predicate::str::contains("not found"));
     mfadmin(dir.path())
         .args(["user", "import", "--skip-invalid"])

@@ -65,7 +65,7 @@ proptest! {
     #[test]
     fn the_csv_import_never_panics(text in csv_text(), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         for input in [text.as_bytes(), bytes.as_slice()] {
-            match mfadmin::cli::parse_user_csv(input) {
+            match mfadmin::service::parse_user_csv(input) {
                 Ok((rows, errors)) => {
                     for e in &errors {
                         prop_assert!(!e.message.is_empty() && !e.column.is_empty());

@@ -14,7 +14,7 @@ use mfadmin::domain::mfa::MfaStatus;
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::Status;
 use mfadmin::http::{AppState, Clock, Settings};
-use mfadmin::service::{Actor, AuditQuery, NewUser, ResetOutcome, Service, UserQuery};
+use mfadmin::service::{Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, Service, UserQuery};
 use remote_support::{code_for, mode_of, Site};
 use serde_json::Value;
 use std::sync::Arc;
@@ -197,6 +197,8 @@ fn scenario(backend: &dyn Backend, owner_secret: &[u8], helpdesk_secret: &[u8], 
     let org = backend.set_mfa_enforced(&oz, None, true).unwrap();
     seen.push(format!("enforced: {} {}", org.name, org.mfa_enforced));
 
+    seen.extend(user_admin(backend, &oz, &hd));
+
     // The audit log: what the reset wrote, and the chain.
     seen.push(format!("helpdesk audit: {}", backend.audit_list(&hd, &AuditQuery::default()).unwrap_err()));
     let events = backend.audit_list(&oz, &AuditQuery { text: Some("mfa.".into()), limit: Some(50) }).unwrap();
@@ -207,7 +209,114 @@ fn scenario(backend: &dyn Backend, owner_secret: &[u8], helpdesk_secret: &[u8], 
     seen.push(format!("audit: {events:#?}"));
     let verify = backend.audit_verify(&oz).unwrap();
     seen.push(format!("verify: ok={} events={}", verify.ok, verify.events));
+    seen.extend(exports(backend, &oz, &hd));
     backend.logout(&hd).unwrap();
+    seen
+}
+
+const CSV_HEADER: &str = "username,email,display_name,role,org\n";
+
+/// Adding users, setting passwords, importing CSV and adding an org, as the owner `oz` and the
+/// helpdesk `hd`; what each did to the store is read back through the backend.
+fn user_admin(backend: &dyn Backend, oz: &Credential, hd: &Credential) -> Vec<String> {
+    let mut seen = Vec::new();
+    let total = |b: &dyn Backend| b.list_users(oz, &UserQuery::default()).unwrap().total;
+    let new_user = |name: &str, email: &str, role: Role, org: &str, password: Option<&str>| NewUser {
+        username: name.into(),
+        email: email.into(),
+        display_name: format!("{name} New"),
+        role,
+        org: org.into(),
+        password: password.map(str::to_string),
+    };
+
+    // user add: one that works, then each way it is refused.
+    let added = backend.add_user(oz, new_user("newbie", "newbie@acme.example", Role::Member, "Acme", Some(PASSWORD))).unwrap();
+    seen.push(format!("added: {} {} {} {} {} {}", added.username, added.display_name, added.role, added.org, added.mfa, added.status.as_str()));
+    let detail = backend.user_detail(oz, "newbie").unwrap().user;
+    assert_eq!((detail.id, detail.number), (added.id, added.number), "the user is in the store");
+    for (label, who, new) in [
+        ("taken", oz, new_user("newbie", "other@acme.example", Role::Member, "Acme", None)),
+        ("email taken", oz, new_user("newbie2", "NEWBIE@acme.example", Role::Member, "Acme", None)),
+        ("bad email", oz, new_user("newbie3", "not-an-email", Role::Member, "Acme", None)),
+        ("weak password", oz, new_user("newbie4", "newbie4@acme.example", Role::Member, "Acme", Some("short"))),
+        ("other org", oz, new_user("newbie5", "newbie5@globex.example", Role::Member, "Globex", None)),
+        ("helpdesk adds an admin", hd, new_user("boss", "boss@acme.example", Role::Admin, "Acme", None)),
+    ] {
+        seen.push(format!("add refused, {label}: {}", backend.add_user(who, new).unwrap_err()));
+    }
+
+    // set-password: the new password works, the old one no longer does.
+    backend.set_password(oz, "newbie", "another fine passphrase").unwrap();
+    let step = backend.login_password("newbie", "another fine passphrase").unwrap();
+    seen.push(format!("newbie logs in: {}", format!("{step:?}").split([' ', '(', '{']).next().unwrap()));
+    seen.push(format!("old password: {}", backend.login_password("newbie", PASSWORD).unwrap_err()));
+    seen.push(format!("helpdesk sets ada's: {}", backend.set_password(hd, "ada", "another fine passphrase").unwrap_err()));
+    seen.push(format!("nobody's: {}", backend.set_password(oz, "nobody", "another fine passphrase").unwrap_err()));
+    seen.push(format!("too short: {}", backend.set_password(oz, "newbie", "short").unwrap_err()));
+
+    // import: a check changes nothing; then all of a good file; none of a bad one, unless told.
+    let good = format!("{CSV_HEADER}imp1,imp1@acme.example,Imp One,member,Acme\nimp2,imp2@acme.example,Imp Two,helpdesk,Acme\n");
+    let bad = format!(
+        "{CSV_HEADER}imp3,imp3@acme.example,Imp Three,member,Acme\nimp4,imp4@acme.example,Imp Four,wizard,Acme\n\
+         imp5,,Imp Five,member,Acme\nimp6,imp6@globex.example,Imp Six,member,Globex\nimp1,dup@acme.example,Dup,member,Acme\n"
+    );
+    let check = ImportOptions { check_only: true, skip_invalid: false };
+    let skip = ImportOptions { check_only: false, skip_invalid: true };
+    let before = total(backend);
+    seen.push(format!("check good: {:?}", backend.import_users(oz, good.as_bytes(), check).unwrap()));
+    assert_eq!(total(backend), before, "a check imports nothing");
+    seen.push(format!("imp1 after the check: {}", backend.user_detail(oz, "imp1").unwrap_err()));
+    seen.push(format!("import good: {:?}", backend.import_users(oz, good.as_bytes(), ImportOptions::default()).unwrap()));
+    assert_eq!(total(backend), before + 2);
+    let imp2 = backend.user_detail(oz, "imp2").unwrap().user;
+    seen.push(format!("imp2: {} {} {} {}", imp2.display_name, imp2.role, imp2.org, imp2.mfa));
+    seen.push(format!("import bad: {}", backend.import_users(oz, bad.as_bytes(), ImportOptions::default()).unwrap_err()));
+    let both = ImportOptions { check_only: true, skip_invalid: true };
+    seen.push(format!("check bad, skipping: {:?}", backend.import_users(oz, bad.as_bytes(), both).unwrap()));
+    assert_eq!(total(backend), before + 2, "a bad file imports nothing, checked or not");
+    seen.push(format!("import bad, skipping: {:?}", backend.import_users(oz, bad.as_bytes(), skip).unwrap()));
+    assert_eq!(total(backend), before + 3, "the one good row of the bad file");
+    seen.push(format!("imp3: {}", backend.user_detail(oz, "imp3").unwrap().user.username));
+    let headerless = backend.import_users(oz, b"name,mail\nx,y\n", ImportOptions::default()).unwrap_err();
+    seen.push(format!("no header: {headerless}"));
+    let above = format!("{CSV_HEADER}imp7,imp7@acme.example,Imp Seven,admin,Acme\n");
+    seen.push(format!("helpdesk imports an admin: {}", backend.import_users(hd, above.as_bytes(), ImportOptions::default()).unwrap_err()));
+    assert_eq!(total(backend), before + 3);
+
+    // org add: the service lets only the console operator, so a logged-in owner is refused.
+    seen.push(format!("owner adds an org: {}", backend.add_org(oz, "Initech", false).unwrap_err()));
+    seen.push(format!("orgs after: {:?}", backend.orgs(oz).unwrap().iter().map(|o| o.name.clone()).collect::<Vec<_>>()));
+    seen
+}
+
+/// The owner's export in both formats: the whole log it may read, oldest first, the same events
+/// as the list; the helpdesk may not export.
+fn exports(backend: &dyn Backend, oz: &Credential, hd: &Credential) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut jsonl = Vec::new();
+    backend.audit_export(oz, AuditFormat::Jsonl, &mut jsonl).unwrap();
+    let exported: Vec<AuditView> =
+        String::from_utf8(jsonl).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let mut listed = backend.audit_list(oz, &AuditQuery { text: None, limit: Some(1000) }).unwrap();
+    listed.reverse();
+    assert!(exported.len() > 20, "{}", exported.len());
+    assert_eq!(exported, listed, "the export is the log the owner may read, oldest first");
+    let mut csv = Vec::new();
+    backend.audit_export(oz, AuditFormat::Csv, &mut csv).unwrap();
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), mfadmin::service::AUDIT_CSV_HEADER);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), exported.len());
+    for (row, e) in rows.iter().zip(&exported) {
+        assert_eq!((&row[0], &row[3], &row[12]), (e.seq.to_string().as_str(), e.action.as_str(), e.hash.as_str()));
+    }
+    let lines: Vec<String> = exported
+        .iter()
+        .map(|e| format!("{} {} {} {:?} {:?} {:?} {:?}", e.seq, e.actor, e.action, e.target, e.outcome, e.reason, e.detail))
+        .collect();
+    seen.push(format!("export: {lines:#?}"));
+    seen.push(format!("helpdesk export: {}", backend.audit_export(hd, AuditFormat::Csv, &mut Vec::new()).unwrap_err()));
     seen
 }
 
@@ -227,7 +336,7 @@ fn the_same_scenarios_give_the_same_results_in_process_and_over_http() {
     let in_process = scenario(&local, &owner_a, &helpdesk_a, &|n| local_ids[n].clone());
 
     let server = Server::start(served_service);
-    let remote = Remote::new(&server.url, &RemoteOptions::default()).unwrap();
+    let remote = Remote::new(&server.url, &RemoteOptions { client: Some("cli"), ..RemoteOptions::default() }).unwrap();
     assert_eq!(remote.badge(), Some(format!("remote: {}", server.url)));
     let over_http = scenario(&remote, &owner_b, &helpdesk_b, &|n| remote_ids[n].clone());
 
@@ -240,6 +349,37 @@ fn the_same_scenarios_give_the_same_results_in_process_and_over_http() {
     for outcome in ["Reset", "Skipped", "Denied", "NotFound"] {
         assert!(reset.contains(outcome), "{outcome} missing: {reset}");
     }
+
+    // Orgs are the console operator's to create: in-process it may; a server refuses everyone,
+    // with a 403 from the service that says where to do it instead.
+    let console = mfadmin::backend::local::console("cli");
+    let initech = local.add_org(&console, "Initech", true).unwrap();
+    assert_eq!((initech.name.as_str(), initech.mfa_enforced), ("Initech", true));
+    assert!(local.orgs(&console).unwrap().iter().any(|o| o.name == "Initech"));
+    let oz = log_in_at(&remote, "oz", &owner_b, mfadmin::cli::now() + 30);
+    match remote.add_org(&oz, "Initech", true).unwrap_err() {
+        mfadmin::error::Error::Remote { status: 403, detail } => assert!(detail.contains("`mfadmin org add NAME`"), "{detail}"),
+        other => panic!("expected a 403 from the service: {other:?}"),
+    }
+    // The server records what the remote CLI did with the source it named; in-process, `cli`.
+    let mut jsonl = Vec::new();
+    remote.audit_export(&oz, AuditFormat::Jsonl, &mut jsonl).unwrap();
+    let sources: std::collections::BTreeSet<String> = String::from_utf8(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<AuditView>(l).unwrap())
+        .filter(|e| e.actor == "oz" || e.actor == "hd")
+        .map(|e| e.source)
+        .collect();
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), ["http:cli"]);
+    let local_sources: std::collections::BTreeSet<String> = local_service
+        .audit_list(&Actor::console("test"), &AuditQuery { text: None, limit: Some(1000) })
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "oz" || e.actor == "hd")
+        .map(|e| e.source)
+        .collect();
+    assert_eq!(local_sources.into_iter().collect::<Vec<_>>(), ["cli"]);
 
     // A revoked token: the server answers 401, which the console takes back to its login screen.
     let hd = log_in_at(&remote, "hd", &helpdesk_b, mfadmin::cli::now() + 30);
@@ -318,11 +458,43 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     }
     let events = json(&site.ok(&["audit", "list", "--remote", url, "--filter", "cli remote", "--output", "json"], ""));
     assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
-    assert!(events.as_array().unwrap().iter().all(|e| e["actor"] == "alice" && e["source"] == "http"));
+    assert!(events.as_array().unwrap().iter().all(|e| e["actor"] == "alice" && e["source"] == "http:cli"));
 
-    // Commands that work on the store itself refuse --remote and say why.
-    let (ok, _, err) = site.run(&["user", "add", "x", "--email", "x@acme.example", "--org", "Acme", "--remote", url], "", &[]);
-    assert!(!ok && err.contains("no remote form"), "{err}");
+    // user add, set-password and import work through the server, on the store it holds.
+    let add = ["user", "add", "xavier", "--email", "xavier@acme.example", "--org", "Acme", "--role", "helpdesk", "--password-stdin", "--remote", url];
+    let out = site.ok(&add, "a long enough password\n");
+    assert!(out.starts_with("Added xavier (#"), "{out}");
+    let xavier = json(&site.ok(&["user", "show", "xavier", "--remote", url, "--output", "json"], ""));
+    assert_eq!((xavier["user"]["org"].as_str(), xavier["user"]["role"].as_str()), (Some("acme"), Some("helpdesk")));
+    let (ok, _, err) = site.run(&add, "a long enough password\n", &[]);
+    assert!(!ok && err.contains("already taken"), "{err}");
+    site.ok(&["user", "set-password", "xavier", "--password-stdin", "--remote", url], "another long password\n");
+    let csv = site.tmp.path().join("people.csv");
+    std::fs::write(&csv, "username,email,display_name,role,org\nyan,yan@acme.example,Yan Y,member,Acme\nzoe,zoe@acme.example,Zoe Z,auditor,Acme\n").unwrap();
+    let csv = csv.to_str().unwrap();
+    let out = site.ok(&["user", "import", csv, "--check-only", "--remote", url], "");
+    assert!(out.contains("2 users would be imported") && out.contains("nothing was changed"), "{out}");
+    let (ok, _, err) = site.run(&["user", "show", "zoe", "--remote", url], "", &[]);
+    assert!(!ok && err.contains("not found"), "the check imported nothing: {err}");
+    assert!(site.ok(&["user", "import", csv, "--remote", url], "").contains("Imported 2 users"));
+    let (ok, _, err) = site.run(&["user", "import", csv, "--remote", url], "", &[]);
+    assert!(!ok && err.contains("line 2, column username") && err.contains("line 3, column username"), "{err}");
+    // org add: the server's service refuses, and says where it can be done.
+    let (ok, _, err) = site.run(&["org", "add", "Initech", "--remote", url], "", &[]);
+    assert!(!ok && err.contains("console operator") && err.contains("`mfadmin org add NAME`"), "{err}");
+
+    // audit export through the server: JSON Lines on stdout; CSV to a file, the same events.
+    let remote_export = site.ok(&["audit", "export", "--remote", url], "");
+    let exported: Vec<Value> = remote_export.lines().map(json).collect();
+    let added = exported.iter().find(|e| e["action"] == "user.add" && e["target"] == "xavier").expect("the user.add event");
+    assert_eq!((added["actor"].as_str(), added["source"].as_str()), (Some("alice"), Some("http:cli")));
+    assert!(exported.iter().all(|e| e["org"] == "acme"), "alice exports her org's events only");
+    let file = site.tmp.path().join("audit.csv");
+    let (ok, _, err) = site.run(&["audit", "export", "--remote", url, "--format", "csv", "--file", file.to_str().unwrap()], "", &[]);
+    assert!(ok && err.contains(&format!("Exported {} events to", exported.len())), "{err}");
+    let mut reader = csv::Reader::from_path(&file).unwrap();
+    let seqs: Vec<String> = reader.records().map(|r| r.unwrap()[0].to_string()).collect();
+    assert_eq!(seqs, exported.iter().map(|e| e["seq"].to_string()).collect::<Vec<_>>());
 
     // Logout revokes the token on the server and deletes the file.
     let token = std::fs::read_to_string(&site.token_file).unwrap();
@@ -333,6 +505,53 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     assert!(!ok && err.contains("not logged in"), "{err}");
     let (ok, _, err) = site.run(&["user", "list", "--remote", url], "", &[("MFADMIN_TOKEN", &token)]);
     assert!(!ok && err.contains("log in again"), "the revoked token no longer works: {err}");
+
+    // With the server stopped, the local export holds the very same lines (and more: every org's,
+    // and the logout's).
+    drop(server);
+    let local_export = site.ok(&["audit", "export"], "");
+    let local_acme: Vec<&str> = local_export.lines().filter(|l| json(l)["org"] == "acme").collect();
+    assert_eq!(local_acme[..exported.len()], remote_export.lines().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_long_audit_log_is_exported_in_pieces_exactly_as_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, owner, _) = site(dir.path());
+    // Hundreds of events: the export crosses the edge of the server's pieces (64 KiB) twice.
+    let console = Actor::console("test");
+    for i in 0..400 {
+        let status = if i % 2 == 0 { Status::Disabled } else { Status::Active };
+        service.set_status(&console, "m01", status, mfadmin::cli::now()).unwrap();
+    }
+    let server = Server::start(service);
+    let remote = Remote::new(&server.url, &RemoteOptions::default()).unwrap();
+    let oz = log_in(&remote, "oz", &owner);
+    let (mut jsonl, mut csv) = (Vec::new(), Vec::new());
+    remote.audit_export(&oz, AuditFormat::Jsonl, &mut jsonl).unwrap();
+    remote.audit_export(&oz, AuditFormat::Csv, &mut csv).unwrap();
+    assert!(jsonl.len() > 2 * 64 * 1024, "{} bytes", jsonl.len());
+    // Streamed: the server does not know the length when it starts answering.
+    let response = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/audit/export?format=csv", server.url))
+        .bearer_auth(oz.token().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(response.headers().get("content-length").is_none(), "{:?}", response.headers());
+    assert_eq!(response.bytes().unwrap(), csv, "the same bytes on every export");
+    drop(server);
+
+    // The store, opened in this process once the server is gone, exports the same bytes.
+    let service = Context { config: Config { data_dir: Some(dir.path().to_path_buf()), ..Config::default() } }.open_service().unwrap();
+    let as_oz = service.act_as(&console, "oz", "test").unwrap();
+    let (mut local_jsonl, mut local_csv) = (Vec::new(), Vec::new());
+    let count = service.audit_export_to(&as_oz, AuditFormat::Jsonl, &mut local_jsonl).unwrap();
+    assert!(count > 400 && count == jsonl.iter().filter(|&&b| b == b'\n').count() as u64, "{count}");
+    service.audit_export_to(&as_oz, AuditFormat::Csv, &mut local_csv).unwrap();
+    assert!(local_jsonl == jsonl, "the JSON Lines differ");
+    assert!(local_csv == csv, "the CSV differs");
 }
 
 #[test]

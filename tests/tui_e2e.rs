@@ -275,6 +275,22 @@ fn password_login_with_enrollment_then_reset_three_and_the_cli_agrees() {
     assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "tui"));
 }
 
+/// On the console's remote login screen (which names the server): alice logs in with password
+/// then code, and her table loads, still showing where it comes from.
+fn remote_login(tmux: &Tmux, url: &str, secret: &str) {
+    let login = tmux.wait_for("User name");
+    assert!(login.contains(&format!("remote: {url}")), "the login screen says where it logs in:\n{login}");
+    tmux.text("alice");
+    tmux.keys(&["Enter"]);
+    tmux.text(remote_support::PASSWORD);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Type the 6-digit code");
+    tmux.text(&remote_support::code_for(secret, chrono::Utc::now().timestamp()));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
+    assert!(screen.contains(&format!("remote: {url}")), "the badge:\n{screen}");
+}
+
 /// Remote mode: `mfadmin serve` (the real binary) holds the store; the console connects to it with
 /// `--remote`, logs in with password then code, filters, marks three and resets them. The API
 /// (with an API key) and its audit log then show exactly those three, reset through the server.
@@ -297,17 +313,7 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     let config = site.config.to_str().unwrap();
     let data = site.data.to_str().unwrap();
     let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui", "--remote", &server.url]);
-    let login = tmux.wait_for("User name");
-    assert!(login.contains(&format!("remote: {}", server.url)), "the login screen says where it logs in:\n{login}");
-    tmux.text("alice");
-    tmux.keys(&["Enter"]);
-    tmux.text(remote_support::PASSWORD);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Type the 6-digit code");
-    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
-    assert!(screen.contains(&format!("remote: {}", server.url)), "the badge:\n{screen}");
+    remote_login(&tmux, &server.url, &secret);
 
     let reset = filter_mark_reset(&tmux, &text, &found, "remote ticket 9");
     drop(tmux);
@@ -324,9 +330,52 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     expected.sort();
     assert_eq!(targets, expected);
     for e in events.as_array().unwrap() {
-        assert_eq!((e["actor"].as_str(), e["action"].as_str(), e["source"].as_str()), (Some("alice"), Some("mfa.reset"), Some("http")));
+        assert_eq!((e["actor"].as_str(), e["action"].as_str(), e["source"].as_str()), (Some("alice"), Some("mfa.reset"), Some("http:tui")));
     }
     // The login itself went through the server.
     let logins = api(&["audit", "list", "--filter", "auth.login"]);
-    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http"));
+    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"));
+}
+
+/// `mfadmin tui` without `--remote` on a store that `mfadmin serve` holds: the console finds the
+/// server at `[server] listen` and offers to connect. `n` leaves with the lock message; `y` opens
+/// the remote login screen (with the badge), and the login goes through the server.
+#[test]
+fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it() {
+    let site = remote_support::Site::new();
+    let secret = site.init(20);
+    let key = site.ok(&["apikey", "create", "--user", "alice", "--name", "e2e-check", "--role", "admin"], "").trim().to_string();
+    let server = site.serve();
+    let listen = server.url.strip_prefix("http://").unwrap();
+    let config = site.tmp.path().join("listen.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"{listen}\"\n")).unwrap();
+    let (config, data) = (config.to_str().unwrap(), site.data.to_str().unwrap());
+    let question = "Connect the console to that server instead";
+
+    let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui"]);
+    tmux.run(&["new-window", "-d", "-t", "e2e:1", BIN, "--config", config, "--data-dir", data, "tui"]);
+    let asked = tmux.wait_until("e2e:1", "the question", |s| s.contains(question));
+    assert!(asked.contains(&format!("in use by the mfadmin server at {}", server.url)), "{asked}");
+    tmux.run(&["send-keys", "-t", "e2e:1", "n", "Enter"]);
+    let declined = tmux.wait_until("e2e:1", "the lock message", |s| s.contains("in use by another mfadmin process"));
+    assert!(declined.replace('\n', " ").contains("--remote"), "it says how to connect later:\n{declined}");
+
+    tmux.wait_for(question);
+    tmux.keys(&["y", "Enter"]);
+    remote_login(&tmux, &server.url, &secret);
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), 0, "the console exits cleanly");
+    drop(tmux);
+
+    let (ok, out, err) = site.run(
+        &["audit", "list", "--filter", "auth.login", "--output", "json", "--remote", &server.url],
+        "",
+        &[("MFADMIN_TOKEN", key.as_str())],
+    );
+    assert!(ok, "{err}");
+    let logins: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"),
+        "the console logged in through the server: {logins}"
+    );
 }

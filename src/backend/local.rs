@@ -5,8 +5,8 @@ use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::http::Clock;
 use crate::service::{
-    Actor, AuditQuery, AuditView, Confirmed, Enrollment, LoginStep, OrgView, ResetReport, Service, UserDetail, UserPage,
-    UserQuery, VerifyReport,
+    Actor, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep, NewUser,
+    OrgView, ResetReport, Service, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use std::sync::Arc;
 
@@ -102,6 +102,18 @@ impl Backend for Local {
         self.service.set_status(&self.actor(who)?, user, status, self.clock.now())
     }
 
+    fn add_user(&self, who: &Credential, new: NewUser) -> Result<UserView> {
+        self.service.add_user(&self.actor(who)?, new, self.clock.now())
+    }
+
+    fn set_password(&self, who: &Credential, user: &str, password: &str) -> Result<()> {
+        self.service.set_password(&self.actor(who)?, user, password, self.clock.now())
+    }
+
+    fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport> {
+        self.service.import_csv(&self.actor(who)?, csv, options, self.clock.now())
+    }
+
     fn reset_mfa(
         &self,
         who: &Credential,
@@ -129,12 +141,20 @@ impl Backend for Local {
         self.service.set_mfa_enforced(&self.actor(who)?, org, enforced, self.clock.now())
     }
 
+    fn add_org(&self, who: &Credential, name: &str, mfa_enforced: bool) -> Result<OrgView> {
+        self.service.add_org(&self.actor(who)?, name, mfa_enforced, self.clock.now())
+    }
+
     fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>> {
         self.service.audit_list(&self.actor(who)?, query)
     }
 
     fn audit_verify(&self, who: &Credential) -> Result<VerifyReport> {
         self.service.audit_verify(&self.actor(who)?)
+    }
+
+    fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()> {
+        self.service.audit_export_to(&self.actor(who)?, format, out).map(|_| ())
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

@@ -9,8 +9,8 @@ use crate::domain::role::Role;
 use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::service::{
-    Actor, AuditQuery, AuditView, Confirmed, Enrollment, OrgView, ResetReport, UserDetail, UserPage, UserQuery,
-    VerifyReport,
+    Actor, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewUser, OrgView,
+    ResetReport, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 
 /// Users fetched per request when a whole list is loaded page by page (the server's most is 500).
@@ -98,6 +98,12 @@ pub trait Backend: Send + Sync {
     /// A user (by id, user name, email or number) with its recent audit events.
     fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail>;
     fn set_status(&self, who: &Credential, user: &str, status: Status) -> Result<UserView>;
+    fn add_user(&self, who: &Credential, new: NewUser) -> Result<UserView>;
+    /// Set a user's password; the user's sessions end.
+    fn set_password(&self, who: &Credential, user: &str, password: &str) -> Result<()>;
+    /// Import users from CSV text (header `username,email,display_name,role,org`): all or none,
+    /// unless `options.skip_invalid`; nothing at all with `options.check_only`.
+    fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport>;
 
     /// Reset the MFA of every target, reporting `progress(done, total)` on the way. One result per
     /// target, in order; a result the backend cannot confirm is `unknown`, never guessed.
@@ -114,9 +120,14 @@ pub trait Backend: Send + Sync {
 
     fn orgs(&self, who: &Credential) -> Result<Vec<OrgView>>;
     fn set_mfa_enforced(&self, who: &Credential, org: Option<&str>, enforced: bool) -> Result<OrgView>;
+    /// Create an org (the service lets only the console operator).
+    fn add_org(&self, who: &Credential, name: &str, mfa_enforced: bool) -> Result<OrgView>;
 
     fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>>;
     fn audit_verify(&self, who: &Credential) -> Result<VerifyReport>;
+    /// Every audit event `who` may read, oldest first, written to `out` as it arrives (not
+    /// gathered first: the log can be long).
+    fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()>;
 
     /// A consistent backup of the whole store, as the bytes of a backup file.
     fn backup(&self, who: &Credential) -> Result<Vec<u8>>;

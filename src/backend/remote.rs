@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::http::error::Problem;
 use crate::http::native::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList};
 use crate::service::{
-    AuditQuery, AuditView, Confirmed, Enrollment, NewSession, OrgView, ResetOutcome, ResetReport, ResetResult, UserDetail,
-    UserPage, UserQuery, VerifyReport,
+    AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser, OrgView,
+    ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode, Url};
@@ -34,6 +34,8 @@ pub struct RemoteOptions {
     pub allow_plain_http: bool,
     /// How long a bulk reset keeps trying to reach a server that stopped answering.
     pub reconnect_for: Option<Duration>,
+    /// Which front end this is (`tui` or `cli`), told to the server for its audit log.
+    pub client: Option<&'static str>,
 }
 
 /// Waits between tries while the server does not answer, before a bulk reset gives up on it.
@@ -116,7 +118,14 @@ impl Remote {
         base.set_fragment(None);
         // reqwest builds a TLS setup even for http://; it needs a process-wide crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The timeout bounds each wait for the server (to answer, or for the next piece of a long
+        // answer), not a whole streamed export.
         let mut builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(Duration::from_secs(5)).no_proxy();
+        if let Some(client) = options.client {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(crate::http::extract::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
+            builder = builder.default_headers(headers);
+        }
         if base.scheme() == "https" || options.ca_file.is_some() {
             builder = builder.tls_backend_preconfigured(tls_config(options.ca_file.as_deref())?);
         }
@@ -193,6 +202,13 @@ impl Remote {
     fn session(&self, token: String) -> Result<Credential> {
         let me: Me = self.call(self.request(Method::GET, "api/v1/me", None)?.bearer_auth(&token))?;
         Ok(Credential { name: me.name, role: me.role, org: me.org, proof: Proof::Token(token) })
+    }
+
+    /// The URL of `path` with a query.
+    fn url_with(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.join(path).expect("a fixed path");
+        url.query_pairs_mut().extend_pairs(query);
+        url
     }
 
     fn user_path(user: &str, rest: &str) -> String {
@@ -474,6 +490,32 @@ impl Backend for Remote {
         Ok(ResetReport { dry_run, results })
     }
 
+    fn add_user(&self, who: &Credential, new: NewUser) -> Result<UserView> {
+        // Written out: `NewUser` never serializes its password.
+        let body = json!({
+            "username": new.username,
+            "email": new.email,
+            "display_name": new.display_name,
+            "role": new.role,
+            "org": new.org,
+            "password": new.password,
+        });
+        self.call(self.request(Method::POST, "api/v1/users", Some(who))?.json(&body))
+    }
+
+    fn set_password(&self, who: &Credential, user: &str, password: &str) -> Result<()> {
+        let body = json!({ "password": password });
+        self.send(self.request(Method::PUT, &Remote::user_path(user, "/password"), Some(who))?.json(&body)).map(|_| ())
+    }
+
+    fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport> {
+        let flag = |on: bool| if on { "true" } else { "false" };
+        let query = [("check_only", flag(options.check_only)), ("skip_invalid", flag(options.skip_invalid))];
+        let url = self.url_with("api/v1/users/import", &query);
+        let request = self.client.post(url).bearer_auth(token_of(who)?).header(reqwest::header::CONTENT_TYPE, "text/csv");
+        self.call(request.body(csv.to_vec()))
+    }
+
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment> {
         self.call(self.request(Method::POST, &Remote::user_path(user, "/mfa/enroll"), Some(who))?)
     }
@@ -502,6 +544,11 @@ impl Backend for Remote {
         self.call(self.request(Method::PUT, &path, Some(who))?.json(&json!({ "enforced": enforced })))
     }
 
+    fn add_org(&self, who: &Credential, name: &str, mfa_enforced: bool) -> Result<OrgView> {
+        let body = json!({ "name": name, "mfa_enforced": mfa_enforced });
+        self.call(self.request(Method::POST, "api/v1/orgs", Some(who))?.json(&body))
+    }
+
     fn audit_list(&self, who: &Credential, query: &AuditQuery) -> Result<Vec<AuditView>> {
         let mut url = self.base.join("api/v1/audit").expect("a fixed path");
         {
@@ -517,6 +564,36 @@ impl Backend for Remote {
 
     fn audit_verify(&self, who: &Credential) -> Result<VerifyReport> {
         self.call(self.request(Method::GET, "api/v1/audit/verify", Some(who))?)
+    }
+
+    /// Copied to `out` piece by piece as the server sends it.
+    fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()> {
+        let format = match format {
+            AuditFormat::Jsonl => "jsonl",
+            AuditFormat::Csv => "csv",
+        };
+        let url = self.url_with("api/v1/audit/export", &[("format", format)]);
+        let mut response = self.send(self.client.get(url).bearer_auth(token_of(who)?))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let n = match std::io::Read::read(&mut response, &mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Remote {
+                        status: 200,
+                        detail: format!(
+                            "the export stopped after {copied} bytes ({e}): what was written is incomplete; the server's \
+                             log says why"
+                        ),
+                    });
+                }
+            };
+            out.write_all(&buf[..n]).map_err(|e| Error::Storage(format!("writing the export: {e}")))?;
+            copied += n as u64;
+        }
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

@@ -6,7 +6,8 @@ use super::AppState;
 use crate::service::Actor;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -15,6 +16,30 @@ use uuid::Uuid;
 
 /// Every HTTP request acts through this door; it is written into each audit event.
 pub const SOURCE: &str = "http";
+
+/// The header with which mfadmin's own console and CLI say, in remote mode, which they are.
+pub const CLIENT_HEADER: &str = "x-mfadmin-client";
+
+/// The audit source of a request: `http:tui` or `http:cli` when mfadmin's console or CLI says so
+/// in [`CLIENT_HEADER`], otherwise `http`. Only these two values are taken from the client.
+pub fn source_of(headers: &HeaderMap) -> &'static str {
+    match headers.get(CLIENT_HEADER).map(|v| v.as_bytes()) {
+        Some(b"tui") => "http:tui",
+        Some(b"cli") => "http:cli",
+        _ => SOURCE,
+    }
+}
+
+/// The audit source of a request without a bearer token (the login steps); see [`source_of`].
+pub struct Source(pub &'static str);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_of(&parts.headers)))
+    }
+}
 
 /// The longest bearer token looked at; ours are 64 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -57,7 +82,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers)?;
         let given = token.clone();
-        let actor = state.call(move |service, now| service.authenticate(&given, SOURCE, now)).await?;
+        let source = source_of(&parts.headers);
+        let actor = state.call(move |service, now| service.authenticate(&given, source, now)).await?;
         tracing::Span::current().record("actor", actor.audit_name());
         Ok(Caller { actor, token })
     }
@@ -89,6 +115,43 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// A CSV body (`Content-Type: text/csv`), up to the route's body limit.
+pub struct CsvBody(pub Bytes);
+
+impl FromRequest<Arc<AppState>> for CsvBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let is_csv = content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/csv");
+        // The size first: a body over the limit is refused as such, whatever it says it is.
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!(
+                        "the CSV is larger than this server accepts in one request ({} bytes, [server] \
+                         bulk_body_limit_bytes): split it into smaller files",
+                        state.settings.bulk_body_limit_bytes
+                    ),
+                ));
+            }
+            Err(r) if r.status().is_server_error() => return Err(ApiError::internal(r.body_text())),
+            Err(r) => return Err(ApiError::bad_request(format!("the body could not be read: {}", r.body_text()))),
+        };
+        if !is_csv {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the body must be CSV, sent with the header Content-Type: text/csv",
+            ));
+        }
+        Ok(CsvBody(bytes))
     }
 }
 

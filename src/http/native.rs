@@ -2,18 +2,20 @@
 //! and writes its answer. Who may do what is decided by the service, not here.
 
 use super::error::{ApiError, Problem};
-use super::extract::{parse_uuid, ApiJson, ApiPath, ApiQuery, Caller, ClientAddr, UserId, SOURCE};
+use super::extract::{parse_uuid, ApiJson, ApiPath, ApiQuery, Caller, ClientAddr, CsvBody, Source, UserId};
 use super::AppState;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::{self, Status, UserView};
 use crate::error::Error;
 use crate::service::{
-    ApiKeyView, AuditQuery, AuditView, Confirmed, Enrollment, LoginStep, NewSession, OrgView, Principal, ResetOutcome,
-    ResetReport, ResetResult, SortField, UserDetail, UserPage, UserQuery, VerifyReport,
+    ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep,
+    NewSession, NewUser, OrgView, Principal, ResetOutcome, ResetReport, ResetResult, SortField, UserDetail, UserPage,
+    UserQuery, VerifyReport,
 };
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -133,12 +135,13 @@ fn rfc3339(t: crate::domain::Timestamp) -> String {
 pub async fn login(
     State(state): S,
     ClientAddr(client): ClientAddr,
+    Source(source): Source,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     state.limits.admit(&client, Some(req.username.trim())).inspect_err(|_| state.metrics.record_login("password", "rate_limited"))?;
     let username = req.username.trim().to_string();
     let name = username.clone();
-    let step = state.call(move |service, now| service.login_password(&name, &req.password, SOURCE, now)).await;
+    let step = state.call(move |service, now| service.login_password(&name, &req.password, source, now)).await;
     let step = step.inspect_err(|e| state.metrics.record_login("password", outcome_of(e)))?;
     let now = state.now();
     Ok(Json(match step {
@@ -181,12 +184,13 @@ fn outcome_of(e: &ApiError) -> &'static str {
 pub async fn login_mfa(
     State(state): S,
     ClientAddr(client): ClientAddr,
+    Source(source): Source,
     ApiJson(req): ApiJson<MfaRequest>,
 ) -> Result<Json<NewSession>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
     state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("mfa", "rate_limited"))?;
     let challenge = req.challenge.clone();
-    let session = state.call(move |service, now| service.login_code(&req.challenge, &req.code, SOURCE, now)).await;
+    let session = state.call(move |service, now| service.login_code(&req.challenge, &req.code, source, now)).await;
     let session = session.inspect_err(|e| state.metrics.record_login("mfa", outcome_of(e)))?;
     state.limits.forget_challenge(&challenge);
     state.metrics.record_login("mfa", "success");
@@ -206,13 +210,14 @@ pub async fn login_mfa(
 pub async fn login_enroll_begin(
     State(state): S,
     ClientAddr(client): ClientAddr,
+    Source(source): Source,
     ApiJson(req): ApiJson<EnrollBeginRequest>,
 ) -> Result<Json<Enrollment>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
     state.limits.admit(&client, account.as_deref())?;
     let issuer = state.settings.issuer.clone();
     let enrollment =
-        state.call(move |service, now| service.login_enroll_begin(&req.challenge, &issuer, SOURCE, now)).await?;
+        state.call(move |service, now| service.login_enroll_begin(&req.challenge, &issuer, source, now)).await?;
     Ok(Json(enrollment))
 }
 
@@ -230,12 +235,13 @@ pub async fn login_enroll_begin(
 pub async fn login_enroll_confirm(
     State(state): S,
     ClientAddr(client): ClientAddr,
+    Source(source): Source,
     ApiJson(req): ApiJson<EnrollConfirmRequest>,
 ) -> Result<Json<EnrolledSession>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
     state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("enroll", "rate_limited"))?;
     let challenge = req.challenge.clone();
-    let done = state.call(move |service, now| service.login_enroll_confirm(&req.challenge, &req.code, SOURCE, now)).await;
+    let done = state.call(move |service, now| service.login_enroll_confirm(&req.challenge, &req.code, source, now)).await;
     let (session, confirmed) = done.inspect_err(|e| state.metrics.record_login("enroll", outcome_of(e)))?;
     state.limits.forget_challenge(&challenge);
     state.metrics.record_login("enroll", "success");
@@ -372,6 +378,120 @@ pub async fn get_user(State(state): S, caller: Caller, UserId(id): UserId) -> Re
 pub async fn user_detail(State(state): S, caller: Caller, ApiPath(user): ApiPath) -> Result<Json<UserDetail>, ApiError> {
     let actor = caller.actor;
     Ok(Json(state.call(move |service, now| service.get_user(&actor, &user, now)).await?))
+}
+
+/// A user to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserRequest {
+    #[schema(example = "bob")]
+    pub username: String,
+    #[schema(example = "bob@acme.example")]
+    pub email: String,
+    /// Default: the user name.
+    pub display_name: Option<String>,
+    /// Default `member`; never a role the caller may not manage.
+    pub role: Option<Role>,
+    /// The org's name: the caller's own (the console names any).
+    #[schema(example = "Acme")]
+    pub org: String,
+    /// A password, so the user can log in; without one, the user cannot until an admin sets one.
+    #[schema(format = Password)]
+    pub password: Option<String>,
+}
+
+/// Add a user.
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    request_body = NewUserRequest,
+    responses(
+        (status = 201, description = "Created; `Location` names the new user", body = UserView),
+        (status = 400, description = "A field is not valid (user name, email, display name) or the password is too weak", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's role may not create a user of this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such org for the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user name or email is taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_user(State(state): S, caller: Caller, ApiJson(req): ApiJson<NewUserRequest>) -> Result<Response, ApiError> {
+    let new = NewUser {
+        display_name: req.display_name.unwrap_or_else(|| req.username.clone()),
+        username: req.username,
+        email: req.email,
+        role: req.role.unwrap_or(Role::Member),
+        org: req.org,
+        password: req.password,
+    };
+    let actor = caller.actor;
+    let view = state.call(move |service, now| service.add_user(&actor, new, now)).await?;
+    let location = format!("/api/v1/users/{}", view.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+/// Set a user's password (or your own); the user's sessions end.
+#[utoipa::path(
+    put, path = "/api/v1/users/{id}/password", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    request_body = PasswordRequest,
+    responses(
+        (status = 204, description = "Set; the user's sessions were ended"),
+        (status = 400, description = "The password is too weak", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not set this user's password", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_password(
+    State(state): S,
+    caller: Caller,
+    ApiPath(user): ApiPath,
+    ApiJson(req): ApiJson<PasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.actor;
+    state.call(move |service, now| service.set_password(&actor, &user, &req.password, now)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// Check every row against the store and answer what would be imported; write nothing.
+    pub check_only: Option<bool>,
+    /// Import the valid rows and list the others, instead of importing nothing.
+    pub skip_invalid: Option<bool>,
+}
+
+/// Import users from CSV: every row or, when any row cannot be imported, none.
+#[utoipa::path(
+    post, path = "/api/v1/users/import", tag = "users", security(("bearer" = [])),
+    params(ImportParams),
+    request_body(
+        content = String, content_type = "text/csv",
+        description = "A header `username,email,display_name,role,org` (other columns are ignored), then a user a line",
+    ),
+    responses(
+        (status = 200, description = "Imported (with `check_only`: would be); rows left out with `skip_invalid`", body = ImportReport),
+        (status = 400, description = "Rows that cannot be imported, each named by line and column (nothing was imported), or no usable header", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The store changed during the import; nothing was imported", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The CSV is larger than [server] bulk_body_limit_bytes (1 MiB by default): split it", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as Content-Type: text/csv", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn import_users(
+    State(state): S,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ImportParams>,
+    CsvBody(csv): CsvBody,
+) -> Result<Json<ImportReport>, ApiError> {
+    let options = ImportOptions { check_only: p.check_only.unwrap_or(false), skip_invalid: p.skip_invalid.unwrap_or(false) };
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.import_csv(&actor, &csv, options, now)).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -650,6 +770,33 @@ pub async fn list_orgs(State(state): S, caller: Caller) -> Result<Json<OrgList>,
     Ok(Json(OrgList { orgs: state.call(move |service, now| service.orgs(&actor, now)).await? }))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrgRequest {
+    #[schema(example = "Globex")]
+    pub name: String,
+    /// Require MFA of the org's users.
+    #[serde(default)]
+    pub mfa_enforced: bool,
+}
+
+/// Create an org. Only the console operator creates orgs, so over HTTP the answer is 403 saying
+/// to run `mfadmin org add` on the server's host; the route is here so that every client hears why.
+#[utoipa::path(
+    post, path = "/api/v1/orgs", tag = "orgs", security(("bearer" = [])),
+    request_body = NewOrgRequest,
+    responses(
+        (status = 201, description = "Created", body = OrgView),
+        (status = 403, description = "Only the console operator creates orgs: run `mfadmin org add` on the server's host", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An org of that name exists", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_org(State(state): S, caller: Caller, ApiJson(req): ApiJson<NewOrgRequest>) -> Result<Response, ApiError> {
+    let actor = caller.actor;
+    let org = state.call(move |service, now| service.add_org(&actor, &req.name, req.mfa_enforced, now)).await?;
+    Ok((StatusCode::CREATED, Json(org)).into_response())
+}
+
 /// One org's settings.
 #[utoipa::path(
     get, path = "/api/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
@@ -731,6 +878,96 @@ pub async fn audit_list(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<A
     let actor = caller.actor;
     let query = AuditQuery { text: p.q, limit: Some(limit) };
     Ok(Json(AuditList { events: state.call(move |service, _| service.audit_list(&actor, &query)).await? }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `jsonl` (one JSON object a line; the default) or `csv` (with a header line).
+    pub format: Option<AuditFormat>,
+}
+
+/// Bytes sent on in pieces of about this size while an export runs.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+/// What a blocking export writes into: pieces handed to the response as they fill.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client stopped reading the export"))
+    }
+}
+
+/// Every audit event the caller may read, oldest first, streamed as it is read (never gathered
+/// whole: the log can be long).
+#[utoipa::path(
+    get, path = "/api/v1/audit/export", tag = "audit", security(("bearer" = [])),
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The events, oldest first", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+        (status = 403, description = "Only Owners, Admins and Auditors read the audit log", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn audit_export(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<ExportParams>) -> Result<Response, ApiError> {
+    let format = p.format.unwrap_or_default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, Error>>(4);
+    let service = state.service().clone();
+    let actor = caller.actor;
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(EXPORT_CHUNK) };
+        let done = service.audit_export_to(&actor, format, &mut out).and_then(|_| {
+            std::io::Write::flush(&mut out).map_err(|e| Error::Storage(format!("writing the export: {e}")))
+        });
+        if let Err(e) = done {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    // Nothing is written before the service allows the export, so the first piece says whether
+    // this is a 200 (a refusal, or a failure before any event, is a problem as usual).
+    let first = match rx.recv().await {
+        Some(Err(e)) => return Err(e.into()),
+        first => first,
+    };
+    let pieces = futures_util::stream::unfold((first, rx), |(next, mut rx)| async move {
+        let piece = match next {
+            Some(piece) => piece,
+            None => rx.recv().await?,
+        };
+        // A failure half-way can only cut the body off; the log says why.
+        if let Err(e) = &piece {
+            tracing::error!(error = %e, "the audit export failed after it began");
+        }
+        Some((piece, (None, rx)))
+    });
+    let (content_type, file) = match format {
+        AuditFormat::Jsonl => ("application/x-ndjson", "audit.jsonl"),
+        AuditFormat::Csv => ("text/csv; charset=utf-8", "audit.csv"),
+    };
+    let disposition = format!("attachment; filename=\"{file}\"");
+    Ok(([(header::CONTENT_TYPE, content_type.to_string()), (header::CONTENT_DISPOSITION, disposition)], Body::from_stream(pieces))
+        .into_response())
 }
 
 /// Walk the audit hash chain and name the first broken link.

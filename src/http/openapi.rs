@@ -39,7 +39,10 @@ struct ApiDoc;
 /// under `/api/v1`, so the document cannot miss one.
 pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
     use native::*;
-    let bulk = OpenApiRouter::new().routes(routes!(bulk_reset)).layer(DefaultBodyLimit::max(bulk_body_limit));
+    let bulk = OpenApiRouter::new()
+        .routes(routes!(bulk_reset))
+        .routes(routes!(import_users))
+        .layer(DefaultBodyLimit::max(bulk_body_limit));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login))
         .routes(routes!(login_mfa))
@@ -47,21 +50,23 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(login_enroll_confirm))
         .routes(routes!(logout))
         .routes(routes!(me))
-        .routes(routes!(list_users))
+        .routes(routes!(list_users, create_user))
         .routes(routes!(get_user))
         .routes(routes!(reset_user))
         .routes(routes!(user_detail))
         .routes(routes!(set_status))
+        .routes(routes!(set_password))
         .routes(routes!(user_enroll_begin))
         .routes(routes!(user_enroll_confirm))
         .routes(routes!(my_enroll_begin))
         .routes(routes!(my_enroll_confirm))
         .routes(routes!(my_reset))
-        .routes(routes!(list_orgs))
+        .routes(routes!(list_orgs, create_org))
         .routes(routes!(get_org))
         .routes(routes!(enforce_mfa))
         .routes(routes!(audit_list))
         .routes(routes!(audit_verify))
+        .routes(routes!(audit_export))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(backup::download))

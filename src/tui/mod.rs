@@ -82,7 +82,7 @@ fn offer_to_connect(url: &str) -> anyhow::Result<bool> {
 /// The backend: the server named by `--remote` (or the config), else the store in this process.
 /// When a local server holds the store, offer to connect to it instead.
 fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
-    if let Some(remote) = cli::remote_backend(ctx)? {
+    if let Some(remote) = cli::remote_backend(ctx, effects::SOURCE)? {
         if args.demo {
             anyhow::bail!("--demo works on a store of its own; it cannot be combined with --remote");
         }
@@ -94,7 +94,7 @@ fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
             Ok(service) => Ok((Arc::new(Local::new(Arc::new(service), effects::SOURCE, issuer)), None)),
             Err(e @ Error::StoreLocked { .. }) => {
                 let url = format!("http://{}", ctx.config.server.listen);
-                let server = Remote::new(&url, &cli::remote_options(ctx)).ok().filter(Remote::reachable);
+                let server = Remote::new(&url, &cli::remote_options(ctx, effects::SOURCE)).ok().filter(Remote::reachable);
                 match server {
                     Some(server) if offer_to_connect(&url)? => Ok((Arc::new(server), None)),
                     Some(_) => Err(explain(e.into())),
