@@ -529,6 +529,7 @@ pub async fn set_status(
     responses(
         (status = 200, description = "The otpauth URI (for a QR code) and the secret", body = Enrollment),
         (status = 403, description = "The caller may not enroll this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A factor is already enrolled: reset it first", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -546,7 +547,10 @@ pub async fn user_enroll_begin(State(state): S, caller: Caller, ApiPath(user): A
     responses(
         (status = 200, description = "Enrolled", body = Confirmed),
         (status = 401, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not enroll this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No enrollment to confirm", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong codes: confirming is locked for a while; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn user_enroll_confirm(
