@@ -115,7 +115,7 @@ pub async fn login(
     state.limits.admit(&client, Some(req.username.trim())).inspect_err(|_| state.metrics.record_login("password", "rate_limited"))?;
     let username = req.username.trim().to_string();
     let name = username.clone();
-    let step = state.call(move |service, now| service.login_password(&name, &req.password, SOURCE, now)).await;
+    let step = state.call_hashing(move |service, now| service.login_password(&name, &req.password, SOURCE, now)).await;
     let step = step.inspect_err(|e| state.metrics.record_login("password", outcome_of(e)))?;
     let now = state.now();
     Ok(Json(match step {
