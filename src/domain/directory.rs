@@ -266,6 +266,8 @@ struct MatchCache {
 
 /// At most this many slots are held in cached match lists (4 bytes each), over all filters.
 const CACHE_SLOTS: usize = 8 << 20;
+/// At most this many filters have a cached match list (every write visits each of them).
+const CACHE_FILTERS: usize = 64;
 /// A batch of more writes than this re-sorts the directory once instead of note by note.
 const BULK_UPSERT: usize = 1024;
 
@@ -467,7 +469,7 @@ impl Directory {
         let clock = cache.clock;
         // Evict the least recently used lists until this one fits.
         let mut held: usize = cache.lists.values().map(|(l, _)| l.len()).sum();
-        while held + list.len() > CACHE_SLOTS && !cache.lists.is_empty() {
+        while (held + list.len() > CACHE_SLOTS || cache.lists.len() >= CACHE_FILTERS) && !cache.lists.is_empty() {
             let oldest = cache.lists.iter().min_by_key(|(_, (_, used))| *used).map(|(f, _)| f.clone());
             if let Some(f) = oldest
                 && let Some((l, _)) = cache.lists.remove(&f)
