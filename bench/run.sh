@@ -59,9 +59,9 @@ if [ ! -d "$WORK/data/store" ]; then
     printf 'demo --users %s: %s s, store %s MiB on disk (max RSS %s MiB)\n' "$USERS" "$secs" $((bytes >> 20)) $((rss_kb >> 10))
 fi
 TOKEN=$("$MFADMIN" apikey create --user owner --name "bench$$" --role owner 2>/dev/null)
-"$MFADMIN" user list --mfa enrolled --org Acme --output csv | tail -n +2 > "$WORK/enrolled.csv"
-cut -d, -f1 "$WORK/enrolled.csv" > "$WORK/ids.all"
-cut -d, -f3 "$WORK/enrolled.csv" | head -2000 > "$WORK/names"
+"$MFADMIN" user list --mfa enrolled --org Acme --output csv > "$WORK/enrolled.csv"
+sed 1d "$WORK/enrolled.csv" | cut -d, -f1 > "$WORK/ids.all"
+sed -n 2,2001p "$WORK/enrolled.csv" | cut -d, -f3 > "$WORK/names"
 
 start_server() {
     RUST_LOG=${RUST_LOG:-info} timeout 600 "$MFADMIN" serve --listen "$ADDR" >"$WORK/serve.out" 2>"$WORK/serve.log" &
@@ -80,7 +80,7 @@ for _ in 1 2 3 4 5; do
     t1=$(date +%s%N)
     ready+=($(( (t1 - t0) / 1000000 )))
     for _ in $(seq 1 600); do grep -q "user directory ready" "$WORK/serve.log" && break; sleep 0.05; done
-    dir_ms=$(grep -o 'ms=[0-9]*' "$WORK/serve.log" | head -1 | cut -d= -f2)
+    dir_ms=$(grep "user directory ready" "$WORK/serve.log" | grep -o 'ms=[0-9]*' | cut -d= -f2)
     stop_server
 done
 sorted=$(printf '%s\n' "${ready[@]}" | sort -n | tr '\n' ' ')

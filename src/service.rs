@@ -1295,41 +1295,28 @@ impl Service {
     /// The users the actor may see that match `query`, sorted and paged. The directory keeps the
     /// matches of recent filters, so a page is a seek by the cursor's key, not a scan.
     pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
-        let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
-        let mut orgs: Vec<String> = actor.org().map(str::to_string).into_iter().collect();
-        if let Some(named) = query.org.as_deref().map(user::org_key)
-            && !orgs.contains(&named)
-        {
-            orgs.push(named);
-        }
-        let filter = Filter {
-            orgs,
-            only: if policy::may_read_users(actor.role()) { None } else { Some(actor.user_id().unwrap_or(Uuid::nil())) },
-            role: query.role,
-            status: query.status,
-            needle,
-            mfa: query.mfa,
-            sort: query.sort,
-        };
-        let cursor = query.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty());
-        let limit = query.limit.unwrap_or(usize::MAX);
+        let (filter, cursor) = list_filter(actor, query);
         self.with_directory(|directory| {
-            let after = match cursor {
-                None => None,
-                // A cursor from an older release names only the last user of its page.
-                Some(c) if Uuid::parse_str(c).is_ok() => {
-                    Uuid::parse_str(c).ok().and_then(|id| directory.cursor_at(&filter, id, now))
-                }
-                Some(c) => match Cursor::decode(c) {
-                    Some(cursor) if cursor.sort == filter.sort => Some(cursor),
-                    Some(_) => return Err(Error::invalid(format!("{c:?} is a cursor of a list in another order"))),
-                    None => return Err(Error::invalid(format!("{c:?} is not a cursor from a previous page"))),
-                },
-            };
-            let page = directory.page(&filter, after.as_ref(), query.descending, limit, now);
-            let users = page.rows.iter().map(|s| s.view(directory.enforces(&s.org), now)).collect();
-            Ok(UserPage { users, next_cursor: page.next.map(|c| c.encode()), total: page.total })
+            let after = list_cursor(directory, &filter, cursor, now)?;
+            let page = directory.page(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now);
+            Ok(user_page(directory, page, now))
         })?
+    }
+
+    /// [`Service::list_users`] when it can answer from memory at once — the directory is built and
+    /// the filter's matches are cached — else `None` (then call `list_users` where blocking is fine).
+    pub fn list_users_in_memory(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Option<Result<UserPage>> {
+        let (filter, cursor) = list_filter(actor, query);
+        let guard = self.directory.try_read().ok()?;
+        let DirectoryState::Built(directory) = &*guard else {
+            return None;
+        };
+        let after = match list_cursor(directory, &filter, cursor, now) {
+            Ok(after) => after,
+            Err(e) => return Some(Err(e)),
+        };
+        let page = directory.page_if_cached(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now)?;
+        Some(Ok(user_page(directory, page, now)))
     }
 
     // ---------------------------------------------------------------- orgs
@@ -1644,6 +1631,45 @@ fn os_user_name() -> String {
         }
     }
     "unknown".into()
+}
+
+/// The directory filter of a listing: the query within what the actor may see; and its cursor.
+fn list_filter<'q>(actor: &Actor, query: &'q UserQuery) -> (Filter, Option<&'q str>) {
+    let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+    let mut orgs: Vec<String> = actor.org().map(str::to_string).into_iter().collect();
+    if let Some(named) = query.org.as_deref().map(user::org_key)
+        && !orgs.contains(&named)
+    {
+        orgs.push(named);
+    }
+    let filter = Filter {
+        orgs,
+        only: if policy::may_read_users(actor.role()) { None } else { Some(actor.user_id().unwrap_or(Uuid::nil())) },
+        role: query.role,
+        status: query.status,
+        needle,
+        mfa: query.mfa,
+        sort: query.sort,
+    };
+    (filter, query.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()))
+}
+
+fn list_cursor(directory: &Directory, filter: &Filter, cursor: Option<&str>, now: Timestamp) -> Result<Option<Cursor>> {
+    Ok(match cursor {
+        None => None,
+        // A cursor from an older release names only the last user of its page.
+        Some(c) if Uuid::parse_str(c).is_ok() => Uuid::parse_str(c).ok().and_then(|id| directory.cursor_at(filter, id, now)),
+        Some(c) => match Cursor::decode(c) {
+            Some(cursor) if cursor.sort == filter.sort => Some(cursor),
+            Some(_) => return Err(Error::invalid(format!("{c:?} is a cursor of a list in another order"))),
+            None => return Err(Error::invalid(format!("{c:?} is not a cursor from a previous page"))),
+        },
+    })
+}
+
+fn user_page(directory: &Directory, page: crate::domain::directory::Page<'_>, now: Timestamp) -> UserPage {
+    let users = page.rows.iter().map(|s| s.view(directory.enforces(&s.org), now)).collect();
+    UserPage { users, next_cursor: page.next.map(|c| c.encode()), total: page.total }
 }
 
 fn principal_of(user: &User) -> Principal {

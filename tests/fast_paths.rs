@@ -135,3 +135,22 @@ fn the_directory_built_in_the_background_sees_writes_made_meanwhile() {
     let all = svc.list_users(&console(), &UserQuery::default(), T0).unwrap();
     assert_eq!(all.total, 220);
 }
+
+#[test]
+fn the_in_memory_answer_is_the_full_answer_or_none() {
+    let t = store();
+    for name in ["dora.smith", "eve.smith", "fay.jones"] {
+        add(&t.svc, name, Role::Member, "globex");
+    }
+    let q = UserQuery { text: Some("smith".into()), limit: Some(1), ..UserQuery::default() };
+    assert!(t.svc.list_users_in_memory(&console(), &q, T0).is_none(), "the directory is not built yet");
+    let full = t.svc.list_users(&console(), &q, T0).unwrap();
+    assert_eq!(t.svc.list_users_in_memory(&console(), &q, T0).unwrap().unwrap(), full);
+    let other = UserQuery { text: Some("jones".into()), ..UserQuery::default() };
+    assert!(t.svc.list_users_in_memory(&console(), &other, T0).is_none(), "a filter not cached needs a scan");
+    add(&t.svc, "abby.smith", Role::Member, "globex");
+    let after = t.svc.list_users_in_memory(&console(), &q, T0).unwrap().unwrap();
+    assert_eq!((after.total, after.users[0].username.as_str()), (3, "abby.smith"));
+    let next = UserQuery { cursor: after.next_cursor.clone(), ..q.clone() };
+    assert_eq!(t.svc.list_users_in_memory(&console(), &next, T0).unwrap().unwrap().users[0].username, "dora.smith");
+}

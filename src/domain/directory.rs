@@ -281,6 +281,8 @@ pub struct Directory {
     /// Org key → does the org enforce MFA.
     enforced: HashMap<String, bool>,
     cache: Mutex<MatchCache>,
+    /// Held while a match list is computed for the cache.
+    computing: Mutex<()>,
 }
 
 impl Directory {
@@ -464,6 +466,17 @@ impl Directory {
                 return list.clone();
             }
         }
+        // One computation at a time: callers missing the same filter at once wait for the first
+        // one's list instead of all reading every summary (a herd of 64 would take 64 times longer).
+        let _computing = self.computing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let clock = cache.clock;
+            if let Some((list, used)) = cache.lists.get_mut(filter) {
+                *used = clock;
+                return list.clone();
+            }
+        }
         let list = Arc::new(self.compute(filter, now));
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let clock = cache.clock;
@@ -487,24 +500,49 @@ impl Directory {
     /// total and the cursor of the next page.
     pub fn page(&self, filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
         let list = self.match_list(filter, now);
-        let slots: &[u32] = &list;
+        self.page_of(&list, filter, after, descending, limit, now)
+    }
+
+    /// [`Directory::page`] when it needs no scan (the filter's matches are cached), else `None`.
+    pub fn page_if_cached(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        descending: bool,
+        limit: usize,
+        now: Timestamp,
+    ) -> Option<Page<'_>> {
+        if filter.depends_on_time() {
+            return None;
+        }
+        let list = {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache.clock += 1;
+            let clock = cache.clock;
+            let (list, used) = cache.lists.get_mut(filter)?;
+            *used = clock;
+            list.clone()
+        };
+        Some(self.page_of(&list, filter, after, descending, limit, now))
+    }
+
+    fn page_of(&self, slots: &[u32], filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
         let total = slots.len();
         let seek = |c: &Cursor| match self.position(slots, filter.sort, &c.key, c.id, now) {
             Ok(at) => (at + 1, at),
             Err(at) => (at, at),
         };
         // Ascending pages run over [start, total); descending ones over [0, end) backwards.
-        let picked: Vec<u32> = if descending {
+        let (picked, more): (Vec<u32>, bool) = if descending {
             let end = after.map_or(total, |c| seek(c).1);
-            slots[..end].iter().rev().take(limit).copied().collect()
+            let picked: Vec<u32> = slots[..end].iter().rev().take(limit).copied().collect();
+            let more = end > picked.len();
+            (picked, more)
         } else {
             let start = after.map_or(0, |c| seek(c).0);
-            slots[start..].iter().take(limit).copied().collect()
-        };
-        let more = match (descending, picked.last()) {
-            (_, None) => false,
-            (false, Some(_)) => after.map_or(0, |c| seek(c).0) + picked.len() < total,
-            (true, Some(_)) => after.map_or(total, |c| seek(c).1) > picked.len(),
+            let picked: Vec<u32> = slots[start..].iter().take(limit).copied().collect();
+            let more = start + picked.len() < total;
+            (picked, more)
         };
         let rows: Vec<&Summary> = picked.iter().map(|&s| &self.summaries[s as usize]).collect();
         let next = match rows.last() {
