@@ -662,18 +662,19 @@ impl Service {
         // several are committed one after the other and flushed once, at the end.
         let shared = pending.len() <= batch_size;
         let (mut done, mut flush) = (0, !shared);
-        for batch in pending.chunks(batch_size) {
-            let changes: Vec<Change> = batch.iter().map(|(_, c)| c.clone()).collect();
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            let (indexes, changes): (Vec<usize>, Vec<Change>) = pending.by_ref().take(batch_size).unzip();
             let committed = if shared { self.commit_durable(changes) } else { self.store_commit(&changes) };
             if committed.is_err() {
                 // Someone changed one of these users meanwhile: decide each one again, alone.
-                for (i, _) in batch {
-                    let target = results[*i].target.clone();
-                    results[*i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
+                for &i in &indexes {
+                    let target = results[i].target.clone();
+                    results[i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
                 }
                 flush = true;
             }
-            done += batch.len();
+            done += indexes.len();
             progress(done, total);
         }
         if flush {
@@ -757,6 +758,7 @@ impl Service {
             return Ok((result, None));
         };
         let mfa_after = after.mfa_status(enforced, now);
+        let after = User { version: user.version + 1, ..after };
         result.outcome = ResetOutcome::Reset;
         result.mfa_after = Some(mfa_after);
         event.detail = Some(format!("mfa now {mfa_after}"));

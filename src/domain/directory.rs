@@ -326,11 +326,17 @@ impl Directory {
     }
 
     fn matches(&self, f: &Filter, s: &Summary, now: Timestamp) -> bool {
+        let finder = f.needle.as_deref().map(memchr::memmem::Finder::new);
+        self.matches_with(f, finder.as_ref(), s, now)
+    }
+
+    /// [`Directory::matches`] with the text searcher built once for many summaries.
+    fn matches_with(&self, f: &Filter, finder: Option<&memchr::memmem::Finder<'_>>, s: &Summary, now: Timestamp) -> bool {
         f.orgs.iter().all(|o| *o == s.org)
             && f.only.is_none_or(|id| id == s.id)
             && f.role.is_none_or(|r| r == s.role)
             && f.status.is_none_or(|st| st == s.status)
-            && f.needle.as_deref().is_none_or(|n| memchr::memmem::find(s.haystack.as_bytes(), n.as_bytes()).is_some())
+            && finder.is_none_or(|n| n.find(s.haystack.as_bytes()).is_some())
             && f.mfa.is_none_or(|m| m == s.mfa_status(self.enforces(&s.org), now))
     }
 
@@ -439,8 +445,13 @@ impl Directory {
         if let Some(id) = filter.only {
             return self.slot_of.get(&id).copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now)).into_iter().collect();
         }
-        let mut slots: Vec<u32> =
-            self.by_name.iter().copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now)).collect();
+        let finder = filter.needle.as_deref().map(memchr::memmem::Finder::new);
+        let mut slots: Vec<u32> = self
+            .by_name
+            .iter()
+            .copied()
+            .filter(|&s| self.matches_with(filter, finder.as_ref(), &self.summaries[s as usize], now))
+            .collect();
         // by_name is already in user-name order; other orders sort the matches.
         if filter.sort != SortField::Username {
             slots.sort_by_cached_key(|&s| {
