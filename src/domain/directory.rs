@@ -150,6 +150,21 @@ pub enum SortField {
     Number,
 }
 
+impl SortField {
+    /// Every field, in declaration order (`field as u8` indexes it).
+    pub const ALL: [SortField; 9] = [
+        SortField::Username,
+        SortField::DisplayName,
+        SortField::Email,
+        SortField::Org,
+        SortField::Role,
+        SortField::Mfa,
+        SortField::LastLogin,
+        SortField::Created,
+        SortField::Number,
+    ];
+}
+
 impl std::str::FromStr for SortField {
     type Err = String;
 
@@ -225,18 +240,7 @@ impl Cursor {
         if bytes.len() < 17 {
             return None;
         }
-        const FIELDS: [SortField; 9] = [
-            SortField::Username,
-            SortField::DisplayName,
-            SortField::Email,
-            SortField::Org,
-            SortField::Role,
-            SortField::Mfa,
-            SortField::LastLogin,
-            SortField::Created,
-            SortField::Number,
-        ];
-        let sort = *FIELDS.get(bytes[0] as usize)?;
+        let sort = *SortField::ALL.get(bytes[0] as usize)?;
         let id = Uuid::from_slice(&bytes[1..17]).ok()?;
         let key = String::from_utf8(bytes[17..].to_vec()).ok()?;
         Some(Cursor { sort, key, id })
@@ -690,6 +694,15 @@ mod tests {
                 expected.reverse();
             }
             assert_eq!(seen, expected);
+        }
+    }
+
+    #[test]
+    fn every_sort_field_survives_a_cursor() {
+        for (i, sort) in SortField::ALL.into_iter().enumerate() {
+            assert_eq!(sort as usize, i);
+            let c = Cursor { sort, key: "k\u{e9}y".into(), id: Uuid::from_u128(7) };
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
         }
     }
 
