@@ -1,9 +1,12 @@
--- wrk script for bench/http-load.sh. SCENARIO=list: GET a page of 50 users.
--- SCENARIO=reset: POST a single MFA reset, each request for the next user id of IDS_FILE
--- (each thread takes its own stripe of ids, so no user is reset twice).
+-- wrk script for bench/http-load.sh and bench/run.sh. SCENARIO=list: GET a page of 50 users
+-- (QUERY, e.g. "q=smith", is added to the path). SCENARIO=reset: POST a single MFA reset, each request
+-- for the next user id of IDS_FILE (each thread takes its own stripe of ids, so no user is reset
+-- twice). SCENARIO=login: POST a password login for the next user name of IDS_FILE, with PASSWORD.
 local scenario = os.getenv("SCENARIO") or "list"
 local token = os.getenv("TOKEN") or ""
 local ids_file = os.getenv("IDS_FILE")
+local query = os.getenv("QUERY") or ""
+local password = os.getenv("PASSWORD") or ""
 local threads = {}
 local counter = 0
 
@@ -16,7 +19,7 @@ end
 function init(args)
    headers = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json" }
    ids = {}
-   if scenario == "reset" then
+   if scenario == "reset" or scenario == "login" then
       local stride = tonumber(os.getenv("THREADS") or "1")
       local n = 0
       for line in io.lines(ids_file) do
@@ -35,7 +38,17 @@ function request()
       next_id = next_id + 1
       return wrk.format("POST", "/api/v1/users/" .. id .. "/mfa/reset", headers, '{"reason":"load test"}')
    end
-   return wrk.format("GET", "/api/v1/users?limit=50", headers)
+   if scenario == "login" then
+      local name = ids[next_id] or ids[1]
+      next_id = next_id % #ids + 1
+      return wrk.format("POST", "/api/v1/auth/login", { ["Content-Type"] = "application/json" },
+         '{"username":"' .. name .. '","password":"' .. password .. '"}')
+   end
+   local path = "/api/v1/users?limit=50"
+   if query ~= "" then
+      path = path .. "&" .. query
+   end
+   return wrk.format("GET", path, headers)
 end
 
 function done(summary, latency, requests)

@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the core: a bulk reset of 10,000 users in one call (durable), and a
-//! text-filtered listing over 100,000 users.
+//! Criterion benchmarks of the core (issue #7): a durable bulk reset of 100,000 users in one call,
+//! each with its audit event; listing over 1,000,000 users (a text filter seen before, one never
+//! seen — a full scan — and the next page by cursor). `BENCH_USERS` shrinks the listing store.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mfadmin::auth::totp;
@@ -7,6 +8,7 @@ use mfadmin::cli::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::mfa::MfaState;
 use mfadmin::service::{Actor, Service, UserQuery};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -31,12 +33,13 @@ fn store_with(count: usize) -> (tempfile::TempDir, Service, Vec<String>) {
 fn bulk_reset(c: &mut Criterion) {
     let mut group = c.benchmark_group("reset");
     group.sample_size(10);
-    group.bench_function("bulk_10k_users_one_call", |b| {
+    group.bench_function("bulk_100k_users_one_call_durable", |b| {
         b.iter_batched(
-            || store_with(10_000),
+            || store_with(100_000),
             |(_dir, svc, names)| {
                 let report = svc.reset_mfa(&Actor::console("bench"), &names, Some("bench"), false, NOW + 1).unwrap();
-                assert_eq!(report.results.len(), 10_000);
+                assert_eq!(report.results.len(), 100_000);
+                (_dir, svc)
             },
             BatchSize::PerIteration,
         )
@@ -44,20 +47,32 @@ fn bulk_reset(c: &mut Criterion) {
     group.finish();
 }
 
-fn list_filter(c: &mut Criterion) {
-    let (_dir, svc, _) = store_with(100_000);
+fn list(c: &mut Criterion) {
+    let users = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let (_dir, svc, _) = store_with(users);
     let console = Actor::console("bench");
+    let smith = UserQuery { text: Some("smith".into()), limit: Some(50), ..UserQuery::default() };
+    svc.list_users(&console, &smith, NOW).unwrap();
     let mut group = c.benchmark_group("list");
     group.sample_size(20);
-    group.bench_function("text_filter_100k_users", |b| {
+    group.bench_function(format!("text_filter_{users}_users_page_of_50"), |b| {
+        b.iter(|| assert!(svc.list_users(&console, &smith, NOW).unwrap().total > 0))
+    });
+    let second = UserQuery { cursor: svc.list_users(&console, &smith, NOW).unwrap().next_cursor, ..smith.clone() };
+    group.bench_function(format!("text_filter_{users}_users_next_page_by_cursor"), |b| {
+        b.iter(|| assert_eq!(svc.list_users(&console, &second, NOW).unwrap().users.len(), 50))
+    });
+    // A filter never seen before reads every summary once.
+    let fresh = AtomicU64::new(0);
+    group.bench_function(format!("new_text_filter_{users}_users_full_scan"), |b| {
         b.iter(|| {
-            let query = UserQuery { text: Some("smith".into()), limit: Some(50), ..UserQuery::default() };
-            let page = svc.list_users(&console, &query, NOW).unwrap();
-            assert!(page.total > 0);
+            let text = format!("zq{}", fresh.fetch_add(1, Ordering::Relaxed));
+            let query = UserQuery { text: Some(text), limit: Some(50), ..UserQuery::default() };
+            svc.list_users(&console, &query, NOW).unwrap()
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, bulk_reset, list_filter);
+criterion_group!(benches, bulk_reset, list);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 //! Demo data: realistic users across orgs, roles and MFA states, generated from a seed.
 
 use crate::auth::{password, token, totp};
-use crate::domain::mfa::{Lockout, MfaState};
+use crate::domain::mfa::{Lockout, MfaState, SealedSecret};
 use crate::domain::role::Role;
 use crate::domain::user::{Status, User};
 use crate::domain::Timestamp;
@@ -34,9 +34,9 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
     let shared_hash = password::hash(PASSWORD);
     let weight_total: u32 = ORGS.iter().map(|o| o.2).sum();
     let mut taken: HashSet<String> = HashSet::with_capacity(count);
-    let mut users = Vec::with_capacity(count);
+    let mut drafts: Vec<(User, Secret, Vec<[u8; 16]>)> = Vec::with_capacity(count);
     let mut serial = service.store().user_count()? as u64;
-    while users.len() < count {
+    while drafts.len() < count {
         let (f, l) = (*pick(&mut rng, &first), *pick(&mut rng, &last));
         let mut username = format!("{}.{}", f.to_lowercase(), l.to_lowercase());
         if taken.contains(&username) || service.store().user_id_by_name(&username)?.is_some() {
@@ -61,23 +61,22 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
         let id = Uuid::from_bytes(rng.random());
         let created_at = now - rng.random_range(86_400..3 * 365 * 86_400);
         let enrolled_at = created_at + rng.random_range(0..86_400 * 30);
-        let secret = || service.seal_secret(id, &totp::new_secret());
-        let codes = |rng: &mut StdRng| -> Vec<[u8; 32]> {
-            (0..rng.random_range(3..=10)).map(|_| token::hash(&hex::encode(rng.random::<[u8; 16]>()))).collect()
-        };
+        // Secrets and code hashes are the costly part: they are made afterwards, on every core.
+        let unsealed = || MfaState::Pending { secret: SealedSecret(Vec::new()), started_at: 0 };
+        let codes = |rng: &mut StdRng| -> Vec<[u8; 16]> { (0..rng.random_range(3..=10)).map(|_| rng.random()).collect() };
         let roll = rng.random_range(0..100);
         let (mfa, lockout, recovery, mfa_enrolled_at, mfa_reset_at) = match roll {
-            0..=69 => (MfaState::Enrolled { secret: secret(), enrolled_at, last_step: 0 }, Lockout::default(), codes(&mut rng), Some(enrolled_at), None),
+            0..=69 => (Secret::Enrolled(enrolled_at), Lockout::default(), codes(&mut rng), Some(enrolled_at), None),
             70..=74 => {
                 let locked = Lockout { failures: 6, locked_until: Some(now + rng.random_range(60..3600)) };
-                (MfaState::Enrolled { secret: secret(), enrolled_at, last_step: 0 }, locked, codes(&mut rng), Some(enrolled_at), None)
+                (Secret::Enrolled(enrolled_at), locked, codes(&mut rng), Some(enrolled_at), None)
             }
-            75..=79 => (MfaState::Pending { secret: secret(), started_at: now - 3600 }, Lockout::default(), vec![], None, None),
-            80..=89 => (MfaState::after_reset(enforced), Lockout::default(), vec![], Some(enrolled_at), Some(now - rng.random_range(3600..86_400 * 60))),
-            _ => (MfaState::after_reset(enforced), Lockout::default(), vec![], None, None),
+            75..=79 => (Secret::Pending(now - 3600), Lockout::default(), vec![], None, None),
+            80..=89 => (Secret::None, Lockout::default(), vec![], Some(enrolled_at), Some(now - rng.random_range(3600..86_400 * 60))),
+            _ => (Secret::None, Lockout::default(), vec![], None, None),
         };
         taken.insert(username.clone());
-        users.push(User {
+        let user = User {
             id,
             number: 0,
             email: format!("{username}@{}.example", org.to_lowercase()),
@@ -87,17 +86,56 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
             role,
             status: if rng.random_range(0..100) < 3 { Status::Disabled } else { Status::Active },
             password_hash: Some(shared_hash.clone()),
-            mfa,
+            mfa: if matches!(mfa, Secret::None) { MfaState::after_reset(enforced) } else { unsealed() },
             lockout,
-            recovery_codes: recovery,
+            recovery_codes: Vec::new(),
             created_at,
             last_login_at: (rng.random_range(0..10) > 0).then(|| now - rng.random_range(60..86_400 * 90)),
             mfa_enrolled_at,
             mfa_reset_at,
             version: 0,
-        });
+        };
+        drafts.push((user, mfa, recovery));
     }
+    let mut users: Vec<User> = Vec::with_capacity(count);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = drafts.len().div_ceil(cores).max(1);
+    let mut parts = Vec::with_capacity(cores);
+    while !drafts.is_empty() {
+        let rest = drafts.split_off(per_thread.min(drafts.len()));
+        parts.push(std::mem::replace(&mut drafts, rest));
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(|d| finish(service, d)).collect::<Vec<User>>()))
+            .collect();
+        for part in parts {
+            users.extend(part.join().expect("a demo generator thread panicked"));
+        }
+    });
     Ok(users)
+}
+
+/// The factor a generated user gets, before its secret is made.
+#[derive(Clone, Copy)]
+enum Secret {
+    None,
+    Enrolled(Timestamp),
+    Pending(Timestamp),
+}
+
+/// A generated user with its sealed secret and hashed recovery codes.
+fn finish(service: &Service, (mut user, secret, codes): (User, Secret, Vec<[u8; 16]>)) -> User {
+    let id = user.id;
+    let sealed = || service.seal_secret(id, &totp::new_secret());
+    match secret {
+        Secret::None => {}
+        Secret::Enrolled(enrolled_at) => user.mfa = MfaState::Enrolled { secret: sealed(), enrolled_at, last_step: 0 },
+        Secret::Pending(started_at) => user.mfa = MfaState::Pending { secret: sealed(), started_at },
+    }
+    user.recovery_codes = codes.iter().map(|c| token::hash(&hex::encode(c))).collect();
+    user
 }
 
 /// Fill the store with `count` generated users, creating the demo orgs first where missing.

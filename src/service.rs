@@ -3,7 +3,7 @@
 
 use crate::auth::{password, seal::Sealer, token, totp};
 use crate::config::Policy;
-use crate::domain::directory::{Directory, Summary};
+use crate::domain::directory::{Cursor, Directory, Filter, Summary};
 use crate::domain::audit::{AuditDraft, AuditEvent, BrokenLink, ChainCheck, Outcome};
 use crate::domain::mfa::{MfaState, MfaStatus, SealedSecret};
 use crate::domain::policy;
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::{Change, Session, SessionKind, Store, TokenHash, UserWrite};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use uuid::Uuid;
 
 const META_KEY_CHECK: &str = "key_check";
@@ -143,44 +143,7 @@ pub struct NewUser {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SortField {
-    #[default]
-    Username,
-    DisplayName,
-    Email,
-    Org,
-    Role,
-    Mfa,
-    LastLogin,
-    Created,
-    Number,
-}
-
-impl std::str::FromStr for SortField {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let s = s.trim().to_lowercase().replace('-', "_");
-        Ok(match s.as_str() {
-            "username" | "name" => SortField::Username,
-            "display_name" => SortField::DisplayName,
-            "email" => SortField::Email,
-            "org" => SortField::Org,
-            "role" => SortField::Role,
-            "mfa" => SortField::Mfa,
-            "last_login" => SortField::LastLogin,
-            "created" => SortField::Created,
-            "number" => SortField::Number,
-            _ => {
-                return Err(format!(
-                    "cannot sort by {s:?}: use username, display_name, email, org, role, mfa, last_login, created or number"
-                ));
-            }
-        })
-    }
-}
+pub use crate::domain::directory::SortField;
 
 /// Which users to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -406,8 +369,45 @@ pub struct Service {
     store: Arc<dyn Store>,
     sealer: Sealer,
     policy: Policy,
-    /// Summaries of every user for listing; built on first use, then kept in step by `store_commit`.
-    directory: RwLock<Option<Directory>>,
+    /// Summaries of every user for listing; built on first use (or by [`Service::warm_directory`]),
+    /// then kept in step by `store_commit`.
+    directory: RwLock<DirectoryState>,
+    /// Held while the directory is built, so that it is built once.
+    building: Mutex<()>,
+    /// Durable commits of concurrent callers, shared (see [`Service::commit_durable`]).
+    group: Mutex<GroupCommit>,
+    group_done: Condvar,
+}
+
+/// Gives up the lead of a group commit, and answers the units it held, when the leader unwinds.
+struct Lead<'a>(&'a Service, Vec<u64>);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut group = self.0.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ticket in &self.1 {
+            group.results.insert(*ticket, Err(Error::Storage("the commit was interrupted".into())));
+        }
+        group.leading = false;
+        self.0.group_done.notify_all();
+    }
+}
+
+/// Units of work waiting for the next shared commit, and the results of the last ones.
+#[derive(Default)]
+struct GroupCommit {
+    waiting: Vec<(u64, Vec<Change>)>,
+    results: HashMap<u64, Result<()>>,
+    next_ticket: u64,
+    /// A caller is committing the units it took from `waiting`.
+    leading: bool,
+}
+
+enum DirectoryState {
+    NotBuilt,
+    /// Being read from the store; writes meanwhile are kept here and applied when it is done.
+    Building { users: Vec<Summary>, orgs: Vec<(String, bool)> },
+    Built(Directory),
 }
 
 impl std::fmt::Debug for Service {
@@ -457,7 +457,15 @@ impl Service {
                 store.flush()?;
             }
         }
-        Ok(Service { store, sealer, policy, directory: RwLock::new(None) })
+        Ok(Service {
+            store,
+            sealer,
+            policy,
+            directory: RwLock::new(DirectoryState::NotBuilt),
+            building: Mutex::new(()),
+            group: Mutex::default(),
+            group_done: Condvar::new(),
+        })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -475,46 +483,143 @@ impl Service {
 
     /// Commit a unit of work and make it durable.
     fn commit(&self, change: Change) -> Result<()> {
-        self.store_commit(std::slice::from_ref(&change))?;
-        self.store.flush()
+        self.commit_durable(vec![change])
     }
 
-    /// The only way changes reach the store: commit them atomically, then note the users they
-    /// wrote in the directory.
+    /// Commit `changes` atomically and make them durable, sharing the transaction and the flush
+    /// with whoever else commits at the same moment (group commit): the first caller in leads and
+    /// commits every unit waiting, in one transaction, then flushes once. When that transaction
+    /// fails, each caller's units are committed alone, so each caller gets its own answer.
+    fn commit_durable(&self, changes: Vec<Change>) -> Result<()> {
+        let lock = || self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut group = lock();
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        group.waiting.push((ticket, changes));
+        loop {
+            if let Some(result) = group.results.remove(&ticket) {
+                return result;
+            }
+            if group.leading {
+                group = self.group_done.wait(group).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            group.leading = true;
+            let units = std::mem::take(&mut group.waiting);
+            drop(group);
+            // Should the commit panic, the next caller leads instead of everyone waiting forever.
+            let lead = Lead(self, units.iter().map(|(t, _)| *t).collect());
+            let results = self.commit_group(units);
+            std::mem::forget(lead);
+            group = lock();
+            group.results.extend(results);
+            group.leading = false;
+            self.group_done.notify_all();
+        }
+    }
+
+    fn commit_group(&self, units: Vec<(u64, Vec<Change>)>) -> Vec<(u64, Result<()>)> {
+        let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+        let mut results: Vec<(u64, Result<()>)> = match self.store_commit(&all) {
+            Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
+            Err(e) if units.len() == 1 => vec![(units[0].0, Err(e))],
+            Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+        };
+        if results.iter().any(|(_, r)| r.is_ok())
+            && let Err(e) = self.store.flush()
+        {
+            let why = e.to_string();
+            for (_, r) in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::Storage(why.clone()));
+                }
+            }
+        }
+        results
+    }
+
+    /// The only way changes reach the store: commit them atomically, then note the users and orgs
+    /// they wrote in the directory.
     fn store_commit(&self, changes: &[Change]) -> Result<()> {
         self.store.commit(changes)?;
-        if changes.iter().all(|c| c.users.is_empty()) {
+        if changes.iter().all(|c| c.users.is_empty() && c.orgs.is_empty()) {
             return Ok(());
         }
+        let summaries = || {
+            changes
+                .iter()
+                .flat_map(|c| &c.users)
+                .map(|write| {
+                    let mut summary = Summary::of(&write.user);
+                    summary.version = write.expected_version.map_or(1, |v| v + 1);
+                    summary
+                })
+                .collect::<Vec<_>>()
+        };
+        let orgs = changes.iter().flat_map(|c| &c.orgs).map(|o| (o.key.clone(), o.mfa_enforced));
         let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(directory) = guard.as_mut() {
-            for write in changes.iter().flat_map(|c| &c.users) {
-                let mut summary = Summary::of(&write.user);
-                summary.version = write.expected_version.map_or(1, |v| v + 1);
-                directory.upsert(summary);
+        match &mut *guard {
+            DirectoryState::NotBuilt => {}
+            DirectoryState::Building { users, orgs: pending } => {
+                users.extend(summaries());
+                pending.extend(orgs);
+            }
+            DirectoryState::Built(directory) => {
+                for (org, enforced) in orgs {
+                    directory.set_enforced(&org, enforced);
+                }
+                directory.upsert_many(summaries());
             }
         }
         Ok(())
     }
 
-    /// Run `f` over the directory, reading every user from the store the first time.
-    fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
-        {
-            let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(directory) = guard.as_ref() {
-                return Ok(f(directory));
-            }
+    /// Build the user directory now, if it is not built yet (`mfadmin serve` does this in the
+    /// background once it listens, so that the first listing does not pay for it).
+    pub fn warm_directory(&self) -> Result<()> {
+        let _once = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(*self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner()), DirectoryState::Built(_)) {
+            return Ok(());
         }
-        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guard.is_none() {
-            let mut directory = Directory::default();
+        // Read the store without holding the directory: writes meanwhile are noted as pending.
+        *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            DirectoryState::Building { users: Vec::new(), orgs: Vec::new() };
+        let read = (|| -> Result<(Vec<Summary>, HashMap<String, bool>)> {
+            let enforcement = self.store.orgs()?.into_iter().map(|o| (o.key, o.mfa_enforced)).collect();
+            let mut summaries = Vec::with_capacity(self.store.user_count()?);
             self.store.scan_users(&mut |u| {
-                directory.upsert(Summary::of(&u));
+                summaries.push(Summary::of(&u));
                 true
             })?;
-            *guard = Some(directory);
+            Ok((summaries, enforcement))
+        })();
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pending_users, pending_orgs) = match std::mem::replace(&mut *guard, DirectoryState::NotBuilt) {
+            DirectoryState::Building { users, orgs } => (users, orgs),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let (summaries, enforcement) = read?;
+        let mut directory = Directory::build(summaries, enforcement);
+        for (org, enforced) in pending_orgs {
+            directory.set_enforced(&org, enforced);
         }
-        Ok(f(guard.as_ref().expect("built just above")))
+        // Versions decide: a pending write older than what the scan read changes nothing.
+        directory.upsert_many(pending_users);
+        *guard = DirectoryState::Built(directory);
+        Ok(())
+    }
+
+    /// Run `f` over the directory, building it first if needed.
+    fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
+        loop {
+            {
+                let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let DirectoryState::Built(directory) = &*guard {
+                    return Ok(f(directory));
+                }
+            }
+            self.warm_directory()?;
+        }
     }
 
     fn org_enforces(&self, org: &str) -> Result<bool> {
@@ -623,22 +728,28 @@ impl Service {
             progress(total, total);
             return Ok(ResetReport { dry_run, results });
         }
-        let mut done = 0;
-        for batch in pending.chunks(self.policy.batch_size.max(1)) {
-            let changes: Vec<Change> = batch.iter().map(|(_, c)| c.clone()).collect();
-            match self.store_commit(&changes) {
-                Ok(()) => {}
-                Err(_) => {
-                    // Someone changed one of these users meanwhile: decide each one again, alone.
-                    for (i, _) in batch {
-                        let target = results[*i].target.clone();
-                        results[*i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
-                    }
+        let batch_size = self.policy.batch_size.max(1);
+        // One batch (a single reset, say) shares its commit and flush with concurrent callers;
+        // several are committed one after the other and flushed once, at the end.
+        let shared = pending.len() <= batch_size;
+        let (mut done, mut flush) = (0, !shared);
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            let (indexes, changes): (Vec<usize>, Vec<Change>) = pending.by_ref().take(batch_size).unzip();
+            let committed = if shared { self.commit_durable(changes) } else { self.store_commit(&changes) };
+            if committed.is_err() {
+                // Someone changed one of these users meanwhile: decide each one again, alone.
+                for &i in &indexes {
+                    let target = results[i].target.clone();
+                    results[i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
                 }
+                flush = true;
             }
-            done += batch.len();
-            self.store.flush()?;
+            done += indexes.len();
             progress(done, total);
+        }
+        if flush {
+            self.store.flush()?;
         }
         Ok(ResetReport { dry_run, results })
     }
@@ -718,6 +829,7 @@ impl Service {
             return Ok((result, None));
         };
         let mfa_after = after.mfa_status(enforced, now);
+        let after = User { version: user.version + 1, ..after };
         result.outcome = ResetOutcome::Reset;
         result.mfa_after = Some(mfa_after);
         event.detail = Some(format!("mfa now {mfa_after}"));
@@ -1209,15 +1321,19 @@ impl Service {
     }
 
     /// Write many prepared users (demo data) in batches, with one audit event for all of them.
-    pub fn insert_generated_users(&self, actor: &Actor, users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
+    pub fn insert_generated_users(&self, actor: &Actor, mut users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
         if !matches!(actor.principal, Principal::Console { .. }) {
             return Err(Error::Forbidden("only the console operator can generate users".into()));
         }
         let count = users.len();
         let first = self.store.allocate_numbers(count as u64)?;
-        let mut batch = Vec::new();
-        for (i, mut u) in users.into_iter().enumerate() {
+        for (i, u) in users.iter_mut().enumerate() {
             u.number = first + i as u64;
+        }
+        // In key order, the store appends records instead of rewriting the same pages again and again.
+        users.sort_unstable_by_key(|u| u.id);
+        let mut batch = Vec::new();
+        for u in users {
             batch.push(UserWrite { user: u, expected_version: None });
             if batch.len() == 2_000 {
                 self.store_commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
@@ -1285,43 +1401,31 @@ impl Service {
         Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent })
     }
 
-    /// The users the actor may see that match `query`, sorted and paged.
+    /// The users the actor may see that match `query`, sorted and paged. The directory keeps the
+    /// matches of recent filters, so a page is a seek by the cursor's key, not a scan.
     pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
-        let enforcement = self.enforcement_map()?;
-        let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
-        let finder = needle.as_deref().map(memchr::memmem::Finder::new);
-        let org_filter = query.org.as_deref().map(user::org_key);
-        let only_self = !policy::may_read_users(actor.role());
-        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-        let limit = query.limit.unwrap_or(usize::MAX);
+        let (filter, cursor) = list_filter(actor, query);
         self.with_directory(|directory| {
-            let enforced = |s: &Summary| enforcement.get(&s.org).copied().unwrap_or(false);
-            let mut matches: Vec<&Summary> = directory
-                .iter()
-                .filter(|s| {
-                    actor.org().is_none_or(|o| o == s.org)
-                        && (!only_self || actor.user_id() == Some(s.id))
-                        && query.role.is_none_or(|r| r == s.role)
-                        && query.status.is_none_or(|st| st == s.status)
-                        && org_filter.as_deref().is_none_or(|o| o == s.org)
-                        && finder.as_ref().is_none_or(|f| f.find(s.haystack.as_bytes()).is_some())
-                        && query.mfa.is_none_or(|m| m == s.mfa_status(enforced(s), now))
-                })
-                .collect();
-            // The directory is already in user-name order; other orders sort the matches.
-            if query.sort != SortField::Username {
-                matches.sort_by_cached_key(|s| (sort_key(s, query.sort, enforced(s), now), s.id));
-            }
-            if query.descending {
-                matches.reverse();
-            }
-            let total = matches.len();
-            let start = after.and_then(|id| matches.iter().position(|s| s.id == id)).map_or(0, |p| p + 1);
-            let end = start.saturating_add(limit).min(total);
-            let next_cursor = (end < total && end > start).then(|| encode_cursor(matches[end - 1].id));
-            let users = matches[start.min(end)..end].iter().map(|s| s.view(enforced(s), now)).collect();
-            UserPage { users, next_cursor, total }
-        })
+            let after = list_cursor(directory, &filter, cursor, now)?;
+            let page = directory.page(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now);
+            Ok(user_page(directory, page, now))
+        })?
+    }
+
+    /// [`Service::list_users`] when it can answer from memory at once — the directory is built and
+    /// the filter's matches are cached — else `None` (then call `list_users` where blocking is fine).
+    pub fn list_users_in_memory(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Option<Result<UserPage>> {
+        let (filter, cursor) = list_filter(actor, query);
+        let guard = self.directory.try_read().ok()?;
+        let DirectoryState::Built(directory) = &*guard else {
+            return None;
+        };
+        let after = match list_cursor(directory, &filter, cursor, now) {
+            Ok(after) => after,
+            Err(e) => return Some(Err(e)),
+        };
+        let page = directory.page_if_cached(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now)?;
+        Some(Ok(user_page(directory, page, now)))
     }
 
     // ---------------------------------------------------------------- orgs
@@ -1750,6 +1854,45 @@ fn os_user_name() -> String {
     "unknown".into()
 }
 
+/// The directory filter of a listing: the query within what the actor may see; and its cursor.
+fn list_filter<'q>(actor: &Actor, query: &'q UserQuery) -> (Filter, Option<&'q str>) {
+    let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+    let mut orgs: Vec<String> = actor.org().map(str::to_string).into_iter().collect();
+    if let Some(named) = query.org.as_deref().map(user::org_key)
+        && !orgs.contains(&named)
+    {
+        orgs.push(named);
+    }
+    let filter = Filter {
+        orgs,
+        only: if policy::may_read_users(actor.role()) { None } else { Some(actor.user_id().unwrap_or(Uuid::nil())) },
+        role: query.role,
+        status: query.status,
+        needle,
+        mfa: query.mfa,
+        sort: query.sort,
+    };
+    (filter, query.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()))
+}
+
+fn list_cursor(directory: &Directory, filter: &Filter, cursor: Option<&str>, now: Timestamp) -> Result<Option<Cursor>> {
+    Ok(match cursor {
+        None => None,
+        // A cursor from an older release names only the last user of its page.
+        Some(c) if Uuid::parse_str(c).is_ok() => Uuid::parse_str(c).ok().and_then(|id| directory.cursor_at(filter, id, now)),
+        Some(c) => match Cursor::decode(c) {
+            Some(cursor) if cursor.sort == filter.sort => Some(cursor),
+            Some(_) => return Err(Error::invalid(format!("{c:?} is a cursor of a list in another order"))),
+            None => return Err(Error::invalid(format!("{c:?} is not a cursor from a previous page"))),
+        },
+    })
+}
+
+fn user_page(directory: &Directory, page: crate::domain::directory::Page<'_>, now: Timestamp) -> UserPage {
+    let users = page.rows.iter().map(|s| s.view(directory.enforces(&s.org), now)).collect();
+    UserPage { users, next_cursor: page.next.map(|c| c.encode()), total: page.total }
+}
+
 fn principal_of(user: &User) -> Principal {
     Principal::User { id: user.id, username: user.username.clone(), org: user.org.clone(), role: user.role }
 }
@@ -1762,27 +1905,4 @@ fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
     } else {
         haystack.to_lowercase().contains(lowered_needle)
     }
-}
-
-fn sort_key(s: &Summary, field: SortField, enforced: bool, now: Timestamp) -> String {
-    let name = || s.username.to_lowercase();
-    match field {
-        SortField::Username => name(),
-        SortField::DisplayName => s.display_name.to_lowercase(),
-        SortField::Email => s.email.to_lowercase(),
-        SortField::Org => format!("{}\0{}", s.org, name()),
-        SortField::Role => format!("{}\0{}", s.role as u8, name()),
-        SortField::Mfa => format!("{}\0{}", s.mfa_status(enforced, now) as u8, name()),
-        SortField::LastLogin => format!("{:020}", s.last_login_at.map_or(0, |t| t.saturating_add(1 << 40))),
-        SortField::Created => format!("{:020}", s.created_at.saturating_add(1 << 40)),
-        SortField::Number => format!("{:020}", s.number),
-    }
-}
-
-fn encode_cursor(after: Uuid) -> String {
-    after.simple().to_string()
-}
-
-fn decode_cursor(cursor: &str) -> Result<Uuid> {
-    Uuid::parse_str(cursor.trim()).map_err(|_| Error::invalid(format!("{cursor:?} is not a cursor from a previous page")))
 }

@@ -1,11 +1,16 @@
-//! An in-memory directory of user summaries, in user-name order, for listing and filtering without
-//! reading every record from the store. The service keeps it in step with every write.
+//! An in-memory directory of user summaries for listing and filtering without reading every record
+//! from the store. The service keeps it in step with every write; the match lists of recent
+//! filters are cached and updated by the same writes, so a page is a seek, never a full scan.
 
 use super::mfa::{MfaState, MfaStatus};
 use super::role::Role;
 use super::user::{rfc3339, Status, User, UserView};
 use super::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Which factor a user has, without the secret.
@@ -58,7 +63,7 @@ pub struct Summary {
     pub mfa_reset_at: Option<Timestamp>,
     /// The stored record's version this summary was taken from.
     pub version: u64,
-    /// User name, display name and email, lower-cased, for text filters.
+    /// User name, display name and email, lower-cased and joined by newlines, for text filters.
     pub haystack: String,
 }
 
@@ -107,42 +112,472 @@ impl Summary {
             mfa_reset_at: self.mfa_reset_at.map(rfc3339),
         }
     }
+
+    /// The lower-cased user name, display name or email (parts of the haystack).
+    fn lowered(&self, part: usize) -> &str {
+        self.haystack.split('\n').nth(part).unwrap_or("")
+    }
+
+    /// The key this summary sorts by under `field` (ties are broken by id).
+    fn sort_key(&self, field: SortField, enforced: bool, now: Timestamp) -> Cow<'_, str> {
+        let name = || self.lowered(0);
+        match field {
+            SortField::Username => Cow::Borrowed(name()),
+            SortField::DisplayName => Cow::Borrowed(self.lowered(1)),
+            SortField::Email => Cow::Borrowed(self.lowered(2)),
+            SortField::Org => Cow::Owned(format!("{}\0{}", self.org, name())),
+            SortField::Role => Cow::Owned(format!("{}\0{}", self.role as u8, name())),
+            SortField::Mfa => Cow::Owned(format!("{}\0{}", self.mfa_status(enforced, now) as u8, name())),
+            SortField::LastLogin => Cow::Owned(format!("{:020}", self.last_login_at.map_or(0, |t| t.saturating_add(1 << 40)))),
+            SortField::Created => Cow::Owned(format!("{:020}", self.created_at.saturating_add(1 << 40))),
+            SortField::Number => Cow::Owned(format!("{:020}", self.number)),
+        }
+    }
 }
 
-/// Summaries of every user, ordered by lower-cased user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    #[default]
+    Username,
+    DisplayName,
+    Email,
+    Org,
+    Role,
+    Mfa,
+    LastLogin,
+    Created,
+    Number,
+}
+
+impl SortField {
+    /// Every field, in declaration order (`field as u8` indexes it).
+    pub const ALL: [SortField; 9] = [
+        SortField::Username,
+        SortField::DisplayName,
+        SortField::Email,
+        SortField::Org,
+        SortField::Role,
+        SortField::Mfa,
+        SortField::LastLogin,
+        SortField::Created,
+        SortField::Number,
+    ];
+}
+
+impl std::str::FromStr for SortField {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let s = s.trim().to_lowercase().replace('-', "_");
+        Ok(match s.as_str() {
+            "username" | "name" => SortField::Username,
+            "display_name" => SortField::DisplayName,
+            "email" => SortField::Email,
+            "org" => SortField::Org,
+            "role" => SortField::Role,
+            "mfa" => SortField::Mfa,
+            "last_login" => SortField::LastLogin,
+            "created" => SortField::Created,
+            "number" => SortField::Number,
+            _ => {
+                return Err(format!(
+                    "cannot sort by {s:?}: use username, display_name, email, org, role, mfa, last_login, created or number"
+                ));
+            }
+        })
+    }
+}
+
+/// Which summaries a listing wants, and in which order (ascending; a descending page walks it
+/// backwards). Built by the service from the query and the actor's scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Only users of this org (the actor's own org, or one named in the query)...
+    pub orgs: Vec<String>,
+    /// ...and only this user (an actor who may see nobody but itself).
+    pub only: Option<Uuid>,
+    pub role: Option<Role>,
+    pub status: Option<Status>,
+    /// Lower-cased text to find in the haystack.
+    pub needle: Option<String>,
+    pub mfa: Option<MfaStatus>,
+    pub sort: SortField,
+}
+
+impl Filter {
+    /// Does the answer depend on the clock (a lockout ends by itself)? Such filters are not cached.
+    fn depends_on_time(&self) -> bool {
+        self.mfa.is_some() || self.sort == SortField::Mfa
+    }
+}
+
+/// Where the previous page ended: the sort key and id of its last row. Seeking by key, not by
+/// position, keeps paging stable while rows are inserted, changed or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub sort: SortField,
+    pub key: String,
+    pub id: Uuid,
+}
+
+/// Starts every cursor, so that none can be mistaken for a user id (which older cursors were).
+const CURSOR_MARK: &str = "p";
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(17 + self.key.len());
+        bytes.push(self.sort as u8);
+        bytes.extend_from_slice(self.id.as_bytes());
+        bytes.extend_from_slice(self.key.as_bytes());
+        format!("{CURSOR_MARK}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// A cursor from [`Cursor::encode`]; `None` when the text is not one.
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let text = text.trim().strip_prefix(CURSOR_MARK)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        if bytes.len() < 17 {
+            return None;
+        }
+        let sort = *SortField::ALL.get(bytes[0] as usize)?;
+        let id = Uuid::from_slice(&bytes[1..17]).ok()?;
+        let key = String::from_utf8(bytes[17..].to_vec()).ok()?;
+        Some(Cursor { sort, key, id })
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<'a> {
+    pub rows: Vec<&'a Summary>,
+    /// How many summaries match in all.
+    pub total: usize,
+    /// Where the next page starts, when there is one.
+    pub next: Option<Cursor>,
+}
+
+/// The summaries matching one filter, as slots in the filter's order.
+type MatchList = Vec<u32>;
+
+/// Match lists of recent filters, each with the [`MatchCache::clock`] of its last use (for
+/// eviction); writes update them in place (see [`Directory::upsert`]).
+#[derive(Debug, Default)]
+struct MatchCache {
+    lists: HashMap<Filter, (Arc<MatchList>, u64)>,
+    clock: u64,
+}
+
+/// At most this many slots are held in cached match lists (4 bytes each), over all filters.
+const CACHE_SLOTS: usize = 8 << 20;
+/// At most this many filters have a cached match list (every write visits each of them).
+const CACHE_FILTERS: usize = 64;
+/// A batch of more writes than this re-sorts the directory once instead of note by note.
+const BULK_UPSERT: usize = 1024;
+
+/// Summaries of every user, the org enforcement they are shown with, and cached match lists.
 #[derive(Debug, Default)]
 pub struct Directory {
-    by_name: BTreeMap<(String, Uuid), Summary>,
-    name_of: HashMap<Uuid, String>,
+    summaries: Vec<Summary>,
+    slot_of: HashMap<Uuid, u32>,
+    /// Every slot, in (lower-cased user name, id) order.
+    by_name: Vec<u32>,
+    /// Org key → does the org enforce MFA.
+    enforced: HashMap<String, bool>,
+    cache: Mutex<MatchCache>,
+    /// Held while a match list is computed for the cache.
+    computing: Mutex<()>,
 }
 
 impl Directory {
+    /// A directory over `summaries` (newest version of each user wins), with the orgs' enforcement.
+    pub fn build(summaries: Vec<Summary>, enforced: HashMap<String, bool>) -> Directory {
+        let mut d = Directory { enforced, ..Directory::default() };
+        d.upsert_many(summaries);
+        d
+    }
+
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.summaries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
-    /// Add or replace a user's summary, unless the directory already holds a newer version
-    /// (writes may be noted out of order by concurrent callers).
-    pub fn upsert(&mut self, summary: Summary) {
-        if let Some(old_name) = self.name_of.get(&summary.id) {
-            let old_key = (old_name.clone(), summary.id);
-            if self.by_name.get(&old_key).is_some_and(|old| old.version >= summary.version) {
-                return;
-            }
-            self.by_name.remove(&old_key);
-        }
-        let name = summary.username.to_lowercase();
-        self.name_of.insert(summary.id, name.clone());
-        self.by_name.insert((name, summary.id), summary);
+        self.summaries.is_empty()
     }
 
     /// Every summary, in user-name order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Summary> {
-        self.by_name.values()
+        self.by_name.iter().map(|&s| &self.summaries[s as usize])
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<&Summary> {
+        self.slot_of.get(&id).map(|&s| &self.summaries[s as usize])
+    }
+
+    pub fn enforces(&self, org: &str) -> bool {
+        self.enforced.get(org).copied().unwrap_or(false)
+    }
+
+    /// Note an org's enforcement; cached lists are dropped when it changes (MFA states change).
+    pub fn set_enforced(&mut self, org: &str, enforced: bool) {
+        if self.enforced.insert(org.to_string(), enforced) != Some(enforced) {
+            self.cache_mut().lists.clear();
+        }
+    }
+
+    fn cache_mut(&mut self) -> &mut MatchCache {
+        self.cache.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn matches(&self, f: &Filter, s: &Summary, now: Timestamp) -> bool {
+        let finder = f.needle.as_deref().map(memchr::memmem::Finder::new);
+        self.matches_with(f, finder.as_ref(), s, now)
+    }
+
+    /// [`Directory::matches`] with the text searcher built once for many summaries.
+    fn matches_with(&self, f: &Filter, finder: Option<&memchr::memmem::Finder<'_>>, s: &Summary, now: Timestamp) -> bool {
+        f.orgs.iter().all(|o| *o == s.org)
+            && f.only.is_none_or(|id| id == s.id)
+            && f.role.is_none_or(|r| r == s.role)
+            && f.status.is_none_or(|st| st == s.status)
+            && finder.is_none_or(|n| n.find(s.haystack.as_bytes()).is_some())
+            && f.mfa.is_none_or(|m| m == s.mfa_status(self.enforces(&s.org), now))
+    }
+
+    fn key_of<'a>(&self, s: &'a Summary, field: SortField, now: Timestamp) -> Cow<'a, str> {
+        s.sort_key(field, self.enforces(&s.org), now)
+    }
+
+    /// Where (key, id) goes in `slots`, which are in `field` order.
+    fn position(&self, slots: &[u32], field: SortField, key: &str, id: Uuid, now: Timestamp) -> Result<usize, usize> {
+        slots.binary_search_by(|&slot| {
+            let s = &self.summaries[slot as usize];
+            self.key_of(s, field, now).as_ref().cmp(key).then(s.id.cmp(&id))
+        })
+    }
+
+    /// Add or replace a user's summary, unless the directory already holds a newer version
+    /// (writes may be noted out of order by concurrent callers). Cached match lists follow.
+    pub fn upsert(&mut self, summary: Summary) {
+        let slot = match self.slot_of.get(&summary.id) {
+            Some(&slot) if self.summaries[slot as usize].version >= summary.version => return,
+            Some(&slot) => Some(slot),
+            None => None,
+        };
+        let mut cache = std::mem::take(self.cache_mut());
+        // Out of every list with the old summary, while the slot still holds it...
+        let mut touched: Vec<(Filter, (Arc<MatchList>, u64))> = Vec::new();
+        for (filter, (mut list, used)) in cache.lists.drain() {
+            if let Some(slot) = slot {
+                let old = &self.summaries[slot as usize];
+                if self.matches(&filter, old, 0) {
+                    let key = self.key_of(old, filter.sort, 0).into_owned();
+                    if let Ok(at) = self.position(&list, filter.sort, &key, old.id, 0) {
+                        Arc::make_mut(&mut list).remove(at);
+                    }
+                }
+            }
+            touched.push((filter, (list, used)));
+        }
+        let old_name = slot.map(|s| self.summaries[s as usize].lowered(0).to_string());
+        if let Some(name) = &old_name
+            && let Ok(at) = self.position(&self.by_name, SortField::Username, name, summary.id, 0)
+        {
+            self.by_name.remove(at);
+        }
+        let slot = match slot {
+            Some(slot) => {
+                self.summaries[slot as usize] = summary;
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.summaries.len()).expect("fewer than 4 billion users");
+                self.slot_of.insert(summary.id, slot);
+                self.summaries.push(summary);
+                slot
+            }
+        };
+        // ...and into every list the new one matches.
+        let new = &self.summaries[slot as usize];
+        let name = new.lowered(0).to_string();
+        if let Err(at) = self.position(&self.by_name, SortField::Username, &name, new.id, 0) {
+            self.by_name.insert(at, slot);
+        }
+        for (filter, (mut list, used)) in touched {
+            if self.matches(&filter, new, 0) {
+                let key = self.key_of(new, filter.sort, 0).into_owned();
+                if let Err(at) = self.position(&list, filter.sort, &key, new.id, 0) {
+                    Arc::make_mut(&mut list).insert(at, slot);
+                }
+            }
+            cache.lists.insert(filter, (list, used));
+        }
+        *self.cache_mut() = cache;
+    }
+
+    /// [`Directory::upsert`] for many summaries; a large batch re-sorts once and drops the cache.
+    pub fn upsert_many(&mut self, summaries: Vec<Summary>) {
+        if summaries.len() <= BULK_UPSERT {
+            for s in summaries {
+                self.upsert(s);
+            }
+            return;
+        }
+        for summary in summaries {
+            match self.slot_of.get(&summary.id) {
+                Some(&slot) if self.summaries[slot as usize].version >= summary.version => {}
+                Some(&slot) => self.summaries[slot as usize] = summary,
+                None => {
+                    let slot = u32::try_from(self.summaries.len()).expect("fewer than 4 billion users");
+                    self.slot_of.insert(summary.id, slot);
+                    self.summaries.push(summary);
+                }
+            }
+        }
+        let summaries = &self.summaries;
+        let mut by_name: Vec<u32> = (0..summaries.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&summaries[a as usize], &summaries[b as usize]);
+            a.lowered(0).cmp(b.lowered(0)).then(a.id.cmp(&b.id))
+        });
+        self.by_name = by_name;
+        self.cache_mut().lists.clear();
+    }
+
+    /// Every slot matching `filter`, in its order.
+    fn compute(&self, filter: &Filter, now: Timestamp) -> Vec<u32> {
+        if let Some(id) = filter.only {
+            return self.slot_of.get(&id).copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now)).into_iter().collect();
+        }
+        let finder = filter.needle.as_deref().map(memchr::memmem::Finder::new);
+        let mut slots: Vec<u32> = self
+            .by_name
+            .iter()
+            .copied()
+            .filter(|&s| self.matches_with(filter, finder.as_ref(), &self.summaries[s as usize], now))
+            .collect();
+        // by_name is already in user-name order; other orders sort the matches.
+        if filter.sort != SortField::Username {
+            slots.sort_by_cached_key(|&s| {
+                let summary = &self.summaries[s as usize];
+                (self.key_of(summary, filter.sort, now).into_owned(), summary.id)
+            });
+        }
+        slots
+    }
+
+    /// The match list of `filter`: from the cache, or computed (and cached unless it depends on
+    /// the clock).
+    fn match_list(&self, filter: &Filter, now: Timestamp) -> Arc<MatchList> {
+        if filter.depends_on_time() {
+            return Arc::new(self.compute(filter, now));
+        }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache.clock += 1;
+            let clock = cache.clock;
+            if let Some((list, used)) = cache.lists.get_mut(filter) {
+                *used = clock;
+                return list.clone();
+            }
+        }
+        // One computation at a time: callers missing the same filter at once wait for the first
+        // one's list instead of all reading every summary (a herd of 64 would take 64 times longer).
+        let _computing = self.computing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let clock = cache.clock;
+            if let Some((list, used)) = cache.lists.get_mut(filter) {
+                *used = clock;
+                return list.clone();
+            }
+        }
+        let list = Arc::new(self.compute(filter, now));
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let clock = cache.clock;
+        // Evict the least recently used lists until this one fits.
+        let mut held: usize = cache.lists.values().map(|(l, _)| l.len()).sum();
+        while (held + list.len() > CACHE_SLOTS || cache.lists.len() >= CACHE_FILTERS) && !cache.lists.is_empty() {
+            let oldest = cache.lists.iter().min_by_key(|(_, (_, used))| *used).map(|(f, _)| f.clone());
+            if let Some(f) = oldest
+                && let Some((l, _)) = cache.lists.remove(&f)
+            {
+                held -= l.len();
+            }
+        }
+        if list.len() <= CACHE_SLOTS {
+            cache.lists.insert(filter.clone(), (list.clone(), clock));
+        }
+        list
+    }
+
+    /// Up to `limit` summaries matching `filter` after `after` (ascending, or descending), with the
+    /// total and the cursor of the next page.
+    pub fn page(&self, filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
+        let list = self.match_list(filter, now);
+        self.page_of(&list, filter, after, descending, limit, now)
+    }
+
+    /// [`Directory::page`] when it needs no scan (the filter's matches are cached), else `None`.
+    pub fn page_if_cached(
+        &self,
+        filter: &Filter,
+        after: Option<&Cursor>,
+        descending: bool,
+        limit: usize,
+        now: Timestamp,
+    ) -> Option<Page<'_>> {
+        if filter.depends_on_time() {
+            return None;
+        }
+        let list = {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache.clock += 1;
+            let clock = cache.clock;
+            let (list, used) = cache.lists.get_mut(filter)?;
+            *used = clock;
+            list.clone()
+        };
+        Some(self.page_of(&list, filter, after, descending, limit, now))
+    }
+
+    fn page_of(&self, slots: &[u32], filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
+        let total = slots.len();
+        let seek = |c: &Cursor| match self.position(slots, filter.sort, &c.key, c.id, now) {
+            Ok(at) => (at + 1, at),
+            Err(at) => (at, at),
+        };
+        // Ascending pages run over [start, total); descending ones over [0, end) backwards.
+        let (picked, more): (Vec<u32>, bool) = if descending {
+            let end = after.map_or(total, |c| seek(c).1);
+            let picked: Vec<u32> = slots[..end].iter().rev().take(limit).copied().collect();
+            let more = end > picked.len();
+            (picked, more)
+        } else {
+            let start = after.map_or(0, |c| seek(c).0);
+            let picked: Vec<u32> = slots[start..].iter().take(limit).copied().collect();
+            let more = start + picked.len() < total;
+            (picked, more)
+        };
+        let rows: Vec<&Summary> = picked.iter().map(|&s| &self.summaries[s as usize]).collect();
+        let next = match rows.last() {
+            Some(last) if more => {
+                Some(Cursor { sort: filter.sort, key: self.key_of(last, filter.sort, now).into_owned(), id: last.id })
+            }
+            _ => None,
+        };
+        Page { rows, total, next }
+    }
+
+    /// The cursor just after `id` in `filter`'s order, for a cursor that names only a user.
+    pub fn cursor_at(&self, filter: &Filter, id: Uuid, now: Timestamp) -> Option<Cursor> {
+        let s = self.get(id)?;
+        Some(Cursor { sort: filter.sort, key: self.key_of(s, filter.sort, now).into_owned(), id })
+    }
+
+    /// How many filters have a cached match list (for tests).
+    pub fn cached_filters(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).lists.len()
     }
 }
 
@@ -173,6 +608,17 @@ mod tests {
         }
     }
 
+    fn numbered(i: u128, name: &str, version: u64) -> Summary {
+        let mut u = user(name, version);
+        u.id = Uuid::from_u128(i);
+        u.number = i as u64;
+        Summary::of(&u)
+    }
+
+    fn names(page: &Page<'_>) -> Vec<String> {
+        page.rows.iter().map(|s| s.username.clone()).collect()
+    }
+
     #[test]
     fn keeps_name_order_and_refuses_older_versions() {
         let mut d = Directory::default();
@@ -197,5 +643,78 @@ mod tests {
         for enforced in [false, true] {
             assert_eq!(Summary::of(&u).view(enforced, 10), UserView::new(&u, enforced, 10));
         }
+    }
+
+    #[test]
+    fn a_cached_match_list_follows_every_write() {
+        let mut d = Directory::build((1..=5).map(|i| numbered(i, &format!("smith{i}"), 1)).collect(), HashMap::new());
+        let f = Filter { needle: Some("smith".into()), ..Filter::default() };
+        assert_eq!(d.page(&f, None, false, 10, 0).total, 5);
+        assert_eq!(d.cached_filters(), 1);
+        // A rename out of the filter, a rename into it, and a new user: the cached list follows.
+        d.upsert(numbered(2, "jones2", 2));
+        d.upsert(numbered(9, "asmith9", 1));
+        d.upsert(numbered(3, "zz-smith", 2));
+        let page = d.page(&f, None, false, 10, 0);
+        assert_eq!(names(&page), ["asmith9", "smith1", "smith4", "smith5", "zz-smith"]);
+        assert_eq!(d.cached_filters(), 1, "answered from the updated cache");
+        let fresh = Directory::build(d.iter().cloned().collect(), HashMap::new());
+        assert_eq!(names(&fresh.page(&f, None, false, 10, 0)), names(&page), "same answer as a fresh scan");
+        // An older version noted late changes nothing.
+        d.upsert(numbered(2, "smith2", 1));
+        assert_eq!(d.page(&f, None, false, 10, 0).total, 5);
+    }
+
+    #[test]
+    fn cursor_paging_is_stable_while_rows_change() {
+        let mut d = Directory::build((0..100).map(|i| numbered(i, &format!("u{i:03}"), 1)).collect(), HashMap::new());
+        let f = Filter::default();
+        let first = d.page(&f, None, false, 10, 0);
+        assert_eq!(first.rows.last().unwrap().username, "u009");
+        let cursor = first.next.clone().unwrap();
+        let cursor = Cursor::decode(&cursor.encode()).unwrap();
+        // The last row of the page is renamed away, and a row is added before the cursor.
+        d.upsert(numbered(9, "zzz", 2));
+        d.upsert(numbered(500, "a-new", 1));
+        let second = d.page(&f, Some(&cursor), false, 10, 0);
+        assert_eq!(second.rows.first().unwrap().username, "u010", "continues after the cursor's key");
+        // Walking every page, ascending and descending, yields every row once.
+        for descending in [false, true] {
+            let (mut seen, mut after) = (Vec::new(), None);
+            loop {
+                let page = d.page(&f, after.as_ref(), descending, 7, 0);
+                seen.extend(names(&page));
+                match page.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            let mut expected: Vec<String> = d.iter().map(|s| s.username.clone()).collect();
+            if descending {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected);
+        }
+    }
+
+    #[test]
+    fn every_sort_field_survives_a_cursor() {
+        for (i, sort) in SortField::ALL.into_iter().enumerate() {
+            assert_eq!(sort as usize, i);
+            let c = Cursor { sort, key: "k\u{e9}y".into(), id: Uuid::from_u128(7) };
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+    }
+
+    #[test]
+    fn other_sort_orders_and_cursors_that_are_not_ours() {
+        let d = Directory::build((0..20).map(|i| numbered(i, &format!("u{:02}", 19 - i), 1)).collect(), HashMap::new());
+        let f = Filter { sort: SortField::Number, ..Filter::default() };
+        let page = d.page(&f, None, false, 3, 0);
+        assert_eq!(page.rows.iter().map(|s| s.number).collect::<Vec<_>>(), [0, 1, 2]);
+        let next = d.page(&f, page.next.as_ref(), false, 3, 0);
+        assert_eq!(next.rows.iter().map(|s| s.number).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(Cursor::decode("zzz"), None);
+        assert_eq!(Cursor::decode(""), None);
     }
 }

@@ -101,12 +101,17 @@ pub struct AppState {
     pub clock: Clock,
     pub metrics: Metrics,
     pub limits: AuthLimits,
+    /// Password hashing (argon2, ~20 ms of CPU each) runs under these permits, one fewer than the
+    /// cores, so a storm of logins cannot take every core from listing and resets.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl AppState {
     pub fn new(service: Service, settings: Settings, clock: Clock) -> Arc<AppState> {
         let limits = AuthLimits::new(settings.auth_rate_per_client, settings.auth_rate_per_account);
-        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits })
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let hashing = tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1));
+        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits, hashing })
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -126,6 +131,16 @@ impl AppState {
         let service = self.service.clone();
         let now = self.now();
         Ok(tokio::task::spawn_blocking(move || f(&service, now)).await??)
+    }
+
+    /// [`AppState::call`] for work that hashes a password: it waits for one of the hashing permits.
+    pub async fn call_hashing<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Service, Timestamp) -> crate::error::Result<T> + Send + 'static,
+    {
+        let _permit = self.hashing.acquire().await.map_err(|_| ApiError::internal("the hashing permits are closed"))?;
+        self.call(f).await
     }
 }
 
@@ -331,6 +346,15 @@ pub async fn run(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let app = router(state.clone());
+    // Answer at once; read the user directory in the background, so the first listing need not.
+    let warming = state.service().clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        match warming.warm_directory() {
+            Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "user directory ready"),
+            Err(e) => tracing::warn!("reading the user directory failed (a listing will try again): {e}"),
+        }
+    });
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;

@@ -32,6 +32,17 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(&VersionedRef::V1(value)).expect("in-memory records always encode")
 }
 
+/// A user record as written over `expected_version`: its version is the next one. A record that
+/// already carries it is encoded as it is, without a copy.
+fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8> {
+    let version = expected_version.map_or(1, |v| v + 1);
+    if user.version == version {
+        encode(user)
+    } else {
+        encode(&User { version, ..user.clone() })
+    }
+}
+
 fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
     match postcard::from_bytes::<Versioned<T>>(bytes) {
         Ok(Versioned::V1(v)) => Ok(v),
@@ -223,7 +234,7 @@ struct Tx<'a> {
 impl Tx<'_> {
     fn apply(&self, change: &Change, head: &mut Option<(u64, [u8; 32])>) -> Result<(), Abort> {
         for write in &change.users {
-            self.put_user(write.user.clone(), write.expected_version)?;
+            self.put_user(&write.user, write.expected_version)?;
         }
         for org in &change.orgs {
             self.orgs.insert(org.key.as_bytes(), encode(org))?;
@@ -285,7 +296,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn put_user(&self, mut user: User, expected_version: Option<u64>) -> Result<(), Abort> {
+    fn put_user(&self, user: &User, expected_version: Option<u64>) -> Result<(), Abort> {
         let key = user.id.as_bytes();
         let old: Option<User> = match self.users.get(key)? {
             Some(bytes) => Some(decode_user(key, &bytes).map_err(abort)?),
@@ -296,6 +307,12 @@ impl Tx<'_> {
             (Some(old), Some(v)) if old.version == v => {}
             (Some(_), None) => return Err(abort(Error::Conflict(format!("a user with id {} already exists", user.id)))),
             _ => return Err(abort(Error::WriteConflict)),
+        }
+        // A write that keeps the name, email and number (a reset, a login) leaves the indexes be.
+        let same_keys = old.as_ref().is_some_and(|o| o.username == user.username && o.email == user.email && o.number == user.number);
+        if same_keys {
+            self.users.insert(key, encode_user(user, expected_version))?;
+            return Ok(());
         }
         let name_key = user.username.to_lowercase();
         let email_key = user.email.to_lowercase();
@@ -327,8 +344,7 @@ impl Tx<'_> {
             }
             self.by_number.insert(&user.number.to_be_bytes(), key)?;
         }
-        user.version = expected_version.map_or(1, |v| v + 1);
-        self.users.insert(key, encode(&user))?;
+        self.users.insert(key, encode_user(user, expected_version))?;
         Ok(())
     }
 }

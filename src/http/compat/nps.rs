@@ -209,7 +209,7 @@ pub async fn sign_in(
     }
     let name = login.clone();
     let step =
-        state.call(move |service, now| service.login_password(&name, &request.password, VENDOR.source(), now)).await;
+        state.call_hashing(move |service, now| service.login_password(&name, &request.password, VENDOR.source(), now)).await;
     match step {
         Ok(LoginStep::Done(session)) => {
             state.metrics.record_login("password", "success");
