@@ -5,7 +5,6 @@
 
 use crate::auth::seal::Sealer;
 use crate::cli::Context;
-use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::role::Role;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -35,18 +34,7 @@ pub fn take(service: &Service, actor: &Actor, now: Timestamp) -> Result<Snapshot
             ));
         }
     }
-    let event = AuditDraft {
-        at: now,
-        actor: actor.audit_name(),
-        action: "store.backup".into(),
-        target_id: None,
-        target: None,
-        org: actor.org().map(str::to_string),
-        outcome: Outcome::Success,
-        reason: None,
-        detail: None,
-        source: actor.source.clone(),
-    };
+    let event = crate::service::draft(actor, "store.backup", now);
     store.commit(&[Change { audit: vec![event], ..Change::default() }])?;
     store.flush()?;
     store.snapshot(now)

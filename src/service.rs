@@ -416,7 +416,8 @@ impl std::fmt::Debug for Service {
     }
 }
 
-fn draft(actor: &Actor, action: &str, now: Timestamp) -> AuditDraft {
+/// An audit event of `actor` doing `action`, successful, about no user (yet).
+pub(crate) fn draft(actor: &Actor, action: &str, now: Timestamp) -> AuditDraft {
     AuditDraft {
         at: now,
         actor: actor.audit_name(),
