@@ -63,7 +63,7 @@ seed_mfadmin() {
     rm -rf "$MFADMIN_DATA_DIR"
     "$MFADMIN" demo --users 0 >/dev/null 2>&1          # the demo orgs and owner, no generated users
     { echo "username,email,display_name,role,org"
-      for i in $(seq 1 2000); do printf 'user%05d,user%05d@example.test,Given%d Sur%d,member,Globex\n' "$i" "$i" "$i" "$i"; done
+      for i in $(seq 1 2000); do printf 'user%05d,user%05d@example.test,Given%d Sur%d,member,Acme\n' "$i" "$i" "$i" "$i"; done
     } > "$WORK/users.csv"
     "$MFADMIN" user import "$WORK/users.csv" >/dev/null
     $C seed-mfadmin "$MFADMIN" 1 2000 | tee -a "$RESULTS"
@@ -109,7 +109,7 @@ def get(system, phase, conc=None):
     for r in rows:
         if r["system"] == system and r["phase"] == phase and (conc is None or r.get("concurrency") == conc):
             return r
-print(f"\n{'what':38} {'mfadmin':>14} {'privacyIDEA':>14} {'ratio':>9}")
+print(f"\n{'what':38} {'mfadmin':>14} {'privacyIDEA':>14} {'ratio':>10} {'better':>11}")
 for label, phase, conc, key, better in [
     ("list page of 50, 1 client (req/s)", "list_page_50", 1, "req_per_s", "higher"),
     ("list page of 50, 8 clients (req/s)", "list_page_50", 8, "req_per_s", "higher"),
@@ -123,7 +123,9 @@ for label, phase, conc, key, better in [
         print(f"{label:38} missing"); continue
     a, b = m[key], p[key]
     ratio = a / b if b else float("nan")
+    faster = ratio if better == "higher" else (1 / ratio if ratio else float("nan"))
     errs = f"  (errors: mfadmin {m['errors']}, privacyIDEA {p['errors']})" if m["errors"] or p["errors"] else ""
-    print(f"{label:38} {a:>14} {b:>14} {ratio:>8.1f}x{errs}")
-print("\nratio = mfadmin / privacyIDEA (for req/s higher is better; for ms and s lower is better)")
+    print(f"{label:38} {a:>14} {b:>14} {ratio:>10.4g} {faster:>10.0f}x{errs}")
+print("\nratio = mfadmin / privacyIDEA (req/s: higher is better; ms and s: lower is better);")
+print("the last column says how many times better mfadmin's figure is")
 EOF

@@ -81,7 +81,7 @@ for _ in 1 2 3 4 5; do
     t1=$(date +%s%N)
     ready+=($(( (t1 - t0) / 1000000 )))
     for _ in $(seq 1 600); do [ "${DIR_WAIT:-1}" = 1 ] || break; grep -q "user directory ready" "$WORK/serve.log" && break; sleep 0.05; done
-    dir_ms=$(grep "user directory ready" "$WORK/serve.log" | grep -o 'ms=[0-9]*' | cut -d= -f2)
+    dir_ms=$(grep "user directory ready" "$WORK/serve.log" | grep -o 'ms=[0-9]*' | cut -d= -f2 || true)
     stop_server
 done
 sorted=$(printf '%s\n' "${ready[@]}" | sort -n | tr '\n' ' ')
