@@ -2,13 +2,13 @@
 //! Every server here binds loopback only and is stopped by the test, with bounded waits.
 
 mod http_support;
+mod serve_support;
 
 use http_support::{http, Harness, PASSWORD};
 use mfadmin::cli::Context;
 use mfadmin::domain::role::Role;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,38 +101,9 @@ fn mfadmin(dir: &std::path::Path) -> Command {
 }
 
 fn start(dir: &std::path::Path, extra: &[&str]) -> Served {
-    let mut child = mfadmin(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mfadmin serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = match lines.recv_timeout(left) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mfadmin serve did not say where it listens");
-            }
-        };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ')').next().unwrap();
-            return Served { child, addr: addr.parse().unwrap(), lines };
-        }
-    }
+    let (child, addr, lines) = serve_support::spawn_serve(mfadmin(dir), extra, deadline);
+    Served { child, addr, lines }
 }
 
 /// A test that fails half-way still stops its server.

@@ -3,6 +3,9 @@
 //! 127.0.0.1:0, killed or stopped by the test), and the reset invariants checked on a reopened store.
 #![allow(dead_code)]
 
+#[path = "../serve_support/mod.rs"]
+mod serve_support;
+
 use mfadmin::auth::token;
 use mfadmin::cli::Context;
 use mfadmin::config::Config;
@@ -11,10 +14,9 @@ use mfadmin::domain::user::User;
 use mfadmin::service::{Actor, NewUser, Service};
 use mfadmin::store::{Change, Session, SessionKind};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -288,39 +290,18 @@ pub struct Server {
 impl Server {
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
         let mut cmd = mfadmin(data_dir);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("mfadmin serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = lines.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mfadmin serve did not say where it listens");
-            };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ')').next().unwrap();
-                let server = Server { child, addr: addr.parse().unwrap(), lines };
-                // Wait until it answers, so that a test starts on a server that serves.
-                while http(server.addr, "GET", "/healthz", None, None).map(|(s, _)| s) != Some(200) {
-                    assert!(Instant::now() < deadline, "mfadmin serve does not answer /healthz");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                return server;
-            }
+        let (child, addr, lines) = serve_support::spawn_serve(cmd, &[], deadline);
+        let server = Server { child, addr, lines };
+        // Wait until it answers, so that a test starts on a server that serves.
+        while http(server.addr, "GET", "/healthz", None, None).map(|(s, _)| s) != Some(200) {
+            assert!(Instant::now() < deadline, "mfadmin serve does not answer /healthz");
+            std::thread::sleep(Duration::from_millis(10));
         }
+        server
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -2,7 +2,10 @@
 //! and `mfadmin serve` on 127.0.0.1 (port 0), killed when dropped.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "../serve_support/mod.rs"]
+mod serve_support;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,30 +74,9 @@ impl Site {
     }
 
     pub fn serve(&self) -> Served {
-        let mut child = self
-            .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mfadmin serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut served = Served { child, url: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while served.url.is_empty() {
-            let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("mfadmin serve says where it listens");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ')').next().unwrap();
-                served.url = format!("http://{addr}");
-            }
-        }
-        served
+        let (child, addr, log) = serve_support::spawn_serve(self.command(), &[], deadline);
+        Served { child, url: format!("http://{addr}"), log }
     }
 }
 
@@ -102,6 +84,8 @@ impl Site {
 pub struct Served {
     pub child: Child,
     pub url: String,
+    /// Its log; kept so that the server's writes to it never meet a closed pipe.
+    pub log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Served {
