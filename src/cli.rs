@@ -390,7 +390,7 @@ impl Context {
 
     /// Open the existing store and its key.
     pub fn open_service(&self) -> crate::error::Result<Service> {
-        let store = SledStore::open(&self.config.store_dir())?;
+        let store = SledStore::open_with_cache(&self.config.store_dir(), self.config.store.cache_bytes())?;
         let sealer = Sealer::load(&self.config.key_file())?;
         Service::new(Arc::new(store), sealer, self.config.policy())
     }
@@ -402,7 +402,7 @@ impl Context {
             return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
         }
         let sealer = Sealer::create_key_file(&self.config.key_file())?;
-        let store = SledStore::create(&dir)?;
+        let store = SledStore::create_with_cache(&dir, self.config.store.cache_bytes())?;
         Service::new(Arc::new(store), sealer, self.config.policy())
     }
 

@@ -23,6 +23,7 @@ pub struct Config {
     /// Where `mfadmin login` keeps the remote session token (mode 0600). Default: `token` in the
     /// platform config directory.
     pub token_file: Option<PathBuf>,
+    pub store: StoreConfig,
     pub reset: ResetConfig,
     pub totp: TotpConfig,
     pub lockout: LockoutConfig,
@@ -110,15 +111,48 @@ pub enum LogFormat {
     Json,
 }
 
+/// The store on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// At most this many MiB of the store's pages are kept in memory by a process that opens it
+    /// (the console has its own setting, `tui.store_cache_mb`). More helps writes to many
+    /// different users; listing never reads them (it has its own summaries).
+    pub cache_mb: u64,
+}
+
+impl StoreConfig {
+    pub const DEFAULT_CACHE_MB: u64 = 1024;
+
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.saturating_mul(1 << 20)
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_mb: StoreConfig::DEFAULT_CACHE_MB }
+    }
+}
+
 /// The console (`mfadmin tui`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TuiConfig {
+    /// The store's page cache in the console, in MiB: the console keeps its own compact table of
+    /// the users, so little is needed, and a large store's console stays small.
+    pub store_cache_mb: u64,
     /// Key bindings over the embedded defaults (assets/keymap.toml): mode -> key -> action;
     /// the action "none" removes a default binding. Checked when the console starts.
     pub keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        TuiConfig { store_cache_mb: 16, keys: Default::default() }
+    }
+}
 
 impl Default for CompatConfig {
     fn default() -> Self {
@@ -241,6 +275,8 @@ impl Config {
                 "MFADMIN_SESSION_LIFETIME_MINUTES" => self.session.lifetime_minutes = num(&name, &v)?,
                 "MFADMIN_LISTEN" => self.server.listen = v,
                 "MFADMIN_ALLOW_NON_LOOPBACK" => self.server.allow_non_loopback = flag(&name, &v)?,
+                "MFADMIN_STORE_CACHE_MB" => self.store.cache_mb = num(&name, &v)?,
+                "MFADMIN_TUI_STORE_CACHE_MB" => self.tui.store_cache_mb = num(&name, &v)?,
                 _ => {}
             }
         }
@@ -256,6 +292,11 @@ impl Config {
         }
         if self.reset.batch_size == 0 || self.reset.batch_size > 10_000 {
             return Err(format!("reset.batch_size = {} must be between 1 and 10000", self.reset.batch_size));
+        }
+        for (name, mb) in [("store.cache_mb", self.store.cache_mb), ("tui.store_cache_mb", self.tui.store_cache_mb)] {
+            if mb == 0 || mb > 1 << 20 {
+                return Err(format!("{name} = {mb} must be between 1 and 1048576 (MiB)"));
+            }
         }
         if self.lockout.threshold == 0 {
             return Err("lockout.threshold must be at least 1".into());

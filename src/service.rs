@@ -20,6 +20,8 @@ use uuid::Uuid;
 const META_KEY_CHECK: &str = "key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"mfadmin key check";
 const MAX_REASON_LEN: usize = 500;
+/// Users handed over at a time by [`Service::stream_users`].
+const STREAM_BATCH: usize = 2_000;
 
 /// Who is acting, and through which door.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1427,6 +1429,65 @@ impl Service {
         };
         let page = directory.page_if_cached(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now)?;
         Some(Ok(user_page(directory, page, now)))
+    }
+
+    /// Every user the actor may see, for a console that keeps a table of its own: first up to
+    /// `first` users in user-name order (through the name index, so they come at once), then every
+    /// user in the store's order, those first ones again too. `emit(users, read, of)` gets the
+    /// batches, with how many of the store's `of` users were read so far, and returns false to
+    /// stop. It reads the store, so a console never builds the directory beside its own table.
+    pub fn stream_users(
+        &self,
+        actor: &Actor,
+        first: usize,
+        now: Timestamp,
+        emit: &mut dyn FnMut(Vec<UserView>, usize, usize) -> bool,
+    ) -> Result<()> {
+        let (filter, _) = list_filter(actor, &UserQuery::default());
+        let visible = |u: &User| filter.orgs.iter().all(|o| *o == u.org);
+        let enforced = self.enforcement_map()?;
+        let view = |u: &User| UserView::new(u, enforced.get(&u.org).copied().unwrap_or(false), now);
+        let of = self.store.user_count_bound()?;
+        if let Some(only) = filter.only {
+            let me = self.store.get_user(only)?.filter(visible).map(|u| view(&u));
+            emit(me.into_iter().collect(), of, of);
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        let mut failed = None;
+        // A small org is sought among many names: give up on the first page after a while.
+        let mut tries = first.saturating_mul(50);
+        let name_order = if first == 0 { Ok(()) } else { self.store.scan_ids_by_name(&mut |id| {
+            match self.store.get_user(id) {
+                Ok(Some(u)) if visible(&u) => batch.push(view(&u)),
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
+            }
+            tries = tries.saturating_sub(1);
+            failed.is_none() && batch.len() < first && tries > 0
+        }) };
+        name_order?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !emit(std::mem::take(&mut batch), 0, of) {
+            return Ok(());
+        }
+        let (mut read, mut going) = (0, true);
+        self.store.scan_users(&mut |u| {
+            read += 1;
+            if visible(&u) {
+                batch.push(view(&u));
+            }
+            if batch.len() >= STREAM_BATCH {
+                going = emit(std::mem::take(&mut batch), read, of);
+            }
+            going
+        })?;
+        if going {
+            emit(batch, read, read);
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- orgs

@@ -818,11 +818,17 @@ impl Store for FailingStore {
     fn user_id_by_number(&self, number: u64) -> CoreResult<Option<Uuid>> {
         self.inner.user_id_by_number(number)
     }
+    fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> CoreResult<()> {
+        self.inner.scan_ids_by_name(visit)
+    }
     fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> CoreResult<()> {
         self.inner.scan_users(visit)
     }
     fn user_count(&self) -> CoreResult<usize> {
         self.inner.user_count()
+    }
+    fn user_count_bound(&self) -> CoreResult<usize> {
+        self.inner.user_count_bound()
     }
     fn allocate_numbers(&self, count: u64) -> CoreResult<u64> {
         self.inner.allocate_numbers(count)

@@ -8,7 +8,8 @@ use mfadmin::domain::mfa::MfaStatus;
 use mfadmin::domain::policy;
 use mfadmin::domain::role::Role;
 use mfadmin::error::Error;
-use mfadmin::service::{AuditQuery, LoginStep, ResetOutcome, UserQuery};
+use mfadmin::domain::user::UserView;
+use mfadmin::service::{Actor, AuditQuery, LoginStep, ResetOutcome, UserQuery};
 use mfadmin::store::{Change, UserWrite};
 
 fn mfa_of(t: &TestStore, name: &str, now: i64) -> MfaStatus {
@@ -478,4 +479,55 @@ fn listings_follow_every_write_made_after_the_first_listing() {
     let (_, admin) = login(&t.svc, "ad", Some(&secret), T0 + 60);
     let names: Vec<_> = t.svc.list_users(&admin, &UserQuery::default(), T0 + 60).unwrap().users.into_iter().map(|u| u.username).collect();
     assert_eq!(names, ["ad", "kim", "Lee"]);
+}
+
+#[test]
+fn a_console_stream_brings_every_visible_user_once_the_first_batch_in_name_order() {
+    let t = store();
+    for i in (0..30).rev() {
+        add(&t.svc, &format!("user{i:02}"), Role::Member, if i % 3 == 0 { "globex" } else { "acme" });
+    }
+    add(&t.svc, "ad", Role::Admin, "acme");
+    let (secret, _) = enroll(&t.svc, "ad", T0);
+    let (_, admin) = login(&t.svc, "ad", Some(&secret), T0 + 60);
+    let listed = |actor: &Actor| -> Vec<UserView> { t.svc.list_users(actor, &UserQuery::default(), T0 + 60).unwrap().users };
+
+    for actor in [console(), admin.clone()] {
+        let mut batches: Vec<(Vec<UserView>, usize, usize)> = Vec::new();
+        t.svc.stream_users(&actor, 5, T0 + 60, &mut |users, read, of| {
+            batches.push((users, read, of));
+            true
+        })
+        .unwrap();
+        let expected = listed(&actor);
+        let first: Vec<&str> = batches[0].0.iter().map(|u| u.username.as_str()).collect();
+        let names: Vec<&str> = expected.iter().take(5).map(|u| u.username.as_str()).collect();
+        assert_eq!(first, names, "the first batch is the first users by name");
+        // After it, every user the actor may see comes exactly once, as listing shows them.
+        let mut rest: Vec<UserView> = batches[1..].iter().flat_map(|b| b.0.clone()).collect();
+        rest.sort_by(|a, b| a.username.cmp(&b.username));
+        assert_eq!(rest, expected);
+        let (_, read, of) = batches.last().unwrap();
+        assert_eq!((read, of), (&31, &31), "the last batch says every user of the store was read");
+    }
+    assert!(listed(&admin).iter().all(|u| u.org == "acme"), "an org's admin sees its own org only");
+
+    // A member sees only itself; a stream stops when told to.
+    add(&t.svc, "mem", Role::Member, "acme");
+    let (secret, _) = enroll(&t.svc, "mem", T0);
+    let (_, member) = login(&t.svc, "mem", Some(&secret), T0 + 60);
+    let mut seen = Vec::new();
+    t.svc.stream_users(&member, 5, T0 + 60, &mut |users, _, _| {
+        seen.extend(users.into_iter().map(|u| u.username));
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, ["mem"]);
+    let mut calls = 0;
+    t.svc.stream_users(&console(), 5, T0 + 60, &mut |_, _, _| {
+        calls += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(calls, 1, "false from the first batch stops the stream");
 }

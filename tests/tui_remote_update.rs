@@ -42,8 +42,9 @@ fn console() -> (State, u64) {
     (state, generation)
 }
 
-fn page(generation: u64, users: Vec<UserView>, total: usize, done: bool) -> Action {
-    Action::UsersPage { generation, result: Ok(users), total, done }
+/// A page of a load of `total` users, `read` of them received with this one.
+fn page(generation: u64, users: Vec<UserView>, read: usize, total: usize, done: bool) -> Action {
+    Action::UsersPage { generation, result: Ok(users), read, total, done }
 }
 
 fn names(state: &State) -> Vec<String> {
@@ -54,7 +55,7 @@ fn names(state: &State) -> Vec<String> {
 fn the_first_page_shows_at_once_and_a_filter_typed_meanwhile_goes_to_the_backend() {
     let all: Vec<UserView> = (0..1000).map(user).collect();
     let (mut state, first) = console();
-    assert_eq!(update(&mut state, page(first, all[..500].to_vec(), 1000, false)), None);
+    assert_eq!(update(&mut state, page(first, all[..500].to_vec(), 500, 1000, false)), None);
     assert_eq!(state.users.total(), 500, "the first page is in the table");
     assert!(state.message.as_ref().unwrap().text.contains("500 of 1000"), "{:?}", state.message);
 
@@ -70,10 +71,10 @@ fn the_first_page_shows_at_once_and_a_filter_typed_meanwhile_goes_to_the_backend
 
     // A page of an older load is dropped; the newest load's pages are added.
     let before = state.users.total();
-    update(&mut state, page(first, all[500..].to_vec(), 1000, true));
+    update(&mut state, page(first, all[500..].to_vec(), 1000, 1000, true));
     assert_eq!(state.users.total(), before, "a superseded load's page is dropped");
     let found: Vec<UserView> = all.iter().filter(|u| u.username.contains("user00")).cloned().collect();
-    update(&mut state, page(newest, found.clone(), found.len(), true));
+    update(&mut state, page(newest, found.clone(), found.len(), found.len(), true));
     let mut expected: Vec<String> = found.iter().map(|u| u.username.clone()).collect();
     expected.sort();
     assert_eq!(names(&state), expected, "the filter shows everything the backend found");
@@ -86,8 +87,8 @@ fn the_first_page_shows_at_once_and_a_filter_typed_meanwhile_goes_to_the_backend
         panic!("clearing the filter loads the rest")
     };
     assert!(query.is_empty());
-    update(&mut state, page(full, all[..500].to_vec(), 1000, false));
-    update(&mut state, page(full, all[500..].to_vec(), 1000, true));
+    update(&mut state, page(full, all[..500].to_vec(), 500, 1000, false));
+    update(&mut state, page(full, all[500..].to_vec(), 1000, 1000, true));
     assert_eq!(state.users.total(), 1000);
     assert_eq!(state.users.marked_ids(), marked, "marks survive the pages");
     assert!(state.load.complete && !state.load.running);
@@ -124,7 +125,7 @@ fn pages_in_any_order_give_the_order_of_one_full_load() {
 fn a_dropped_connection_shows_and_an_ended_session_returns_to_login_keeping_marks_and_filter() {
     let all: Vec<UserView> = (0..50).map(user).collect();
     let (mut state, first) = console();
-    update(&mut state, page(first, all.clone(), 50, true));
+    update(&mut state, page(first, all.clone(), 50, 50, true));
     let screen = tui_common::render(&state, 120, 40);
     assert!(screen.contains("remote: http://127.0.0.1:7070"), "the badge:\n{screen}");
 
@@ -147,7 +148,7 @@ fn a_dropped_connection_shows_and_an_ended_session_returns_to_login_keeping_mark
 
     let again = update(&mut state, Action::LoggedIn(Box::new(Session::acting(Actor::console("tui")))));
     let Some(Effect::LoadUsers { generation, .. }) = again else { panic!("{again:?}") };
-    update(&mut state, page(generation, all, 50, true));
+    update(&mut state, page(generation, all, 50, 50, true));
     assert_eq!(state.users.marked_ids(), marked);
     assert_eq!(state.users.query(), &query);
 }

@@ -10,6 +10,9 @@ use crate::service::{
 };
 use std::sync::Arc;
 
+/// How many users in name order a console gets before the rest (a screenful or two).
+const STREAM_FIRST: usize = 200;
+
 pub struct Local {
     service: Arc<Service>,
     /// `tui` or `cli`: recorded in every audit event.
@@ -92,6 +95,10 @@ impl Backend for Local {
 
     fn list_users(&self, who: &Credential, query: &UserQuery) -> Result<UserPage> {
         self.service.list_users(&self.actor(who)?, query, self.clock.now())
+    }
+
+    fn stream_users(&self, who: &Credential, emit: &mut dyn FnMut(Vec<UserView>, usize, usize) -> bool) -> Option<Result<()>> {
+        Some(self.actor(who).and_then(|actor| self.service.stream_users(&actor, STREAM_FIRST, self.clock.now(), emit)))
     }
 
     fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail> {

@@ -95,6 +95,12 @@ pub trait Backend: Send + Sync {
 
     /// One page of users: at most `query.limit`, after `query.cursor`.
     fn list_users(&self, who: &Credential, query: &UserQuery) -> Result<UserPage>;
+    /// Every user `who` may see, in batches, the first page of them in user-name order at once
+    /// (see [`crate::service::Service::stream_users`]); `emit(users, read, of)` returns false to
+    /// stop. `None` from a backend that pages instead, with [`Backend::list_users`].
+    fn stream_users(&self, _who: &Credential, _emit: &mut dyn FnMut(Vec<UserView>, usize, usize) -> bool) -> Option<Result<()>> {
+        None
+    }
     /// A user (by id, user name, email or number) with its recent audit events.
     fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail>;
     fn set_status(&self, who: &Credential, user: &str, status: Status) -> Result<UserView>;

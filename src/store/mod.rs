@@ -61,9 +61,15 @@ pub trait Store: Send + Sync {
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>>;
     fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>>;
     fn user_id_by_number(&self, number: u64) -> Result<Option<Uuid>>;
+    /// Visit the ids of users in user-name order until `visit` returns false.
+    fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> Result<()>;
     /// Visit every user until `visit` returns false.
     fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()>;
+    /// How many users there are, counted (a pass over every user).
     fn user_count(&self) -> Result<usize>;
+    /// At least as many as there are users, at once: the highest user number (numbers are
+    /// handed out in order and never reused, so it is the count unless some went unused).
+    fn user_count_bound(&self) -> Result<usize>;
     /// Reserve `count` fresh user numbers; numbers are never handed out twice.
     fn allocate_numbers(&self, count: u64) -> Result<u64>;
 

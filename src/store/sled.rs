@@ -93,6 +93,9 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// The page cache of a store opened without saying (the `store.cache_mb` setting's default).
+pub const DEFAULT_CACHE_BYTES: u64 = crate::config::StoreConfig::DEFAULT_CACHE_MB << 20;
+
 impl SledStore {
     /// Does `dir` hold a store?
     pub fn exists(dir: &Path) -> bool {
@@ -101,10 +104,15 @@ impl SledStore {
 
     /// Create a new, empty store in `dir`. Refuses a directory that already holds one.
     pub fn create(dir: &Path) -> Result<SledStore> {
+        Self::create_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::create`], keeping at most `cache_bytes` of the store's pages in memory.
+    pub fn create_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
         if Self::exists(dir) {
             return Err(Error::Conflict(format!("{} already holds an mfadmin store", dir.display())));
         }
-        let store = Self::open_raw(dir)?;
+        let store = Self::open_raw(dir, cache_bytes)?;
         store.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(storage)?;
         store.meta.insert(META_NEXT_NUMBER, &1u64.to_be_bytes()).map_err(storage)?;
         store.db.flush().map_err(storage)?;
@@ -113,10 +121,15 @@ impl SledStore {
 
     /// Open the existing store in `dir`, checking its schema version.
     pub fn open(dir: &Path) -> Result<SledStore> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`], keeping at most `cache_bytes` of the store's pages in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
         if !Self::exists(dir) {
             return Err(Error::NoStore { dir: dir.to_path_buf() });
         }
-        let store = Self::open_raw(dir)?;
+        let store = Self::open_raw(dir, cache_bytes)?;
         let version = store
             .meta
             .get(META_SCHEMA)
@@ -128,7 +141,7 @@ impl SledStore {
         Ok(store)
     }
 
-    fn open_raw(dir: &Path) -> Result<SledStore> {
+    fn open_raw(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let is_lock = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
         // sled lets go of its file lock from a background thread shortly after the last handle is
@@ -136,7 +149,7 @@ impl SledStore {
         let mut attempt = 0;
         let mut cleared = false;
         let db = loop {
-            match sled::Config::new().path(dir).open() {
+            match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
                 Err(sled::Error::Corruption { .. }) if !cleared && remove_unfinished_snapshots(dir) => cleared = true,
                 Err(e) if is_lock(&e) && attempt < 20 => {
                     attempt += 1;
@@ -369,6 +382,17 @@ impl Store for SledStore {
         Self::index_lookup(&self.by_number, &number.to_be_bytes())
     }
 
+    fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> Result<()> {
+        for item in self.by_name.iter() {
+            let (_, value) = item.map_err(storage)?;
+            let id = Uuid::from_slice(&value).map_err(|_| Error::Corrupt("a user index entry is damaged".into()))?;
+            if !visit(id) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()> {
         for item in self.users.iter() {
             let (key, bytes) = item.map_err(storage)?;
@@ -381,6 +405,11 @@ impl Store for SledStore {
 
     fn user_count(&self) -> Result<usize> {
         Ok(self.users.len())
+    }
+
+    fn user_count_bound(&self) -> Result<usize> {
+        let highest = self.by_number.last().map_err(storage)?.and_then(|(key, _)| <[u8; 8]>::try_from(key.as_ref()).ok());
+        Ok(highest.map_or(0, |k| usize::try_from(u64::from_be_bytes(k)).unwrap_or(usize::MAX)))
     }
 
     fn allocate_numbers(&self, count: u64) -> Result<u64> {

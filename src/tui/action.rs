@@ -227,8 +227,10 @@ pub enum Action {
     /// Every user, at once (replaces the table's rows).
     UsersLoaded(Result<Vec<UserView>, String>),
     /// One page of a load that streams in: added to the table (rows already there are updated).
-    /// `total` is how many users the load's query finds; `done` is true on its last page.
-    UsersPage { generation: u64, result: Result<Vec<UserView>, String>, total: usize, done: bool },
+    /// `total` is how many users the load goes through (those its query finds, or every user of
+    /// the store when it streams), `read` how many of them it went through so far; `done` is
+    /// true on its last page.
+    UsersPage { generation: u64, result: Result<Vec<UserView>, String>, read: usize, total: usize, done: bool },
     /// The backend does not answer (`Some(why)`, retrying), or answers again (`None`).
     Connection(Option<String>),
     /// The session ended (token expired or revoked): log in again; marks and filter stay.

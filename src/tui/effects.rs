@@ -227,9 +227,13 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
 /// Load the users `query` finds, page by page: the first page at once, the rest in bundles while
 /// they arrive, until the last page or a newer load.
 fn load_users(backend: &dyn Backend, control: &Control, who: &Credential, generation: u64, query: &Query, emit: &mut dyn FnMut(Action)) {
+    if query.is_empty() && stream_users(backend, control, who, generation, emit) {
+        return;
+    }
     let mut page_query = UserQuery { limit: Some(PAGE), ..user_query(query) };
     let mut bundle = Vec::new();
     let mut last_emit: Option<Instant> = None;
+    let mut read = 0;
     loop {
         if control.superseded(generation) {
             return;
@@ -237,14 +241,15 @@ fn load_users(backend: &dyn Backend, control: &Control, who: &Credential, genera
         let page = match control.retry(emit, || backend.list_users(who, &page_query)) {
             Some(Ok(page)) => page,
             Some(Err(e)) if e.needs_login() => return emit(Action::SessionEnded(e.to_string())),
-            Some(Err(e)) => return emit(Action::UsersPage { generation, result: Err(e.to_string()), total: 0, done: true }),
+            Some(Err(e)) => return emit(Action::UsersPage { generation, result: Err(e.to_string()), read: 0, total: 0, done: true }),
             None => return,
         };
+        read += page.users.len();
         bundle.extend(page.users);
         let done = page.next_cursor.is_none();
         if done || last_emit.is_none_or(|t| t.elapsed() >= PAGE_INTERVAL) {
             let users = std::mem::take(&mut bundle);
-            emit(Action::UsersPage { generation, result: Ok(users), total: page.total, done });
+            emit(Action::UsersPage { generation, result: Ok(users), read, total: page.total, done });
             last_emit = Some(Instant::now());
         }
         match page.next_cursor {
@@ -252,6 +257,31 @@ fn load_users(backend: &dyn Backend, control: &Control, who: &Credential, genera
             None => return,
         }
     }
+}
+
+/// Load every user from a backend that streams them (the first page at once, the rest in bundles
+/// while they arrive); false when the backend pages instead.
+fn stream_users(backend: &dyn Backend, control: &Control, who: &Credential, generation: u64, emit: &mut dyn FnMut(Action)) -> bool {
+    let mut bundle = Vec::new();
+    let mut last_emit: Option<Instant> = None;
+    let (mut read, mut of) = (0, 0);
+    let streamed = backend.stream_users(who, &mut |users, now_read, total| {
+        bundle.extend(users);
+        (read, of) = (now_read, total);
+        if last_emit.is_none_or(|t| t.elapsed() >= PAGE_INTERVAL) {
+            emit(Action::UsersPage { generation, result: Ok(std::mem::take(&mut bundle)), read, total, done: false });
+            last_emit = Some(Instant::now());
+        }
+        !control.superseded(generation)
+    });
+    match streamed {
+        None => return false,
+        Some(Ok(())) if control.superseded(generation) => {}
+        Some(Ok(())) => emit(Action::UsersPage { generation, result: Ok(bundle), read: of, total: of, done: true }),
+        Some(Err(e)) if e.needs_login() => emit(Action::SessionEnded(e.to_string())),
+        Some(Err(e)) => emit(Action::UsersPage { generation, result: Err(e.to_string()), read, total: of, done: true }),
+    }
+    true
 }
 
 /// Runs effects on the blocking pool and sends their actions to the UI loop.

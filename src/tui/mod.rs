@@ -106,7 +106,13 @@ fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
     }
     let console = Actor::console(effects::SOURCE);
     let service = cli::ensure_demo_store(ctx, &console).map_err(explain)?;
-    if service.store().user_count()? <= 1 {
+    // Only the demo owner there yet (counting every user of a large store would take seconds).
+    let mut seen = 0;
+    service.store().scan_users(&mut |_| {
+        seen += 1;
+        seen < 2
+    })?;
+    if seen <= 1 {
         eprintln!("Generating {} demo users in {}…", args.demo_users, ctx.config.data_dir().display());
         demo::populate(&service, &console, args.demo_users, DEMO_SEED, cli::now())?;
     }
@@ -128,6 +134,9 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("the console needs a terminal; for scripts use the other commands (mfadmin --help)");
     }
+    // The console keeps its own table of the users: it needs little of the store's page cache.
+    let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb };
+    let ctx = &Context { config: crate::config::Config { store, ..ctx.config.clone() } };
     let (backend, session) = open(ctx, &args)?;
     let options = Options {
         keymap,

@@ -1,18 +1,23 @@
-//! The user table's data: every user the admin may see, a pre-lowered search index, the sort
-//! order, the rows the filter shows, the marks and the cursor. Filtering narrows incrementally
-//! while the filter text grows, so a keystroke stays well within one frame at 100,000 users.
+//! The user table's data: every user the admin may see, kept compact (a million users fit in
+//! about 200 MB), a pre-lowered search index, the sort order, the rows the filter shows, the marks
+//! and the cursor. Filtering walks the index in memory order and narrows incrementally while the
+//! filter text grows, so a keystroke stays within one frame at a million users.
 
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
-use crate::domain::user::UserView;
+use crate::domain::user::{rfc3339, Status, UserView};
 use crate::service::{ResetOutcome, ResetReport, SortField};
+use hashbrown::HashTable;
 use memchr::memmem;
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use uuid::Uuid;
 
 /// Separates the fields of one row in the search index; typed text never contains it.
 const SEP: char = '\u{1f}';
+/// A timestamp the user does not have.
+const NEVER: i64 = i64::MIN;
 
 /// The columns the table can be sorted by, in the order `s` cycles through them.
 pub const SORT_COLUMNS: [SortField; 7] = [
@@ -40,18 +45,49 @@ impl Query {
     }
 }
 
+/// One user, without its texts (they are in [`UserTable::index`] and [`UserTable::originals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    id: Uuid,
+    number: u64,
+    /// Unix seconds, or [`NEVER`].
+    created_at: i64,
+    last_login_at: i64,
+    mfa_enrolled_at: i64,
+    mfa_reset_at: i64,
+    /// Where this row's fields that are not all lower case start in `originals`.
+    original: u32,
+    recovery_codes_left: u32,
+    /// Index into `orgs`.
+    org: u32,
+    role: Role,
+    status: Status,
+    mfa: MfaStatus,
+    /// Bit `i` set: field `i` (user name, display name, email) differs from its lower-cased form
+    /// and is kept in `originals`, in field order, each followed by [`SEP`].
+    differs: u8,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UserTable {
-    rows: Vec<UserView>,
-    /// Lower-cased `username SEP display name SEP email` of every row, one after the other.
+    rows: Vec<Row>,
+    /// Lower-cased `username SEP display name SEP email SEP` of every row, in row order.
     index: String,
     /// Per row: where its index text starts, and where its user name, display name and email end.
     spans: Vec<[u32; 4]>,
-    by_id: HashMap<Uuid, u32>,
+    /// The fields whose case the index lost (see [`Row::differs`]).
+    originals: String,
+    orgs: Vec<String>,
+    org_of: HashMap<String, u32>,
+    /// Row numbers, found by the row's id.
+    by_id: HashTable<u32>,
+    hasher: RandomState,
     /// Every row, in the sort order.
     order: Vec<u32>,
     /// The rows the query lets through, in the sort order.
     shown: Vec<u32>,
+    /// The same rows as a bit set by row number.
+    hits: Vec<u64>,
     marked: Vec<bool>,
     mark_count: usize,
     /// The lower-cased text `shown` was filtered by.
@@ -75,20 +111,21 @@ impl UserTable {
 
     /// Replace the rows with a fresh list from the store, keeping marks, cursor, sort and query.
     pub fn load(&mut self, rows: Vec<UserView>) {
-        let marked: HashSet<Uuid> = self.marked_ids().into_iter().collect();
-        let cursor_id = self.cursor_user().map(|u| u.id);
+        let marked = self.marked_ids();
+        let cursor_id = self.cursor_id();
         let anchor_id = self.anchor.map(|r| self.rows[r as usize].id);
-        self.index.clear();
-        self.spans.clear();
-        self.by_id.clear();
-        for (i, row) in rows.iter().enumerate() {
-            self.spans.push(push_index(&mut self.index, row));
-            self.by_id.insert(row.id, i as u32);
+        let (sort, descending, query, applied) = (self.sort, self.descending, self.query.clone(), self.applied_text.clone());
+        *self = UserTable { sort, descending, query, applied_text: applied, ..UserTable::default() };
+        for view in &rows {
+            let r = self.push(view);
+            self.insert_id(r);
         }
-        self.marked = rows.iter().map(|r| marked.contains(&r.id)).collect();
-        self.mark_count = self.marked.iter().filter(|m| **m).count();
-        self.rows = rows;
-        self.anchor = anchor_id.and_then(|id| self.by_id.get(&id).copied());
+        for id in marked {
+            if let Some(r) = self.find(id) {
+                self.set_mark(r, true);
+            }
+        }
+        self.anchor = anchor_id.and_then(|id| self.find(id));
         self.loaded = true;
         self.resort();
         self.refilter();
@@ -100,35 +137,25 @@ impl UserTable {
     /// about as much as one pass over the table.
     pub fn upsert(&mut self, rows: Vec<UserView>) {
         let mut resort = false;
-        let mut rebuild_index = false;
+        let mut text_changed = false;
         let first_new = self.rows.len() as u32;
-        for row in rows {
-            match self.by_id.get(&row.id) {
-                Some(&r) => {
-                    let old = &self.rows[r as usize];
-                    if *old != row {
-                        resort = true;
-                        rebuild_index |= (&old.username, &old.display_name, &old.email) != (&row.username, &row.display_name, &row.email);
-                        self.rows[r as usize] = row;
-                    }
+        for view in &rows {
+            match self.find(view.id) {
+                Some(r) if self.same(r, view) => {}
+                Some(r) => {
+                    resort = true;
+                    text_changed |= self.put(r, view);
                 }
                 None => {
-                    let r = self.rows.len() as u32;
-                    self.spans.push(push_index(&mut self.index, &row));
-                    self.by_id.insert(row.id, r);
-                    self.marked.push(false);
-                    self.rows.push(row);
+                    let r = self.push(view);
+                    self.insert_id(r);
                 }
             }
         }
         self.loaded = true;
-        let cursor_id = self.cursor_user().map(|u| u.id);
-        if rebuild_index {
-            self.index.clear();
-            self.spans.clear();
-            for row in &self.rows {
-                self.spans.push(push_index(&mut self.index, row));
-            }
+        let cursor_id = self.cursor_id();
+        if text_changed {
+            self.compact_text();
         }
         if resort {
             self.resort();
@@ -183,33 +210,38 @@ impl UserTable {
         self.offset
     }
 
-    pub fn anchor(&self) -> Option<&UserView> {
-        self.anchor.map(|r| &self.rows[r as usize])
+    pub fn anchor(&self) -> Option<UserView> {
+        self.anchor.map(|r| self.view(r))
     }
 
     /// The shown row at `position`, and whether it is marked.
-    pub fn shown_row(&self, position: usize) -> Option<(&UserView, bool)> {
-        let r = *self.shown.get(position)? as usize;
-        Some((&self.rows[r], self.marked[r]))
+    pub fn shown_row(&self, position: usize) -> Option<(UserView, bool)> {
+        let r = *self.shown.get(position)?;
+        Some((self.view(r), self.marked[r as usize]))
     }
 
     /// The rows on screen: at most `height` from the scroll offset. Only these are ever drawn.
-    pub fn visible(&self, height: usize) -> impl Iterator<Item = (usize, &UserView, bool)> {
+    pub fn visible(&self, height: usize) -> impl Iterator<Item = (usize, UserView, bool)> + '_ {
         let end = self.offset.saturating_add(height).min(self.shown.len());
         let start = self.offset.min(end);
-        self.shown[start..end].iter().enumerate().map(move |(i, &r)| (start + i, &self.rows[r as usize], self.marked[r as usize]))
+        self.shown[start..end].iter().enumerate().map(move |(i, &r)| (start + i, self.view(r), self.marked[r as usize]))
     }
 
-    pub fn cursor_user(&self) -> Option<&UserView> {
-        self.shown.get(self.cursor).map(|&r| &self.rows[r as usize])
+    pub fn cursor_user(&self) -> Option<UserView> {
+        self.shown.get(self.cursor).map(|&r| self.view(r))
     }
 
-    pub fn user(&self, id: Uuid) -> Option<&UserView> {
-        self.by_id.get(&id).map(|&r| &self.rows[r as usize])
+    pub fn user(&self, id: Uuid) -> Option<UserView> {
+        self.find(id).map(|r| self.view(r))
+    }
+
+    /// The user name of a user in the table.
+    pub fn username(&self, id: Uuid) -> Option<&str> {
+        self.find(id).map(|r| self.text(r, 0))
     }
 
     pub fn is_marked(&self, id: Uuid) -> bool {
-        self.by_id.get(&id).is_some_and(|&r| self.marked[r as usize])
+        self.find(id).is_some_and(|r| self.marked[r as usize])
     }
 
     /// The marked users, in the table's sort order.
@@ -220,39 +252,208 @@ impl UserTable {
         self.order.iter().filter(|&&r| self.marked[r as usize]).map(|&r| self.rows[r as usize].id).collect()
     }
 
-    // ------------------------------------------------------------ filtering and sorting
+    fn cursor_id(&self) -> Option<Uuid> {
+        self.shown.get(self.cursor).map(|&r| self.rows[r as usize].id)
+    }
 
-    fn field(&self, row: u32, which: usize) -> &str {
-        let s = self.spans[row as usize];
+    // ------------------------------------------------------------ storage
+
+    fn find(&self, id: Uuid) -> Option<u32> {
+        let rows = &self.rows;
+        self.by_id.find(self.hasher.hash_one(id), |&r| rows[r as usize].id == id).copied()
+    }
+
+    fn insert_id(&mut self, r: u32) {
+        let UserTable { rows, by_id, hasher, .. } = self;
+        by_id.insert_unique(hasher.hash_one(rows[r as usize].id), r, |&x| hasher.hash_one(rows[x as usize].id));
+    }
+
+    fn org(&mut self, name: &str) -> u32 {
+        if let Some(&o) = self.org_of.get(name) {
+            return o;
+        }
+        let o = u32::try_from(self.orgs.len()).expect("fewer than 4 billion orgs");
+        self.orgs.push(name.to_string());
+        self.org_of.insert(name.to_string(), o);
+        o
+    }
+
+    /// The row for `view`, with its texts appended to the index and the originals.
+    fn compact(&mut self, view: &UserView) -> (Row, [u32; 4]) {
+        let original = self.originals.len() as u32;
+        let mut differs = 0;
+        let start = self.index.len() as u32;
+        let mut ends = [0u32; 3];
+        for (i, field) in [&view.username, &view.display_name, &view.email].into_iter().enumerate() {
+            if push_lowered(&mut self.index, field) {
+                differs |= 1 << i;
+                self.originals.push_str(field);
+                self.originals.push(SEP);
+            }
+            ends[i] = self.index.len() as u32;
+            self.index.push(SEP);
+        }
+        (self.row(view, original, differs), [start, ends[0], ends[1], ends[2]])
+    }
+
+    /// The row for `view`, whose texts are already stored (at `original`, with `differs`).
+    fn row(&mut self, view: &UserView, original: u32, differs: u8) -> Row {
+        Row {
+            id: view.id,
+            number: view.number,
+            created_at: parse_time(Some(&view.created_at)),
+            last_login_at: parse_time(view.last_login_at.as_deref()),
+            mfa_enrolled_at: parse_time(view.mfa_enrolled_at.as_deref()),
+            mfa_reset_at: parse_time(view.mfa_reset_at.as_deref()),
+            original,
+            recovery_codes_left: u32::try_from(view.recovery_codes_left).unwrap_or(u32::MAX),
+            org: self.org(&view.org),
+            role: view.role,
+            status: view.status,
+            mfa: view.mfa,
+            differs,
+        }
+    }
+
+    fn push(&mut self, view: &UserView) -> u32 {
+        let r = u32::try_from(self.rows.len()).expect("fewer than 4 billion users");
+        let (row, span) = self.compact(view);
+        self.rows.push(row);
+        self.spans.push(span);
+        self.marked.push(false);
+        r
+    }
+
+    /// Put a fresher copy of row `r` in place; true when its texts changed. New texts go to the
+    /// end of the index: call [`UserTable::compact_text`] before filtering again.
+    fn put(&mut self, r: u32, view: &UserView) -> bool {
+        if self.same_text(r, view) {
+            let (original, differs) = (self.rows[r as usize].original, self.rows[r as usize].differs);
+            self.rows[r as usize] = self.row(view, original, differs);
+            return false;
+        }
+        let (row, span) = self.compact(view);
+        self.rows[r as usize] = row;
+        self.spans[r as usize] = span;
+        true
+    }
+
+    /// Is row `r` the same as `view`?
+    fn same(&self, r: u32, view: &UserView) -> bool {
+        let row = &self.rows[r as usize];
+        row.number == view.number
+            && row.role == view.role
+            && row.status == view.status
+            && row.mfa == view.mfa
+            && row.recovery_codes_left as usize == view.recovery_codes_left
+            && self.orgs[row.org as usize] == view.org
+            && row.created_at == parse_time(Some(&view.created_at))
+            && row.last_login_at == parse_time(view.last_login_at.as_deref())
+            && row.mfa_enrolled_at == parse_time(view.mfa_enrolled_at.as_deref())
+            && row.mfa_reset_at == parse_time(view.mfa_reset_at.as_deref())
+            && self.same_text(r, view)
+    }
+
+    fn same_text(&self, r: u32, view: &UserView) -> bool {
+        self.text(r, 0) == view.username && self.text(r, 1) == view.display_name && self.text(r, 2) == view.email
+    }
+
+    /// Lay the index and the originals out again in row order, without the texts of replaced rows.
+    fn compact_text(&mut self) {
+        let mut index = String::with_capacity(self.index.len());
+        let mut originals = String::with_capacity(self.originals.len());
+        for r in 0..self.rows.len() as u32 {
+            let start = index.len() as u32;
+            let mut ends = [0u32; 3];
+            let original = originals.len() as u32;
+            for (i, end) in ends.iter_mut().enumerate() {
+                index.push_str(self.field(r, i));
+                *end = index.len() as u32;
+                index.push(SEP);
+                if self.rows[r as usize].differs & (1 << i) != 0 {
+                    originals.push_str(self.text(r, i));
+                    originals.push(SEP);
+                }
+            }
+            self.spans[r as usize] = [start, ends[0], ends[1], ends[2]];
+            self.rows[r as usize].original = original;
+        }
+        self.index = index;
+        self.originals = originals;
+    }
+
+    /// Field `which` (user name, display name, email) of row `r`, lower-cased.
+    fn field(&self, r: u32, which: usize) -> &str {
+        let s = self.spans[r as usize];
         let start = if which == 0 { s[0] } else { s[which] + 1 };
         &self.index[start as usize..s[which + 1] as usize]
     }
 
-    fn haystack(&self, row: u32) -> &[u8] {
-        let s = self.spans[row as usize];
+    /// Field `which` of row `r`, as it was given.
+    fn text(&self, r: u32, which: usize) -> &str {
+        let row = &self.rows[r as usize];
+        if row.differs & (1 << which) == 0 {
+            return self.field(r, which);
+        }
+        let skip = (row.differs & ((1 << which) - 1)).count_ones() as usize;
+        self.originals[row.original as usize..].split(SEP).nth(skip).unwrap_or_default()
+    }
+
+    /// Row `r` as the rest of the console sees users.
+    fn view(&self, r: u32) -> UserView {
+        let row = &self.rows[r as usize];
+        let time = |t: i64| (t != NEVER).then(|| rfc3339(t));
+        UserView {
+            id: row.id,
+            number: row.number,
+            username: self.text(r, 0).to_string(),
+            email: self.text(r, 2).to_string(),
+            display_name: self.text(r, 1).to_string(),
+            org: self.orgs[row.org as usize].clone(),
+            role: row.role,
+            status: row.status,
+            mfa: row.mfa,
+            recovery_codes_left: row.recovery_codes_left as usize,
+            created_at: time(row.created_at).unwrap_or_default(),
+            last_login_at: time(row.last_login_at),
+            mfa_enrolled_at: time(row.mfa_enrolled_at),
+            mfa_reset_at: time(row.mfa_reset_at),
+        }
+    }
+
+    // ------------------------------------------------------------ filtering and sorting
+
+    fn haystack(&self, r: u32) -> &[u8] {
+        let s = self.spans[r as usize];
         &self.index.as_bytes()[s[0] as usize..s[3] as usize]
     }
 
-    fn passes_quick(&self, row: u32) -> bool {
-        let u = &self.rows[row as usize];
-        self.query.role.is_none_or(|r| r == u.role) && self.query.mfa.is_none_or(|m| m == u.mfa)
+    fn passes_quick(&self, r: u32) -> bool {
+        let row = &self.rows[r as usize];
+        self.query.role.is_none_or(|q| q == row.role) && self.query.mfa.is_none_or(|m| m == row.mfa)
     }
 
-    /// Filter every row again (after a change of sort, quick filter or data).
+    fn hit(&self, r: u32) -> bool {
+        self.hits[r as usize / 64] & (1 << (r % 64)) != 0
+    }
+
+    /// Filter every row again (after a change of sort, quick filter or data). Rows are tested in
+    /// memory order, then the sort order is walked once to keep those that passed.
     fn refilter(&mut self) {
         let finder = memmem::Finder::new(self.applied_text.as_bytes());
         let needle_empty = self.applied_text.is_empty();
-        let shown: Vec<u32> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&r| self.passes_quick(r) && (needle_empty || finder.find(self.haystack(r)).is_some()))
-            .collect();
-        self.shown = shown;
+        let mut hits = vec![0u64; self.rows.len().div_ceil(64)];
+        for r in 0..self.rows.len() as u32 {
+            if self.passes_quick(r) && (needle_empty || finder.find(self.haystack(r)).is_some()) {
+                hits[r as usize / 64] |= 1 << (r % 64);
+            }
+        }
+        self.hits = hits;
+        self.shown = self.order.iter().copied().filter(|&r| self.hit(r)).collect();
         self.clamp();
     }
 
-    /// Set the filter text. A longer text that contains the previous one only narrows the rows
+    /// Set the filter text. A longer text that contains the previous one only tests the rows
     /// already shown; anything else filters every row again. The cursor goes to the first match.
     pub fn set_text(&mut self, text: &str) {
         let lowered = text.to_lowercase();
@@ -264,8 +465,20 @@ impl UserTable {
         self.applied_text = lowered;
         if narrowing {
             let finder = memmem::Finder::new(self.applied_text.as_bytes());
+            let mut hits = std::mem::take(&mut self.hits);
+            for (w, word) in hits.iter_mut().enumerate() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    if finder.find(self.haystack(w as u32 * 64 + b)).is_none() {
+                        *word &= !(1 << b);
+                    }
+                }
+            }
+            self.hits = hits;
             let mut shown = std::mem::take(&mut self.shown);
-            shown.retain(|&r| finder.find(self.haystack(r)).is_some());
+            shown.retain(|&r| self.hit(r));
             self.shown = shown;
         } else {
             self.refilter();
@@ -295,16 +508,23 @@ impl UserTable {
         if (field, descending) == (self.sort, self.descending) {
             return;
         }
-        self.sort = field;
-        self.descending = descending;
-        let cursor_id = self.cursor_user().map(|u| u.id);
-        self.resort();
-        self.refilter();
+        let cursor_id = self.cursor_id();
+        if field == self.sort {
+            // Only the direction changed.
+            self.order.reverse();
+            self.shown.reverse();
+            self.descending = descending;
+        } else {
+            self.sort = field;
+            self.descending = descending;
+            self.resort();
+            self.refilter();
+        }
         self.put_cursor_on(cursor_id);
     }
 
     fn refilter_keeping_cursor(&mut self) {
-        let cursor_id = self.cursor_user().map(|u| u.id);
+        let cursor_id = self.cursor_id();
         self.refilter();
         self.put_cursor_on(cursor_id);
     }
@@ -318,10 +538,10 @@ impl UserTable {
             SortField::Username => by_name(),
             SortField::DisplayName => self.field(a, 1).cmp(self.field(b, 1)),
             SortField::Email => self.field(a, 2).cmp(self.field(b, 2)),
-            SortField::Org => ua.org.cmp(&ub.org).then_with(by_name),
+            SortField::Org => self.orgs[ua.org as usize].cmp(&self.orgs[ub.org as usize]).then_with(by_name),
             SortField::Role => (ua.role as u8).cmp(&(ub.role as u8)).then_with(by_name),
             SortField::Mfa => (ua.mfa as u8).cmp(&(ub.mfa as u8)).then_with(by_name),
-            SortField::LastLogin => ua.last_login_at.as_deref().unwrap_or("").cmp(ub.last_login_at.as_deref().unwrap_or("")),
+            SortField::LastLogin => ua.last_login_at.cmp(&ub.last_login_at),
             SortField::Created => ua.created_at.cmp(&ub.created_at),
             SortField::Number => ua.number.cmp(&ub.number),
         };
@@ -345,7 +565,7 @@ impl UserTable {
     // ------------------------------------------------------------ cursor
 
     fn put_cursor_on(&mut self, id: Option<Uuid>) {
-        let row = id.and_then(|id| self.by_id.get(&id).copied());
+        let row = id.and_then(|id| self.find(id));
         if let Some(pos) = row.and_then(|r| self.shown.iter().position(|&s| s == r)) {
             self.cursor = pos;
         }
@@ -445,17 +665,8 @@ impl UserTable {
 
     /// Put a fresher copy of one user in place.
     pub fn replace(&mut self, view: UserView) {
-        let Some(&row) = self.by_id.get(&view.id) else {
-            return;
-        };
-        let old = &self.rows[row as usize];
-        let text_changed = (&old.username, &old.display_name, &old.email) != (&view.username, &view.display_name, &view.email);
-        self.rows[row as usize] = view;
-        if text_changed {
-            let rows = std::mem::take(&mut self.rows);
-            self.load(rows);
-        } else {
-            self.refilter_keeping_cursor();
+        if self.find(view.id).is_some() {
+            self.upsert(vec![view]);
         }
     }
 
@@ -463,7 +674,7 @@ impl UserTable {
     /// cleared. Users it denied or could not reset stay marked.
     pub fn apply_reset(&mut self, report: &ResetReport) {
         for r in &report.results {
-            let Some(&row) = r.user_id.as_ref().and_then(|id| self.by_id.get(id)) else {
+            let Some(row) = r.user_id.and_then(|id| self.find(id)) else {
                 continue;
             };
             if r.outcome == ResetOutcome::Reset {
@@ -481,21 +692,123 @@ impl UserTable {
     }
 }
 
-fn push_index(index: &mut String, row: &UserView) -> [u32; 4] {
-    let start = index.len() as u32;
-    let u = push_lowered(index, &row.username);
-    index.push(SEP);
-    let d = push_lowered(index, &row.display_name);
-    index.push(SEP);
-    let e = push_lowered(index, &row.email);
-    [start, u, d, e]
+/// Append `s` lower-cased; true when that changed it.
+fn push_lowered(index: &mut String, s: &str) -> bool {
+    if s.is_ascii() {
+        let start = index.len();
+        index.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+        index[start..] != *s
+    } else {
+        let lowered = s.to_lowercase();
+        let differs = lowered != s;
+        index.push_str(&lowered);
+        differs
+    }
 }
 
-fn push_lowered(index: &mut String, s: &str) -> u32 {
-    if s.is_ascii() {
-        index.extend(s.chars().map(|c| c.to_ascii_lowercase()));
-    } else {
-        index.push_str(&s.to_lowercase());
+/// Unix seconds of an RFC 3339 time (as [`rfc3339`] writes it, read without chrono's general
+/// parser; other forms through it); [`NEVER`] for none or one that cannot be read.
+fn parse_time(text: Option<&str>) -> i64 {
+    let Some(text) = text else {
+        return NEVER;
+    };
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    };
+    let fast = (b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'Z')
+        .then(|| {
+            let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+            let (h, mi, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+            ((1..=12).contains(&m) && (1..=31).contains(&d) && h < 24 && mi < 60 && s < 61)
+                .then(|| days_from_civil(y, m, d) * 86_400 + h * 3_600 + mi * 60 + s)
+        })
+        .flatten();
+    fast.or_else(|| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())).unwrap_or(NEVER)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: u128, username: &str, display_name: &str, email: &str) -> UserView {
+        UserView {
+            id: Uuid::from_u128(n),
+            number: n as u64,
+            username: username.into(),
+            email: email.into(),
+            display_name: display_name.into(),
+            org: if n % 2 == 0 { "acme".into() } else { "globex".into() },
+            role: Role::Member,
+            status: Status::Active,
+            mfa: MfaStatus::Enrolled,
+            recovery_codes_left: n as usize,
+            created_at: rfc3339(1_700_000_000 + n as i64),
+            last_login_at: (n % 3 != 0).then(|| rfc3339(1_750_000_000 + n as i64)),
+            mfa_enrolled_at: None,
+            mfa_reset_at: Some(rfc3339(1_760_000_000)),
+        }
     }
-    index.len() as u32
+
+    #[test]
+    fn users_come_out_as_they_went_in_and_filters_find_their_lower_cased_text() {
+        let users = vec![
+            user(1, "ann", "Ann Lee", "ann@acme.example"),
+            user(2, "Bob.Smith", "BOB", "Bob@Acme.example"),
+            user(3, "zoë", "Zoë Ünder", "zoe@acme.example"),
+            user(4, "carl", "carl", "carl@acme.example"),
+        ];
+        let mut t = UserTable::new();
+        t.load(users.clone());
+        for u in &users {
+            assert_eq!(t.user(u.id).as_ref(), Some(u));
+        }
+        t.set_text("ÜND");
+        assert_eq!(t.cursor_user().map(|u| u.username), Some("zoë".to_string()));
+        t.set_text("bob@");
+        assert_eq!(t.shown_len(), 1);
+
+        // A rename is found by its new text, not its old; the others keep theirs.
+        let mut renamed = users[1].clone();
+        renamed.username = "Robert".into();
+        renamed.email = "robert@acme.example".into();
+        t.replace(renamed.clone());
+        assert_eq!(t.shown_len(), 0);
+        t.set_text("ROBERT@");
+        assert_eq!(t.user(renamed.id), Some(renamed));
+        assert_eq!(t.shown_len(), 1);
+        for u in users.iter().filter(|u| u.id != Uuid::from_u128(2)) {
+            assert_eq!(t.user(u.id).as_ref(), Some(u));
+        }
+        t.set_text("");
+        assert_eq!(t.shown_len(), 4);
+
+        // Turning the order round keeps the cursor's user under the cursor.
+        t.set_cursor(1, 10);
+        let here = t.cursor_user().unwrap().id;
+        t.set_sort(SortField::Username, true);
+        assert_eq!(t.cursor_user().unwrap().id, here);
+        let names: Vec<String> = (0..4).map(|i| t.shown_row(i).unwrap().0.username).collect();
+        assert_eq!(names, ["zoë", "Robert", "carl", "ann"]);
+    }
+
+    #[test]
+    fn times_read_back_as_written() {
+        for t in [0, 1, 951_782_400, 1_750_000_000, 4_102_444_800, -86_400] {
+            assert_eq!(parse_time(Some(&rfc3339(t))), t, "{}", rfc3339(t));
+        }
+        assert_eq!(parse_time(Some("2026-11-06T19:31:00+01:00")), parse_time(Some("2026-11-06T18:31:00Z")));
+        assert_eq!(parse_time(Some("not a time")), NEVER);
+        assert_eq!(parse_time(None), NEVER);
+    }
 }

@@ -177,11 +177,11 @@ fn users_command(state: &mut State, command: Command) -> Option<Effect> {
             return Some(Effect::LoadDetail(user));
         }
         Command::Enroll => {
-            let user = t.cursor_user()?.clone();
+            let user = t.cursor_user()?;
             return begin_enroll(state, user.id, user.username);
         }
         Command::ToggleStatus => {
-            let user = t.cursor_user()?.clone();
+            let user = t.cursor_user()?;
             ask_status(state, user.id, user.username, user.status);
         }
         other => return common_command(state, other),
@@ -270,7 +270,7 @@ fn detail_command(state: &mut State, command: Command) -> Option<Effect> {
 }
 
 fn detail_name(state: &State, user: Uuid) -> String {
-    state.users.user(user).map(|u| u.username.clone()).unwrap_or_else(|| user.to_string())
+    state.users.username(user).map_or_else(|| user.to_string(), str::to_string)
 }
 
 fn begin_enroll(state: &mut State, user: Uuid, username: String) -> Option<Effect> {
@@ -857,7 +857,9 @@ fn follow_filter(state: &mut State) -> Option<Effect> {
             && had.role.is_none_or(|r| wanted.role == Some(r))
             && had.mfa.is_none_or(|m| wanted.mfa == Some(m))
     };
-    if load.complete || load.query == wanted || (!load.running && covers(&load.query)) {
+    // A store in this process streams every user at once: the table filters them itself.
+    let local = state.badge.is_none();
+    if local || load.complete || load.query == wanted || (!load.running && covers(&load.query)) {
         return None;
     }
     Some(start_load(state, wanted))
@@ -952,9 +954,9 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
             }
         }
         Action::UsersPage { generation, .. } if generation != state.load.generation => {}
-        Action::UsersPage { result: Ok(rows), total, done, .. } => {
+        Action::UsersPage { result: Ok(rows), read, total, done, .. } => {
             let page = state.page();
-            state.load.received += rows.len();
+            state.load.received = read;
             state.load.total = total;
             let show = loading_message(state);
             state.users.upsert(rows);

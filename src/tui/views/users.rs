@@ -169,10 +169,10 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
                 cells.push(match column {
                     // Without a status column, the name says it.
                     Column::Username if disabled && density != Density::Full => Cell::from(format!("{} (disabled)", u.username)),
-                    Column::Username => Cell::from(u.username.as_str()),
-                    Column::Name => Cell::from(u.display_name.as_str()),
-                    Column::Email => Cell::from(u.email.as_str()),
-                    Column::Org => Cell::from(u.org.as_str()),
+                    Column::Username => Cell::from(u.username.clone()),
+                    Column::Name => Cell::from(u.display_name.clone()),
+                    Column::Email => Cell::from(u.email.clone()),
+                    Column::Org => Cell::from(u.org.clone()),
                     Column::Role => Cell::from(u.role.as_str()),
                     Column::Mfa => Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) })),
                     Column::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
