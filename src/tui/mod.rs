@@ -81,7 +81,8 @@ fn offer_to_connect(url: &str) -> anyhow::Result<bool> {
 
 /// The backend: the server named by `--remote` (or the config), else the store in this process.
 /// When a local server holds the store, offer to connect to it instead.
-fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
+/// `leave` is called before anything is asked or printed on the terminal (it leaves full screen).
+fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Result<Opened> {
     if let Some(remote) = cli::remote_backend(ctx, effects::SOURCE)? {
         if args.demo {
             anyhow::bail!("--demo works on a store of its own; it cannot be combined with --remote");
@@ -95,6 +96,9 @@ fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
             Err(e @ Error::StoreLocked { .. }) => {
                 let url = format!("http://{}", ctx.config.server.listen);
                 let server = Remote::new(&url, &cli::remote_options(ctx, effects::SOURCE)).ok().filter(Remote::reachable);
+                if server.is_some() {
+                    leave();
+                }
                 match server {
                     Some(server) if offer_to_connect(&url)? => Ok((Arc::new(server), None)),
                     Some(_) => Err(explain(e.into())),
@@ -113,6 +117,7 @@ fn open(ctx: &Context, args: &TuiArgs) -> anyhow::Result<Opened> {
         seen < 2
     })?;
     if seen <= 1 {
+        leave();
         eprintln!("Generating {} demo users in {}…", args.demo_users, ctx.config.data_dir().display());
         demo::populate(&service, &console, args.demo_users, DEMO_SEED, cli::now())?;
     }
@@ -137,7 +142,17 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     // The console keeps its own table of the users: it needs little of the store's page cache.
     let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb };
     let ctx = &Context { config: crate::config::Config { store, ..ctx.config.clone() } };
-    let (backend, session) = open(ctx, &args)?;
+    // The first frame comes before the store is opened (on a large store that takes a moment).
+    let mut screen = Some(terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?);
+    let mut timings = Timings::from_env();
+    if let Some(guard) = &mut screen {
+        let store = ctx.config.remote.clone().unwrap_or_else(|| ctx.config.data_dir().display().to_string());
+        guard.terminal.draw(|frame| views::opening(&store, frame))?;
+        if let Some(t) = &mut timings {
+            t.first_frame();
+        }
+    }
+    let (backend, session) = open(ctx, &args, &mut || drop(screen.take()))?;
     let options = Options {
         keymap,
         color: theme::color_wanted(args.no_color, std::env::var_os("NO_COLOR").as_deref()),
@@ -151,8 +166,11 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let control = Arc::new(effects::Control::default());
-    let mut guard = terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?;
-    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, backend.clone(), control.clone(), first));
+    let mut guard = match screen {
+        Some(guard) => guard,
+        None => terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?,
+    };
+    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, backend.clone(), control.clone(), first, timings));
     drop(guard);
     control.close();
     if runtime.metrics().num_alive_tasks() > 0 {
@@ -178,6 +196,7 @@ async fn event_loop(
     backend: Arc<dyn Backend>,
     control: Arc<effects::Control>,
     first: Option<effects::Effect>,
+    mut timings: Option<Timings>,
 ) -> anyhow::Result<()> {
     let (action_tx, mut actions) = tokio::sync::mpsc::unbounded_channel::<Action>();
     let (input_tx, mut input) = tokio::sync::mpsc::unbounded_channel();
@@ -201,12 +220,18 @@ async fn event_loop(
         if let Err(e) = terminal.draw(|frame| views::draw(state, frame)) {
             break Err(e.into());
         }
+        if let Some(t) = &mut timings {
+            t.drawn(state);
+        }
         if state.quit {
             break Ok(());
         }
         tokio::select! {
             ev = input.recv() => match ev {
                 Some(ev) => {
+                    if let Some(t) = &mut timings {
+                        t.key_arrived();
+                    }
                     if let Some(a) = event::to_action(state, &ev) {
                         apply(state, a);
                     }
@@ -233,4 +258,63 @@ async fn event_loop(
     stop.store(true, Ordering::SeqCst);
     let _ = reader.join();
     result
+}
+
+/// With `MFADMIN_TUI_TIMINGS=FILE`, the console writes to FILE when its first frame and its first
+/// rows were drawn and when every user was loaded (Unix time in nanoseconds), and for every key
+/// how long it took until the frame that shows its effect was drawn (microseconds). `bench/tui.sh`
+/// reads it.
+struct Timings {
+    out: std::io::BufWriter<std::fs::File>,
+    first_frame: bool,
+    first_rows: bool,
+    loaded: bool,
+    key: Option<std::time::Instant>,
+}
+
+impl Timings {
+    fn from_env() -> Option<Timings> {
+        let path = std::env::var_os("MFADMIN_TUI_TIMINGS")?;
+        let file = std::fs::File::create(path).ok()?;
+        Some(Timings { out: std::io::BufWriter::new(file), first_frame: false, first_rows: false, loaded: false, key: None })
+    }
+
+    fn now_ns() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    }
+
+    fn first_frame(&mut self) {
+        use std::io::Write;
+        if !self.first_frame {
+            self.first_frame = true;
+            let _ = writeln!(self.out, "first_frame {}", Timings::now_ns());
+        }
+    }
+
+    fn key_arrived(&mut self) {
+        self.key.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// A frame was drawn: note what it is the first of, and the key it answers.
+    fn drawn(&mut self, state: &State) {
+        use std::io::Write;
+        let note = |what: &str, flag: &mut bool, out: &mut std::io::BufWriter<std::fs::File>| {
+            if !*flag {
+                *flag = true;
+                let _ = writeln!(out, "{what} {}", Timings::now_ns());
+            }
+        };
+        self.first_frame();
+        if state.users.total() > 0 {
+            note("first_rows", &mut self.first_rows, &mut self.out);
+        }
+        if state.load.complete && !state.load.running && !self.loaded {
+            note("loaded", &mut self.loaded, &mut self.out);
+            let _ = writeln!(self.out, "rows {}", state.users.total());
+        }
+        if let Some(at) = self.key.take() {
+            let _ = writeln!(self.out, "key_us {}", at.elapsed().as_micros());
+        }
+        let _ = self.out.flush();
+    }
 }

@@ -14,6 +14,16 @@ use ratatui::Frame;
 
 const SPINNER: [&str; 4] = ["|", "/", "-", "\\"];
 
+/// The frame shown while the store at `store` is being opened.
+pub fn opening(store: &str, frame: &mut Frame) {
+    let area = frame.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    let text = vec![Line::from(Span::raw(" mfadmin")), Line::from(Span::raw(format!(" opening {store}…")))];
+    frame.render_widget(Paragraph::new(text), area);
+}
+
 pub fn draw(state: &State, frame: &mut Frame) {
     let area = frame.area();
     if area.width == 0 || area.height == 0 {
