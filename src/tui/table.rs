@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 /// Separates the fields of one row in the search index; typed text never contains it.
 const SEP: char = '\u{1f}';
+/// Tables of more rows than 64 times this are filtered on every core.
+const PARALLEL_WORDS: usize = 1_024;
 /// A timestamp the user does not have.
 const NEVER: i64 = i64::MIN;
 
@@ -443,10 +445,27 @@ impl UserTable {
         let finder = memmem::Finder::new(self.applied_text.as_bytes());
         let needle_empty = self.applied_text.is_empty();
         let mut hits = vec![0u64; self.rows.len().div_ceil(64)];
-        for r in 0..self.rows.len() as u32 {
-            if self.passes_quick(r) && (needle_empty || finder.find(self.haystack(r)).is_some()) {
-                hits[r as usize / 64] |= 1 << (r % 64);
+        // Each word of the bit set covers 64 rows; large tables are split over the cores.
+        let fill = |first_word: usize, words: &mut [u64]| {
+            for (w, word) in words.iter_mut().enumerate() {
+                let base = ((first_word + w) * 64) as u32;
+                for r in base..(base + 64).min(self.rows.len() as u32) {
+                    if self.passes_quick(r) && (needle_empty || finder.find(self.haystack(r)).is_some()) {
+                        *word |= 1 << (r - base);
+                    }
+                }
             }
+        };
+        let threads = if hits.len() < PARALLEL_WORDS { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) };
+        if threads == 1 {
+            fill(0, &mut hits);
+        } else {
+            let per = hits.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for (i, chunk) in hits.chunks_mut(per).enumerate() {
+                    scope.spawn(move || fill(i * per, chunk));
+                }
+            });
         }
         self.hits = hits;
         self.shown = self.order.iter().copied().filter(|&r| self.hit(r)).collect();
