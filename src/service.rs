@@ -713,13 +713,12 @@ impl Service {
             return Err(Error::invalid("no users given to reset"));
         }
         let enforcement = self.enforcement_map()?;
+        let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+        skip_repeats(&mut decided);
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
         let mut pending: Vec<(usize, Change)> = Vec::new();
-        let mut seen = HashSet::new();
-        for target in targets {
-            let decided = self.decide_reset(actor, target, reason.as_deref(), &enforcement, &mut seen, now)?;
-            let (result, change) = decided;
+        for (result, change) in decided {
             if let Some(change) = change {
                 pending.push((results.len(), change));
             }
@@ -761,7 +760,7 @@ impl Service {
         let mut last_error = String::new();
         for _ in 0..5 {
             let attempt = self.enforcement_map().and_then(|enf| {
-                let (result, change) = self.decide_reset(actor, target, reason, &enf, &mut HashSet::new(), now)?;
+                let (result, change) = self.decide_reset(actor, target, reason, &enf, now)?;
                 if let Some(change) = change {
                     self.store_commit(&[change])?;
                 }
@@ -786,14 +785,50 @@ impl Service {
         }
     }
 
-    /// Decide what a reset does to one target, and the unit of work that does it.
+    /// [`Service::decide_reset`] of every target, in order; the first error (in target order) is
+    /// the answer. Deciding only reads, so a long list is decided on every core, in contiguous
+    /// shares; the report and the units are the same as one thread's.
+    fn decide_resets(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        enforcement: &HashMap<String, bool>,
+        now: Timestamp,
+    ) -> Result<Vec<(ResetResult, Option<Change>)>> {
+        /// Fewer targets than this a thread are not worth one.
+        const SHARE: usize = 4096;
+        let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> {
+            share.iter().map(|target| self.decide_reset(actor, target, reason, enforcement, now)).collect()
+        };
+        if targets.len() < 2 * SHARE {
+            return decide(targets);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.min(targets.len() / SHARE).max(1);
+        if threads == 1 {
+            return decide(targets);
+        }
+        let (first, rest) = targets.split_at(targets.len().div_ceil(threads));
+        std::thread::scope(|scope| {
+            let others: Vec<_> = rest.chunks(first.len()).map(|share| scope.spawn(move || decide(share))).collect();
+            let mut decided = decide(first)?;
+            decided.reserve(rest.len());
+            for other in others {
+                decided.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+            }
+            Ok(decided)
+        })
+    }
+
+    /// Decide what a reset does to one target, and the unit of work that does it. A target listed
+    /// more than once is the caller's to notice (by the user id of the result).
     fn decide_reset(
         &self,
         actor: &Actor,
         target: &str,
         reason: Option<&str>,
         enforcement: &HashMap<String, bool>,
-        seen: &mut HashSet<Uuid>,
         now: Timestamp,
     ) -> Result<(ResetResult, Option<Change>)> {
         let mut result = ResetResult {
@@ -810,11 +845,6 @@ impl Service {
         };
         result.user_id = Some(user.id);
         result.username = Some(user.username.clone());
-        if !seen.insert(user.id) {
-            result.outcome = ResetOutcome::Skipped;
-            result.detail = Some("listed more than once".into());
-            return Ok((result, None));
-        }
         let enforced = enforcement.get(&user.org).copied().unwrap_or(false);
         let mut event = about(draft(actor, "mfa.reset", now), &user);
         event.reason = reason.map(str::to_string);
@@ -1760,11 +1790,11 @@ impl Service {
         // A user changed between deciding and committing: decide everything again.
         for _ in 0..5 {
             let enforcement = self.enforcement_map()?;
-            let mut seen = HashSet::new();
+            let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+            skip_repeats(&mut decided);
             let mut results = Vec::with_capacity(targets.len());
             let (mut resets, mut denials) = (Vec::new(), Vec::new());
-            for target in targets {
-                let (result, change) = self.decide_reset(actor, target, reason.as_deref(), &enforcement, &mut seen, now)?;
+            for (result, change) in decided {
                 match (result.outcome, change) {
                     (ResetOutcome::Denied, Some(change)) => denials.push(change),
                     (_, Some(change)) => resets.push(change),
@@ -1784,6 +1814,22 @@ impl Service {
             return Ok(AllOrNothingReport { committed: !refused, results });
         }
         Err(Error::WriteConflict)
+    }
+}
+
+/// A user named by more than one target is reset once, for the first target that names them; the
+/// later targets are skipped (and change nothing).
+fn skip_repeats(decided: &mut [(ResetResult, Option<Change>)]) {
+    let mut seen = HashSet::new();
+    for (result, change) in decided {
+        if let Some(id) = result.user_id
+            && !seen.insert(id)
+        {
+            result.outcome = ResetOutcome::Skipped;
+            result.detail = Some("listed more than once".into());
+            result.mfa_after = None;
+            *change = None;
+        }
     }
 }
 

@@ -530,4 +530,68 @@ fn a_console_stream_brings_every_visible_user_once_the_first_batch_in_name_order
     })
     .unwrap();
     assert_eq!(calls, 1, "false from the first batch stops the stream");
+
+/// A long list is decided on several threads, in shares: the report must be exactly what deciding
+/// one target after the other gives — in order, a user listed twice (even in different shares)
+/// reset once, unknown names not found — with one audit event per reset and an intact chain.
+#[test]
+fn a_long_bulk_reset_reports_every_target_in_order_as_one_at_a_time_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = context(&dir).create_service().unwrap();
+    for (name, enforced, _) in mfadmin::demo::ORGS {
+        svc.add_org(&console(), name, enforced, T0).unwrap();
+    }
+    let users = mfadmin::demo::generate(&svc, 9_000, 7, T0).unwrap();
+    svc.insert_generated_users(&console(), users.clone(), "test users", T0).unwrap();
+    let mut targets: Vec<String> = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        targets.push(u.username.clone());
+        if i % 1000 == 0 {
+            targets.push(format!("ghost{i}"));
+        }
+    }
+    // Repeats from the first share at the very end, and one right after itself.
+    targets.extend(users[..40].iter().map(|u| u.username.clone()));
+    targets.insert(5, users[4].username.clone());
+    let role = console().role();
+    let mut seen = std::collections::HashSet::new();
+    let expected: Vec<(String, ResetOutcome, Option<String>)> = targets
+        .iter()
+        .map(|t| match users.iter().find(|u| &u.username == t) {
+            None => (t.clone(), ResetOutcome::NotFound, None),
+            Some(u) if !seen.insert(u.id) => (t.clone(), ResetOutcome::Skipped, Some("listed more than once".to_string())),
+            Some(u) => match policy::may_reset(role, u.role, false) {
+                Err(policy::Denied(why)) => (t.clone(), ResetOutcome::Denied, Some(why)),
+                Ok(()) if u.mfa.has_factor() => (t.clone(), ResetOutcome::Reset, None),
+                Ok(()) => (t.clone(), ResetOutcome::Skipped, Some("MFA was not set up".to_string())),
+            },
+        })
+        .collect();
+    let resets = expected.iter().filter(|e| e.1 == ResetOutcome::Reset).count();
+    assert!(resets > 1_000, "the demo users include enrolled ones ({resets})");
+    let outcomes = |report: &mfadmin::service::ResetReport| -> Vec<(String, ResetOutcome, Option<String>)> {
+        report
+            .results
+            .iter()
+            .map(|r| (r.target.clone(), r.outcome, r.detail.clone()))
+            .collect()
+    };
+    let dry = svc.reset_mfa(&console(), &targets, Some("many"), true, T0 + 10).unwrap();
+    assert_eq!(outcomes(&dry), expected);
+    let events_before = audit_verify_count(&svc);
+    let report = svc.reset_mfa(&console(), &targets, Some("many"), false, T0 + 10).unwrap();
+    assert_eq!(outcomes(&report), expected);
+    for (r, t) in report.results.iter().zip(&targets) {
+        let user = users.iter().find(|u| &u.username == t);
+        assert_eq!(r.user_id, user.map(|u| u.id), "{t}");
+    }
+    assert_eq!(audit_verify_count(&svc), events_before + resets as u64, "one audit event per reset, chain intact");
+    let again = svc.reset_mfa(&console(), &targets[..100], Some("many"), false, T0 + 20).unwrap();
+    assert!(again.results.iter().all(|r| r.outcome != ResetOutcome::Reset), "every listed factor is gone");
+}
+
+fn audit_verify_count(svc: &mfadmin::service::Service) -> u64 {
+    let report = svc.audit_verify(&console()).unwrap();
+    assert!(report.ok, "{report:?}");
+    report.events
 }

@@ -59,10 +59,15 @@ impl AuditEvent {
 
     /// The hash the next event must carry: SHA-256 over every field of this one.
     pub fn hash(&self) -> [u8; 32] {
-        let d = &self.draft;
+        Self::hash_of(self.seq, &self.prev_hash, &self.draft)
+    }
+
+    /// [`AuditEvent::hash`] of the event that links `d` as number `seq` after `prev_hash`, without
+    /// building the event.
+    pub fn hash_of(seq: u64, prev_hash: &[u8; 32], d: &AuditDraft) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(self.seq.to_be_bytes());
-        h.update(self.prev_hash);
+        h.update(seq.to_be_bytes());
+        h.update(prev_hash);
         h.update(d.at.to_be_bytes());
         for field in [
             Some(d.actor.as_str()),

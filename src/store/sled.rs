@@ -2,7 +2,7 @@
 
 use super::migrate::{self, SCHEMA_VERSION};
 use super::{Change, Session, Store, TokenHash};
-use crate::domain::audit::{AuditEvent};
+use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::user::{Org, User};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -25,22 +25,107 @@ enum Versioned<T> {
 
 /// Encode a record as the current variant of [`Versioned`], without copying it.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_sized(value, 0)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes to start with (a good guess saves the growing).
+fn encode_sized<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
     #[derive(Serialize)]
     enum VersionedRef<'a, T> {
         V1(&'a T),
     }
-    postcard::to_stdvec(&VersionedRef::V1(value)).expect("in-memory records always encode")
+    postcard::to_extend(&VersionedRef::V1(value), Vec::with_capacity(capacity)).expect("in-memory records always encode")
 }
 
 /// A user record as written over `expected_version`: its version is the next one. A record that
 /// already carries it is encoded as it is, without a copy.
 fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8> {
     let version = expected_version.map_or(1, |v| v + 1);
+    // The strings and hashes, plus room for the fixed fields and the sealed secret.
+    let capacity = 160
+        + user.username.len()
+        + user.email.len()
+        + user.display_name.len()
+        + user.org.len()
+        + user.password_hash.as_ref().map_or(0, String::len)
+        + 32 * user.recovery_codes.len();
     if user.version == version {
-        encode(user)
+        encode_sized(user, capacity)
     } else {
-        encode(&User { version, ..user.clone() })
+        encode_sized(&User { version, ..user.clone() }, capacity)
     }
+}
+
+/// An audit event as stored, encoded from its parts without copying the draft: the same bytes as
+/// [`encode`] of the [`AuditEvent`].
+fn encode_audit(seq: u64, prev_hash: [u8; 32], draft: &AuditDraft) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct AuditEventRef<'a> {
+        seq: u64,
+        prev_hash: [u8; 32],
+        draft: &'a AuditDraft,
+    }
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let capacity = 96
+        + draft.actor.len()
+        + draft.action.len()
+        + draft.source.len()
+        + text(&draft.target)
+        + text(&draft.org)
+        + text(&draft.reason)
+        + text(&draft.detail);
+    encode_sized(&AuditEventRef { seq, prev_hash, draft }, capacity)
+}
+
+/// What a write needs of the user record it replaces: its name, email and number (borrowed), and
+/// its version.
+#[derive(Debug, PartialEq, Eq)]
+struct UserHead<'a> {
+    number: u64,
+    username: &'a str,
+    email: &'a str,
+    version: u64,
+}
+
+/// Read a stored user record's head and version without decoding the rest of it (no allocation).
+/// `None` when the record is not a [`Versioned::V1`] user that holds the id it is stored under, or
+/// cannot be read this way: then the caller decodes it in full, which names any damage.
+///
+/// The head is the first fields of [`User`] (id, number, user name, email). The version is its
+/// last field, a varint; the field before it, `mfa_reset_at` (an `Option<i64>`), always ends in a
+/// byte below 0x80 (`None` is a 0 byte, `Some` a 1 and a varint), so the version's bytes are the
+/// final byte (below 0x80) and the run of bytes of 0x80 and above just before it.
+fn peek_user<'a>(key: &[u8], bytes: &'a [u8]) -> Option<UserHead<'a>> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        id: Uuid,
+        number: u64,
+        username: &'a str,
+        email: &'a str,
+    }
+    let (Versioned::V1(head), rest) = postcard::take_from_bytes::<Versioned<Head<'a>>>(bytes).ok()?;
+    if head.id.as_bytes() != key {
+        return None;
+    }
+    let (&last, before) = bytes.split_last()?;
+    if last >= 0x80 {
+        return None;
+    }
+    let continued = before.iter().rev().take_while(|&&b| b >= 0x80).count();
+    // A u64 takes at most 10 varint bytes, and the 13 fields between the head and the version at
+    // least a byte each.
+    if continued > 9 || rest.len() < 13 + continued + 1 {
+        return None;
+    }
+    let mut version: u64 = 0;
+    for (i, b) in bytes[bytes.len() - 1 - continued..].iter().enumerate() {
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        version |= bits << (7 * i);
+    }
+    Some(UserHead { number: head.number, username: head.username, email: head.email, version })
 }
 
 fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -253,7 +338,9 @@ impl Tx<'_> {
             self.orgs.insert(org.key.as_bytes(), encode(org))?;
         }
         for user in &change.revoke_sessions_of {
-            if let Some(list) = self.user_sessions.remove(user.as_bytes())? {
+            // Most users have no session: look first, so that their (absent) list is not written.
+            if let Some(list) = self.user_sessions.get(user.as_bytes())? {
+                self.user_sessions.remove(user.as_bytes())?;
                 let hashes: Vec<TokenHash> = tx_decode("session list", user.as_bytes(), &list)?;
                 for h in hashes {
                     self.sessions.remove(&h[..])?;
@@ -288,9 +375,8 @@ impl Tx<'_> {
         }
         for draft in &change.audit {
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
-            let event = AuditEvent::link(draft.clone(), seq, prev);
-            self.audit.insert(&seq.to_be_bytes(), encode(&event))?;
-            *head = Some((seq, event.hash()));
+            self.audit.insert(&seq.to_be_bytes(), encode_audit(seq, prev, draft))?;
+            *head = Some((seq, AuditEvent::hash_of(seq, &prev, draft)));
         }
         Ok(())
     }
@@ -311,7 +397,22 @@ impl Tx<'_> {
 
     fn put_user(&self, user: &User, expected_version: Option<u64>) -> Result<(), Abort> {
         let key = user.id.as_bytes();
-        let old: Option<User> = match self.users.get(key)? {
+        let stored = self.users.get(key)?;
+        // A write that keeps the name, email and number (a reset, a login) needs only the stored
+        // version and those three, which are read without decoding the whole record.
+        if let (Some(bytes), Some(expected)) = (&stored, expected_version)
+            && let Some(head) = peek_user(key, bytes)
+            && head.username == user.username
+            && head.email == user.email
+            && head.number == user.number
+        {
+            if head.version != expected {
+                return Err(abort(Error::WriteConflict));
+            }
+            self.users.insert(key, encode_user(user, expected_version))?;
+            return Ok(());
+        }
+        let old: Option<User> = match stored {
             Some(bytes) => Some(decode_user(key, &bytes).map_err(abort)?),
             None => None,
         };
@@ -580,5 +681,137 @@ impl Store for SledStore {
 
     fn snapshot(&self, taken_at: i64) -> Result<super::backup::Snapshot> {
         super::backup::snapshot(self, taken_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Outcome;
+    use crate::domain::mfa::{Lockout, MfaState, SealedSecret};
+    use crate::domain::role::Role;
+    use crate::domain::user::Status;
+    use crate::store::UserWrite;
+    use proptest::prelude::*;
+
+    fn user(version: u64, mfa_reset_at: Option<i64>, mfa: MfaState, codes: usize) -> User {
+        User {
+            id: Uuid::new_v4(),
+            number: 4711,
+            username: "alice".into(),
+            email: "alice@example.org".into(),
+            display_name: "Alice".into(),
+            org: "acme".into(),
+            role: Role::Member,
+            status: Status::Active,
+            password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+            mfa,
+            lockout: Lockout { failures: 200, locked_until: Some(-5) },
+            recovery_codes: vec![[0xff; 32]; codes],
+            created_at: 1_800_000_000,
+            last_login_at: None,
+            mfa_enrolled_at: Some(i64::MAX),
+            mfa_reset_at,
+            version,
+        }
+    }
+
+    fn mfa_state() -> impl Strategy<Value = MfaState> {
+        let secret = prop::collection::vec(any::<u8>(), 0..80).prop_map(SealedSecret);
+        prop_oneof![
+            Just(MfaState::NotEnrolled),
+            Just(MfaState::MustEnroll),
+            (secret.clone(), any::<i64>()).prop_map(|(secret, started_at)| MfaState::Pending { secret, started_at }),
+            (secret, any::<i64>(), any::<u64>()).prop_map(|(secret, enrolled_at, last_step)| MfaState::Enrolled {
+                secret,
+                enrolled_at,
+                last_step
+            }),
+        ]
+    }
+
+    proptest! {
+        /// The version and head read without decoding are those of the record, whatever it holds.
+        #[test]
+        fn a_peeked_user_record_agrees_with_its_decoding(
+            version in prop_oneof![any::<u64>(), 0u64..300],
+            reset_at in prop::option::of(any::<i64>()),
+            mfa in mfa_state(),
+            codes in 0usize..12,
+            name in "[a-z0-9._@-]{1,64}",
+        ) {
+            let mut u = user(version, reset_at, mfa, codes);
+            u.username = name;
+            let bytes = encode(&u);
+            let head = peek_user(u.id.as_bytes(), &bytes).expect("a V1 user record can be peeked");
+            prop_assert_eq!(head, UserHead { number: u.number, username: &u.username, email: &u.email, version });
+            prop_assert_eq!(decode_user(u.id.as_bytes(), &bytes).unwrap(), u.clone());
+            prop_assert!(peek_user(Uuid::new_v4().as_bytes(), &bytes).is_none(), "another id is not this record");
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_record_is_not_peeked() {
+        let u = user(3, None, MfaState::NotEnrolled, 0);
+        let bytes = encode(&u);
+        let mut unfinished = bytes.clone();
+        *unfinished.last_mut().unwrap() |= 0x80;
+        assert!(peek_user(u.id.as_bytes(), &unfinished).is_none(), "a record cannot end inside a varint");
+        assert!(peek_user(u.id.as_bytes(), &[1]).is_none());
+        assert!(peek_user(u.id.as_bytes(), &[]).is_none());
+        let mut v2 = bytes;
+        v2[0] = 1;
+        assert!(peek_user(u.id.as_bytes(), &v2).is_none(), "a later layout is decoded in full");
+    }
+
+    #[test]
+    fn an_audit_event_encoded_from_its_parts_is_the_stored_event() {
+        let draft = AuditDraft {
+            at: 1_800_000_000,
+            actor: "console:root".into(),
+            action: "mfa.reset".into(),
+            target_id: Some(Uuid::new_v4()),
+            target: Some("alice".into()),
+            org: Some("acme".into()),
+            outcome: Outcome::Success,
+            reason: Some("lost phone".into()),
+            detail: None,
+            source: "cli".into(),
+        };
+        let prev = [7u8; 32];
+        let event = AuditEvent::link(draft.clone(), 300, prev);
+        assert_eq!(encode_audit(300, prev, &draft), encode(&event));
+        assert_eq!(AuditEvent::hash_of(300, &prev, &draft), event.hash());
+        assert_eq!(decode::<AuditEvent>("audit", b"k", &encode_audit(300, prev, &draft)).unwrap(), event);
+    }
+
+    /// A write computed from an older version of the record is refused, on the peeked path (same
+    /// name, email and number) and on the decoded one (a rename).
+    #[test]
+    fn a_write_over_a_newer_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        let u = user(1, None, MfaState::NotEnrolled, 2);
+        let acme = Org { key: "acme".into(), name: "Acme".into(), mfa_enforced: false, created_at: 0 };
+        store.commit(&[Change { users: vec![UserWrite { user: u.clone(), expected_version: None }], orgs: vec![acme], ..Change::default() }]).unwrap();
+        let write = |user: &User, expected| store.commit(&[Change { users: vec![UserWrite { user: user.clone(), expected_version: Some(expected) }], ..Change::default() }]);
+        let mut next = u.clone();
+        next.recovery_codes.clear();
+        next.version = 2;
+        write(&next, 1).unwrap();
+        assert_eq!(store.get_user(u.id).unwrap().unwrap(), next);
+        // Both computed from version 1, which is gone.
+        let mut stale = u.clone();
+        stale.mfa_reset_at = Some(9);
+        assert!(matches!(write(&stale, 1), Err(Error::WriteConflict)));
+        stale.username = "alice2".into();
+        assert!(matches!(write(&stale, 1), Err(Error::WriteConflict)));
+        assert!(matches!(write(&stale, 3), Err(Error::WriteConflict)), "a version from the future is no match either");
+        assert_eq!(store.get_user(u.id).unwrap().unwrap(), next, "the record is untouched");
+        stale.version = 3;
+        write(&stale, 2).unwrap();
+        assert_eq!(store.get_user(u.id).unwrap().unwrap(), stale);
+        assert_eq!(store.user_id_by_name("alice2").unwrap(), Some(u.id));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 }
