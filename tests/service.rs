@@ -530,6 +530,7 @@ fn a_console_stream_brings_every_visible_user_once_the_first_batch_in_name_order
     })
     .unwrap();
     assert_eq!(calls, 1, "false from the first batch stops the stream");
+}
 
 /// A long list is decided on several threads, in shares: the report must be exactly what deciding
 /// one target after the other gives — in order, a user listed twice (even in different shares)
