@@ -299,11 +299,18 @@ impl Timings {
     }
 
     fn first_frame(&mut self) {
+        Timings::once(&mut self.out, &mut self.first_frame, "first_frame");
+    }
+
+    /// Write `what` with the time, unless `done` says it was written already; true when written.
+    fn once(out: &mut std::io::BufWriter<std::fs::File>, done: &mut bool, what: &str) -> bool {
         use std::io::Write;
-        if !self.first_frame {
-            self.first_frame = true;
-            let _ = writeln!(self.out, "first_frame {}", Timings::now_ns());
+        if *done {
+            return false;
         }
+        *done = true;
+        let _ = writeln!(out, "{what} {}", Timings::now_ns());
+        true
     }
 
     fn key_arrived(&mut self) {
@@ -313,18 +320,11 @@ impl Timings {
     /// A frame was drawn: note what it is the first of, and the key it answers.
     fn drawn(&mut self, state: &State) {
         use std::io::Write;
-        let note = |what: &str, flag: &mut bool, out: &mut std::io::BufWriter<std::fs::File>| {
-            if !*flag {
-                *flag = true;
-                let _ = writeln!(out, "{what} {}", Timings::now_ns());
-            }
-        };
         self.first_frame();
         if state.users.total() > 0 {
-            note("first_rows", &mut self.first_rows, &mut self.out);
+            Timings::once(&mut self.out, &mut self.first_rows, "first_rows");
         }
-        if state.load.complete && !state.load.running && !self.loaded {
-            note("loaded", &mut self.loaded, &mut self.out);
+        if state.load.complete && !state.load.running && Timings::once(&mut self.out, &mut self.loaded, "loaded") {
             let _ = writeln!(self.out, "rows {}", state.users.total());
         }
         if let Some(at) = self.key.take() {

@@ -70,6 +70,13 @@ struct Row {
     differs: u8,
 }
 
+/// What [`UserTable::put`] changed.
+enum Put {
+    Same,
+    Changed,
+    TextChanged,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UserTable {
     rows: Vec<Row>,
@@ -143,11 +150,11 @@ impl UserTable {
         let first_new = self.rows.len() as u32;
         for view in &rows {
             match self.find(view.id) {
-                Some(r) if self.same(r, view) => {}
-                Some(r) => {
-                    resort = true;
-                    text_changed |= self.put(r, view);
-                }
+                Some(r) => match self.put(r, view) {
+                    Put::Same => {}
+                    Put::Changed => resort = true,
+                    Put::TextChanged => (resort, text_changed) = (true, true),
+                },
                 None => {
                     let r = self.push(view);
                     self.insert_id(r);
@@ -326,34 +333,22 @@ impl UserTable {
         r
     }
 
-    /// Put a fresher copy of row `r` in place; true when its texts changed. New texts go to the
-    /// end of the index: call [`UserTable::compact_text`] before filtering again.
-    fn put(&mut self, r: u32, view: &UserView) -> bool {
+    /// Put a fresher copy of row `r` in place, and say what changed. New texts go to the end of
+    /// the index: call [`UserTable::compact_text`] before filtering again.
+    fn put(&mut self, r: u32, view: &UserView) -> Put {
         if self.same_text(r, view) {
             let (original, differs) = (self.rows[r as usize].original, self.rows[r as usize].differs);
-            self.rows[r as usize] = self.row(view, original, differs);
-            return false;
+            let row = self.row(view, original, differs);
+            if row == self.rows[r as usize] {
+                return Put::Same;
+            }
+            self.rows[r as usize] = row;
+            return Put::Changed;
         }
         let (row, span) = self.compact(view);
         self.rows[r as usize] = row;
         self.spans[r as usize] = span;
-        true
-    }
-
-    /// Is row `r` the same as `view`?
-    fn same(&self, r: u32, view: &UserView) -> bool {
-        let row = &self.rows[r as usize];
-        row.number == view.number
-            && row.role == view.role
-            && row.status == view.status
-            && row.mfa == view.mfa
-            && row.recovery_codes_left as usize == view.recovery_codes_left
-            && self.orgs[row.org as usize] == view.org
-            && row.created_at == parse_time(Some(&view.created_at))
-            && row.last_login_at == parse_time(view.last_login_at.as_deref())
-            && row.mfa_enrolled_at == parse_time(view.mfa_enrolled_at.as_deref())
-            && row.mfa_reset_at == parse_time(view.mfa_reset_at.as_deref())
-            && self.same_text(r, view)
+        Put::TextChanged
     }
 
     fn same_text(&self, r: u32, view: &UserView) -> bool {
