@@ -357,7 +357,9 @@ impl Directory {
     }
 
     /// Add or replace a user's summary, unless the directory already holds a newer version
-    /// (writes may be noted out of order by concurrent callers). Cached match lists follow.
+    /// (writes may be noted out of order by concurrent callers). Cached match lists follow; a list
+    /// (or the name order) where the user keeps its place is not touched, so the common write — a
+    /// reset, a login — moves nothing in million-entry orders.
     pub fn upsert(&mut self, summary: Summary) {
         let slot = match self.slot_of.get(&summary.id) {
             Some(&slot) if self.summaries[slot as usize].version >= summary.version => return,
@@ -365,23 +367,28 @@ impl Directory {
             None => None,
         };
         let mut cache = std::mem::take(self.cache_mut());
-        // Out of every list with the old summary, while the slot still holds it...
-        let mut touched: Vec<(Filter, (Arc<MatchList>, u64))> = Vec::new();
+        // Out of every list the user leaves or moves within, while the slot still holds the old
+        // summary (the search compares against it)...
+        let mut touched: Vec<(Filter, (Arc<MatchList>, u64), bool)> = Vec::new();
         for (filter, (mut list, used)) in cache.lists.drain() {
+            let new_key = self.matches(&filter, &summary, 0).then(|| self.key_of(&summary, filter.sort, 0).into_owned());
+            let mut stays = false;
             if let Some(slot) = slot {
                 let old = &self.summaries[slot as usize];
                 if self.matches(&filter, old, 0) {
-                    let key = self.key_of(old, filter.sort, 0).into_owned();
-                    if let Ok(at) = self.position(&list, filter.sort, &key, old.id, 0) {
+                    let key = self.key_of(old, filter.sort, 0);
+                    stays = new_key.as_deref() == Some(key.as_ref());
+                    if !stays && let Ok(at) = self.position(&list, filter.sort, &key, old.id, 0) {
                         Arc::make_mut(&mut list).remove(at);
                     }
                 }
             }
-            touched.push((filter, (list, used)));
+            touched.push((filter, (list, used), new_key.is_some() && !stays));
         }
-        let old_name = slot.map(|s| self.summaries[s as usize].lowered(0).to_string());
-        if let Some(name) = &old_name
-            && let Ok(at) = self.position(&self.by_name, SortField::Username, name, summary.id, 0)
+        let renamed = slot.is_none_or(|s| self.summaries[s as usize].lowered(0) != summary.lowered(0));
+        if renamed
+            && let Some(slot) = slot
+            && let Ok(at) = self.position(&self.by_name, SortField::Username, self.summaries[slot as usize].lowered(0), summary.id, 0)
         {
             self.by_name.remove(at);
         }
@@ -397,14 +404,13 @@ impl Directory {
                 slot
             }
         };
-        // ...and into every list the new one matches.
+        // ...and into every list it enters or moved within.
         let new = &self.summaries[slot as usize];
-        let name = new.lowered(0).to_string();
-        if let Err(at) = self.position(&self.by_name, SortField::Username, &name, new.id, 0) {
+        if renamed && let Err(at) = self.position(&self.by_name, SortField::Username, new.lowered(0), new.id, 0) {
             self.by_name.insert(at, slot);
         }
-        for (filter, (mut list, used)) in touched {
-            if self.matches(&filter, new, 0) {
+        for (filter, (mut list, used), enters) in touched {
+            if enters {
                 let key = self.key_of(new, filter.sort, 0).into_owned();
                 if let Err(at) = self.position(&list, filter.sort, &key, new.id, 0) {
                     Arc::make_mut(&mut list).insert(at, slot);
@@ -423,16 +429,27 @@ impl Directory {
             }
             return;
         }
+        // The name order is rebuilt only when a user was added or renamed.
+        let mut moved = false;
         for summary in summaries {
             match self.slot_of.get(&summary.id) {
                 Some(&slot) if self.summaries[slot as usize].version >= summary.version => {}
-                Some(&slot) => self.summaries[slot as usize] = summary,
+                Some(&slot) => {
+                    let old = &mut self.summaries[slot as usize];
+                    moved |= old.lowered(0) != summary.lowered(0);
+                    *old = summary;
+                }
                 None => {
                     let slot = u32::try_from(self.summaries.len()).expect("fewer than 4 billion users");
                     self.slot_of.insert(summary.id, slot);
                     self.summaries.push(summary);
+                    moved = true;
                 }
             }
+        }
+        self.cache_mut().lists.clear();
+        if !moved {
+            return;
         }
         let summaries = &self.summaries;
         let mut by_name: Vec<u32> = (0..summaries.len() as u32).collect();
@@ -441,7 +458,6 @@ impl Directory {
             a.lowered(0).cmp(b.lowered(0)).then(a.id.cmp(&b.id))
         });
         self.by_name = by_name;
-        self.cache_mut().lists.clear();
     }
 
     /// Every slot matching `filter`, in its order.
@@ -663,6 +679,44 @@ mod tests {
         // An older version noted late changes nothing.
         d.upsert(numbered(2, "smith2", 1));
         assert_eq!(d.page(&f, None, false, 10, 0).total, 5);
+    }
+
+    #[test]
+    fn writes_that_keep_a_users_place_and_writes_that_move_it_give_a_fresh_scans_answer() {
+        let with_role = |i: u128, name: &str, role: Role, version: u64| {
+            let mut s = numbered(i, name, version);
+            s.role = role;
+            s
+        };
+        let roles = [Role::Member, Role::Admin, Role::Helpdesk];
+        let mut d = Directory::build((0..300).map(|i| with_role(i, &format!("u{i:03}"), Role::Member, 1)).collect(), HashMap::new());
+        let filters = [
+            Filter { needle: Some("u1".into()), ..Filter::default() },
+            Filter { sort: SortField::Role, ..Filter::default() },
+            Filter { role: Some(Role::Admin), ..Filter::default() },
+        ];
+        for f in &filters {
+            d.page(f, None, false, 500, 0);
+        }
+        // One by one: the same name with a new role (the user stays in the name order but moves
+        // within the role order and into or out of the admin list), a plain version bump, a rename.
+        for i in 0..300u128 {
+            let name = if i % 50 == 7 { format!("r{i:03}") } else { format!("u{i:03}") };
+            d.upsert(with_role(i, &name, roles[i as usize % 3], 2));
+        }
+        assert_eq!(d.cached_filters(), filters.len());
+        let fresh = Directory::build(d.iter().cloned().collect(), HashMap::new());
+        for f in &filters {
+            assert_eq!(names(&d.page(f, None, false, 500, 0)), names(&fresh.page(f, None, false, 500, 0)), "{f:?}");
+        }
+        // A batch too large to note one by one, with no rename: the name order is kept as it is.
+        let mut d = Directory::build((0..2000).map(|i| with_role(i, &format!("u{i:04}"), Role::Member, 1)).collect(), HashMap::new());
+        d.upsert_many((0..2000).map(|i| with_role(i, &format!("u{i:04}"), roles[i as usize % 3], 2)).collect());
+        let fresh = Directory::build(d.iter().cloned().collect(), HashMap::new());
+        for f in &filters {
+            assert_eq!(names(&d.page(f, None, false, 2000, 0)), names(&fresh.page(f, None, false, 2000, 0)), "{f:?}");
+        }
+        assert_eq!(d.page(&filters[2], None, false, 2000, 0).total, 667);
     }
 
     #[test]
