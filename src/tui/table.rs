@@ -1,7 +1,9 @@
 //! The user table's data: every user the admin may see, kept compact (a million users fit in
 //! about 200 MB), a pre-lowered search index, the sort order, the rows the filter shows, the marks
-//! and the cursor. Filtering walks the index in memory order and narrows incrementally while the
-//! filter text grows, so a keystroke stays within one frame at a million users.
+//! and the cursor. Filtering searches the index in memory order, on every core; a single character
+//! is answered from per-row character masks, a growing text re-checks only the rows still shown
+//! from where the shorter text was found in each, and a backspace gets a recent answer back — so a
+//! keystroke stays within a frame or so at a million users.
 
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -18,6 +20,11 @@ use uuid::Uuid;
 const SEP: char = '\u{1f}';
 /// Tables of more rows than 64 times this are filtered on every core.
 const PARALLEL_WORDS: usize = 1_024;
+/// Rows still to search for a text are searched one by one while they are fewer than the rows
+/// divided by this; more, and the whole index is searched at once.
+const NARROW_ROW_BY_ROW: usize = 16;
+/// How many recent filter texts keep their answer, for backspaces.
+const RECENT_TEXTS: usize = 16;
 /// A timestamp the user does not have.
 const NEVER: i64 = i64::MIN;
 
@@ -93,10 +100,19 @@ pub struct UserTable {
     hasher: RandomState,
     /// Every row, in the sort order.
     order: Vec<u32>,
+    /// Per row: which characters its index text holds (see [`char_bit`]).
+    masks: Vec<u64>,
     /// The rows the query lets through, in the sort order.
     shown: Vec<u32>,
     /// The same rows as a bit set by row number.
     hits: Vec<u64>,
+    /// Per row let through by the text in `first_for`: where in the index that text first occurs
+    /// in the row's text. A longer text that starts with it cannot occur before.
+    first_at: Vec<u32>,
+    first_for: Option<String>,
+    /// The bit sets of texts filtered by a moment ago, newest last, so that a backspace finds its
+    /// answer again. Forgotten when anything but the text changes.
+    recent: Vec<(String, Vec<u64>)>,
     marked: Vec<bool>,
     mark_count: usize,
     /// The lower-cased text `shown` was filtered by.
@@ -329,6 +345,7 @@ impl UserTable {
         let (row, span) = self.compact(view);
         self.rows.push(row);
         self.spans.push(span);
+        self.masks.push(mask_of(&self.index.as_bytes()[span[0] as usize..span[3] as usize]));
         self.marked.push(false);
         r
     }
@@ -348,6 +365,7 @@ impl UserTable {
         let (row, span) = self.compact(view);
         self.rows[r as usize] = row;
         self.spans[r as usize] = span;
+        self.masks[r as usize] = mask_of(&self.index.as_bytes()[span[0] as usize..span[3] as usize]);
         Put::TextChanged
     }
 
@@ -420,11 +438,6 @@ impl UserTable {
 
     // ------------------------------------------------------------ filtering and sorting
 
-    fn haystack(&self, r: u32) -> &[u8] {
-        let s = self.spans[r as usize];
-        &self.index.as_bytes()[s[0] as usize..s[3] as usize]
-    }
-
     fn passes_quick(&self, r: u32) -> bool {
         let row = &self.rows[r as usize];
         self.query.role.is_none_or(|q| q == row.role) && self.query.mfa.is_none_or(|m| m == row.mfa)
@@ -434,71 +447,226 @@ impl UserTable {
         self.hits[r as usize / 64] & (1 << (r % 64)) != 0
     }
 
-    /// Filter every row again (after a change of sort, quick filter or data). Rows are tested in
-    /// memory order, then the sort order is walked once to keep those that passed.
+    /// Filter every row again after a change of sort, quick filter or data (which also makes the
+    /// remembered answers of recent texts stale).
     fn refilter(&mut self) {
-        let finder = memmem::Finder::new(self.applied_text.as_bytes());
-        let needle_empty = self.applied_text.is_empty();
+        self.recent.clear();
+        self.filter_all();
+    }
+
+    /// Filter every row by the query: rows are tested in memory order, then the sort order is
+    /// walked once to keep those that passed.
+    fn filter_all(&mut self) {
+        let needle = self.applied_text.as_bytes();
         let mut hits = vec![0u64; self.rows.len().div_ceil(64)];
-        // Each word of the bit set covers 64 rows; large tables are split over the cores.
-        let fill = |first_word: usize, words: &mut [u64]| {
-            for (w, word) in words.iter_mut().enumerate() {
-                let base = ((first_word + w) * 64) as u32;
-                for r in base..(base + 64).min(self.rows.len() as u32) {
-                    if self.passes_quick(r) && (needle_empty || finder.find(self.haystack(r)).is_some()) {
-                        *word |= 1 << (r - base);
-                    }
-                }
+        let mut first_at = std::mem::take(&mut self.first_at);
+        first_at.resize(self.rows.len(), 0);
+        let quick = self.query.role.is_some() || self.query.mfa.is_some();
+        // One character with a bit of its own is answered by the masks alone; other texts are
+        // searched for, noting where each row's match starts.
+        let by_mask = needle.len() == 1 && char_bit(needle[0]) != OTHER_CHARS;
+        let finder = memmem::Finder::new(needle);
+        on_every_core(&mut hits, &mut first_at, |first_word, words, firsts| {
+            if needle.is_empty() {
+                self.fill_all(first_word, words);
+            } else if by_mask {
+                let bit = 1u64 << char_bit(needle[0]);
+                self.fill_row_by_row(first_word, words, |r| self.masks[r as usize] & bit != 0);
+            } else {
+                self.fill_all(first_word, words);
+                self.keep_found(needle, &finder, false, first_word, words, firsts);
             }
-        };
-        let threads = if hits.len() < PARALLEL_WORDS { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) };
-        if threads == 1 {
-            fill(0, &mut hits);
-        } else {
-            let per = hits.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                for (i, chunk) in hits.chunks_mut(per).enumerate() {
-                    scope.spawn(move || fill(i * per, chunk));
-                }
-            });
-        }
+            if quick {
+                self.keep_rows(first_word, words, |r| self.passes_quick(r));
+            }
+        });
+        self.first_at = first_at;
+        self.first_for = (!by_mask && !needle.is_empty()).then(|| self.applied_text.clone());
         self.hits = hits;
+        self.show_hits();
+    }
+
+    /// `shown` from `hits`, in the sort order.
+    fn show_hits(&mut self) {
         self.shown = self.order.iter().copied().filter(|&r| self.hit(r)).collect();
         self.clamp();
     }
 
+    /// Set in `words` (the bit set's words from `first_word` on) the bit of every row whose text
+    /// holds the needle, and in `firsts` where it first occurs, by searching the index once from
+    /// the first of these rows' texts to the end of the last: one long search instead of a short
+    /// one per row, whose set-up would dominate. After a match the search goes on at the next row.
+    /// The texts lie in row order (every path that changes a text lays the index out again) and
+    /// each ends in a separator the needle does not hold, so no match spans two rows.
+    fn text_hits(&self, finder: &memmem::Finder<'_>, first_word: usize, words: &mut [u64], firsts: &mut [u32]) {
+        let first = first_word * 64;
+        let end = ((first_word + words.len()) * 64).min(self.rows.len());
+        if first >= end {
+            return;
+        }
+        let index = self.index.as_bytes();
+        let stop = self.spans[end - 1][3] as usize;
+        let (mut row, mut at) = (first, self.spans[first][0] as usize);
+        while let Some(found) = finder.find(&index[at..stop]) {
+            let p = at + found;
+            row = self.first_row_ending_after(row, end, p);
+            let start = self.spans[row][0] as usize;
+            if p < start {
+                // In text left between rows: look again from the row's own text.
+                at = start;
+                continue;
+            }
+            let bit = row - first;
+            words[bit / 64] |= 1 << (bit % 64);
+            firsts[bit] = p as u32;
+            row += 1;
+            if row == end {
+                break;
+            }
+            at = self.spans[row][0] as usize;
+        }
+    }
+
+    /// The first row from `from` (before `to`) whose text ends after byte `p` of the index:
+    /// a galloping search, as matches usually lie a few rows apart.
+    fn first_row_ending_after(&self, from: usize, to: usize, p: usize) -> usize {
+        let (mut hi, mut step) = (from, 1);
+        while hi < to && self.spans[hi][3] as usize <= p {
+            hi = from + step;
+            step *= 2;
+        }
+        from + self.spans[from..hi.min(to)].partition_point(|s| s[3] as usize <= p)
+    }
+
+    /// Keep in `words` the rows whose text holds `needle`, noting in `firsts` where it first
+    /// occurs. With `resume`, `firsts` already holds for each row where a shorter text that
+    /// starts the needle first occurs: the needle cannot occur before, and usually occurs right
+    /// there, which settles the row at once. The rows left are searched one by one when they are
+    /// few; many are searched for in the whole index at once.
+    fn keep_found(&self, needle: &[u8], finder: &memmem::Finder<'_>, resume: bool, first_word: usize, words: &mut [u64], firsts: &mut [u32]) {
+        let index = self.index.as_bytes();
+        let mask = mask_of(needle);
+        let first_row = first_word * 64;
+        let mut rest = vec![0u64; words.len()];
+        let mut left = 0;
+        for (w, word) in words.iter_mut().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let r = first_row + w * 64 + b;
+                let settled = resume && holds_at(index, needle, firsts[r - first_row] as usize);
+                if self.masks[r] & mask != mask || !settled {
+                    *word &= !(1 << b);
+                }
+                if self.masks[r] & mask == mask && !settled {
+                    rest[w] |= 1 << b;
+                    left += 1;
+                }
+            }
+        }
+        if left > words.len() * 64 / NARROW_ROW_BY_ROW && !needle.contains(&(SEP as u8)) {
+            let mut found = vec![0u64; words.len()];
+            self.text_hits(finder, first_word, &mut found, firsts);
+            words.iter_mut().zip(rest.iter().zip(found)).for_each(|(w, (r, f))| *w |= r & f);
+            return;
+        }
+        for (w, (word, mut bits)) in words.iter_mut().zip(rest).enumerate() {
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let r = first_row + w * 64 + b;
+                let span = self.spans[r];
+                let from = if resume { firsts[r - first_row] as usize + 1 } else { span[0] as usize };
+                if let Some(p) = find_from(index, needle, from, span[3] as usize) {
+                    firsts[r - first_row] = p as u32;
+                    *word |= 1 << b;
+                }
+            }
+        }
+    }
+
+    /// Set in `words` the bit of every row (and none past the last: the bit set is walked by bit).
+    fn fill_all(&self, first_word: usize, words: &mut [u64]) {
+        words.fill(!0);
+        let past = (first_word + words.len()) * 64;
+        if past > self.rows.len()
+            && let Some(last) = words.last_mut()
+        {
+            *last >>= past - self.rows.len();
+        }
+    }
+
+    /// Set in `words` the bit of every row that passes `test`, one row at a time.
+    fn fill_row_by_row(&self, first_word: usize, words: &mut [u64], test: impl Fn(u32) -> bool) {
+        for (w, word) in words.iter_mut().enumerate() {
+            let base = ((first_word + w) * 64) as u32;
+            for r in base..(base + 64).min(self.rows.len() as u32) {
+                if test(r) {
+                    *word |= 1 << (r - base);
+                }
+            }
+        }
+    }
+
+    /// Clear in `words` the bit of every set row that fails `test`.
+    fn keep_rows(&self, first_word: usize, words: &mut [u64], test: impl Fn(u32) -> bool) {
+        for (w, word) in words.iter_mut().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                if !test(((first_word + w) * 64) as u32 + b) {
+                    *word &= !(1 << b);
+                }
+            }
+        }
+    }
+
     /// Set the filter text. A longer text that contains the previous one only tests the rows
-    /// already shown; anything else filters every row again. The cursor goes to the first match.
+    /// already shown; a text filtered by a moment ago (a backspace) gets its answer back; anything
+    /// else filters every row again. The cursor goes to the first match.
     pub fn set_text(&mut self, text: &str) {
         let lowered = text.to_lowercase();
         self.query.text = text.to_string();
         if lowered == self.applied_text {
             return;
         }
-        let narrowing = lowered.contains(self.applied_text.as_str());
-        self.applied_text = lowered;
-        if narrowing {
-            let finder = memmem::Finder::new(self.applied_text.as_bytes());
-            let mut hits = std::mem::take(&mut self.hits);
-            for (w, word) in hits.iter_mut().enumerate() {
-                let mut bits = *word;
-                while bits != 0 {
-                    let b = bits.trailing_zeros();
-                    bits &= bits - 1;
-                    if finder.find(self.haystack(w as u32 * 64 + b)).is_none() {
-                        *word &= !(1 << b);
-                    }
-                }
-            }
-            self.hits = hits;
-            let mut shown = std::mem::take(&mut self.shown);
-            shown.retain(|&r| self.hit(r));
-            self.shown = shown;
+        let previous = std::mem::replace(&mut self.applied_text, lowered);
+        self.recent.retain(|(text, _)| *text != previous);
+        if self.recent.len() == RECENT_TEXTS {
+            self.recent.remove(0);
+        }
+        self.recent.push((previous.clone(), self.hits.clone()));
+        if !previous.is_empty() && self.applied_text.contains(previous.as_str()) {
+            self.narrow();
+        } else if let Some(at) = self.recent.iter().position(|(text, _)| *text == self.applied_text) {
+            self.hits = self.recent.remove(at).1;
+            self.first_for = None;
+            self.show_hits();
         } else {
-            self.refilter();
+            self.filter_all();
         }
         self.cursor = 0;
         self.offset = 0;
+    }
+
+    /// Keep of the rows shown those whose text holds the (longer) filter text.
+    fn narrow(&mut self) {
+        let needle = self.applied_text.as_bytes();
+        let resume = self.first_for.as_deref().is_some_and(|t| self.applied_text.starts_with(t));
+        let mut hits = std::mem::take(&mut self.hits);
+        let finder = memmem::Finder::new(needle);
+        let mut first_at = std::mem::take(&mut self.first_at);
+        on_every_core(&mut hits, &mut first_at, |first_word, words, firsts| {
+            self.keep_found(needle, &finder, resume, first_word, words, firsts);
+        });
+        self.first_at = first_at;
+        self.first_for = Some(self.applied_text.clone());
+        self.hits = hits;
+        let mut shown = std::mem::take(&mut self.shown);
+        shown.retain(|&r| self.hit(r));
+        self.shown = shown;
     }
 
     pub fn set_role(&mut self, role: Option<Role>) {
@@ -706,6 +874,67 @@ impl UserTable {
     }
 }
 
+/// Run `fill(first_word, words, firsts)` over a bit set of rows and its per-row places, split
+/// over the cores when it is large (`firsts` holds the rows of `words`).
+fn on_every_core(hits: &mut [u64], first_at: &mut [u32], fill: impl Fn(usize, &mut [u64], &mut [u32]) + Sync) {
+    let threads = if hits.len() < PARALLEL_WORDS { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) };
+    if threads == 1 {
+        return fill(0, hits, first_at);
+    }
+    let per = hits.len().div_ceil(threads);
+    let fill = &fill;
+    std::thread::scope(|scope| {
+        for (i, (words, firsts)) in hits.chunks_mut(per).zip(first_at.chunks_mut(per * 64)).enumerate() {
+            scope.spawn(move || fill(i * per, words, firsts));
+        }
+    });
+}
+
+/// A bit of its own for each lower-case letter, digit and the punctuation common in names and
+/// addresses; every other byte (including those of non-ASCII characters) shares [`OTHER_CHARS`].
+fn char_bit(b: u8) -> u32 {
+    match b {
+        b'a'..=b'z' => u32::from(b - b'a'),
+        b'0'..=b'9' => 26 + u32::from(b - b'0'),
+        b'.' => 36,
+        b'@' => 37,
+        b'-' => 38,
+        b'_' => 39,
+        b' ' => 40,
+        b'\'' => 41,
+        b'+' => 42,
+        _ => OTHER_CHARS,
+    }
+}
+
+/// The bit [`char_bit`] gives every byte without a bit of its own.
+const OTHER_CHARS: u32 = 63;
+
+/// The characters `text` holds, as [`char_bit`]s; the field separator counts for none, so a
+/// text holds every character of a needle it contains.
+fn mask_of(text: &[u8]) -> u64 {
+    text.iter().filter(|&&b| b != SEP as u8).fold(0, |m, &b| m | 1 << char_bit(b))
+}
+
+/// Where `needle` (not empty) first occurs in `index[from..end]`, as a place in `index`. Row
+/// texts are short, so a scan for the first byte beats setting up a substring searcher; the
+/// place `from` itself is tried first, as it is where a shorter text that starts the needle was
+/// found. Bytes are compared in line: a call to `memcmp` per candidate costs more than the
+/// comparison.
+fn find_from(index: &[u8], needle: &[u8], from: usize, end: usize) -> Option<usize> {
+    let hay = index.get(from..end)?;
+    let last = hay.len().checked_sub(needle.len())?;
+    if holds_at(hay, needle, 0) {
+        return Some(from);
+    }
+    memchr::memchr_iter(needle[0], &hay[1..=last]).map(|q| q + 1).find(|&q| holds_at(hay, needle, q)).map(|q| from + q)
+}
+
+/// Does `text` hold `needle` at `at`? Compared in line (see [`find_from`]).
+fn holds_at(text: &[u8], needle: &[u8], at: usize) -> bool {
+    text.get(at..at + needle.len()).is_some_and(|t| t.iter().zip(needle).all(|(a, b)| a == b))
+}
+
 /// Append `s` lower-cased; true when that changed it.
 fn push_lowered(index: &mut String, s: &str) -> bool {
     if s.is_ascii() {
@@ -762,13 +991,13 @@ mod tests {
             username: username.into(),
             email: email.into(),
             display_name: display_name.into(),
-            org: if n % 2 == 0 { "acme".into() } else { "globex".into() },
+            org: if n.is_multiple_of(2) { "acme".into() } else { "globex".into() },
             role: Role::Member,
             status: Status::Active,
             mfa: MfaStatus::Enrolled,
             recovery_codes_left: n as usize,
             created_at: rfc3339(1_700_000_000 + n as i64),
-            last_login_at: (n % 3 != 0).then(|| rfc3339(1_750_000_000 + n as i64)),
+            last_login_at: (!n.is_multiple_of(3)).then(|| rfc3339(1_750_000_000 + n as i64)),
             mfa_enrolled_at: None,
             mfa_reset_at: Some(rfc3339(1_760_000_000)),
         }
@@ -814,6 +1043,59 @@ mod tests {
         assert_eq!(t.cursor_user().unwrap().id, here);
         let names: Vec<String> = (0..4).map(|i| t.shown_row(i).unwrap().0.username).collect();
         assert_eq!(names, ["zoë", "Robert", "carl", "ann"]);
+    }
+
+    /// The ids shown, in order, and the ids a plain test of each user's lower-cased texts finds.
+    fn shown_and_expected(t: &UserTable, users: &[UserView], role: Option<Role>) -> (Vec<Uuid>, Vec<Uuid>) {
+        let shown: Vec<Uuid> = (0..t.shown_len()).map(|i| t.shown_row(i).unwrap().0.id).collect();
+        let needle = t.query().text.to_lowercase();
+        let mut expected: Vec<&UserView> = users
+            .iter()
+            .filter(|u| role.is_none_or(|r| r == u.role))
+            .filter(|u| [&u.username, &u.display_name, &u.email].iter().any(|f| f.to_lowercase().contains(&needle)))
+            .collect();
+        expected.sort_by(|a, b| a.username.to_lowercase().cmp(&b.username.to_lowercase()).then(a.id.cmp(&b.id)));
+        (shown, expected.into_iter().map(|u| u.id).collect())
+    }
+
+    #[test]
+    fn a_large_table_shows_exactly_the_rows_whose_text_holds_the_filter() {
+        // Enough rows that filtering runs on every core and narrowing searches the whole index.
+        let words = ["smith", "Jones", "ÅSA", "li", "o'brien", "x"];
+        let mut users: Vec<UserView> = (0..70_000u128)
+            .map(|n| {
+                let (a, b) = (words[n as usize % 6], words[n as usize / 6 % 6]);
+                let mut u = user(n, &format!("{a}{n}"), &format!("{b} {a}"), &format!("{b}.{n}@Acme.example"));
+                u.role = if n % 5 == 0 { Role::Admin } else { Role::Member };
+                u
+            })
+            .collect();
+        let mut t = UserTable::new();
+        t.load(users.clone());
+        // A rename lays the index out again; the search must find the new text only.
+        users[7].username = "Renamed-SMITH".into();
+        t.replace(users[7].clone());
+        for typed in ["s", "sm", "smi", "smith1", "smith12", "smith1", "h", "åsa", "ÅS", "a", "ac", "n\u{1}", "", "1@a", "zzz"] {
+            t.set_text(typed);
+            let (shown, expected) = shown_and_expected(&t, &users, None);
+            assert_eq!(shown.len(), expected.len(), "{typed:?}");
+            assert!(shown == expected, "{typed:?}: rows differ");
+        }
+        // A backspace after the data changed filters again instead of reusing an older answer.
+        t.set_text("smith");
+        t.set_text("smith6");
+        users[8].display_name = "Smith6 Newly".into();
+        t.replace(users[8].clone());
+        t.set_text("smith");
+        let (shown, expected) = shown_and_expected(&t, &users, None);
+        assert!(shown == expected, "after a change: rows differ");
+        t.set_role(Some(Role::Admin));
+        for typed in ["o", "o'", "o'b", "jones", ""] {
+            t.set_text(typed);
+            let (shown, expected) = shown_and_expected(&t, &users, Some(Role::Admin));
+            assert!(!expected.is_empty() || typed == "o'b");
+            assert!(shown == expected, "{typed:?} with the admin role: rows differ");
+        }
     }
 
     #[test]
