@@ -105,10 +105,48 @@ impl UserView {
     }
 }
 
+/// `ts` as RFC 3339 in UTC to the second (`2026-11-22T18:31:00Z`). Years 0 to 9999 are written
+/// here directly (every listed user has four such times, and a page of them is served thousands of
+/// times a second); others by chrono, in its extended form.
 pub fn rfc3339(ts: Timestamp) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ts.to_string())
+    const FIRST: Timestamp = -62_167_219_200; // 0000-01-01T00:00:00Z
+    const LAST: Timestamp = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(FIRST..=LAST).contains(&ts) {
+        return chrono::DateTime::from_timestamp(ts, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| ts.to_string());
+    }
+    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let mut out = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// User names: 1–64 characters of letters, digits, `.`, `_`, `-`, `@`, starting with a letter or digit.
@@ -153,6 +191,18 @@ pub fn org_key(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_writes_what_chrono_writes() {
+        let chrono_form = |ts: Timestamp| chrono::DateTime::from_timestamp(ts, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let edges = [0, -1, 1, 86_399, 86_400, 951_782_400, 1_750_000_000, -62_167_219_200, 253_402_300_799, -62_167_219_201, 253_402_300_800];
+        // Every day boundary and odd second over four centuries either side of 1970, and the edges.
+        let sweep = (-146_097 * 4..146_097 * 4).step_by(7).map(|d: i64| d * 86_400 + (d.rem_euclid(86_400) * 7919) % 86_400);
+        for ts in edges.into_iter().chain(sweep) {
+            assert_eq!(rfc3339(ts), chrono_form(ts), "{ts}");
+        }
+        assert_eq!(rfc3339(1_763_836_260), "2025-11-22T18:31:00Z");
+    }
 
     #[test]
     fn validation_explains() {
