@@ -555,13 +555,15 @@ impl UserTable {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let r = first_row + w * 64 + b;
-                let settled = resume && holds_at(index, needle, firsts[r - first_row] as usize);
-                if self.masks[r] & mask != mask || !settled {
+                let candidate = self.masks[r] & mask == mask;
+                let at = firsts[r - first_row] as usize;
+                let settled = candidate && resume && at + needle.len() <= self.spans[r][3] as usize && holds_at(index, needle, at);
+                if !settled {
                     *word &= !(1 << b);
-                }
-                if self.masks[r] & mask == mask && !settled {
-                    rest[w] |= 1 << b;
-                    left += 1;
+                    if candidate {
+                        rest[w] |= 1 << b;
+                        left += 1;
+                    }
                 }
             }
         }
