@@ -1842,20 +1842,24 @@ fn decide_reset_of(
         event.detail = Some(why);
         return (result, Some(Change { audit: vec![event], ..Change::default() }));
     }
-    let Some(after) = user.reset_mfa(enforced, now) else {
-        result.outcome = ResetOutcome::Skipped;
-        result.detail = Some("MFA was not set up".into());
-        result.mfa_after = Some(user.mfa_status(enforced, now));
-        return (result, None);
+    let (id, version) = (user.id, user.version);
+    let after = match user.into_reset_mfa(enforced, now) {
+        Ok(after) => after,
+        Err(user) => {
+            result.outcome = ResetOutcome::Skipped;
+            result.detail = Some("MFA was not set up".into());
+            result.mfa_after = Some(user.mfa_status(enforced, now));
+            return (result, None);
+        }
     };
     let mfa_after = after.mfa_status(enforced, now);
-    let after = User { version: user.version + 1, ..after };
+    let after = User { version: version + 1, ..after };
     result.outcome = ResetOutcome::Reset;
     result.mfa_after = Some(mfa_after);
     event.detail = Some(format!("mfa now {mfa_after}"));
     let change = Change {
-        users: vec![UserWrite { expected_version: Some(user.version), user: after }],
-        revoke_sessions_of: vec![user.id],
+        users: vec![UserWrite { expected_version: Some(version), user: after }],
+        revoke_sessions_of: vec![id],
         audit: vec![event],
         ..Change::default()
     };
