@@ -156,6 +156,47 @@ fn a_bulk_reset_reports_every_target() {
     assert!(t.svc.audit_verify(&console()).unwrap().ok);
 }
 
+/// A bulk reset looks its targets up in key order, not in the order given; the report, the audit
+/// trail and the sessions ended are still those of each target as given, whatever form it takes.
+#[test]
+fn a_bulk_reset_reports_and_audits_in_the_order_given() {
+    let t = store();
+    let names = ["zed", "yan", "xia", "wes", "vic", "una", "tom", "sam", "rex", "quinn"];
+    let mut secrets = Vec::new();
+    for name in names {
+        add(&t.svc, name, Role::Member, "globex");
+        secrets.push(enroll(&t.svc, name, T0).0);
+    }
+    let (token, _) = login(&t.svc, "tom", Some(&secrets[6]), T0 + 60);
+    let user = |name: &str| t.svc.resolve(name).unwrap().unwrap();
+    let targets: Vec<String> = vec![
+        "zed".into(),
+        " YAN ".into(),
+        user("xia").email,
+        format!("#{}", user("wes").number),
+        user("vic").id.to_string(),
+        "ghost".into(),
+        "una".into(),
+        "tom".into(),
+        "sam".into(),
+        "rex".into(),
+        "quinn".into(),
+    ];
+    let expected: Vec<_> = targets.iter().map(|target| t.svc.resolve(target).unwrap().map(|u| u.id)).collect();
+    let report = t.svc.reset_mfa(&console(), &targets, Some("order"), false, T0 + 90).unwrap();
+    let found: Vec<_> = report.results.iter().map(|r| r.user_id).collect();
+    assert_eq!(found, expected);
+    assert_eq!(report.results.iter().map(|r| r.target.clone()).collect::<Vec<_>>(), targets);
+    assert_eq!(report.count(ResetOutcome::Reset), 10);
+    assert_eq!(report.results[5].outcome, ResetOutcome::NotFound);
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("order".into()), limit: None }).unwrap();
+    let mut audited: Vec<_> = events.iter().map(|e| (e.seq, e.target.clone().unwrap())).collect();
+    audited.sort();
+    assert_eq!(audited.into_iter().map(|(_, target)| target).collect::<Vec<_>>(), names, "one event per user, in target order");
+    assert!(t.svc.authenticate(&token, "test", T0 + 91).is_err(), "tom's session ended with the reset");
+    assert!(t.svc.audit_verify(&console()).unwrap().ok);
+}
+
 #[test]
 fn batches_commit_every_user_of_a_large_reset() {
     let t = store();

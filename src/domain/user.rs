@@ -60,12 +60,21 @@ impl User {
         if !self.mfa.has_factor() {
             return None;
         }
-        let mut user = self.clone();
-        user.mfa = MfaState::after_reset(org_enforces_mfa);
-        user.lockout = Lockout::default();
-        user.recovery_codes.clear();
-        user.mfa_reset_at = Some(now);
-        Some(user)
+        self.clone().into_reset_mfa(org_enforces_mfa, now).ok()
+    }
+
+    /// [`User::reset_mfa`] that takes the record (and gives it back unchanged, as `Err`, when there
+    /// was no factor to reset): what stays is moved rather than copied, and the factor and recovery
+    /// codes are let go of here rather than carried along, emptied, with the change.
+    pub fn into_reset_mfa(mut self, org_enforces_mfa: bool, now: Timestamp) -> Result<User, User> {
+        if !self.mfa.has_factor() {
+            return Err(self);
+        }
+        self.mfa = MfaState::after_reset(org_enforces_mfa);
+        self.lockout = Lockout::default();
+        self.recovery_codes = Vec::new();
+        self.mfa_reset_at = Some(now);
+        Ok(self)
     }
 }
 
