@@ -9,9 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 const META_SCHEMA: &str = "schema_version";
@@ -319,50 +317,7 @@ fn tx_decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Resul
     decode(what, key, bytes).map_err(abort)
 }
 
-/// How many times a transaction has written a user's session list, in this process. Only
-/// [`Tx`] writes session lists (the store's file lock keeps other processes out), so when this
-/// has not moved, no list was added since it was read. It is one count for every store the
-/// process has open: a write in one store makes the others look again, which is only slower.
-static SESSION_LIST_WRITES: AtomicU64 = AtomicU64::new(0);
-
-/// The users that had a session list, read outside a transaction, and [`SESSION_LIST_WRITES`]
-/// as it was before the read. A transaction that finds the count unchanged knows that no one else
-/// has a list, and need not look each one up.
-struct SessionListOwners {
-    writes: u64,
-    owners: HashSet<[u8; 16]>,
-}
-
-impl SessionListOwners {
-    /// The owners of session lists in `tree`, when there are at most `limit` of them (past that,
-    /// looking up each user costs no more than reading them all).
-    fn read(tree: &sled::Tree, limit: usize) -> Result<Option<SessionListOwners>> {
-        // Read the count first: a list added after this moves it; one added before is in the tree.
-        let writes = SESSION_LIST_WRITES.load(Ordering::SeqCst);
-        let mut owners = HashSet::new();
-        for key in tree.iter().keys() {
-            let key = key.map_err(storage)?;
-            if owners.len() == limit {
-                return Ok(None);
-            }
-            owners.insert(<[u8; 16]>::try_from(key.as_ref()).map_err(|_| Error::Corrupt("a session list key is damaged".into()))?);
-        }
-        Ok(Some(SessionListOwners { writes, owners }))
-    }
-
-    /// May `user` have a session list now, inside a transaction? Unknown (so yes) once any list
-    /// was written since the owners were read, this transaction's own writes included.
-    fn may_have_list(this: Option<&Self>, user: &Uuid) -> bool {
-        match this {
-            Some(seen) if seen.writes == SESSION_LIST_WRITES.load(Ordering::SeqCst) => seen.owners.contains(user.as_bytes()),
-            _ => true,
-        }
-    }
-}
-
 struct Tx<'a> {
-    /// Who had a session list before the transaction began, if read (see [`SessionListOwners`]).
-    session_lists: Option<&'a SessionListOwners>,
     users: &'a TransactionalTree,
     by_name: &'a TransactionalTree,
     by_email: &'a TransactionalTree,
@@ -383,11 +338,7 @@ impl Tx<'_> {
             self.orgs.insert(org.key.as_bytes(), encode(org))?;
         }
         for user in &change.revoke_sessions_of {
-            // Most users have no session: look first, so that their (absent) list is not written;
-            // and not even that for a user known to have none.
-            if !SessionListOwners::may_have_list(self.session_lists, user) {
-                continue;
-            }
+            // Most users have no session: look first, so that their (absent) list is not written.
             if let Some(list) = self.user_sessions.get(user.as_bytes())? {
                 self.user_sessions.remove(user.as_bytes())?;
                 let hashes: Vec<TokenHash> = tx_decode("session list", user.as_bytes(), &list)?;
@@ -436,7 +387,6 @@ impl Tx<'_> {
             None => Vec::new(),
         };
         edit(&mut list);
-        SESSION_LIST_WRITES.fetch_add(1, Ordering::SeqCst);
         if list.is_empty() {
             self.user_sessions.remove(user.as_bytes())?;
         } else {
@@ -702,12 +652,8 @@ impl Store for SledStore {
             &self.user_sessions,
             &self.meta,
         );
-        // A bulk reset revokes the sessions of many users, most of whom have none.
-        let revokes: usize = changes.iter().map(|c| c.revoke_sessions_of.len()).sum();
-        let session_lists = if revokes >= 8 { SessionListOwners::read(&self.user_sessions, revokes)? } else { None };
         let result = trees.transaction(|(users, by_name, by_email, by_number, orgs, audit, sessions, user_sessions, meta)| {
-            let session_lists = session_lists.as_ref();
-            let tx = Tx { session_lists, users, by_name, by_email, by_number, orgs, audit, sessions, user_sessions, meta };
+            let tx = Tx { users, by_name, by_email, by_number, orgs, audit, sessions, user_sessions, meta };
             let mut head: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
                 Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
                 None => None,
@@ -837,38 +783,6 @@ mod tests {
         assert_eq!(encode_audit(300, prev, &draft), encode(&event));
         assert_eq!(AuditEvent::hash_of(300, &prev, &draft), event.hash());
         assert_eq!(decode::<AuditEvent>("audit", b"k", &encode_audit(300, prev, &draft)).unwrap(), event);
-    }
-
-    /// A commit that revokes the sessions of many users looks up only those known to have a
-    /// session list, and still ends every session it names: those from before, one this very
-    /// commit gave, and all of them when too many users have lists to read them first.
-    #[test]
-    fn a_bulk_revoke_ends_every_session_it_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::create(dir.path()).unwrap();
-        let session = |user_id| Session { user_id, kind: crate::store::SessionKind::Session, created_at: 0, expires_at: 100 };
-        let put = |hash: u8, user: Uuid| Change { sessions_put: vec![([hash; 32], session(user))], ..Change::default() };
-        let revoke = |users: &[Uuid]| users.iter().map(|&id| Change { revoke_sessions_of: vec![id], ..Change::default() }).collect::<Vec<_>>();
-        let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
-        for (n, &id) in ids.iter().take(3).enumerate() {
-            store.commit(&[put(n as u8, id)]).unwrap();
-        }
-        let mut changes = vec![put(9, ids[10])];
-        changes.extend(revoke(&ids));
-        store.commit(&changes).unwrap();
-        for hash in [0, 1, 2, 9] {
-            assert!(store.get_session(&[hash; 32]).unwrap().is_none(), "session {hash} was revoked");
-        }
-        assert!(store.user_sessions.iter().next().is_none(), "no session list is left");
-
-        // Ten users with a list, eight revoked: more lists than revokes, so each is looked up.
-        for (n, &id) in ids.iter().take(10).enumerate() {
-            store.commit(&[put(n as u8, id)]).unwrap();
-        }
-        store.commit(&revoke(&ids[..8])).unwrap();
-        for (n, &id) in ids.iter().take(10).enumerate() {
-            assert_eq!(store.sessions_of(id).unwrap().is_empty(), n < 8, "user {n}");
-        }
     }
 
     /// A write computed from an older version of the record is refused, on the peeked path (same
