@@ -785,6 +785,36 @@ mod tests {
         assert_eq!(decode::<AuditEvent>("audit", b"k", &encode_audit(300, prev, &draft)).unwrap(), event);
     }
 
+    /// A commit that revokes the sessions of many users ends every session it names: those from
+    /// before, and one this very commit gave.
+    #[test]
+    fn a_bulk_revoke_ends_every_session_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        let session = |user_id| Session { user_id, kind: crate::store::SessionKind::Session, created_at: 0, expires_at: 100 };
+        let put = |hash: u8, user: Uuid| Change { sessions_put: vec![([hash; 32], session(user))], ..Change::default() };
+        let revoke = |users: &[Uuid]| users.iter().map(|&id| Change { revoke_sessions_of: vec![id], ..Change::default() }).collect::<Vec<_>>();
+        let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+        for (n, &id) in ids.iter().take(3).enumerate() {
+            store.commit(&[put(n as u8, id)]).unwrap();
+        }
+        let mut changes = vec![put(9, ids[10])];
+        changes.extend(revoke(&ids));
+        store.commit(&changes).unwrap();
+        for hash in [0, 1, 2, 9] {
+            assert!(store.get_session(&[hash; 32]).unwrap().is_none(), "session {hash} was revoked");
+        }
+        assert!(store.user_sessions.iter().next().is_none(), "no session list is left");
+        // Only the users named lose their sessions.
+        for (n, &id) in ids.iter().take(10).enumerate() {
+            store.commit(&[put(n as u8, id)]).unwrap();
+        }
+        store.commit(&revoke(&ids[..8])).unwrap();
+        for (n, &id) in ids.iter().take(10).enumerate() {
+            assert_eq!(store.sessions_of(id).unwrap().is_empty(), n < 8, "user {n}");
+        }
+    }
+
     /// A write computed from an older version of the record is refused, on the peeked path (same
     /// name, email and number) and on the decoded one (a rename).
     #[test]
