@@ -125,23 +125,23 @@ pub fn rfc3339(ts: Timestamp) -> String {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| ts.to_string());
     }
-    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400));
+    let (days, secs) = (ts.div_euclid(86_400), ts.rem_euclid(86_400) as u32);
     let (y, m, d) = civil_from_days(days);
     let mut out = *b"0000-00-00T00:00:00Z";
-    let mut put = |at: usize, value: i64, width: usize| {
-        let mut v = value;
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    let two = |out: &mut [u8; 20], at: usize, v: u32| {
+        out[at] = b'0' + (v / 10) as u8;
+        out[at + 1] = b'0' + (v % 10) as u8;
     };
-    put(0, y, 4);
-    put(5, m, 2);
-    put(8, d, 2);
-    put(11, secs / 3600, 2);
-    put(14, secs / 60 % 60, 2);
-    put(17, secs % 60, 2);
-    out.iter().map(|&b| b as char).collect()
+    let y = y as u32; // 0..=9999 here
+    two(&mut out, 0, y / 100);
+    two(&mut out, 2, y % 100);
+    two(&mut out, 5, m as u32);
+    two(&mut out, 8, d as u32);
+    two(&mut out, 11, secs / 3600);
+    two(&mut out, 14, secs / 60 % 60);
+    two(&mut out, 17, secs % 60);
+    // Only ASCII digits and separators were written.
+    String::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 /// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
