@@ -66,6 +66,7 @@ impl User {
     /// [`User::reset_mfa`] that takes the record (and gives it back unchanged, as `Err`, when there
     /// was no factor to reset): what stays is moved rather than copied, and the factor and recovery
     /// codes are let go of here rather than carried along, emptied, with the change.
+    #[allow(clippy::result_large_err)] // the record itself, moved either way; boxing would copy it
     pub fn into_reset_mfa(mut self, org_enforces_mfa: bool, now: Timestamp) -> Result<User, User> {
         if !self.mfa.has_factor() {
             return Err(self);

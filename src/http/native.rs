@@ -1163,7 +1163,7 @@ mod tests {
                     display_name: text.to_string(),
                     org: awkward[(i + j) % awkward.len()].to_string(),
                     role: Role::ALL[n % Role::ALL.len()],
-                    status: if n % 2 == 0 { Status::Active } else { Status::Disabled },
+                    status: if n.is_multiple_of(2) { Status::Active } else { Status::Disabled },
                     mfa: MfaStatus::ALL[n % MfaStatus::ALL.len()],
                     recovery_codes_left: n * 1000,
                     created_at: user::rfc3339(at.unwrap_or(7)),
