@@ -12,10 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const NOW: i64 = 1_800_000_000;
 
-// The allocator the binary uses.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A store in a fresh temporary directory with `count` generated users, all of them enrolled.
 fn store_with(count: usize) -> (tempfile::TempDir, Service, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();

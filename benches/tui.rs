@@ -15,10 +15,6 @@ use ratatui::Terminal;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-// The allocator the binary uses.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USERS: usize = 100_000;
 const NOW: i64 = 1_750_000_000;
 

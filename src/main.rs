@@ -3,10 +3,6 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-// mimalloc: list pages, bulk resets and the demo spend a quarter of their time in malloc/free.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = mfadmin::cli::Cli::parse();
     match mfadmin::cli::run(cli) {

@@ -139,7 +139,9 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("the console needs a terminal; for scripts use the other commands (mfadmin --help)");
     }
-    // The console keeps its own table of the users: it needs little of the store's page cache.
+    // The console keeps its own table of the users: it needs little of the store's page cache, and
+    // the memory its load frees goes back to the system at once.
+    purge_freed_memory_at_once();
     let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb };
     let ctx = &Context { config: crate::config::Config { store, ..ctx.config.clone() } };
     // The first frame comes before the store is opened (on a large store that takes a moment).
@@ -265,14 +267,24 @@ async fn event_loop(
     result
 }
 
-/// Hand the memory a load freed back to the system: the batches of users that streamed in were
-/// allocated on other threads, and glibc would keep their heaps for good.
+/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`, of the version pinned in Cargo.toml;
+/// the Rust binding names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Have the allocator return freed memory to the system when it is freed, not a second later on
+/// its next activity: the console's load frees hundreds of megabytes of batches as it goes (peak
+/// 380 instead of 470–510 MiB at 600,000 rows).
+fn purge_freed_memory_at_once() {
+    // SAFETY: setting an allocator option is a plain store into its option table.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// Hand the memory a load freed back to the system at once: the batches of users that streamed in
+/// were allocated on another thread, and the allocator would otherwise return them only on later
+/// allocator activity — which an idle console does not have.
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of the allocator's own heaps to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // SAFETY: mi_collect only frees and returns the allocator's own unused memory.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// With `MFADMIN_TUI_TIMINGS=FILE`, the console writes to FILE when its first frame and its first
@@ -331,5 +343,19 @@ impl Timings {
             let _ = writeln!(self.out, "key_us {}", at.elapsed().as_micros());
         }
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // SAFETY: reading an allocator option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000, "mimalloc's purge delay defaults to 1000 ms; is option {MI_OPTION_PURGE_DELAY} still it?");
+        purge_freed_memory_at_once();
+        assert_eq!(get(), 0);
     }
 }
