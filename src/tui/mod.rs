@@ -26,6 +26,7 @@ use crate::service::Actor;
 use action::{Action, Session};
 use anyhow::Context as _;
 use state::{Options, State};
+use std::ffi::c_long;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,8 +141,8 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the console needs a terminal; for scripts use the other commands (mfadmin --help)");
     }
     // The console keeps its own table of the users: it needs little of the store's page cache, and
-    // the memory its load frees goes back to the system at once.
-    purge_freed_memory_at_once();
+    // the memory its load frees goes back to the system as it goes.
+    let purge_delay = purge_freed_memory_soon();
     let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb };
     let ctx = &Context { config: crate::config::Config { store, ..ctx.config.clone() } };
     // The first frame comes before the store is opened (on a large store that takes a moment).
@@ -172,7 +173,7 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
         Some(guard) => guard,
         None => terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?,
     };
-    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, backend.clone(), control.clone(), first, timings));
+    let outcome = runtime.block_on(event_loop(&mut guard.terminal, &mut state, backend.clone(), control.clone(), first, timings, purge_delay));
     drop(guard);
     control.close();
     if runtime.metrics().num_alive_tasks() > 0 {
@@ -199,6 +200,7 @@ async fn event_loop(
     control: Arc<effects::Control>,
     first: Option<effects::Effect>,
     mut timings: Option<Timings>,
+    purge_delay: c_long,
 ) -> anyhow::Result<()> {
     let (action_tx, mut actions) = tokio::sync::mpsc::unbounded_channel::<Action>();
     let (input_tx, mut input) = tokio::sync::mpsc::unbounded_channel();
@@ -225,7 +227,7 @@ async fn event_loop(
         }
         if state.load.complete && !state.load.running && !trimmed {
             trimmed = true;
-            release_freed_memory();
+            release_freed_memory(purge_delay);
         }
         if let Some(t) = &mut timings {
             t.drawn(state);
@@ -271,20 +273,32 @@ async fn event_loop(
 /// the Rust binding names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Have the allocator return freed memory to the system when it is freed, not a second later on
-/// its next activity: the console's load frees hundreds of megabytes of batches as it goes (peak
-/// 380 instead of 470–510 MiB at 600,000 rows).
-fn purge_freed_memory_at_once() {
-    // SAFETY: setting an allocator option is a plain store into its option table.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+/// How soon (ms) the allocator returns freed memory to the system while the users load: at once.
+/// The load frees hundreds of megabytes of batches as it goes, and with mimalloc's own delay (a
+/// second) they pile up: peak 470–510 instead of 370 MiB at 600,000 rows (10 ms: 390–410 MiB).
+const LOAD_PURGE_DELAY_MS: c_long = 0;
+
+/// Return freed memory to the system soon while the users load; gives the delay it replaced.
+fn purge_freed_memory_soon() -> c_long {
+    // SAFETY: reading and setting an allocator option are plain loads and stores in its table.
+    unsafe {
+        let was = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, LOAD_PURGE_DELAY_MS);
+        was
+    }
 }
 
-/// Hand the memory a load freed back to the system at once: the batches of users that streamed in
-/// were allocated on another thread, and the allocator would otherwise return them only on later
-/// allocator activity — which an idle console does not have.
-fn release_freed_memory() {
-    // SAFETY: mi_collect only frees and returns the allocator's own unused memory.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+/// Once loaded: hand what the load freed back to the system at once (the allocator would otherwise
+/// return it only on later activity, which an idle console does not have), then put back the
+/// allocator's own delay, so the buffers a keystroke frees are reused by the next one instead of
+/// being returned and faulted in again.
+fn release_freed_memory(purge_delay: c_long) {
+    // SAFETY: mi_collect only frees and returns the allocator's own unused memory; setting an
+    // option is a plain store.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay);
+    }
 }
 
 /// With `MFADMIN_TUI_TIMINGS=FILE`, the console writes to FILE when its first frame and its first
@@ -355,7 +369,9 @@ mod tests {
         // SAFETY: reading an allocator option.
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(get(), 1000, "mimalloc's purge delay defaults to 1000 ms; is option {MI_OPTION_PURGE_DELAY} still it?");
-        purge_freed_memory_at_once();
-        assert_eq!(get(), 0);
+        let was = purge_freed_memory_soon();
+        assert_eq!((was, get()), (1000, LOAD_PURGE_DELAY_MS));
+        release_freed_memory(was);
+        assert_eq!(get(), 1000);
     }
 }
