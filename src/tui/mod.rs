@@ -167,7 +167,11 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     let mut state = State::new(options);
     let first = session.and_then(|s| update::logged_in(&mut state, s));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // A blocking thread (the users' load runs on one) ends half a second after its last job, not
+    // tokio's ten: ending, it has the allocator take back all the load freed, which costs a core
+    // for a moment, better spent before the first keystrokes than among them.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_keep_alive(Duration::from_millis(500)).enable_all().build()?;
     let control = Arc::new(effects::Control::default());
     let mut guard = match screen {
         Some(guard) => guard,
