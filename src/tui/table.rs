@@ -885,8 +885,7 @@ fn on_every_core(hits: &mut [u64], first_at: &mut [u32], fill: impl Fn(usize, &m
     if threads == 1 {
         return fill(0, hits, first_at);
     }
-    // On rayon's lasting threads: a thread started and ended per keystroke costs more than the
-    // thread itself, as the allocator collects an ending thread's heap (10 % of a keystroke's time).
+    // On rayon's lasting threads, rather than threads started and ended for every keystroke.
     let per = hits.len().div_ceil(threads);
     hits.par_chunks_mut(per).zip(first_at.par_chunks_mut(per * 64)).enumerate().for_each(|(i, (words, firsts))| fill(i * per, words, firsts));
 }
