@@ -708,7 +708,8 @@ fn demo_cmd(ctx: &Context, actor: &Actor, args: DemoArgs) -> anyhow::Result<Exit
     let created = !ctx.store_exists();
     let service = ensure_demo_store(ctx, actor)?;
     let started = std::time::Instant::now();
-    let n = demo::populate(&service, actor, args.users, args.seed, now())?;
+    let fill = if created { demo::Fill::NewStore } else { demo::Fill::ExistingStore };
+    let n = demo::populate(&service, actor, args.users, args.seed, now(), fill)?;
     eprintln!(
         "Generated {n} users in {:.1} s into {}",
         started.elapsed().as_secs_f64(),

@@ -138,13 +138,25 @@ fn finish(service: &Service, (mut user, secret, codes): (User, Secret, Vec<[u8; 
     user
 }
 
+/// Where [`populate`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// A store in use: every batch of users is one transaction.
+    ExistingStore,
+    /// A store this run has just created: written tree by tree (see [`Service::load_generated_users_into_new_store`]).
+    NewStore,
+}
+
 /// Fill the store with `count` generated users, creating the demo orgs first where missing.
-pub fn populate(service: &Service, actor: &Actor, count: usize, seed: u64, now: Timestamp) -> Result<usize> {
+pub fn populate(service: &Service, actor: &Actor, count: usize, seed: u64, now: Timestamp, fill: Fill) -> Result<usize> {
     for (name, enforced, _) in ORGS {
         if service.store().get_org(&name.to_lowercase())?.is_none() {
             service.add_org(actor, name, enforced, now)?;
         }
     }
     let users = generate(service, count, seed, now)?;
-    service.insert_generated_users(actor, users, "demo users", now)
+    match fill {
+        Fill::ExistingStore => service.insert_generated_users(actor, users, "demo users", now),
+        Fill::NewStore => service.load_generated_users_into_new_store(actor, users, "demo users", now),
+    }
 }

@@ -1347,14 +1347,8 @@ impl Service {
 
     /// Write many prepared users (demo data) in batches, with one audit event for all of them.
     pub fn insert_generated_users(&self, actor: &Actor, mut users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
-        if !matches!(actor.principal, Principal::Console { .. }) {
-            return Err(Error::Forbidden("only the console operator can generate users".into()));
-        }
         let count = users.len();
-        let first = self.store.allocate_numbers(count as u64)?;
-        for (i, u) in users.iter_mut().enumerate() {
-            u.number = first + i as u64;
-        }
+        self.number_generated_users(actor, &mut users)?;
         // In key order, the store appends records instead of rewriting the same pages again and again.
         users.sort_unstable_by_key(|u| u.id);
         let mut batch = Vec::new();
@@ -1369,6 +1363,34 @@ impl Service {
         self.store_commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
         self.store.flush()?;
         Ok(count)
+    }
+
+    /// [`Service::insert_generated_users`] into a store created for them moments ago, which no one
+    /// else uses yet (a new demo store): the store writes them tree by tree instead of in
+    /// transactions (see [`Store::load_new_users`]).
+    pub fn load_generated_users_into_new_store(&self, actor: &Actor, mut users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
+        let count = users.len();
+        self.number_generated_users(actor, &mut users)?;
+        self.store.load_new_users(users)?;
+        // The users went around the directory: whoever lists next reads them from the store.
+        *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = DirectoryState::NotBuilt;
+        let mut event = draft(actor, "user.generate", now);
+        event.detail = Some(format!("{count} {what}"));
+        self.store_commit(&[Change { audit: vec![event], ..Change::default() }])?;
+        self.store.flush()?;
+        Ok(count)
+    }
+
+    /// Only the console operator generates users; each gets a fresh number.
+    fn number_generated_users(&self, actor: &Actor, users: &mut [User]) -> Result<()> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("only the console operator can generate users".into()));
+        }
+        let first = self.store.allocate_numbers(users.len() as u64)?;
+        for (i, u) in users.iter_mut().enumerate() {
+            u.number = first + i as u64;
+        }
+        Ok(())
     }
 
     pub fn set_password(&self, actor: &Actor, reference: &str, new_password: &str, now: Timestamp) -> Result<()> {

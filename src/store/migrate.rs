@@ -3,12 +3,14 @@
 use crate::error::{Error, Result};
 
 /// The schema this binary writes. Records carry their own version too (see `sled::Versioned`).
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the email and number indexes are kept in buckets (a store of schema 1 is brought up to
+/// date when it is opened).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Decide what to do with a store found at `found`: nothing, migrate, or refuse.
 pub fn check(found: u32) -> Result<()> {
     match found {
-        SCHEMA_VERSION => Ok(()),
+        1..=SCHEMA_VERSION => Ok(()),
         v if v > SCHEMA_VERSION => Err(Error::Corrupt(format!(
             "this store has schema version {v}, written by a newer mfadmin; this binary understands up to {SCHEMA_VERSION}. Use the newer mfadmin"
         ))),

@@ -1,5 +1,6 @@
 //! The sled store: trees, keys, record encoding and the one transaction every change goes through.
 
+use super::buckets::{self, Bucket};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::{Change, Session, Store, TokenHash};
 use crate::domain::audit::{AuditDraft, AuditEvent};
@@ -15,6 +16,10 @@ use uuid::Uuid;
 const META_SCHEMA: &str = "schema_version";
 const META_AUDIT_HEAD: &str = "audit_head";
 const META_NEXT_NUMBER: &str = "next_user_number";
+/// Present while [`Store::load_new_users`] writes: a store holding it was left half-filled.
+const META_UNFINISHED_LOAD: &str = "unfinished_load";
+/// Writes per sled batch when loading users tree by tree.
+const LOAD_BATCH: usize = 1_000;
 
 /// Stored values are wrapped in a versioned enum: a later record layout is a new variant that old
 /// records are migrated from when read, so adding a field never breaks an existing store.
@@ -161,8 +166,10 @@ pub struct SledStore {
     db: sled::Db,
     users: sled::Tree,
     by_name: sled::Tree,
-    by_email: sled::Tree,
-    by_number: sled::Tree,
+    /// Buckets of emails (see [`buckets`]).
+    email_index: sled::Tree,
+    /// Buckets of user numbers (see [`buckets`]).
+    number_index: sled::Tree,
     orgs: sled::Tree,
     audit: sled::Tree,
     sessions: sled::Tree,
@@ -223,7 +230,53 @@ impl SledStore {
             .map(u32::from_be_bytes)
             .ok_or_else(|| Error::Corrupt(format!("{} has no schema version: it is not an mfadmin store", dir.display())))?;
         migrate::check(version)?;
+        if store.meta.contains_key(META_UNFINISHED_LOAD).map_err(storage)? {
+            return Err(Error::Corrupt(format!(
+                "the store in {} was left half-filled: the run generating its users stopped before the end. \
+                 Delete that directory and its key file, then run `mfadmin demo` again",
+                dir.display()
+            )));
+        }
+        store.bring_up_to_date(version)?;
         Ok(store)
+    }
+
+    /// Schema 1 kept the email and number indexes as one entry per user (`users_by_email`,
+    /// `users_by_number`); schema 2 keeps them in buckets. The new indexes are written first and the
+    /// version last, so a migration that stops is done again from the start at the next open.
+    fn bring_up_to_date(&self, version: u32) -> Result<()> {
+        const OLD_TREES: [&str; 2] = ["users_by_email", "users_by_number"];
+        if version < 2 {
+            tracing::info!("bringing the store up to schema 2: the email and number indexes move into buckets");
+            let old = |name: &str| self.db.open_tree(name).map_err(storage);
+            let damaged = |what: &str| Error::Corrupt(format!("an entry of the old {what} index is damaged; the store cannot be brought up to date"));
+            let mut emails = Vec::new();
+            for item in old(OLD_TREES[0])?.iter() {
+                let (key, id) = item.map_err(storage)?;
+                let email = String::from_utf8(key.to_vec()).map_err(|_| damaged("email"))?;
+                emails.push((email, Uuid::from_slice(&id).map_err(|_| damaged("email"))?));
+            }
+            let mut numbers = Vec::new();
+            for item in old(OLD_TREES[1])?.iter() {
+                let (key, id) = item.map_err(storage)?;
+                let number = <[u8; 8]>::try_from(key.as_ref()).map_err(|_| damaged("number"))?;
+                numbers.push((u64::from_be_bytes(number), Uuid::from_slice(&id).map_err(|_| damaged("number"))?));
+            }
+            self.email_index.clear().map_err(storage)?;
+            self.number_index.clear().map_err(storage)?;
+            write_in_order(&self.email_index, email_buckets(emails))?;
+            write_in_order(&self.number_index, number_buckets(numbers))?;
+            self.db.flush().map_err(storage)?;
+            self.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(storage)?;
+            self.db.flush().map_err(storage)?;
+        }
+        let names = self.db.tree_names();
+        for old in OLD_TREES {
+            if names.iter().any(|n| n.as_ref() == old.as_bytes()) {
+                self.db.drop_tree(old).map_err(storage)?;
+            }
+        }
+        Ok(())
     }
 
     fn open_raw(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
@@ -250,8 +303,8 @@ impl SledStore {
             dir: dir.to_path_buf(),
             users: tree("users")?,
             by_name: tree("users_by_name")?,
-            by_email: tree("users_by_email")?,
-            by_number: tree("users_by_number")?,
+            email_index: tree("email_index")?,
+            number_index: tree("number_index")?,
             orgs: tree("orgs")?,
             audit: tree("audit")?,
             sessions: tree("sessions")?,
@@ -283,6 +336,67 @@ impl SledStore {
             None => Ok(None),
         }
     }
+
+    /// Every entry of a bucketed index, in bucket order.
+    fn bucket_entries<K: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<(sled::IVec, Bucket<K>)>> {
+        tree.iter()
+            .map(|item| {
+                let (key, bytes) = item.map_err(storage)?;
+                let bucket = decode(what, &key, &bytes)?;
+                Ok((key, bucket))
+            })
+            .collect()
+    }
+}
+
+/// A bucket of a bucketed index, empty when there is none.
+fn read_bucket<K: DeserializeOwned>(tree: &sled::Tree, what: &str, key: &[u8]) -> Result<Bucket<K>> {
+    match tree.get(key).map_err(storage)? {
+        Some(bytes) => decode(what, key, &bytes),
+        None => Ok(Bucket::new()),
+    }
+}
+
+fn email_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    buckets::group(entries, |email| buckets::email_bucket(email.as_bytes())).into_iter().map(|(b, bucket)| (b.to_vec(), encode(&bucket)))
+}
+
+fn number_buckets(entries: Vec<(u64, Uuid)>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    buckets::group(entries, |n| buckets::number_bucket(*n)).into_iter().map(|(b, bucket)| (b.to_vec(), encode(&bucket)))
+}
+
+/// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
+fn write_in_order(tree: &sled::Tree, pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for (key, value) in pairs {
+        batch.insert(key, value);
+        pending += 1;
+        if pending == LOAD_BATCH {
+            tree.apply_batch(std::mem::take(&mut batch)).map_err(storage)?;
+            pending = 0;
+        }
+    }
+    tree.apply_batch(batch).map_err(storage)
+}
+
+/// The new entries of a bucketed index together with those already there, sorted; the first key
+/// that would be there twice is refused.
+fn merge_entries<K: Ord + Clone + DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &str,
+    new: impl Iterator<Item = (K, Uuid)>,
+    describe: impl Fn(&K) -> String,
+) -> Result<Vec<(K, Uuid)>> {
+    let mut entries: Vec<(K, Uuid)> = new.collect();
+    for (_, bucket) in SledStore::bucket_entries::<K>(tree, what)? {
+        entries.extend(bucket.0);
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(Error::Conflict(format!("the {what} {} is already taken; no user was written", describe(&pair[0].0))));
+    }
+    Ok(entries)
 }
 
 /// sled 0.34 writes a snapshot as `snap.N.generating`, syncs it, then renames it to `snap.N`; it
@@ -307,6 +421,29 @@ fn remove_unfinished_snapshots(dir: &Path) -> bool {
     !unfinished.is_empty()
 }
 
+/// The first of `entries` (sorted by key) whose key is in `tree` or comes twice, found by walking
+/// both in order.
+fn first_taken(tree: &sled::Tree, entries: &[(Vec<u8>, Uuid)]) -> Result<Option<Vec<u8>>> {
+    if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Ok(Some(pair[0].0.clone()));
+    }
+    let mut existing = tree.iter().keys();
+    let mut next = existing.next().transpose().map_err(storage)?;
+    for (key, _) in entries {
+        while let Some(stored) = &next
+            && stored.as_ref() < key.as_slice()
+        {
+            next = existing.next().transpose().map_err(storage)?;
+        }
+        match &next {
+            Some(stored) if stored.as_ref() == key.as_slice() => return Ok(Some(key.clone())),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Ok(None)
+}
+
 type Abort = ConflictableTransactionError<Error>;
 
 fn abort(e: Error) -> Abort {
@@ -320,8 +457,8 @@ fn tx_decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Resul
 struct Tx<'a> {
     users: &'a TransactionalTree,
     by_name: &'a TransactionalTree,
-    by_email: &'a TransactionalTree,
-    by_number: &'a TransactionalTree,
+    email_index: &'a TransactionalTree,
+    number_index: &'a TransactionalTree,
     orgs: &'a TransactionalTree,
     audit: &'a TransactionalTree,
     sessions: &'a TransactionalTree,
@@ -377,6 +514,31 @@ impl Tx<'_> {
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             self.audit.insert(&seq.to_be_bytes(), encode_audit(seq, prev, draft))?;
             *head = Some((seq, AuditEvent::hash_of(seq, &prev, draft)));
+        }
+        Ok(())
+    }
+
+    fn read_bucket<K: DeserializeOwned>(&self, tree: &TransactionalTree, what: &str, key: &[u8]) -> Result<Bucket<K>, Abort> {
+        match tree.get(key)? {
+            Some(bytes) => tx_decode(what, key, &bytes),
+            None => Ok(Bucket::new()),
+        }
+    }
+
+    /// Change one bucket of a bucketed index; a bucket left empty is removed.
+    fn edit_bucket<K: Ord + Serialize + DeserializeOwned>(
+        &self,
+        tree: &TransactionalTree,
+        what: &str,
+        key: &[u8],
+        edit: impl FnOnce(&mut Bucket<K>),
+    ) -> Result<(), Abort> {
+        let mut bucket = self.read_bucket(tree, what, key)?;
+        edit(&mut bucket);
+        if bucket.0.is_empty() {
+            tree.remove(key)?;
+        } else {
+            tree.insert(key, encode(&bucket))?;
         }
         Ok(())
     }
@@ -444,19 +606,28 @@ impl Tx<'_> {
             self.by_name.insert(name_key.as_bytes(), key)?;
         }
         if old_email.as_deref() != Some(email_key.as_str()) {
-            if self.by_email.get(email_key.as_bytes())?.is_some() {
+            let bucket = buckets::email_bucket(email_key.as_bytes());
+            if self.read_bucket::<String>(self.email_index, "email index bucket", &bucket)?.find(&email_key).is_some() {
                 return Err(abort(Error::Conflict(format!("the email {:?} is already used by another user", user.email))));
             }
             if let Some(e) = &old_email {
-                self.by_email.remove(e.as_bytes())?;
+                self.edit_bucket(self.email_index, "email index bucket", &buckets::email_bucket(e.as_bytes()), |b| b.remove(e))?;
             }
-            self.by_email.insert(email_key.as_bytes(), key)?;
+            self.edit_bucket(self.email_index, "email index bucket", &bucket, |b| {
+                b.insert(email_key.clone(), user.id);
+            })?;
         }
         if old_number != Some(user.number) {
             if let Some(n) = old_number {
-                self.by_number.remove(&n.to_be_bytes())?;
+                self.edit_bucket(self.number_index, "number index bucket", &buckets::number_bucket(n), |b| b.remove(&n))?;
             }
-            self.by_number.insert(&user.number.to_be_bytes(), key)?;
+            let mut taken = false;
+            self.edit_bucket(self.number_index, "number index bucket", &buckets::number_bucket(user.number), |b| {
+                taken = !b.insert(user.number, user.id);
+            })?;
+            if taken {
+                return Err(abort(Error::Conflict(format!("the user number {} is already taken", user.number))));
+            }
         }
         self.users.insert(key, encode_user(user, expected_version))?;
         Ok(())
@@ -476,11 +647,14 @@ impl Store for SledStore {
     }
 
     fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>> {
-        Self::index_lookup(&self.by_email, email.to_lowercase().as_bytes())
+        let email = email.to_lowercase();
+        let bucket: Bucket<String> = read_bucket(&self.email_index, "email index bucket", &buckets::email_bucket(email.as_bytes()))?;
+        Ok(bucket.find(&email))
     }
 
     fn user_id_by_number(&self, number: u64) -> Result<Option<Uuid>> {
-        Self::index_lookup(&self.by_number, &number.to_be_bytes())
+        let bucket: Bucket<u64> = read_bucket(&self.number_index, "number index bucket", &buckets::number_bucket(number))?;
+        Ok(bucket.find(&number))
     }
 
     fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> Result<()> {
@@ -509,8 +683,11 @@ impl Store for SledStore {
     }
 
     fn user_count_bound(&self) -> Result<usize> {
-        let highest = self.by_number.last().map_err(storage)?.and_then(|(key, _)| <[u8; 8]>::try_from(key.as_ref()).ok());
-        Ok(highest.map_or(0, |k| usize::try_from(u64::from_be_bytes(k)).unwrap_or(usize::MAX)))
+        let Some((key, bytes)) = self.number_index.last().map_err(storage)? else {
+            return Ok(0);
+        };
+        let bucket: Bucket<u64> = decode("number index bucket", &key, &bytes)?;
+        Ok(bucket.0.last().map_or(0, |(n, _)| usize::try_from(*n).unwrap_or(usize::MAX)))
     }
 
     fn allocate_numbers(&self, count: u64) -> Result<u64> {
@@ -608,25 +785,49 @@ impl Store for SledStore {
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        // Every index as (key, id) pairs; a bucket entry is also checked to be in its own bucket.
+        let mut names = Vec::new();
+        for item in self.by_name.iter() {
+            let (key, value) = item.map_err(storage)?;
+            names.push((key.to_vec(), Uuid::from_slice(&value).ok()));
+        }
+        let mut emails = Vec::new();
+        for (bucket_key, bucket) in Self::bucket_entries::<String>(&self.email_index, "email index bucket")? {
+            for (email, id) in bucket.0 {
+                if buckets::email_bucket(email.as_bytes()) != bucket_key.as_ref() {
+                    problems.push(format!("the email index entry {email} is in another email's bucket"));
+                }
+                emails.push((email.into_bytes(), Some(id)));
+            }
+        }
+        let mut numbers = Vec::new();
+        for (bucket_key, bucket) in Self::bucket_entries::<u64>(&self.number_index, "number index bucket")? {
+            for (number, id) in bucket.0 {
+                if buckets::number_bucket(number) != bucket_key.as_ref() {
+                    problems.push(format!("the number index entry {number} is in another number's bucket"));
+                }
+                numbers.push((number.to_be_bytes().to_vec(), Some(id)));
+            }
+        }
         type KeyOf = fn(&User) -> Vec<u8>;
-        let indexes: [(&str, &sled::Tree, KeyOf); 3] = [
-            ("user name", &self.by_name, |u| u.username.to_lowercase().into_bytes()),
-            ("email", &self.by_email, |u| u.email.to_lowercase().into_bytes()),
-            ("number", &self.by_number, |u| u.number.to_be_bytes().to_vec()),
+        type Entries = Vec<(Vec<u8>, Option<Uuid>)>;
+        let indexes: [(&str, Entries, KeyOf); 3] = [
+            ("user name", names, |u| u.username.to_lowercase().into_bytes()),
+            ("email", emails, |u| u.email.to_lowercase().into_bytes()),
+            ("number", numbers, |u| u.number.to_be_bytes().to_vec()),
         ];
-        for (what, tree, key_of) in indexes {
-            for item in tree.iter() {
-                let (key, value) = item.map_err(storage)?;
-                let target = Uuid::from_slice(&value).ok().and_then(|id| users.get(&id));
-                match target {
-                    Some(u) if key_of(u) == key.as_ref() => {}
+        for (what, entries, key_of) in indexes {
+            let mut found = std::collections::HashMap::with_capacity(entries.len());
+            for (key, id) in entries {
+                match id.and_then(|id| users.get(&id)) {
+                    Some(u) if key_of(u) == key => {}
                     Some(u) => problems.push(format!("the {what} index entry {} points at {}, whose {what} differs", describe_key(&key), u.username)),
                     None => problems.push(format!("the {what} index entry {} points at no user", describe_key(&key))),
                 }
+                found.insert(key, id);
             }
             for u in users.values() {
-                let found = tree.get(key_of(u)).map_err(storage)?;
-                if found.as_deref() != Some(u.id.as_bytes().as_slice()) {
+                if found.get(&key_of(u)) != Some(&Some(u.id)) {
                     problems.push(format!("user {} ({}) is missing from the {what} index", u.username, u.id));
                 }
             }
@@ -644,16 +845,16 @@ impl Store for SledStore {
         let trees = (
             &self.users,
             &self.by_name,
-            &self.by_email,
-            &self.by_number,
+            &self.email_index,
+            &self.number_index,
             &self.orgs,
             &self.audit,
             &self.sessions,
             &self.user_sessions,
             &self.meta,
         );
-        let result = trees.transaction(|(users, by_name, by_email, by_number, orgs, audit, sessions, user_sessions, meta)| {
-            let tx = Tx { users, by_name, by_email, by_number, orgs, audit, sessions, user_sessions, meta };
+        let result = trees.transaction(|(users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta)| {
+            let tx = Tx { users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta };
             let mut head: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
                 Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
                 None => None,
@@ -677,6 +878,36 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn load_new_users(&self, mut users: Vec<User>) -> Result<()> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Everything a transaction would refuse is refused before anything is written.
+        users.sort_unstable_by_key(|u| u.id);
+        let ids: Vec<(Vec<u8>, Uuid)> = users.iter().map(|u| (u.id.as_bytes().to_vec(), u.id)).collect();
+        let mut names: Vec<(Vec<u8>, Uuid)> = users.iter().map(|u| (u.username.to_lowercase().into_bytes(), u.id)).collect();
+        names.sort_unstable();
+        for (what, tree, entries) in [("user id", &self.users, &ids), ("user name", &self.by_name, &names)] {
+            if let Some(key) = first_taken(tree, entries)? {
+                return Err(Error::Conflict(format!("the {what} {} is already taken; no user was written", describe_key(&key))));
+            }
+        }
+        drop(ids);
+        let emails = merge_entries(&self.email_index, "email", users.iter().map(|u| (u.email.to_lowercase(), u.id)), |e: &String| e.clone())?;
+        let numbers = merge_entries(&self.number_index, "number", users.iter().map(|u| (u.number, u.id)), u64::to_string)?;
+        self.meta.insert(META_UNFINISHED_LOAD, &[1u8]).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        // One tree at a time, each in key order: sled then appends pages one after the other
+        // instead of rewriting the same pages of several trees over and over.
+        write_in_order(&self.users, users.iter().map(|u| (u.id.as_bytes().to_vec(), encode_user(u, None))))?;
+        drop(users);
+        write_in_order(&self.by_name, names.into_iter().map(|(key, id)| (key, id.as_bytes().to_vec())))?;
+        write_in_order(&self.email_index, email_buckets(emails))?;
+        write_in_order(&self.number_index, number_buckets(numbers))?;
+        self.db.flush().map_err(storage)?;
+        self.meta.remove(META_UNFINISHED_LOAD).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(())
     }
 
     fn snapshot(&self, taken_at: i64) -> Result<super::backup::Snapshot> {
@@ -843,5 +1074,126 @@ mod tests {
         assert_eq!(store.get_user(u.id).unwrap().unwrap(), stale);
         assert_eq!(store.user_id_by_name("alice2").unwrap(), Some(u.id));
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    fn acme() -> Org {
+        Org { key: "acme".into(), name: "Acme".into(), mfa_enforced: false, created_at: 0 }
+    }
+
+    fn named(name: &str, number: u64) -> User {
+        let mut u = user(0, None, MfaState::NotEnrolled, 0);
+        u.username = name.into();
+        u.email = format!("{name}@Example.org");
+        u.number = number;
+        u
+    }
+
+    fn add(store: &SledStore, users: &[User]) -> Result<()> {
+        let users = users.iter().map(|u| UserWrite { user: u.clone(), expected_version: None }).collect();
+        store.commit(&[Change { users, orgs: vec![acme()], ..Change::default() }])
+    }
+
+    /// Emails and numbers are found through their buckets after every kind of write: new users
+    /// (many sharing a bucket), a changed email and number, and a taken email or number refused.
+    #[test]
+    fn emails_and_numbers_are_found_through_their_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        let users: Vec<User> = (1..=200).map(|n| named(&format!("user{n}"), n)).collect();
+        add(&store, &users).unwrap();
+        for u in &users {
+            assert_eq!(store.user_id_by_email(&u.email.to_uppercase()).unwrap(), Some(u.id), "{}", u.email);
+            assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
+        }
+        assert_eq!(store.user_count_bound().unwrap(), 200);
+        assert_eq!(store.number_index.len(), 4, "numbers 1 to 200 fill 4 buckets of 64");
+        let mut moved = users[5].clone();
+        moved.email = "new@example.org".into();
+        moved.number = 999;
+        moved.version = 1;
+        store.commit(&[Change { users: vec![UserWrite { user: moved.clone(), expected_version: Some(1) }], ..Change::default() }]).unwrap();
+        assert_eq!(store.user_id_by_email("new@example.org").unwrap(), Some(moved.id));
+        assert_eq!(store.user_id_by_email(&users[5].email).unwrap(), None, "the old email is gone from its bucket");
+        assert_eq!((store.user_id_by_number(999).unwrap(), store.user_id_by_number(6).unwrap()), (Some(moved.id), None));
+        assert_eq!(store.user_count_bound().unwrap(), 999);
+        let mut clash = named("other", 5000);
+        clash.email = users[0].email.to_uppercase();
+        assert!(matches!(add(&store, &[clash]), Err(Error::Conflict(m)) if m.contains("already used")));
+        assert!(matches!(add(&store, &[named("other", 7)]), Err(Error::Conflict(m)) if m.contains("number 7 is already taken")));
+        assert_eq!(store.user_id_by_name("other").unwrap(), None, "a refused commit writes nothing");
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    /// A bulk load writes what commits would have, next to what was there, and refuses a taken
+    /// name, email or number before writing anything.
+    #[test]
+    fn a_bulk_load_matches_commits_and_refuses_what_they_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        let owner = named("owner", 1);
+        add(&store, std::slice::from_ref(&owner)).unwrap();
+        let users: Vec<User> = (2..=3000).map(|n| named(&format!("u{n}"), n)).collect();
+        for (what, clash) in [("user name", named("OWNER", 5000)), ("number", named("x", 1)), ("email", {
+            let mut u = named("y", 5001);
+            u.email = "owner@example.org".into();
+            u
+        })] {
+            let mut with_clash = users.clone();
+            with_clash.push(clash);
+            let err = store.load_new_users(with_clash).unwrap_err();
+            assert!(matches!(&err, Error::Conflict(m) if m.contains(what) && m.contains("no user was written")), "{err}");
+            assert_eq!(store.users.len(), 1, "nothing was written");
+        }
+        let twice = vec![named("same", 6000), named("same", 6001)];
+        assert!(matches!(store.load_new_users(twice), Err(Error::Conflict(_))), "a name twice in the load is refused");
+        store.load_new_users(users.clone()).unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        for u in users.iter().chain([&owner]) {
+            assert_eq!(store.user_id_by_email(&u.email).unwrap(), Some(u.id), "{}", u.email);
+            assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
+            assert_eq!(store.get_user(u.id).unwrap().unwrap().version, 1);
+        }
+        assert_eq!(store.user_count_bound().unwrap(), 3000);
+        drop(store);
+        assert!(SledStore::open(dir.path()).is_ok(), "a finished load leaves no mark");
+    }
+
+    #[test]
+    fn a_store_left_half_filled_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        store.meta.insert(META_UNFINISHED_LOAD, &[1u8]).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("left half-filled") && err.to_string().contains("run `mfadmin demo` again"), "{err}");
+    }
+
+    /// A store of schema 1 (one entry per email and per number) opens with its indexes in buckets.
+    #[test]
+    fn a_schema_1_store_is_brought_up_to_date_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let users: Vec<User> = (1..=300).map(|n| named(&format!("user{n}"), n)).collect();
+        {
+            let store = SledStore::create(dir.path()).unwrap();
+            add(&store, &users).unwrap();
+            // Lay the store out as schema 1 did.
+            let (emails, numbers) = (store.db.open_tree("users_by_email").unwrap(), store.db.open_tree("users_by_number").unwrap());
+            for u in &users {
+                emails.insert(u.email.to_lowercase().as_bytes(), u.id.as_bytes()).unwrap();
+                numbers.insert(u.number.to_be_bytes(), u.id.as_bytes()).unwrap();
+            }
+            store.email_index.clear().unwrap();
+            store.number_index.clear().unwrap();
+            store.meta.insert(META_SCHEMA, &1u32.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        assert_eq!(store.user_id_by_email("USER7@example.org").unwrap(), Some(users[6].id));
+        assert_eq!(store.user_id_by_number(300).unwrap(), Some(users[299].id));
+        assert_eq!(store.get_meta(META_SCHEMA).unwrap(), Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        let names = store.db.tree_names();
+        assert!(!names.iter().any(|n| n.as_ref() == b"users_by_email" || n.as_ref() == b"users_by_number"), "the old trees are gone");
     }
 }

@@ -120,7 +120,7 @@ fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Resul
     if seen <= 1 {
         leave();
         eprintln!("Generating {} demo users in {}…", args.demo_users, ctx.config.data_dir().display());
-        demo::populate(&service, &console, args.demo_users, DEMO_SEED, cli::now())?;
+        demo::populate(&service, &console, args.demo_users, DEMO_SEED, cli::now(), demo::Fill::ExistingStore)?;
     }
     let actor = service.act_as(&console, demo::OWNER, effects::SOURCE).with_context(|| {
         format!(

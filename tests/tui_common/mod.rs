@@ -39,7 +39,7 @@ pub fn fixture(users: usize) -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let service = context(dir.path()).create_service().expect("new store");
     let console = Actor::console("tui");
-    demo::populate(&service, &console, users, SEED, NOW).expect("demo users");
+    demo::populate(&service, &console, users, SEED, NOW, demo::Fill::ExistingStore).expect("demo users");
     service
         .add_user(
             &console,
