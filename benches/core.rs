@@ -26,7 +26,7 @@ fn store_with(count: usize) -> (tempfile::TempDir, Service, Vec<String>) {
         u.mfa = MfaState::Enrolled { secret: svc.seal_secret(u.id, &totp::new_secret()), enrolled_at: NOW, last_step: 0 };
     }
     let names = users.iter().map(|u| u.username.clone()).collect();
-    svc.insert_generated_users(&console, users, "bench users", NOW).unwrap();
+    svc.load_generated_users_into_new_store(&console, users, "bench users", NOW).unwrap();
     (dir, svc, names)
 }
 
