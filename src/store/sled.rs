@@ -792,7 +792,11 @@ impl Store for SledStore {
             names.push((key.to_vec(), Uuid::from_slice(&value).ok()));
         }
         let mut emails = Vec::new();
+        let out_of_order = |what: &str, key: &[u8]| format!("the {what} index bucket {} is out of order: lookups in it can miss", hex::encode(key));
         for (bucket_key, bucket) in Self::bucket_entries::<String>(&self.email_index, "email index bucket")? {
+            if !bucket.is_sorted() {
+                problems.push(out_of_order("email", &bucket_key));
+            }
             for (email, id) in bucket.0 {
                 if buckets::email_bucket(email.as_bytes()) != bucket_key.as_ref() {
                     problems.push(format!("the email index entry {email} is in another email's bucket"));
@@ -802,6 +806,9 @@ impl Store for SledStore {
         }
         let mut numbers = Vec::new();
         for (bucket_key, bucket) in Self::bucket_entries::<u64>(&self.number_index, "number index bucket")? {
+            if !bucket.is_sorted() {
+                problems.push(out_of_order("number", &bucket_key));
+            }
             for (number, id) in bucket.0 {
                 if buckets::number_bucket(number) != bucket_key.as_ref() {
                     problems.push(format!("the number index entry {number} is in another number's bucket"));
@@ -1122,6 +1129,16 @@ mod tests {
         assert!(matches!(add(&store, &[named("other", 7)]), Err(Error::Conflict(m)) if m.contains("number 7 is already taken")));
         assert_eq!(store.user_id_by_name("other").unwrap(), None, "a refused commit writes nothing");
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        // `check` finds a bucket out of order (where a lookup can miss) and an entry in another's bucket.
+        let mut first: Bucket<u64> = read_bucket(&store.number_index, "b", &buckets::number_bucket(1)).unwrap();
+        first.0.reverse();
+        store.number_index.insert(buckets::number_bucket(1), encode(&first)).unwrap();
+        let stray = Bucket(vec![(users[1].email.to_lowercase(), users[1].id)]);
+        let elsewhere = (0..=u16::MAX).map(u16::to_be_bytes).find(|b| *b != buckets::email_bucket(users[1].email.to_lowercase().as_bytes())).unwrap();
+        store.email_index.insert(elsewhere, encode(&stray)).unwrap();
+        let problems = store.check_indexes().unwrap();
+        assert!(problems.iter().any(|p| p.contains("number index bucket 0000000000000000 is out of order")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains(&format!("{} is in another email's bucket", users[1].email.to_lowercase()))), "{problems:?}");
     }
 
     /// A bulk load writes what commits would have, next to what was there, and refuses a taken
