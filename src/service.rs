@@ -1348,7 +1348,7 @@ impl Service {
     /// Write many prepared users (demo data) in batches, with one audit event for all of them.
     pub fn insert_generated_users(&self, actor: &Actor, mut users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
         let count = users.len();
-        self.number_generated_users(actor, &mut users)?;
+        let event = self.prepare_generated_users(actor, &mut users, what, now)?;
         // In key order, the store appends records instead of rewriting the same pages again and again.
         users.sort_unstable_by_key(|u| u.id);
         let mut batch = Vec::new();
@@ -1358,8 +1358,6 @@ impl Service {
                 self.store_commit(&[Change { users: std::mem::take(&mut batch), ..Change::default() }])?;
             }
         }
-        let mut event = draft(actor, "user.generate", now);
-        event.detail = Some(format!("{count} {what}"));
         self.store_commit(&[Change { users: batch, audit: vec![event], ..Change::default() }])?;
         self.store.flush()?;
         Ok(count)
@@ -1370,19 +1368,18 @@ impl Service {
     /// transactions (see [`Store::load_new_users`]).
     pub fn load_generated_users_into_new_store(&self, actor: &Actor, mut users: Vec<User>, what: &str, now: Timestamp) -> Result<usize> {
         let count = users.len();
-        self.number_generated_users(actor, &mut users)?;
+        let event = self.prepare_generated_users(actor, &mut users, what, now)?;
         self.store.load_new_users(users)?;
         // The users went around the directory: whoever lists next reads them from the store.
         *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = DirectoryState::NotBuilt;
-        let mut event = draft(actor, "user.generate", now);
-        event.detail = Some(format!("{count} {what}"));
         self.store_commit(&[Change { audit: vec![event], ..Change::default() }])?;
         self.store.flush()?;
         Ok(count)
     }
 
-    /// Only the console operator generates users; each gets a fresh number.
-    fn number_generated_users(&self, actor: &Actor, users: &mut [User]) -> Result<()> {
+    /// Only the console operator generates users; each gets a fresh number, and all of them one
+    /// audit event (returned, to be committed with the last of them).
+    fn prepare_generated_users(&self, actor: &Actor, users: &mut [User], what: &str, now: Timestamp) -> Result<AuditDraft> {
         if !matches!(actor.principal, Principal::Console { .. }) {
             return Err(Error::Forbidden("only the console operator can generate users".into()));
         }
@@ -1390,7 +1387,9 @@ impl Service {
         for (i, u) in users.iter_mut().enumerate() {
             u.number = first + i as u64;
         }
-        Ok(())
+        let mut event = draft(actor, "user.generate", now);
+        event.detail = Some(format!("{} {what}", users.len()));
+        Ok(event)
     }
 
     pub fn set_password(&self, actor: &Actor, reference: &str, new_password: &str, now: Timestamp) -> Result<()> {

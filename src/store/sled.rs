@@ -518,11 +518,22 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn read_bucket<K: DeserializeOwned>(&self, tree: &TransactionalTree, what: &str, key: &[u8]) -> Result<Bucket<K>, Abort> {
-        match tree.get(key)? {
-            Some(bytes) => tx_decode(what, key, &bytes),
-            None => Ok(Bucket::new()),
+    /// Move `id`'s entry in a bucketed index from `old` (bucket, key) to `new`, in this
+    /// transaction. False, when `new` is another entry's key.
+    fn move_entry<K: Ord + Serialize + DeserializeOwned>(
+        &self,
+        tree: &TransactionalTree,
+        what: &str,
+        old: Option<(&[u8], &K)>,
+        (new_bucket, new_key): (&[u8], K),
+        id: Uuid,
+    ) -> Result<bool, Abort> {
+        if let Some((bucket, key)) = old {
+            self.edit_bucket(tree, what, bucket, |b| b.remove(key))?;
         }
+        let mut free = false;
+        self.edit_bucket(tree, what, new_bucket, |b| free = b.insert(new_key, id))?;
+        Ok(free)
     }
 
     /// Change one bucket of a bucketed index; a bucket left empty is removed.
@@ -533,7 +544,10 @@ impl Tx<'_> {
         key: &[u8],
         edit: impl FnOnce(&mut Bucket<K>),
     ) -> Result<(), Abort> {
-        let mut bucket = self.read_bucket(tree, what, key)?;
+        let mut bucket = match tree.get(key)? {
+            Some(bytes) => tx_decode(what, key, &bytes)?,
+            None => Bucket::new(),
+        };
         edit(&mut bucket);
         if bucket.0.is_empty() {
             tree.remove(key)?;
@@ -606,26 +620,16 @@ impl Tx<'_> {
             self.by_name.insert(name_key.as_bytes(), key)?;
         }
         if old_email.as_deref() != Some(email_key.as_str()) {
-            let bucket = buckets::email_bucket(email_key.as_bytes());
-            if self.read_bucket::<String>(self.email_index, "email index bucket", &bucket)?.find(&email_key).is_some() {
+            let old = old_email.as_ref().map(|e| (buckets::email_bucket(e.as_bytes()), e));
+            let new = (&buckets::email_bucket(email_key.as_bytes())[..], email_key);
+            if !self.move_entry(self.email_index, "email index bucket", old.as_ref().map(|(b, e)| (&b[..], *e)), new, user.id)? {
                 return Err(abort(Error::Conflict(format!("the email {:?} is already used by another user", user.email))));
             }
-            if let Some(e) = &old_email {
-                self.edit_bucket(self.email_index, "email index bucket", &buckets::email_bucket(e.as_bytes()), |b| b.remove(e))?;
-            }
-            self.edit_bucket(self.email_index, "email index bucket", &bucket, |b| {
-                b.insert(email_key.clone(), user.id);
-            })?;
         }
         if old_number != Some(user.number) {
-            if let Some(n) = old_number {
-                self.edit_bucket(self.number_index, "number index bucket", &buckets::number_bucket(n), |b| b.remove(&n))?;
-            }
-            let mut taken = false;
-            self.edit_bucket(self.number_index, "number index bucket", &buckets::number_bucket(user.number), |b| {
-                taken = !b.insert(user.number, user.id);
-            })?;
-            if taken {
+            let old = old_number.map(|n| (buckets::number_bucket(n), n));
+            let new = (&buckets::number_bucket(user.number)[..], user.number);
+            if !self.move_entry(self.number_index, "number index bucket", old.as_ref().map(|(b, n)| (&b[..], n)), new, user.id)? {
                 return Err(abort(Error::Conflict(format!("the user number {} is already taken", user.number))));
             }
         }
