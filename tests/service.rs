@@ -448,16 +448,19 @@ fn audit_verify_names_the_first_altered_event() {
     let events = report.events;
     let ctx = t.ctx.clone();
     drop(t.svc);
-    // Alter the reason of the reset event in the database file itself.
+    // Alter the reason of the reset event in the database file itself. (Opened as the store, which
+    // waits for the lock sled lets go of shortly after the service above is dropped.)
     {
-        let db = sled::open(ctx.config.store_dir()).unwrap();
-        let audit = db.open_tree("audit").unwrap();
-        let key = events.to_be_bytes();
-        let mut value = audit.get(key).unwrap().unwrap().to_vec();
-        let at = value.windows(10).position(|w| w == b"lost phone").unwrap();
-        value[at] = b'L';
-        audit.insert(key, value).unwrap();
-        db.flush().unwrap();
+        let store = mfadmin::store::sled::SledStore::open(&ctx.config.store_dir()).unwrap();
+        store.with_commits_paused(|db| {
+            let audit = db.open_tree("audit").unwrap();
+            let key = events.to_be_bytes();
+            let mut value = audit.get(key).unwrap().unwrap().to_vec();
+            let at = value.windows(10).position(|w| w == b"lost phone").unwrap();
+            value[at] = b'L';
+            audit.insert(key, value).unwrap();
+            db.flush().unwrap();
+        });
     }
     let svc = ctx.open_service().unwrap();
     let broken = svc.audit_verify(&console()).unwrap();
