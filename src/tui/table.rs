@@ -1,6 +1,7 @@
 //! The user table's data: every user the admin may see, kept compact (a million users fit in
-//! about 200 MB), a pre-lowered search index, the sort order, the rows the filter shows, the marks
-//! and the cursor. Filtering searches the index in memory order, on every core; a single character
+//! about 200 MB), a pre-lowered search index that holds each text once (an email's domain is kept
+//! once for all its users, and a local part that is the user name is not repeated), the sort
+//! order, the rows the filter shows, the marks and the cursor. Filtering searches the index in memory order, on every core; a single character
 //! is answered from per-row character masks, a growing text re-checks only the rows still shown
 //! from where the shorter text was found in each, and a backspace gets a recent answer back — so a
 //! keystroke stays within a frame or so at a million users.
@@ -13,6 +14,7 @@ use hashbrown::HashTable;
 use memchr::memmem;
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 use rayon::slice::ParallelSliceMut;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -25,6 +27,9 @@ const PARALLEL_WORDS: usize = 1_024;
 /// Rows still to search for a text are searched one by one while they are fewer than the rows
 /// divided by this; more, and the whole index is searched at once.
 const NARROW_ROW_BY_ROW: usize = 16;
+/// Words of the bit set with fewer rows than this have their rows' index bytes read a word ahead
+/// (see [`touch`]); denser ones are read in order, which the processor foresees by itself.
+const TOUCH_BELOW: u32 = 40;
 /// How many recent filter texts keep their answer, for backspaces.
 const RECENT_TEXTS: usize = 16;
 /// A timestamp the user does not have.
@@ -75,9 +80,13 @@ struct Row {
     status: Status,
     mfa: MfaStatus,
     /// Bit `i` set: field `i` (user name, display name, email) differs from its lower-cased form
-    /// and is kept in `originals`, in field order, each followed by [`SEP`].
+    /// and is kept in `originals`, in field order, each followed by [`SEP`]. [`LOCAL_IS_NAME`]
+    /// set: the email's local part is the user name, and is not in the index twice.
     differs: u8,
 }
+
+/// See [`Row::differs`].
+const LOCAL_IS_NAME: u8 = 1 << 3;
 
 /// What [`UserTable::put`] changed.
 enum Put {
@@ -89,10 +98,19 @@ enum Put {
 #[derive(Debug, Clone, Default)]
 pub struct UserTable {
     rows: Vec<Row>,
-    /// Lower-cased `username SEP display name SEP email SEP` of every row, in row order.
+    /// Lower-cased `username SEP display name SEP local part SEP` of every row, in row order. The
+    /// local part is the email up to its last `@`, left empty when it is the user name (as it
+    /// mostly is); the rest of the email is in `domains`. So the index holds each text once.
     index: String,
-    /// Per row: where its index text starts, and where its user name, display name and email end.
+    /// Per row: where its index text starts, and where its user name, display name and local
+    /// part end.
     spans: Vec<[u32; 4]>,
+    /// The ends of the emails, from the last `@` on, lower-cased, each once ("@acme.example"):
+    /// a directory has few. A text found in one is found in every row whose email ends in it.
+    domains: Vec<String>,
+    domain_of: HashMap<String, u32>,
+    /// Per row: its email's end, as an index into `domains`.
+    domain: Vec<u32>,
     /// The fields whose case the index lost (see [`Row::differs`]).
     originals: String,
     orgs: Vec<String>,
@@ -263,7 +281,7 @@ impl UserTable {
     }
 
     /// The user name of a user in the table.
-    pub fn username(&self, id: Uuid) -> Option<&str> {
+    pub fn username(&self, id: Uuid) -> Option<Cow<'_, str>> {
         self.find(id).map(|r| self.text(r, 0))
     }
 
@@ -305,22 +323,44 @@ impl UserTable {
         o
     }
 
-    /// The row for `view`, with its texts appended to the index and the originals.
-    fn compact(&mut self, view: &UserView) -> (Row, [u32; 4]) {
+    fn domain_id(&mut self, lowered: &str) -> u32 {
+        if let Some(&d) = self.domain_of.get(lowered) {
+            return d;
+        }
+        let d = u32::try_from(self.domains.len()).expect("fewer than 4 billion email domains");
+        self.domains.push(lowered.to_string());
+        self.domain_of.insert(lowered.to_string(), d);
+        d
+    }
+
+    /// The row for `view`, with its texts appended to the index and the originals, and the
+    /// index of its email's domain.
+    fn compact(&mut self, view: &UserView) -> (Row, [u32; 4], u32) {
         let original = self.originals.len() as u32;
         let mut differs = 0;
         let start = self.index.len() as u32;
         let mut ends = [0u32; 3];
-        for (i, field) in [&view.username, &view.display_name, &view.email].into_iter().enumerate() {
-            if push_lowered(&mut self.index, field) {
-                differs |= 1 << i;
-                self.originals.push_str(field);
-                self.originals.push(SEP);
-            }
+        let (local, domain) = split_email(&view.email);
+        let lowered_domain = if domain.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) { Cow::Owned(domain.to_lowercase()) } else { Cow::Borrowed(domain) };
+        for (i, field) in [view.username.as_str(), view.display_name.as_str(), local].into_iter().enumerate() {
+            let lowered = push_lowered(&mut self.index, field);
             ends[i] = self.index.len() as u32;
             self.index.push(SEP);
+            if lowered || (i == 2 && lowered_domain != domain) {
+                differs |= 1 << i;
+                self.originals.push_str(if i == 2 { &view.email } else { field });
+                self.originals.push(SEP);
+            }
         }
-        (self.row(view, original, differs), [start, ends[0], ends[1], ends[2]])
+        let local_at = ends[1] as usize + 1;
+        if self.index[local_at..ends[2] as usize] == self.index[start as usize..ends[0] as usize] {
+            self.index.truncate(local_at);
+            self.index.push(SEP);
+            ends[2] = local_at as u32;
+            differs |= LOCAL_IS_NAME;
+        }
+        let domain = self.domain_id(&lowered_domain);
+        (self.row(view, original, differs), [start, ends[0], ends[1], ends[2]], domain)
     }
 
     /// The row for `view`, whose texts are already stored (at `original`, with `differs`).
@@ -344,9 +384,10 @@ impl UserTable {
 
     fn push(&mut self, view: &UserView) -> u32 {
         let r = u32::try_from(self.rows.len()).expect("fewer than 4 billion users");
-        let (row, span) = self.compact(view);
+        let (row, span, domain) = self.compact(view);
         self.rows.push(row);
         self.spans.push(span);
+        self.domain.push(domain);
         self.masks.push(mask_of(&self.index.as_bytes()[span[0] as usize..span[3] as usize]));
         self.marked.push(false);
         r
@@ -364,15 +405,16 @@ impl UserTable {
             self.rows[r as usize] = row;
             return Put::Changed;
         }
-        let (row, span) = self.compact(view);
+        let (row, span, domain) = self.compact(view);
         self.rows[r as usize] = row;
         self.spans[r as usize] = span;
+        self.domain[r as usize] = domain;
         self.masks[r as usize] = mask_of(&self.index.as_bytes()[span[0] as usize..span[3] as usize]);
         Put::TextChanged
     }
 
     fn same_text(&self, r: u32, view: &UserView) -> bool {
-        self.text(r, 0) == view.username && self.text(r, 1) == view.display_name && self.text(r, 2) == view.email
+        *self.text(r, 0) == *view.username && *self.text(r, 1) == *view.display_name && *self.text(r, 2) == *view.email
     }
 
     /// Lay the index and the originals out again in row order, without the texts of replaced rows.
@@ -388,7 +430,7 @@ impl UserTable {
                 *end = index.len() as u32;
                 index.push(SEP);
                 if self.rows[r as usize].differs & (1 << i) != 0 {
-                    originals.push_str(self.text(r, i));
+                    originals.push_str(&self.text(r, i));
                     originals.push(SEP);
                 }
             }
@@ -399,21 +441,31 @@ impl UserTable {
         self.originals = originals;
     }
 
-    /// Field `which` (user name, display name, email) of row `r`, lower-cased.
+    /// Field `which` (user name, display name, local part as stored) of row `r`'s index text.
     fn field(&self, r: u32, which: usize) -> &str {
         let s = self.spans[r as usize];
         let start = if which == 0 { s[0] } else { s[which] + 1 };
         &self.index[start as usize..s[which + 1] as usize]
     }
 
-    /// Field `which` of row `r`, as it was given.
-    fn text(&self, r: u32, which: usize) -> &str {
+    /// Row `r`'s email, lower-cased, in two parts: up to its last `@`, and from there.
+    fn email_parts(&self, r: u32) -> (&str, &str) {
+        let local = if self.rows[r as usize].differs & LOCAL_IS_NAME != 0 { 0 } else { 2 };
+        (self.field(r, local), &self.domains[self.domain[r as usize] as usize])
+    }
+
+    /// Field `which` (user name, display name, email) of row `r`, as it was given.
+    fn text(&self, r: u32, which: usize) -> Cow<'_, str> {
         let row = &self.rows[r as usize];
-        if row.differs & (1 << which) == 0 {
-            return self.field(r, which);
+        if row.differs & (1 << which) != 0 {
+            let skip = (row.differs & ((1 << which) - 1)).count_ones() as usize;
+            return Cow::Borrowed(self.originals[row.original as usize..].split(SEP).nth(skip).unwrap_or_default());
         }
-        let skip = (row.differs & ((1 << which) - 1)).count_ones() as usize;
-        self.originals[row.original as usize..].split(SEP).nth(skip).unwrap_or_default()
+        if which == 2 {
+            let (local, domain) = self.email_parts(r);
+            return Cow::Owned([local, domain].concat());
+        }
+        Cow::Borrowed(self.field(r, which))
     }
 
     /// Row `r` as the rest of the console sees users.
@@ -423,9 +475,9 @@ impl UserTable {
         UserView {
             id: row.id,
             number: row.number,
-            username: self.text(r, 0).to_string(),
-            email: self.text(r, 2).to_string(),
-            display_name: self.text(r, 1).to_string(),
+            username: self.text(r, 0).into_owned(),
+            email: self.text(r, 2).into_owned(),
+            display_name: self.text(r, 1).into_owned(),
             org: self.orgs[row.org as usize].clone(),
             role: row.role,
             status: row.status,
@@ -467,16 +519,16 @@ impl UserTable {
         // One character with a bit of its own is answered by the masks alone; other texts are
         // searched for, noting where each row's match starts.
         let by_mask = needle.len() == 1 && char_bit(needle[0]) != OTHER_CHARS;
-        let finder = memmem::Finder::new(needle);
+        let search = self.search(needle);
         on_every_core(&mut hits, &mut first_at, |first_word, words, firsts| {
             if needle.is_empty() {
                 self.fill_all(first_word, words);
             } else if by_mask {
                 let bit = 1u64 << char_bit(needle[0]);
-                self.fill_row_by_row(first_word, words, |r| self.masks[r as usize] & bit != 0);
+                self.fill_row_by_row(first_word, words, |r| self.masks[r as usize] & bit != 0 || self.held_by_domain(r as usize, &search));
             } else {
                 self.fill_all(first_word, words);
-                self.keep_found(needle, &finder, false, first_word, words, firsts);
+                self.keep_found(&search, false, first_word, words, firsts);
             }
             if quick {
                 self.keep_rows(first_word, words, |r| self.passes_quick(r));
@@ -486,6 +538,28 @@ impl UserTable {
         self.first_for = (!by_mask && !needle.is_empty()).then(|| self.applied_text.clone());
         self.hits = hits;
         self.show_hits();
+    }
+
+    /// `needle` (lower-cased), ready to look for in the index and in each email domain.
+    fn search<'a>(&self, needle: &'a [u8]) -> Search<'a> {
+        let finder = memmem::Finder::new(needle);
+        if needle.is_empty() {
+            return Search { needle, finder, whole: Vec::new(), across: None, any_domain: false };
+        }
+        let whole: Vec<bool> = self.domains.iter().map(|d| memmem::find(d.as_bytes(), needle).is_some()).collect();
+        let across = needle.iter().rposition(|&b| b == b'@').filter(|&k| k > 0).map(|k| (k, self.domains.iter().map(|d| d.as_bytes().starts_with(&needle[k..])).collect::<Vec<bool>>()));
+        let any_domain = whole.contains(&true) || across.as_ref().is_some_and(|(_, begun)| begun.contains(&true));
+        Search { needle, finder, whole, across, any_domain }
+    }
+
+    /// Does row `r`'s email hold the needle where its index text cannot show it: in its domain,
+    /// or across its `@`?
+    fn held_by_domain(&self, r: usize, search: &Search<'_>) -> bool {
+        if !search.any_domain {
+            return false;
+        }
+        let d = self.domain[r] as usize;
+        search.whole[d] || search.across.as_ref().is_some_and(|(k, begun)| begun[d] && self.email_parts(r as u32).0.as_bytes().ends_with(&search.needle[..*k]))
     }
 
     /// `shown` from `hits`, in the sort order.
@@ -543,20 +617,34 @@ impl UserTable {
     /// Keep in `words` the rows whose text holds `needle`, noting in `firsts` where it first
     /// occurs. With `resume`, `firsts` already holds for each row where a shorter text that
     /// starts the needle first occurs: the needle cannot occur before, and usually occurs right
-    /// there, which settles the row at once. The rows left are searched one by one when they are
-    /// few; many are searched for in the whole index at once.
-    fn keep_found(&self, needle: &[u8], finder: &memmem::Finder<'_>, resume: bool, first_word: usize, words: &mut [u64], firsts: &mut [u32]) {
+    /// there, which settles the row at once. A row whose email's domain holds the needle is
+    /// settled too (and noted as found at its start). The rows left are searched one by one when
+    /// they are few; many are searched for in the whole index at once.
+    fn keep_found(&self, search: &Search<'_>, resume: bool, first_word: usize, words: &mut [u64], firsts: &mut [u32]) {
+        let needle = search.needle;
         let index = self.index.as_bytes();
         let mask = mask_of(needle);
         let first_row = first_word * 64;
         let mut rest = vec![0u64; words.len()];
         let mut left = 0;
-        for (w, word) in words.iter_mut().enumerate() {
+        let mut touched = 0;
+        for w in 0..words.len() {
+            if resume
+                && let Some(&ahead) = words.get(w + 1)
+                && ahead.count_ones() < TOUCH_BELOW
+            {
+                touched ^= touch(index, firsts.get((w + 1) * 64..).unwrap_or_default(), ahead);
+            }
+            let word = &mut words[w];
             let mut bits = *word;
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let r = first_row + w * 64 + b;
+                if self.held_by_domain(r, search) {
+                    firsts[r - first_row] = self.spans[r][0];
+                    continue;
+                }
                 let candidate = self.masks[r] & mask == mask;
                 let at = firsts[r - first_row] as usize;
                 let settled = candidate && resume && at + needle.len() <= self.spans[r][3] as usize && holds_at(index, needle, at);
@@ -569,9 +657,10 @@ impl UserTable {
                 }
             }
         }
+        std::hint::black_box(touched);
         if left > words.len() * 64 / NARROW_ROW_BY_ROW && !needle.contains(&(SEP as u8)) {
             let mut found = vec![0u64; words.len()];
-            self.text_hits(finder, first_word, &mut found, firsts);
+            self.text_hits(&search.finder, first_word, &mut found, firsts);
             words.iter_mut().zip(rest.iter().zip(found)).for_each(|(w, (r, f))| *w |= r & f);
             return;
         }
@@ -660,10 +749,10 @@ impl UserTable {
         let needle = self.applied_text.as_bytes();
         let resume = self.first_for.as_deref().is_some_and(|t| self.applied_text.starts_with(t));
         let mut hits = std::mem::take(&mut self.hits);
-        let finder = memmem::Finder::new(needle);
+        let search = self.search(needle);
         let mut first_at = std::mem::take(&mut self.first_at);
         on_every_core(&mut hits, &mut first_at, |first_word, words, firsts| {
-            self.keep_found(needle, &finder, resume, first_word, words, firsts);
+            self.keep_found(&search, resume, first_word, words, firsts);
         });
         self.first_at = first_at;
         self.first_for = Some(self.applied_text.clone());
@@ -723,7 +812,10 @@ impl UserTable {
         let primary = match self.sort {
             SortField::Username => by_name(),
             SortField::DisplayName => self.field(a, 1).cmp(self.field(b, 1)),
-            SortField::Email => self.field(a, 2).cmp(self.field(b, 2)),
+            SortField::Email => {
+                let ((la, da), (lb, db)) = (self.email_parts(a), self.email_parts(b));
+                la.bytes().chain(da.bytes()).cmp(lb.bytes().chain(db.bytes()))
+            }
             SortField::Org => self.orgs[ua.org as usize].cmp(&self.orgs[ub.org as usize]).then_with(by_name),
             SortField::Role => (ua.role as u8).cmp(&(ub.role as u8)).then_with(by_name),
             SortField::Mfa => (ua.mfa as u8).cmp(&(ub.mfa as u8)).then_with(by_name),
@@ -878,6 +970,35 @@ impl UserTable {
     }
 }
 
+/// A filter text, and what it makes of each email domain (see [`UserTable::domains`]).
+struct Search<'a> {
+    needle: &'a [u8],
+    finder: memmem::Finder<'a>,
+    /// Per domain: the text is in it.
+    whole: Vec<bool>,
+    /// For a text with an `@` after its start: where its last `@` is, and per domain whether the
+    /// text from there begins the domain. A row whose local part ends in the text before that
+    /// `@` then holds the text across its own.
+    across: Option<(usize, Vec<bool>)>,
+    /// Some domain holds the text, or may across the `@`: only then are rows asked.
+    any_domain: bool,
+}
+
+/// Read the index byte at `firsts[b]` for each row `b` set in `word`. Nothing waits on these
+/// loads, so the processor overlaps them, and the checks of that word a moment later find their
+/// bytes in cache: rows a few apart defeat its own prefetching, and each check would otherwise
+/// wait for memory in turn.
+fn touch(index: &[u8], firsts: &[u32], word: u64) -> u8 {
+    let mut bits = word;
+    let mut sum = 0;
+    while bits != 0 {
+        let b = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        sum ^= firsts.get(b).and_then(|&at| index.get(at as usize)).copied().unwrap_or(0);
+    }
+    sum
+}
+
 /// Run `fill(first_word, words, firsts)` over a bit set of rows and its per-row places, split
 /// over the cores when it is large (`firsts` holds the rows of `words`).
 fn on_every_core(hits: &mut [u64], first_at: &mut [u32], fill: impl Fn(usize, &mut [u64], &mut [u32]) + Sync) {
@@ -933,6 +1054,11 @@ fn find_from(index: &[u8], needle: &[u8], from: usize, end: usize) -> Option<usi
 /// Does `text` hold `needle` at `at`? Compared in line (see [`find_from`]).
 fn holds_at(text: &[u8], needle: &[u8], at: usize) -> bool {
     text.get(at..at + needle.len()).is_some_and(|t| t.iter().zip(needle).all(|(a, b)| a == b))
+}
+
+/// An email's local part (up to its last `@`) and the rest; without an `@`, all and nothing.
+fn split_email(email: &str) -> (&str, &str) {
+    email.rfind('@').map_or((email, ""), |at| email.split_at(at))
 }
 
 /// Append `s` lower-cased; true when that changed it.
@@ -1045,6 +1171,31 @@ mod tests {
         assert_eq!(names, ["zoë", "Robert", "carl", "ann"]);
     }
 
+    #[test]
+    fn rows_found_in_their_email_domain_narrow_like_any_other() {
+        // Two rows, so each is searched on its own. A domain holds "hx", a user name "hx1" and
+        // a display name "ek"; "ek" leaves where it was found behind.
+        let users = vec![user(1, "hx1zed", "Hans Ek", "hans@HX.example"), user(2, "ann", "Ann Ek", "ann@acme.example")];
+        let mut t = UserTable::new();
+        t.load(users);
+        let names = |t: &UserTable| (0..t.shown_len()).map(|i| t.shown_row(i).unwrap().0.username).collect::<Vec<_>>();
+        for (typed, expected) in [
+            ("ek", &["ann", "hx1zed"][..]),
+            ("hx", &["hx1zed"]),
+            ("hx1", &["hx1zed"]),
+            ("hx1z", &["hx1zed"]),
+            ("n@", &["ann"]),
+            ("s@", &["hx1zed"]),
+            ("s@h", &["hx1zed"]),
+            ("@", &["ann", "hx1zed"]),
+            ("x.e", &["hx1zed"]),
+            (".example", &["ann", "hx1zed"]),
+        ] {
+            t.set_text(typed);
+            assert_eq!(names(&t), expected, "{typed:?}");
+        }
+    }
+
     /// The ids shown, in order, and the ids a plain test of each user's lower-cased texts finds.
     fn shown_and_expected(t: &UserTable, users: &[UserView], role: Option<Role>) -> (Vec<Uuid>, Vec<Uuid>) {
         let shown: Vec<Uuid> = (0..t.shown_len()).map(|i| t.shown_row(i).unwrap().0.id).collect();
@@ -1062,10 +1213,21 @@ mod tests {
     fn a_large_table_shows_exactly_the_rows_whose_text_holds_the_filter() {
         // Enough rows that filtering runs on every core and narrowing searches the whole index.
         let words = ["smith", "Jones", "ÅSA", "li", "o'brien", "x"];
+        // Emails of every shape the index stores apart: a local part of its own or the user
+        // name's (in another case too), none or two `@`, and domains in either case.
+        let domains = ["@Acme.example", "@globex.example", "@ÅSA.example", "@x.smith"];
         let mut users: Vec<UserView> = (0..70_000u128)
             .map(|n| {
                 let (a, b) = (words[n as usize % 6], words[n as usize / 6 % 6]);
-                let mut u = user(n, &format!("{a}{n}"), &format!("{b} {a}"), &format!("{b}.{n}@Acme.example"));
+                let domain = domains[n as usize / 36 % 4];
+                let email = match n % 5 {
+                    0 => format!("{b}.{n}{domain}"),
+                    1 => format!("{a}{n}{domain}"),
+                    2 => format!("{}{n}{domain}", a.to_uppercase()),
+                    3 => format!("{a}{n}.example"),
+                    _ => format!("\"{b}@{n}\"{domain}"),
+                };
+                let mut u = user(n, &format!("{a}{n}"), &format!("{b} {a}"), &email);
                 u.role = if n % 5 == 0 { Role::Admin } else { Role::Member };
                 u
             })
@@ -1074,8 +1236,16 @@ mod tests {
         t.load(users.clone());
         // A rename lays the index out again; the search must find the new text only.
         users[7].username = "Renamed-SMITH".into();
+        users[7].email = "renamed-smith@New.Example".into();
         t.replace(users[7].clone());
-        for typed in ["s", "sm", "smi", "smith1", "smith12", "smith1", "h", "åsa", "ÅS", "a", "ac", "n\u{1}", "", "1@a", "zzz"] {
+        for u in &users {
+            assert_eq!(t.user(u.id).as_ref(), Some(u));
+        }
+        let typed = [
+            "s", "sm", "smi", "smith1", "smith12", "smith1", "h", "åsa", "ÅS", "a", "ac", "n\u{1}", "", "1@a", "zzz", "e", "ex", "exa", "example", "@", "@g",
+            "@gl", "1", "1@", "1@a", "1@ac", "1@åsa", "1\"@x.s", "\"@", "s@1", "s@1\"", "s@1\"@", "h1", "h1@", "h1@x", "h1@x.smith", "smith", "x.smith", "ith",
+        ];
+        for typed in typed {
             t.set_text(typed);
             let (shown, expected) = shown_and_expected(&t, &users, None);
             assert_eq!(shown.len(), expected.len(), "{typed:?}");
@@ -1096,6 +1266,12 @@ mod tests {
             assert!(!expected.is_empty() || typed == "o'b");
             assert!(shown == expected, "{typed:?} with the admin role: rows differ");
         }
+        // Sorted by email: as the lower-cased emails sort.
+        t.set_role(None);
+        t.set_sort(SortField::Email, false);
+        let emails: Vec<String> = (0..t.shown_len()).map(|i| t.shown_row(i).unwrap().0.email.to_lowercase()).collect();
+        assert_eq!(emails.len(), users.len());
+        assert!(emails.is_sorted());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::service::{ResetOutcome, SortField};
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// Translate a key and apply it: what the loop does for every key press.
@@ -270,7 +271,7 @@ fn detail_command(state: &mut State, command: Command) -> Option<Effect> {
 }
 
 fn detail_name(state: &State, user: Uuid) -> String {
-    state.users.username(user).map_or_else(|| user.to_string(), str::to_string)
+    state.users.username(user).map_or_else(|| user.to_string(), Cow::into_owned)
 }
 
 fn begin_enroll(state: &mut State, user: Uuid, username: String) -> Option<Effect> {
