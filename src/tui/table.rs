@@ -107,14 +107,12 @@ pub struct UserTable {
     spans: Vec<[u32; 4]>,
     /// The ends of the emails, from the last `@` on, lower-cased, each once ("@acme.example"):
     /// a directory has few. A text found in one is found in every row whose email ends in it.
-    domains: Vec<String>,
-    domain_of: HashMap<String, u32>,
+    domains: Texts,
     /// Per row: its email's end, as an index into `domains`.
     domain: Vec<u32>,
     /// The fields whose case the index lost (see [`Row::differs`]).
     originals: String,
-    orgs: Vec<String>,
-    org_of: HashMap<String, u32>,
+    orgs: Texts,
     /// Row numbers, found by the row's id.
     by_id: HashTable<u32>,
     hasher: RandomState,
@@ -313,26 +311,6 @@ impl UserTable {
         by_id.insert_unique(hasher.hash_one(rows[r as usize].id), r, |&x| hasher.hash_one(rows[x as usize].id));
     }
 
-    fn org(&mut self, name: &str) -> u32 {
-        if let Some(&o) = self.org_of.get(name) {
-            return o;
-        }
-        let o = u32::try_from(self.orgs.len()).expect("fewer than 4 billion orgs");
-        self.orgs.push(name.to_string());
-        self.org_of.insert(name.to_string(), o);
-        o
-    }
-
-    fn domain_id(&mut self, lowered: &str) -> u32 {
-        if let Some(&d) = self.domain_of.get(lowered) {
-            return d;
-        }
-        let d = u32::try_from(self.domains.len()).expect("fewer than 4 billion email domains");
-        self.domains.push(lowered.to_string());
-        self.domain_of.insert(lowered.to_string(), d);
-        d
-    }
-
     /// The row for `view`, with its texts appended to the index and the originals, and the
     /// index of its email's domain.
     fn compact(&mut self, view: &UserView) -> (Row, [u32; 4], u32) {
@@ -359,7 +337,7 @@ impl UserTable {
             ends[2] = local_at as u32;
             differs |= LOCAL_IS_NAME;
         }
-        let domain = self.domain_id(&lowered_domain);
+        let domain = self.domains.number(&lowered_domain);
         (self.row(view, original, differs), [start, ends[0], ends[1], ends[2]], domain)
     }
 
@@ -374,7 +352,7 @@ impl UserTable {
             mfa_reset_at: parse_time(view.mfa_reset_at.as_deref()),
             original,
             recovery_codes_left: u32::try_from(view.recovery_codes_left).unwrap_or(u32::MAX),
-            org: self.org(&view.org),
+            org: self.orgs.number(&view.org),
             role: view.role,
             status: view.status,
             mfa: view.mfa,
@@ -451,7 +429,7 @@ impl UserTable {
     /// Row `r`'s email, lower-cased, in two parts: up to its last `@`, and from there.
     fn email_parts(&self, r: u32) -> (&str, &str) {
         let local = if self.rows[r as usize].differs & LOCAL_IS_NAME != 0 { 0 } else { 2 };
-        (self.field(r, local), &self.domains[self.domain[r as usize] as usize])
+        (self.field(r, local), &self.domains.all[self.domain[r as usize] as usize])
     }
 
     /// Field `which` (user name, display name, email) of row `r`, as it was given.
@@ -478,7 +456,7 @@ impl UserTable {
             username: self.text(r, 0).into_owned(),
             email: self.text(r, 2).into_owned(),
             display_name: self.text(r, 1).into_owned(),
-            org: self.orgs[row.org as usize].clone(),
+            org: self.orgs.all[row.org as usize].clone(),
             role: row.role,
             status: row.status,
             mfa: row.mfa,
@@ -546,8 +524,8 @@ impl UserTable {
         if needle.is_empty() {
             return Search { needle, finder, whole: Vec::new(), across: None, any_domain: false };
         }
-        let whole: Vec<bool> = self.domains.iter().map(|d| memmem::find(d.as_bytes(), needle).is_some()).collect();
-        let across = needle.iter().rposition(|&b| b == b'@').filter(|&k| k > 0).map(|k| (k, self.domains.iter().map(|d| d.as_bytes().starts_with(&needle[k..])).collect::<Vec<bool>>()));
+        let whole: Vec<bool> = self.domains.all.iter().map(|d| memmem::find(d.as_bytes(), needle).is_some()).collect();
+        let across = needle.iter().rposition(|&b| b == b'@').filter(|&k| k > 0).map(|k| (k, self.domains.all.iter().map(|d| d.as_bytes().starts_with(&needle[k..])).collect::<Vec<bool>>()));
         let any_domain = whole.contains(&true) || across.as_ref().is_some_and(|(_, begun)| begun.contains(&true));
         Search { needle, finder, whole, across, any_domain }
     }
@@ -816,7 +794,7 @@ impl UserTable {
                 let ((la, da), (lb, db)) = (self.email_parts(a), self.email_parts(b));
                 la.bytes().chain(da.bytes()).cmp(lb.bytes().chain(db.bytes()))
             }
-            SortField::Org => self.orgs[ua.org as usize].cmp(&self.orgs[ub.org as usize]).then_with(by_name),
+            SortField::Org => self.orgs.all[ua.org as usize].cmp(&self.orgs.all[ub.org as usize]).then_with(by_name),
             SortField::Role => (ua.role as u8).cmp(&(ub.role as u8)).then_with(by_name),
             SortField::Mfa => (ua.mfa as u8).cmp(&(ub.mfa as u8)).then_with(by_name),
             SortField::LastLogin => ua.last_login_at.cmp(&ub.last_login_at),
@@ -967,6 +945,26 @@ impl UserTable {
             }
         }
         self.refilter_keeping_cursor();
+    }
+}
+
+/// Texts many rows share (org names, email domains), each kept once and known by its number.
+#[derive(Debug, Clone, Default)]
+struct Texts {
+    all: Vec<String>,
+    numbers: HashMap<String, u32>,
+}
+
+impl Texts {
+    /// The number of `text`, given it now if it has none.
+    fn number(&mut self, text: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(text) {
+            return n;
+        }
+        let n = u32::try_from(self.all.len()).expect("fewer than 4 billion shared texts");
+        self.all.push(text.to_string());
+        self.numbers.insert(text.to_string(), n);
+        n
     }
 }
 
