@@ -1,10 +1,11 @@
 //! The user table's data: every user the admin may see, kept compact (a million users fit in
 //! about 200 MB), a pre-lowered search index that holds each text once (an email's domain is kept
 //! once for all its users, and a local part that is the user name is not repeated), the sort
-//! order, the rows the filter shows, the marks and the cursor. Filtering searches the index in memory order, on every core; a single character
-//! is answered from per-row character masks, a growing text re-checks only the rows still shown
-//! from where the shorter text was found in each, and a backspace gets a recent answer back — so a
-//! keystroke stays within a frame or so at a million users.
+//! order, the rows the filter shows, the marks and the cursor. Filtering searches the index in
+//! memory order, on every core; a single character is answered from per-row character masks, a
+//! growing text re-checks only the rows still shown from where the shorter text was found in
+//! each, and a backspace gets a recent answer back — so a keystroke stays within a frame or so at
+//! a million users.
 
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -108,7 +109,7 @@ pub struct UserTable {
     /// The ends of the emails, from the last `@` on, lower-cased, each once ("@acme.example"):
     /// a directory has few. A text found in one is found in every row whose email ends in it.
     domains: Texts,
-    /// Per row: its email's end, as an index into `domains`.
+    /// Per row: its email's end, as its number in `domains`.
     domain: Vec<u32>,
     /// The fields whose case the index lost (see [`Row::differs`]).
     originals: String,
@@ -312,7 +313,7 @@ impl UserTable {
     }
 
     /// The row for `view`, with its texts appended to the index and the originals, and the
-    /// index of its email's domain.
+    /// number of its email's domain.
     fn compact(&mut self, view: &UserView) -> (Row, [u32; 4], u32) {
         let original = self.originals.len() as u32;
         let mut differs = 0;
