@@ -337,6 +337,30 @@ impl SledStore {
         }
     }
 
+    /// Every entry of a bucketed `what` index as (key bytes, id), noting in `problems` a bucket out
+    /// of order (a lookup in it can miss) and an entry in another key's bucket.
+    fn checked_bucket_entries<K: Ord + DeserializeOwned + std::fmt::Display>(
+        tree: &sled::Tree,
+        what: &str,
+        bucket_of: impl Fn(&K) -> Vec<u8>,
+        key_bytes: impl Fn(K) -> Vec<u8>,
+        problems: &mut Vec<String>,
+    ) -> Result<Vec<(Vec<u8>, Option<Uuid>)>> {
+        let mut entries = Vec::new();
+        for (bucket_key, bucket) in Self::bucket_entries::<K>(tree, &format!("{what} index bucket"))? {
+            if !bucket.is_sorted() {
+                problems.push(format!("the {what} index bucket {} is out of order: lookups in it can miss", hex::encode(&bucket_key)));
+            }
+            for (key, id) in bucket.0 {
+                if bucket_of(&key) != bucket_key.as_ref() {
+                    problems.push(format!("the {what} index entry {key} is in another {what}'s bucket"));
+                }
+                entries.push((key_bytes(key), Some(id)));
+            }
+        }
+        Ok(entries)
+    }
+
     /// Every entry of a bucketed index, in bucket order.
     fn bucket_entries<K: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<(sled::IVec, Bucket<K>)>> {
         tree.iter()
@@ -795,31 +819,8 @@ impl Store for SledStore {
             let (key, value) = item.map_err(storage)?;
             names.push((key.to_vec(), Uuid::from_slice(&value).ok()));
         }
-        let mut emails = Vec::new();
-        let out_of_order = |what: &str, key: &[u8]| format!("the {what} index bucket {} is out of order: lookups in it can miss", hex::encode(key));
-        for (bucket_key, bucket) in Self::bucket_entries::<String>(&self.email_index, "email index bucket")? {
-            if !bucket.is_sorted() {
-                problems.push(out_of_order("email", &bucket_key));
-            }
-            for (email, id) in bucket.0 {
-                if buckets::email_bucket(email.as_bytes()) != bucket_key.as_ref() {
-                    problems.push(format!("the email index entry {email} is in another email's bucket"));
-                }
-                emails.push((email.into_bytes(), Some(id)));
-            }
-        }
-        let mut numbers = Vec::new();
-        for (bucket_key, bucket) in Self::bucket_entries::<u64>(&self.number_index, "number index bucket")? {
-            if !bucket.is_sorted() {
-                problems.push(out_of_order("number", &bucket_key));
-            }
-            for (number, id) in bucket.0 {
-                if buckets::number_bucket(number) != bucket_key.as_ref() {
-                    problems.push(format!("the number index entry {number} is in another number's bucket"));
-                }
-                numbers.push((number.to_be_bytes().to_vec(), Some(id)));
-            }
-        }
+        let emails = Self::checked_bucket_entries(&self.email_index, "email", |e: &String| buckets::email_bucket(e.as_bytes()).to_vec(), String::into_bytes, &mut problems)?;
+        let numbers = Self::checked_bucket_entries(&self.number_index, "number", |n: &u64| buckets::number_bucket(*n).to_vec(), |n| n.to_be_bytes().to_vec(), &mut problems)?;
         type KeyOf = fn(&User) -> Vec<u8>;
         type Entries = Vec<(Vec<u8>, Option<Uuid>)>;
         let indexes: [(&str, Entries, KeyOf); 3] = [
