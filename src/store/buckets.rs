@@ -4,7 +4,7 @@
 //! index of one small entry per user costs about as many pages as the users themselves, and far
 //! more on disk than its content. In buckets of dozens of entries, the two indexes that are only
 //! ever looked up by exact key take a few thousand store entries at a million users. The user-name
-//! index stays one entry per user: it is also read in name order.
+//! index, also read in name order, is kept in ordered buckets instead (`names`).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

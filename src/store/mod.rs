@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod buckets;
 pub mod migrate;
+pub mod names;
 pub mod sled;
 
 use crate::domain::audit::{AuditDraft, AuditEvent};

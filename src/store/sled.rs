@@ -2,6 +2,7 @@
 
 use super::buckets::{self, Bucket};
 use super::migrate::{self, SCHEMA_VERSION};
+use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
 use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::user::{Org, User};
@@ -10,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -134,6 +137,11 @@ fn peek_user<'a>(key: &[u8], bytes: &'a [u8]) -> Option<UserHead<'a>> {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    decode_in_place(what, key, bytes)
+}
+
+/// [`decode`] into a value that borrows from `bytes` instead of copying them.
+fn decode_in_place<'a, T: Deserialize<'a>>(what: &str, key: &[u8], bytes: &'a [u8]) -> Result<T> {
     match postcard::from_bytes::<Versioned<T>>(bytes) {
         Ok(Versioned::V1(v)) => Ok(v),
         Err(e) => Err(Error::Corrupt(format!("{what} record {} cannot be decoded ({e})", describe_key(key)))),
@@ -242,37 +250,54 @@ impl SledStore {
     }
 
     /// Schema 1 kept the email and number indexes as one entry per user (`users_by_email`,
-    /// `users_by_number`); schema 2 keeps them in buckets. The new indexes are written first and the
-    /// version last, so a migration that stops is done again from the start at the next open.
+    /// `users_by_number`); schema 2 keeps them in buckets. Schema 2 kept the user-name index as one
+    /// entry per user (`users_by_name`); schema 3 keeps it in ordered buckets. Each step writes its
+    /// new index first and its version last, so a migration that stops is done again from that step
+    /// at the next open; the old trees go once every step is done.
     fn bring_up_to_date(&self, version: u32) -> Result<()> {
-        const OLD_TREES: [&str; 2] = ["users_by_email", "users_by_number"];
+        const OLD_TREES: [&str; 3] = ["users_by_email", "users_by_number", "users_by_name"];
+        let old = |name: &str| self.db.open_tree(name).map_err(storage);
+        let damaged = |what: &str| Error::Corrupt(format!("an entry of the old {what} index is damaged; the store cannot be brought up to date"));
+        let old_entries = |name: &str, what: &str| -> Result<Vec<(sled::IVec, Uuid)>> {
+            old(name)?.iter().map(|item| {
+                let (key, id) = item.map_err(storage)?;
+                Ok((key, Uuid::from_slice(&id).map_err(|_| damaged(what))?))
+            }).collect()
+        };
+        let mark = |version: u32| -> Result<()> {
+            self.db.flush().map_err(storage)?;
+            self.meta.insert(META_SCHEMA, &version.to_be_bytes()).map_err(storage)?;
+            self.db.flush().map_err(storage).map(|_| ())
+        };
         if version < 2 {
             tracing::info!("bringing the store up to schema 2: the email and number indexes move into buckets");
-            let old = |name: &str| self.db.open_tree(name).map_err(storage);
-            let damaged = |what: &str| Error::Corrupt(format!("an entry of the old {what} index is damaged; the store cannot be brought up to date"));
-            let mut emails = Vec::new();
-            for item in old(OLD_TREES[0])?.iter() {
-                let (key, id) = item.map_err(storage)?;
-                let email = String::from_utf8(key.to_vec()).map_err(|_| damaged("email"))?;
-                emails.push((email, Uuid::from_slice(&id).map_err(|_| damaged("email"))?));
-            }
-            let mut numbers = Vec::new();
-            for item in old(OLD_TREES[1])?.iter() {
-                let (key, id) = item.map_err(storage)?;
-                let number = <[u8; 8]>::try_from(key.as_ref()).map_err(|_| damaged("number"))?;
-                numbers.push((u64::from_be_bytes(number), Uuid::from_slice(&id).map_err(|_| damaged("number"))?));
-            }
+            let emails = old_entries(OLD_TREES[0], "email")?
+                .into_iter()
+                .map(|(key, id)| Ok((String::from_utf8(key.to_vec()).map_err(|_| damaged("email"))?, id)))
+                .collect::<Result<Vec<_>>>()?;
+            let numbers = old_entries(OLD_TREES[1], "number")?
+                .into_iter()
+                .map(|(key, id)| Ok((u64::from_be_bytes(<[u8; 8]>::try_from(key.as_ref()).map_err(|_| damaged("number"))?), id)))
+                .collect::<Result<Vec<_>>>()?;
             self.email_index.clear().map_err(storage)?;
             self.number_index.clear().map_err(storage)?;
             write_in_order(&self.email_index, email_buckets(emails))?;
             write_in_order(&self.number_index, number_buckets(numbers))?;
-            self.db.flush().map_err(storage)?;
-            self.meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()).map_err(storage)?;
-            self.db.flush().map_err(storage)?;
+            mark(2)?;
         }
-        let names = self.db.tree_names();
+        if version < 3 {
+            tracing::info!("bringing the store up to schema 3: the user-name index moves into ordered buckets");
+            let names = old_entries(OLD_TREES[2], "user name")?
+                .into_iter()
+                .map(|(key, id)| Ok((String::from_utf8(key.to_vec()).map_err(|_| damaged("user name"))?, id)))
+                .collect::<Result<Vec<_>>>()?;
+            self.by_name.clear().map_err(storage)?;
+            write_in_order(&self.by_name, name_buckets(names))?;
+            mark(3)?;
+        }
+        let trees = self.db.tree_names();
         for old in OLD_TREES {
-            if names.iter().any(|n| n.as_ref() == old.as_bytes()) {
+            if trees.iter().any(|n| n.as_ref() == old.as_bytes()) {
                 self.db.drop_tree(old).map_err(storage)?;
             }
         }
@@ -302,7 +327,7 @@ impl SledStore {
         Ok(SledStore {
             dir: dir.to_path_buf(),
             users: tree("users")?,
-            by_name: tree("users_by_name")?,
+            by_name: tree("name_index")?,
             email_index: tree("email_index")?,
             number_index: tree("number_index")?,
             orgs: tree("orgs")?,
@@ -330,11 +355,22 @@ impl SledStore {
         self.db.size_on_disk().map_err(storage)
     }
 
-    fn index_lookup(tree: &sled::Tree, key: &[u8]) -> Result<Option<Uuid>> {
-        match tree.get(key).map_err(storage)? {
-            Some(v) => Uuid::from_slice(&v).map(Some).map_err(|_| Error::Corrupt("a user index entry is damaged".into())),
-            None => Ok(None),
+    /// The stored bucket of the user-name index that holds `name` (lower-cased) if any does: the
+    /// one with the greatest key not above it.
+    fn name_bucket_of(&self, name: &str) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        self.by_name.range::<&[u8], _>(..=name.as_bytes()).next_back().transpose().map_err(storage)
+    }
+
+    /// Note where each of `names` (lower-cased) is in the user-name index, for a transaction.
+    fn look_up_names(&self, hints: &mut NameHints, names: impl Iterator<Item = String>) -> Result<()> {
+        for name in names {
+            let key = match self.name_bucket_of(&name)? {
+                Some((key, _)) => String::from_utf8(key.to_vec()).map_err(|_| Error::Corrupt(format!("the user name index bucket {} has a damaged key", hex::encode(&key))))?,
+                None => String::new(),
+            };
+            hints.known.insert(name, key);
         }
+        Ok(())
     }
 
     /// Every entry of a bucketed `what` index as (key bytes, id), noting in `problems` a bucket out
@@ -347,7 +383,7 @@ impl SledStore {
         problems: &mut Vec<String>,
     ) -> Result<Vec<(Vec<u8>, Option<Uuid>)>> {
         let mut entries = Vec::new();
-        for (bucket_key, bucket) in Self::bucket_entries::<K>(tree, &format!("{what} index bucket"))? {
+        for (bucket_key, bucket) in Self::bucket_entries::<Bucket<K>>(tree, &format!("{what} index bucket"))? {
             if !bucket.is_sorted() {
                 problems.push(format!("the {what} index bucket {} is out of order: lookups in it can miss", hex::encode(&bucket_key)));
             }
@@ -361,8 +397,37 @@ impl SledStore {
         Ok(entries)
     }
 
+    /// Every entry of the user-name index as (name bytes, id), noting in `problems` a bucket whose
+    /// names are out of order or outside its range, and buckets that do not follow one another
+    /// (lookups can miss in either case).
+    fn checked_name_entries(&self, problems: &mut Vec<String>) -> Result<Vec<(Vec<u8>, Option<Uuid>)>> {
+        let mut entries = Vec::new();
+        // Where the next bucket must start: the first at the empty name, each next one where the one before ends.
+        let mut next: Option<String> = Some(String::new());
+        for (key, bucket) in Self::bucket_entries::<NameBucket>(&self.by_name, "user name index bucket")? {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if next.as_deref() != Some(key.as_str()) {
+                problems.push(format!("the user name index bucket {key:?} does not start where the one before it ends ({next:?}): lookups can miss"));
+            }
+            if !bucket.is_sound(&key) {
+                problems.push(format!("the user name index bucket {key:?} holds names out of order or outside its range: lookups in it can miss"));
+            }
+            next = bucket.upper;
+            entries.extend(bucket.entries.into_iter().map(|(name, id)| (name.into_bytes(), Some(id))));
+        }
+        if let Some(end) = next.filter(|end| !end.is_empty()) {
+            problems.push(format!("the last user name index bucket ends at {end:?}, where no bucket starts: names from there on cannot be found"));
+        }
+        Ok(entries)
+    }
+
+    /// Every entry of a bucketed index.
+    fn stored_entries<K: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<impl Iterator<Item = (K, Uuid)>> {
+        Ok(Self::bucket_entries::<Bucket<K>>(tree, what)?.into_iter().flat_map(|(_, bucket)| bucket.0))
+    }
+
     /// Every entry of a bucketed index, in bucket order.
-    fn bucket_entries<K: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<(sled::IVec, Bucket<K>)>> {
+    fn bucket_entries<B: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<(sled::IVec, B)>> {
         tree.iter()
             .map(|item| {
                 let (key, bytes) = item.map_err(storage)?;
@@ -389,6 +454,11 @@ fn number_buckets(entries: Vec<(u64, Uuid)>) -> impl Iterator<Item = (Vec<u8>, V
     buckets::group(entries, |n| buckets::number_bucket(*n)).into_iter().map(|(b, bucket)| (b.to_vec(), encode(&bucket)))
 }
 
+/// The whole user-name index for `entries` (sorted by name, each once).
+fn name_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    names::group(entries).into_iter().map(|(key, bucket)| (key.into_bytes(), encode(&bucket)))
+}
+
 /// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
 fn write_in_order(tree: &sled::Tree, pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
     let mut batch = sled::Batch::default();
@@ -406,16 +476,13 @@ fn write_in_order(tree: &sled::Tree, pairs: impl Iterator<Item = (Vec<u8>, Vec<u
 
 /// The new entries of a bucketed index together with those already there, sorted; the first key
 /// that would be there twice is refused.
-fn merge_entries<K: Ord + Clone + DeserializeOwned>(
-    tree: &sled::Tree,
+fn merge_entries<K: Ord>(
+    existing: impl Iterator<Item = (K, Uuid)>,
     what: &str,
     new: impl Iterator<Item = (K, Uuid)>,
     describe: impl Fn(&K) -> String,
 ) -> Result<Vec<(K, Uuid)>> {
-    let mut entries: Vec<(K, Uuid)> = new.collect();
-    for (_, bucket) in SledStore::bucket_entries::<K>(tree, what)? {
-        entries.extend(bucket.0);
-    }
+    let mut entries: Vec<(K, Uuid)> = new.chain(existing).collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(Error::Conflict(format!("the {what} {} is already taken; no user was written", describe(&pair[0].0))));
@@ -478,7 +545,20 @@ fn tx_decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Resul
     decode(what, key, bytes).map_err(abort)
 }
 
+/// Where the transaction should start looking for names in the user-name index: a transaction can
+/// only read keys, not search a tree in order, so each name's bucket is looked up before it. New
+/// users' names are looked up at once; a name met without a hint (a rename) is noted, and the
+/// transaction is run again once it has been looked up.
+#[derive(Default)]
+struct NameHints {
+    /// A name's bucket key as found before the transaction (the bucket may have split since).
+    known: HashMap<String, String>,
+    /// Names this run of the transaction needed and did not know.
+    missing: RefCell<Vec<String>>,
+}
+
 struct Tx<'a> {
+    hints: &'a NameHints,
     users: &'a TransactionalTree,
     by_name: &'a TransactionalTree,
     email_index: &'a TransactionalTree,
@@ -581,6 +661,59 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The bucket of the user-name index that holds `name` (or would), with its key, as this
+    /// transaction sees it. `None` when `name` has no hint or its bucket now starts after it: the
+    /// name is noted as missing and the transaction must run again.
+    fn name_bucket(&self, name: &str) -> Result<Option<(String, NameBucket)>, Abort> {
+        if let Some(hint) = self.hints.known.get(name) {
+            let mut key = hint.clone();
+            loop {
+                let bucket: NameBucket = match self.by_name.get(key.as_bytes())? {
+                    Some(bytes) => tx_decode("user name index bucket", key.as_bytes(), &bytes)?,
+                    // The first bucket is missing only while the index is empty.
+                    None if key.is_empty() => NameBucket::default(),
+                    None => break,
+                };
+                match bucket.place(&key, name) {
+                    Place::Here => return Ok(Some((key, bucket))),
+                    Place::After(next) => key = next.to_owned(),
+                    Place::Before => break,
+                }
+            }
+        }
+        self.hints.missing.borrow_mut().push(name.to_owned());
+        Ok(None)
+    }
+
+    /// Move `user`'s entry in the user-name index from `old` to `new`; refused when `new` is taken.
+    /// Left undone when a bucket has to be looked up first (see [`NameHints`]).
+    fn move_name(&self, old: Option<&str>, new: String, user: &User) -> Result<(), Abort> {
+        let Some((_, bucket)) = self.name_bucket(&new)? else {
+            return Ok(());
+        };
+        if bucket.find(&new).is_some() {
+            return Err(abort(Error::Conflict(format!("the user name {:?} is already taken", user.username))));
+        }
+        if let Some(old) = old {
+            let Some((key, mut bucket)) = self.name_bucket(old)? else {
+                return Ok(());
+            };
+            bucket.remove(old);
+            self.by_name.insert(key.as_bytes(), encode(&bucket))?;
+        }
+        // Read again: the old name may have left the same bucket.
+        let Some((key, mut bucket)) = self.name_bucket(&new)? else {
+            return Ok(());
+        };
+        bucket.insert(new, user.id);
+        // A bucket left empty stays: removing it would move the bound of the bucket before it.
+        if let Some((split_key, upper_half)) = bucket.split() {
+            self.by_name.insert(split_key.as_bytes(), encode(&upper_half))?;
+        }
+        self.by_name.insert(key.as_bytes(), encode(&bucket))?;
+        Ok(())
+    }
+
     fn edit_session_list(&self, user: Uuid, edit: impl FnOnce(&mut Vec<TokenHash>)) -> Result<(), Abort> {
         let mut list: Vec<TokenHash> = match self.user_sessions.get(user.as_bytes())? {
             Some(bytes) => tx_decode("session list", user.as_bytes(), &bytes)?,
@@ -635,13 +768,7 @@ impl Tx<'_> {
             None => (None, None, None),
         };
         if old_name.as_deref() != Some(name_key.as_str()) {
-            if self.by_name.get(name_key.as_bytes())?.is_some() {
-                return Err(abort(Error::Conflict(format!("the user name {:?} is already taken", user.username))));
-            }
-            if let Some(n) = &old_name {
-                self.by_name.remove(n.as_bytes())?;
-            }
-            self.by_name.insert(name_key.as_bytes(), key)?;
+            self.move_name(old_name.as_deref(), name_key, user)?;
         }
         if old_email.as_deref() != Some(email_key.as_str()) {
             let old = old_email.as_ref().map(|e| (buckets::email_bucket(e.as_bytes()), e));
@@ -671,7 +798,12 @@ impl Store for SledStore {
     }
 
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        Self::index_lookup(&self.by_name, name.to_lowercase().as_bytes())
+        let name = name.to_lowercase();
+        let Some((key, bytes)) = self.name_bucket_of(&name)? else {
+            return Ok(None);
+        };
+        let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
+        Ok(bucket.find(&name))
     }
 
     fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>> {
@@ -687,9 +819,9 @@ impl Store for SledStore {
 
     fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> Result<()> {
         for item in self.by_name.iter() {
-            let (_, value) = item.map_err(storage)?;
-            let id = Uuid::from_slice(&value).map_err(|_| Error::Corrupt("a user index entry is damaged".into()))?;
-            if !visit(id) {
+            let (key, bytes) = item.map_err(storage)?;
+            let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
+            if !bucket.entries.iter().all(|(_, id)| visit(*id)) {
                 break;
             }
         }
@@ -814,11 +946,7 @@ impl Store for SledStore {
             }
         }
         // Every index as (key, id) pairs; a bucket entry is also checked to be in its own bucket.
-        let mut names = Vec::new();
-        for item in self.by_name.iter() {
-            let (key, value) = item.map_err(storage)?;
-            names.push((key.to_vec(), Uuid::from_slice(&value).ok()));
-        }
+        let names = self.checked_name_entries(&mut problems)?;
         let emails = Self::checked_bucket_entries(&self.email_index, "email", |e: &String| buckets::email_bucket(e.as_bytes()).to_vec(), String::into_bytes, &mut problems)?;
         let numbers = Self::checked_bucket_entries(&self.number_index, "number", |n: &u64| buckets::number_bucket(*n).to_vec(), |n| n.to_be_bytes().to_vec(), &mut problems)?;
         type KeyOf = fn(&User) -> Vec<u8>;
@@ -865,27 +993,46 @@ impl Store for SledStore {
             &self.user_sessions,
             &self.meta,
         );
-        let result = trees.transaction(|(users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta)| {
-            let tx = Tx { users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta };
-            let mut head: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
-                Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
-                None => None,
-            };
-            let before = head;
-            for change in changes {
-                tx.apply(change, &mut head)?;
-            }
-            if head != before
-                && let Some(h) = &head {
-                    meta.insert(META_AUDIT_HEAD, encode(h))?;
+        let mut hints = NameHints::default();
+        let new_names = changes.iter().flat_map(|c| &c.users).filter(|w| w.expected_version.is_none()).map(|w| w.user.username.to_lowercase());
+        self.look_up_names(&mut hints, new_names)?;
+        // A name met without a hint is looked up and the transaction run again; each run knows more
+        // names, so a few runs suffice (a rename needs its old name looked up after its new one).
+        for _ in 0..16 {
+            let result = trees.transaction(|(users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta)| {
+                hints.missing.borrow_mut().clear();
+                let tx = Tx { hints: &hints, users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta };
+                let mut head: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
+                    Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
+                    None => None,
+                };
+                let before = head;
+                for change in changes {
+                    tx.apply(change, &mut head)?;
                 }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(storage(e)),
+                if !hints.missing.borrow().is_empty() {
+                    // Some name was not placed: write nothing this time.
+                    return Err(abort(Error::WriteConflict));
+                }
+                if head != before
+                    && let Some(h) = &head {
+                        meta.insert(META_AUDIT_HEAD, encode(h))?;
+                    }
+                Ok(())
+            });
+            // A refusal met while a name was missing may be due to the skipped name: run again.
+            let missing = hints.missing.take();
+            if !missing.is_empty() {
+                self.look_up_names(&mut hints, missing.into_iter())?;
+                continue;
+            }
+            return match result {
+                Ok(()) => Ok(()),
+                Err(TransactionError::Abort(e)) => Err(e),
+                Err(TransactionError::Storage(e)) => Err(storage(e)),
+            };
         }
+        Err(Error::Storage("the user-name index kept changing under this write; nothing was written. Try again".into()))
     }
 
     fn flush(&self) -> Result<()> {
@@ -897,23 +1044,23 @@ impl Store for SledStore {
         // Everything a transaction would refuse is refused before anything is written.
         users.sort_unstable_by_key(|u| u.id);
         let ids: Vec<(Vec<u8>, Uuid)> = users.iter().map(|u| (u.id.as_bytes().to_vec(), u.id)).collect();
-        let mut names: Vec<(Vec<u8>, Uuid)> = users.iter().map(|u| (u.username.to_lowercase().into_bytes(), u.id)).collect();
-        names.sort_unstable();
-        for (what, tree, entries) in [("user id", &self.users, &ids), ("user name", &self.by_name, &names)] {
-            if let Some(key) = first_taken(tree, entries)? {
-                return Err(Error::Conflict(format!("the {what} {} is already taken; no user was written", describe_key(&key))));
-            }
+        if let Some(key) = first_taken(&self.users, &ids)? {
+            return Err(Error::Conflict(format!("the user id {} is already taken; no user was written", describe_key(&key))));
         }
         drop(ids);
-        let emails = merge_entries(&self.email_index, "email", users.iter().map(|u| (u.email.to_lowercase(), u.id)), |e: &String| e.clone())?;
-        let numbers = merge_entries(&self.number_index, "number", users.iter().map(|u| (u.number, u.id)), u64::to_string)?;
+        let stored_names = Self::bucket_entries::<NameBucket>(&self.by_name, "user name index bucket")?.into_iter().flat_map(|(_, b)| b.entries);
+        let names = merge_entries(stored_names, "user name", users.iter().map(|u| (u.username.to_lowercase(), u.id)), String::clone)?;
+        let emails = merge_entries(Self::stored_entries(&self.email_index, "email index bucket")?, "email", users.iter().map(|u| (u.email.to_lowercase(), u.id)), String::clone)?;
+        let numbers = merge_entries(Self::stored_entries(&self.number_index, "number index bucket")?, "number", users.iter().map(|u| (u.number, u.id)), u64::to_string)?;
         self.meta.insert(META_UNFINISHED_LOAD, &[1u8]).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         // One tree at a time, each in key order: sled then appends pages one after the other
         // instead of rewriting the same pages of several trees over and over.
         write_in_order(&self.users, users.iter().map(|u| (u.id.as_bytes().to_vec(), encode_user(u, None))))?;
         drop(users);
-        write_in_order(&self.by_name, names.into_iter().map(|(key, id)| (key, id.as_bytes().to_vec())))?;
+        // The name index is written anew: its buckets' bounds change with the names added.
+        self.by_name.clear().map_err(storage)?;
+        write_in_order(&self.by_name, name_buckets(names))?;
         write_in_order(&self.email_index, email_buckets(emails))?;
         write_in_order(&self.number_index, number_buckets(numbers))?;
         self.db.flush().map_err(storage)?;
@@ -1191,31 +1338,145 @@ mod tests {
         assert!(err.to_string().contains("left half-filled") && err.to_string().contains("run `mfadmin demo` again"), "{err}");
     }
 
-    /// A store of schema 1 (one entry per email and per number) opens with its indexes in buckets.
+    /// A store of schema 1 (one entry per email, number and name) or 2 (one entry per name) opens
+    /// with its indexes in buckets.
     #[test]
-    fn a_schema_1_store_is_brought_up_to_date_when_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let users: Vec<User> = (1..=300).map(|n| named(&format!("user{n}"), n)).collect();
-        {
-            let store = SledStore::create(dir.path()).unwrap();
-            add(&store, &users).unwrap();
-            // Lay the store out as schema 1 did.
-            let (emails, numbers) = (store.db.open_tree("users_by_email").unwrap(), store.db.open_tree("users_by_number").unwrap());
-            for u in &users {
-                emails.insert(u.email.to_lowercase().as_bytes(), u.id.as_bytes()).unwrap();
-                numbers.insert(u.number.to_be_bytes(), u.id.as_bytes()).unwrap();
+    fn an_older_store_is_brought_up_to_date_when_opened() {
+        for version in [1u32, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let users: Vec<User> = (1..=300).map(|n| named(&format!("user{n}"), n)).collect();
+            {
+                let store = SledStore::create(dir.path()).unwrap();
+                add(&store, &users).unwrap();
+                // Lay the store out as that schema did.
+                let names = store.db.open_tree("users_by_name").unwrap();
+                for u in &users {
+                    names.insert(u.username.to_lowercase().as_bytes(), u.id.as_bytes()).unwrap();
+                }
+                store.by_name.clear().unwrap();
+                if version == 1 {
+                    let (emails, numbers) = (store.db.open_tree("users_by_email").unwrap(), store.db.open_tree("users_by_number").unwrap());
+                    for u in &users {
+                        emails.insert(u.email.to_lowercase().as_bytes(), u.id.as_bytes()).unwrap();
+                        numbers.insert(u.number.to_be_bytes(), u.id.as_bytes()).unwrap();
+                    }
+                    store.email_index.clear().unwrap();
+                    store.number_index.clear().unwrap();
+                }
+                store.meta.insert(META_SCHEMA, &version.to_be_bytes()).unwrap();
+                store.flush().unwrap();
             }
-            store.email_index.clear().unwrap();
-            store.number_index.clear().unwrap();
-            store.meta.insert(META_SCHEMA, &1u32.to_be_bytes()).unwrap();
-            store.flush().unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new(), "from schema {version}");
+            assert_eq!(store.user_id_by_email("USER7@example.org").unwrap(), Some(users[6].id));
+            assert_eq!(store.user_id_by_number(300).unwrap(), Some(users[299].id));
+            assert_eq!(store.user_id_by_name("User250").unwrap(), Some(users[249].id));
+            assert!(store.by_name.len() > 1 && store.by_name.len() < 20, "300 names in a few buckets");
+            assert_eq!(store.get_meta(META_SCHEMA).unwrap(), Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+            let trees = store.db.tree_names();
+            assert!(!trees.iter().any(|n| [&b"users_by_email"[..], b"users_by_number", b"users_by_name"].contains(&n.as_ref())), "the old trees are gone");
         }
-        let store = SledStore::open(dir.path()).unwrap();
+    }
+
+    fn names_in_order(store: &SledStore) -> Vec<String> {
+        let mut ids = Vec::new();
+        store.scan_ids_by_name(&mut |id| {
+            ids.push(id);
+            true
+        }).unwrap();
+        ids.into_iter().map(|id| store.get_user(id).unwrap().unwrap().username.to_lowercase()).collect()
+    }
+
+    /// Names are found through their ordered buckets after every kind of write: users added one at a
+    /// time and many at once (buckets split), renamed within a bucket and across buckets, a name
+    /// passed from one user to another in one change, and a taken name refused.
+    #[test]
+    fn names_are_found_through_their_ordered_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        assert_eq!(store.user_id_by_name("anyone").unwrap(), None, "an empty index finds nothing");
+        // Added in a scattered order, one at a time and then in a batch.
+        let mut users: Vec<User> = (1..=150).map(|n| named(&format!("u{:03}", (n * 37) % 151), n)).collect();
+        for u in &users[..100] {
+            add(&store, std::slice::from_ref(u)).unwrap();
+        }
+        add(&store, &users[100..]).unwrap();
+        assert!(store.by_name.len() >= 3, "150 names split into several buckets, {}", store.by_name.len());
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
-        assert_eq!(store.user_id_by_email("USER7@example.org").unwrap(), Some(users[6].id));
-        assert_eq!(store.user_id_by_number(300).unwrap(), Some(users[299].id));
-        assert_eq!(store.get_meta(META_SCHEMA).unwrap(), Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
-        let names = store.db.tree_names();
-        assert!(!names.iter().any(|n| n.as_ref() == b"users_by_email" || n.as_ref() == b"users_by_number"), "the old trees are gone");
+        for u in &users {
+            assert_eq!(store.user_id_by_name(&u.username.to_uppercase()).unwrap(), Some(u.id), "{}", u.username);
+        }
+        let mut sorted: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+        sorted.sort();
+        assert_eq!(names_in_order(&store), sorted);
+        // Renames: one to the far end of the order, and two users trading a name in one change.
+        let rename = |u: &mut User, to: &str| {
+            u.username = to.into();
+            u.version = 1;
+            UserWrite { user: u.clone(), expected_version: Some(1) }
+        };
+        let far = rename(&mut users[0], "zed");
+        store.commit(&[Change { users: vec![far], ..Change::default() }]).unwrap();
+        let (old_a, old_b) = (users[1].username.clone(), users[2].username.clone());
+        let a = rename(&mut users[1], "a-free-name");
+        let b = rename(&mut users[2], &old_a);
+        store.commit(&[Change { users: vec![a, b], ..Change::default() }]).unwrap();
+        assert_eq!(store.user_id_by_name("zed").unwrap(), Some(users[0].id));
+        assert_eq!(store.user_id_by_name(&old_a).unwrap(), Some(users[2].id), "the name passed on in one change");
+        assert_eq!(store.user_id_by_name(&old_b).unwrap(), None, "the name given up is free");
+        let mut clash = users[3].clone();
+        let clash = rename(&mut clash, "ZED");
+        let refused = store.commit(&[Change { users: vec![clash], ..Change::default() }]);
+        assert!(matches!(&refused, Err(Error::Conflict(m)) if m.contains("already taken")), "{refused:?}");
+        assert_eq!(store.user_id_by_name(&users[3].username).unwrap(), Some(users[3].id), "a refused rename writes nothing");
+        assert!(matches!(add(&store, &[named("A-FREE-NAME", 900)]), Err(Error::Conflict(_))));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let mut sorted: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+        sorted.sort();
+        assert_eq!(names_in_order(&store), sorted);
+    }
+
+    /// Commits from several threads at once, adding users whose names fall in the same buckets and
+    /// split them, leave every name found once.
+    #[test]
+    fn names_added_from_several_threads_are_all_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        add(&store, &[named("m", 1)]).unwrap();
+        let users: Vec<Vec<User>> = (0..4).map(|t| (0..120).map(|i| named(&format!("n{i:03}-{t}"), 10 + t * 1000 + i)).collect()).collect();
+        std::thread::scope(|scope| {
+            for mine in &users {
+                let store = &store;
+                scope.spawn(move || {
+                    for u in mine {
+                        add(store, std::slice::from_ref(u)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        for u in users.iter().flatten() {
+            assert_eq!(store.user_id_by_name(&u.username).unwrap(), Some(u.id), "{}", u.username);
+        }
+        assert_eq!(names_in_order(&store).len(), 481);
+    }
+
+    /// `check` names a name bucket that does not cover its range: a gap before a bucket, and a name
+    /// stored outside its bucket's range.
+    #[test]
+    fn check_finds_name_buckets_that_do_not_cover_their_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        add(&store, &[]).unwrap();
+        store.load_new_users((1..=200).map(|n| named(&format!("user{n:03}"), n)).collect()).unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let (key, bytes) = store.by_name.iter().nth(1).unwrap().unwrap();
+        let mut second: NameBucket = decode("b", &key, &bytes).unwrap();
+        store.by_name.remove(&key).unwrap();
+        second.entries.insert(0, ("a-stray".into(), Uuid::new_v4()));
+        store.by_name.insert("user0", encode(&second)).unwrap();
+        let problems = store.check_indexes().unwrap();
+        assert!(problems.iter().any(|p| p.contains("bucket \"user0\" does not start where the one before it ends")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("bucket \"user0\" holds names out of order or outside its range")), "{problems:?}");
     }
 }
