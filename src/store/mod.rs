@@ -61,6 +61,10 @@ pub struct Change {
 pub trait Store: Send + Sync {
     fn get_user(&self, id: Uuid) -> Result<Option<User>>;
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>>;
+    /// [`Store::user_id_by_name`] of every name, answers in the order given.
+    fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
+        names.iter().map(|n| self.user_id_by_name(n)).collect()
+    }
     fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>>;
     fn user_id_by_number(&self, number: u64) -> Result<Option<Uuid>>;
     /// Visit the ids of users in user-name order until `visit` returns false.

@@ -806,6 +806,29 @@ impl Store for SledStore {
         Ok(bucket.find(&name))
     }
 
+    /// In one pass over the index in name order: each bucket is read once for all the names it holds.
+    fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
+        let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_unstable_by(|&a, &b| lowered[a].cmp(&lowered[b]));
+        let mut found = vec![None; names.len()];
+        let mut order = order.into_iter().peekable();
+        while let Some(first) = order.next() {
+            let Some((key, bytes)) = self.name_bucket_of(&lowered[first])? else {
+                continue;
+            };
+            let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
+            found[first] = bucket.find(&lowered[first]);
+            while let Some(&next) = order.peek()
+                && bucket.upper.is_none_or(|upper| lowered[next].as_str() < upper)
+            {
+                found[next] = bucket.find(&lowered[next]);
+                order.next();
+            }
+        }
+        Ok(found)
+    }
+
     fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>> {
         let email = email.to_lowercase();
         let bucket: Bucket<String> = read_bucket(&self.email_index, "email index bucket", &buckets::email_bucket(email.as_bytes()))?;
@@ -1434,6 +1457,13 @@ mod tests {
         let mut sorted: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
         sorted.sort();
         assert_eq!(names_in_order(&store), sorted);
+        // Many names at once, in any order and case, some twice and some absent, as one at a time.
+        let mut asked: Vec<String> = users.iter().rev().map(|u| u.username.to_uppercase()).collect();
+        asked.extend(["", "nobody", "zzz", "u000", &old_b, "zed", "ZED"].map(String::from));
+        let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let one_by_one: Vec<Option<Uuid>> = asked.iter().map(|n| store.user_id_by_name(n).unwrap()).collect();
+        assert_eq!(store.user_ids_by_name(&asked).unwrap(), one_by_one);
+        assert_eq!(one_by_one.iter().filter(|id| id.is_some()).count(), users.len() + 2);
     }
 
     /// Commits from several threads at once, adding users whose names fall in the same buckets and
