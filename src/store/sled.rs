@@ -256,29 +256,16 @@ impl SledStore {
     /// at the next open; the old trees go once every step is done.
     fn bring_up_to_date(&self, version: u32) -> Result<()> {
         const OLD_TREES: [&str; 3] = ["users_by_email", "users_by_number", "users_by_name"];
-        let old = |name: &str| self.db.open_tree(name).map_err(storage);
-        let damaged = |what: &str| Error::Corrupt(format!("an entry of the old {what} index is damaged; the store cannot be brought up to date"));
-        let old_entries = |name: &str, what: &str| -> Result<Vec<(sled::IVec, Uuid)>> {
-            old(name)?.iter().map(|item| {
-                let (key, id) = item.map_err(storage)?;
-                Ok((key, Uuid::from_slice(&id).map_err(|_| damaged(what))?))
-            }).collect()
-        };
         let mark = |version: u32| -> Result<()> {
             self.db.flush().map_err(storage)?;
             self.meta.insert(META_SCHEMA, &version.to_be_bytes()).map_err(storage)?;
             self.db.flush().map_err(storage).map(|_| ())
         };
+        let text = |key: &[u8]| String::from_utf8(key.to_vec()).ok();
         if version < 2 {
             tracing::info!("bringing the store up to schema 2: the email and number indexes move into buckets");
-            let emails = old_entries(OLD_TREES[0], "email")?
-                .into_iter()
-                .map(|(key, id)| Ok((String::from_utf8(key.to_vec()).map_err(|_| damaged("email"))?, id)))
-                .collect::<Result<Vec<_>>>()?;
-            let numbers = old_entries(OLD_TREES[1], "number")?
-                .into_iter()
-                .map(|(key, id)| Ok((u64::from_be_bytes(<[u8; 8]>::try_from(key.as_ref()).map_err(|_| damaged("number"))?), id)))
-                .collect::<Result<Vec<_>>>()?;
+            let emails = self.old_index(OLD_TREES[0], "email", text)?;
+            let numbers = self.old_index(OLD_TREES[1], "number", |key| <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes))?;
             self.email_index.clear().map_err(storage)?;
             self.number_index.clear().map_err(storage)?;
             write_in_order(&self.email_index, email_buckets(emails))?;
@@ -287,10 +274,7 @@ impl SledStore {
         }
         if version < 3 {
             tracing::info!("bringing the store up to schema 3: the user-name index moves into ordered buckets");
-            let names = old_entries(OLD_TREES[2], "user name")?
-                .into_iter()
-                .map(|(key, id)| Ok((String::from_utf8(key.to_vec()).map_err(|_| damaged("user name"))?, id)))
-                .collect::<Result<Vec<_>>>()?;
+            let names = self.old_index(OLD_TREES[2], "user name", text)?;
             self.by_name.clear().map_err(storage)?;
             write_in_order(&self.by_name, name_buckets(names))?;
             mark(3)?;
@@ -302,6 +286,21 @@ impl SledStore {
             }
         }
         Ok(())
+    }
+
+    /// The entries of an index tree of an older schema (one entry per user, the key and the id),
+    /// each key read by `key`.
+    fn old_index<K>(&self, tree: &str, what: &str, key: impl Fn(&[u8]) -> Option<K>) -> Result<Vec<(K, Uuid)>> {
+        let damaged = || Error::Corrupt(format!("an entry of the old {what} index is damaged; the store cannot be brought up to date"));
+        self.db
+            .open_tree(tree)
+            .map_err(storage)?
+            .iter()
+            .map(|item| {
+                let (k, id) = item.map_err(storage)?;
+                Ok((key(&k).ok_or_else(damaged)?, Uuid::from_slice(&id).map_err(|_| damaged())?))
+            })
+            .collect()
     }
 
     fn open_raw(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
