@@ -675,7 +675,12 @@ impl Tx<'_> {
                 };
                 match bucket.place(&key, name) {
                     Place::Here => return Ok(Some((key, bucket))),
-                    Place::After(next) => key = next.to_owned(),
+                    Place::After(next) if next > key.as_str() => key = next.to_owned(),
+                    Place::After(_) => {
+                        return Err(abort(Error::Corrupt(format!(
+                            "the user name index bucket {key:?} ends where it starts or before; nothing was written. Run `mfadmin check`"
+                        ))));
+                    }
                     Place::Before => break,
                 }
             }
@@ -1507,5 +1512,12 @@ mod tests {
         let problems = store.check_indexes().unwrap();
         assert!(problems.iter().any(|p| p.contains("bucket \"user0\" does not start where the one before it ends")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("bucket \"user0\" holds names out of order or outside its range")), "{problems:?}");
+        // A bucket whose bound points back at itself: a new name past it is refused, not followed forever.
+        let (key, bytes) = store.by_name.last().unwrap().unwrap();
+        let mut last: NameBucket = decode("b", &key, &bytes).unwrap();
+        last.upper = Some(String::from_utf8(key.to_vec()).unwrap());
+        store.by_name.insert(&key, encode(&last)).unwrap();
+        let refused = add(&store, &[named("zz-after-everything", 999)]);
+        assert!(matches!(&refused, Err(Error::Corrupt(m)) if m.contains("ends where it starts")), "{refused:?}");
     }
 }
