@@ -367,8 +367,7 @@ mod tests {
     fn the_example_file_documents_every_default() {
         let text = include_str!("../config.example.toml");
         let parsed = Config::parse(text).expect("config.example.toml parses");
-        let mut expected = Config::default();
-        expected.data_dir = parsed.data_dir.clone();
+        let expected = Config { data_dir: parsed.data_dir.clone(), ..Config::default() };
         assert_eq!(parsed, expected, "config.example.toml must show the defaults");
     }
 

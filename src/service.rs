@@ -338,7 +338,7 @@ impl std::fmt::Debug for NewUser {
 /// What comes after a correct password.
 #[derive(Clone, PartialEq, Eq)]
 pub enum LoginStep {
-    Done(NewSession),
+    Done(Box<NewSession>),
     /// A TOTP or recovery code must follow, with this challenge token.
     MfaRequired { challenge: String, expires_at: Timestamp },
     /// The org enforces MFA and the user has none: enroll with this challenge token first.
@@ -1097,7 +1097,7 @@ impl Service {
             MfaStatus::Enrolled | MfaStatus::Locked => challenge(SessionKind::MfaChallenge),
             MfaStatus::MustEnroll => challenge(SessionKind::EnrollChallenge),
             MfaStatus::Pending if enforced => challenge(SessionKind::EnrollChallenge),
-            MfaStatus::NotEnrolled | MfaStatus::Pending => Ok(LoginStep::Done(self.new_session(&user, source, now)?)),
+            MfaStatus::NotEnrolled | MfaStatus::Pending => Ok(LoginStep::Done(Box::new(self.new_session(&user, source, now)?))),
         }
     }
 

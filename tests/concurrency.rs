@@ -187,7 +187,7 @@ fn concurrent_resets_enrollments_logins_and_enforcement_agree_with_a_serial_orde
             let t = tick();
             let step = svc.login_password(&name, PASSWORD, "test", t);
             let session = match step {
-                Ok(LoginStep::Done(s)) => Some(s),
+                Ok(LoginStep::Done(s)) => Some(*s),
                 Ok(LoginStep::MfaRequired { challenge, .. }) => {
                     let t = tick();
                     svc.login_code(&challenge, &totp::code_at(&secrets[&name], t as u64), "test", t).ok()

@@ -285,12 +285,12 @@ fn the_service_follows_the_role_table_in_every_cell() {
         let (_, actor) = login(&t.svc, &me, Some(&secrets[&me]), T0 + 60);
         for target_role in Role::ALL {
             let target = format!("{actor_role}-{target_role}");
-            let r = t.svc.reset_mfa(&actor, &[target.clone()], Some("table"), false, T0 + 90).unwrap();
+            let r = t.svc.reset_mfa(&actor, std::slice::from_ref(&target), Some("table"), false, T0 + 90).unwrap();
             let allowed = policy::may_reset(actor_role, target_role, false).is_ok();
             let expected = if allowed { ResetOutcome::Reset } else { ResetOutcome::Denied };
             assert_eq!(r.results[0].outcome, expected, "{actor_role} resets {target_role}");
         }
-        let r = t.svc.reset_mfa(&actor, &[me.clone()], Some("self"), false, T0 + 90).unwrap();
+        let r = t.svc.reset_mfa(&actor, std::slice::from_ref(&me), Some("self"), false, T0 + 90).unwrap();
         let expected = if actor_role == Role::Auditor { ResetOutcome::Denied } else { ResetOutcome::Reset };
         assert_eq!(r.results[0].outcome, expected, "{actor_role} resets self");
     }

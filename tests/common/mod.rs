@@ -61,7 +61,7 @@ pub fn enroll(svc: &Service, username: &str, now: i64) -> (Vec<u8>, Vec<String>)
 pub fn login(svc: &Service, username: &str, secret: Option<&[u8]>, now: i64) -> (String, Actor) {
     use mfadmin::service::LoginStep;
     let session = match svc.login_password(username, PASSWORD, "test", now).unwrap() {
-        LoginStep::Done(s) => s,
+        LoginStep::Done(s) => *s,
         LoginStep::MfaRequired { challenge, .. } => {
             let code = totp::code_at(secret.expect("user has MFA: pass its secret"), now as u64);
             svc.login_code(&challenge, &code, "test", now).unwrap()
