@@ -606,8 +606,14 @@ impl UserTable {
         let first_row = first_word * 64;
         let mut rest = vec![0u64; words.len()];
         let mut left = 0;
+        // Past this many rows left, the whole index is searched at the end anyway, and finds where
+        // the needle first occurs in every row: a row is then no longer checked where the shorter
+        // text was found (which would read the index once more).
+        let many = words.len() * 64 / NARROW_ROW_BY_ROW;
+        let whole_index = !needle.contains(&(SEP as u8));
         let mut touched = 0;
         for w in 0..words.len() {
+            let resume = resume && !(whole_index && left > many);
             if resume
                 && let Some(&ahead) = words.get(w + 1)
                 && ahead.count_ones() < TOUCH_BELOW
@@ -637,7 +643,7 @@ impl UserTable {
             }
         }
         std::hint::black_box(touched);
-        if left > words.len() * 64 / NARROW_ROW_BY_ROW && !needle.contains(&(SEP as u8)) {
+        if whole_index && left > many {
             let mut found = vec![0u64; words.len()];
             self.text_hits(&search.finder, first_word, &mut found, firsts);
             words.iter_mut().zip(rest.iter().zip(found)).for_each(|(w, (r, f))| *w |= r & f);
