@@ -7,6 +7,7 @@
 //! index, also read in name order, is kept in ordered buckets instead (`names`).
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use uuid::Uuid;
 
 /// Emails are spread over 2^16 buckets by a hash of the lower-cased email.
@@ -41,8 +42,12 @@ impl<K> Bucket<K> {
 }
 
 impl<K: Ord> Bucket<K> {
-    pub fn find(&self, key: &K) -> Option<Uuid> {
-        self.0.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| self.0[i].1)
+    /// The id under `key` (a `&str` finds a `String` key).
+    pub fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Option<Uuid>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key)).ok().map(|i| self.0[i].1)
     }
 
     /// Add `key`; false (and nothing changed) when it is already there.
@@ -56,8 +61,11 @@ impl<K: Ord> Bucket<K> {
         }
     }
 
-    pub fn remove(&mut self, key: &K) {
-        if let Ok(at) = self.0.binary_search_by(|(k, _)| k.cmp(key)) {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        if let Ok(at) = self.0.binary_search_by(|(k, _)| k.borrow().cmp(key)) {
             self.0.remove(at);
         }
     }

@@ -7,6 +7,7 @@
 //! proportional to its pages, and a million one-name entries took as many pages as the user records
 //! themselves; in buckets they take a few thousand.
 
+use super::buckets::Bucket;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ pub const FILL: usize = 48;
 pub struct NameBucket {
     /// The next bucket's key, the first name this bucket does not cover; `None` for the last bucket.
     pub upper: Option<String>,
-    pub entries: Vec<(String, Uuid)>,
+    pub entries: Bucket<String>,
 }
 
 /// A stored bucket read in place, without copying its names (the same encoding as [`NameBucket`]).
@@ -29,13 +30,7 @@ pub struct NameBucketRef<'a> {
     #[serde(borrow)]
     pub upper: Option<&'a str>,
     #[serde(borrow)]
-    pub entries: Vec<(&'a str, Uuid)>,
-}
-
-impl NameBucketRef<'_> {
-    pub fn find(&self, name: &str) -> Option<Uuid> {
-        self.entries.binary_search_by(|(n, _)| (*n).cmp(name)).ok().map(|i| self.entries[i].1)
-    }
+    pub entries: Bucket<&'a str>,
 }
 
 /// Where a bucket keyed `key` sends `name`: it holds it, or a later bucket does, or an earlier one.
@@ -57,42 +52,22 @@ impl NameBucket {
         }
     }
 
-    pub fn find(&self, name: &str) -> Option<Uuid> {
-        self.entries.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.entries[i].1)
-    }
-
-    /// Add `name`; false (and nothing changed) when it is already there.
-    pub fn insert(&mut self, name: String, id: Uuid) -> bool {
-        match self.entries.binary_search_by(|(n, _)| n.cmp(&name)) {
-            Ok(_) => false,
-            Err(at) => {
-                self.entries.insert(at, (name, id));
-                true
-            }
-        }
-    }
-
-    pub fn remove(&mut self, name: &str) {
-        if let Ok(at) = self.entries.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
-            self.entries.remove(at);
-        }
-    }
-
     /// When this bucket holds more than [`SPLIT_ABOVE`] names, move its upper half into a new
     /// bucket and return it with its key (its first name); this bucket then ends there.
     pub fn split(&mut self) -> Option<(String, NameBucket)> {
-        if self.entries.len() <= SPLIT_ABOVE {
+        let names = &mut self.entries.0;
+        if names.len() <= SPLIT_ABOVE {
             return None;
         }
-        let entries = self.entries.split_off(self.entries.len() / 2);
-        let key = entries[0].0.clone();
+        let entries = Bucket(names.split_off(names.len() / 2));
+        let key = entries.0[0].0.clone();
         let upper = self.upper.replace(key.clone());
         Some((key, NameBucket { upper, entries }))
     }
 
     /// Is every name in order, there once, and inside this bucket's range?
     pub fn is_sound(&self, key: &str) -> bool {
-        self.entries.windows(2).all(|pair| pair[0].0 < pair[1].0) && self.entries.iter().all(|(n, _)| self.place(key, n) == Place::Here)
+        self.entries.is_sorted() && self.entries.0.iter().all(|(n, _)| self.place(key, n) == Place::Here)
     }
 }
 
@@ -106,7 +81,7 @@ pub fn group(entries: Vec<(String, Uuid)>) -> Vec<(String, NameBucket)> {
         if let Some((_, previous)) = buckets.last_mut() {
             previous.upper = Some(key.clone());
         }
-        buckets.push((key, NameBucket { upper: None, entries: chunk }));
+        buckets.push((key, NameBucket { upper: None, entries: Bucket(chunk) }));
     }
     buckets
 }
@@ -136,20 +111,20 @@ mod tests {
             let holders: Vec<&String> = buckets.iter().filter(|(k, b)| b.place(k, name) == Place::Here).map(|(k, _)| k).collect();
             assert_eq!(holders.len(), 1, "{name} has exactly one bucket");
             let bucket = &buckets.iter().find(|(k, _)| k == holders[0]).unwrap().1;
-            assert!(bucket.find(name).is_some());
+            assert!(bucket.entries.find(name.as_str()).is_some());
         }
     }
 
     #[test]
     fn a_full_bucket_splits_in_two_that_cover_its_range() {
-        let mut bucket = NameBucket { upper: Some("zz".into()), entries: Vec::new() };
+        let mut bucket = NameBucket { upper: Some("zz".into()), entries: Bucket::new() };
         for i in 0..=SPLIT_ABOVE {
             assert!(bucket.split().is_none(), "not full yet");
-            assert!(bucket.insert(format!("m{i:03}"), Uuid::from_u128(i as u128)));
+            assert!(bucket.entries.insert(format!("m{i:03}"), Uuid::from_u128(i as u128)));
         }
-        assert!(!bucket.insert("m000".into(), Uuid::nil()), "a name already there is refused");
+        assert!(!bucket.entries.insert("m000".into(), Uuid::nil()), "a name already there is refused");
         let (key, right) = bucket.split().expect("one past full splits");
-        assert_eq!(bucket.entries.len() + right.entries.len(), SPLIT_ABOVE + 1);
+        assert_eq!(bucket.entries.0.len() + right.entries.0.len(), SPLIT_ABOVE + 1);
         assert_eq!(bucket.upper.as_deref(), Some(key.as_str()));
         assert_eq!(right.upper.as_deref(), Some("zz"), "the new bucket ends where the old one did");
         assert!(bucket.is_sound("m") && right.is_sound(&key));
@@ -163,8 +138,8 @@ mod tests {
         let bucket = group(names(&["ann", "bob", "cy"])).remove(0).1;
         let bytes = postcard::to_allocvec(&bucket).unwrap();
         let read: NameBucketRef = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(read.find("bob"), bucket.find("bob"));
-        assert_eq!(read.find("bo"), None);
+        assert_eq!(read.entries.find("bob"), bucket.entries.find("bob"));
+        assert_eq!(read.entries.find("bo"), None);
         assert_eq!(read.upper, None);
     }
 }

@@ -412,7 +412,7 @@ impl SledStore {
                 problems.push(format!("the user name index bucket {key:?} holds names out of order or outside its range: lookups in it can miss"));
             }
             next = bucket.upper;
-            entries.extend(bucket.entries.into_iter().map(|(name, id)| (name.into_bytes(), Some(id))));
+            entries.extend(bucket.entries.0.into_iter().map(|(name, id)| (name.into_bytes(), Some(id))));
         }
         if let Some(end) = next.filter(|end| !end.is_empty()) {
             problems.push(format!("the last user name index bucket ends at {end:?}, where no bucket starts: names from there on cannot be found"));
@@ -632,7 +632,7 @@ impl Tx<'_> {
         id: Uuid,
     ) -> Result<bool, Abort> {
         if let Some((bucket, key)) = old {
-            self.edit_bucket(tree, what, bucket, |b| b.remove(key))?;
+            self.edit_bucket(tree, what, bucket, |b: &mut Bucket<K>| b.remove(key))?;
         }
         let mut free = false;
         self.edit_bucket(tree, what, new_bucket, |b| free = b.insert(new_key, id))?;
@@ -695,21 +695,21 @@ impl Tx<'_> {
         let Some((_, bucket)) = self.name_bucket(&new)? else {
             return Ok(());
         };
-        if bucket.find(&new).is_some() {
+        if bucket.entries.find(&new).is_some() {
             return Err(abort(Error::Conflict(format!("the user name {:?} is already taken", user.username))));
         }
         if let Some(old) = old {
             let Some((key, mut bucket)) = self.name_bucket(old)? else {
                 return Ok(());
             };
-            bucket.remove(old);
+            bucket.entries.remove(old);
             self.by_name.insert(key.as_bytes(), encode(&bucket))?;
         }
         // Read again: the old name may have left the same bucket.
         let Some((key, mut bucket)) = self.name_bucket(&new)? else {
             return Ok(());
         };
-        bucket.insert(new, user.id);
+        bucket.entries.insert(new, user.id);
         // A bucket left empty stays: removing it would move the bound of the bucket before it.
         if let Some((split_key, upper_half)) = bucket.split() {
             self.by_name.insert(split_key.as_bytes(), encode(&upper_half))?;
@@ -802,12 +802,7 @@ impl Store for SledStore {
     }
 
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        let name = name.to_lowercase();
-        let Some((key, bytes)) = self.name_bucket_of(&name)? else {
-            return Ok(None);
-        };
-        let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
-        Ok(bucket.find(&name))
+        Ok(self.user_ids_by_name(&[name])?.pop().flatten())
     }
 
     /// In one pass over the index in name order: each bucket is read once for all the names it holds.
@@ -822,11 +817,11 @@ impl Store for SledStore {
                 continue;
             };
             let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
-            found[first] = bucket.find(&lowered[first]);
+            found[first] = bucket.entries.find(lowered[first].as_str());
             while let Some(&next) = order.peek()
                 && bucket.upper.is_none_or(|upper| lowered[next].as_str() < upper)
             {
-                found[next] = bucket.find(&lowered[next]);
+                found[next] = bucket.entries.find(lowered[next].as_str());
                 order.next();
             }
         }
@@ -848,7 +843,7 @@ impl Store for SledStore {
         for item in self.by_name.iter() {
             let (key, bytes) = item.map_err(storage)?;
             let bucket: NameBucketRef = decode_in_place("user name index bucket", &key, &bytes)?;
-            if !bucket.entries.iter().all(|(_, id)| visit(*id)) {
+            if !bucket.entries.0.iter().all(|(_, id)| visit(*id)) {
                 break;
             }
         }
@@ -1075,7 +1070,7 @@ impl Store for SledStore {
             return Err(Error::Conflict(format!("the user id {} is already taken; no user was written", describe_key(&key))));
         }
         drop(ids);
-        let stored_names = Self::bucket_entries::<NameBucket>(&self.by_name, "user name index bucket")?.into_iter().flat_map(|(_, b)| b.entries);
+        let stored_names = Self::bucket_entries::<NameBucket>(&self.by_name, "user name index bucket")?.into_iter().flat_map(|(_, b)| b.entries.0);
         let names = merge_entries(stored_names, "user name", users.iter().map(|u| (u.username.to_lowercase(), u.id)), String::clone)?;
         let emails = merge_entries(Self::stored_entries(&self.email_index, "email index bucket")?, "email", users.iter().map(|u| (u.email.to_lowercase(), u.id)), String::clone)?;
         let numbers = merge_entries(Self::stored_entries(&self.number_index, "number index bucket")?, "number", users.iter().map(|u| (u.number, u.id)), u64::to_string)?;
@@ -1507,7 +1502,7 @@ mod tests {
         let (key, bytes) = store.by_name.iter().nth(1).unwrap().unwrap();
         let mut second: NameBucket = decode("b", &key, &bytes).unwrap();
         store.by_name.remove(&key).unwrap();
-        second.entries.insert(0, ("a-stray".into(), Uuid::new_v4()));
+        second.entries.0.insert(0, ("a-stray".into(), Uuid::new_v4()));
         store.by_name.insert("user0", encode(&second)).unwrap();
         let problems = store.check_indexes().unwrap();
         assert!(problems.iter().any(|p| p.contains("bucket \"user0\" does not start where the one before it ends")), "{problems:?}");
