@@ -1,0 +1,272 @@
+//! Logins, the second-factor check they share with validation, sessions and bearer tokens.
+
+use crate::auth::{password, token, totp};
+use crate::domain::audit::Outcome;
+use crate::domain::mfa::{MfaState, MfaStatus};
+use crate::domain::user::{self, Status, User, UserView};
+use crate::domain::Timestamp;
+use crate::error::{Error, Result};
+use crate::store::{Change, Session, SessionKind, TokenHash, UserWrite};
+use serde::{Deserialize, Serialize};
+use super::{Actor, Confirmed, Enrollment, Principal, Service, about, draft, principal_of};
+
+/// A fresh bearer token. The token itself exists only here; the store keeps its hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewSession {
+    pub token: String,
+    pub expires_at: String,
+    pub user: UserView,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewSession({}, <token>)", self.user.username)
+    }
+}
+
+/// What comes after a correct password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LoginStep {
+    Done(Box<NewSession>),
+    /// A TOTP or recovery code must follow, with this challenge token.
+    MfaRequired { challenge: String, expires_at: Timestamp },
+    /// The org enforces MFA and the user has none: enroll with this challenge token first.
+    EnrollmentRequired { challenge: String, expires_at: Timestamp },
+}
+
+impl std::fmt::Debug for LoginStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginStep::Done(s) => write!(f, "Done({s:?})"),
+            LoginStep::MfaRequired { expires_at, .. } => write!(f, "MfaRequired(<challenge>, expires {expires_at})"),
+            LoginStep::EnrollmentRequired { expires_at, .. } => write!(f, "EnrollmentRequired(<challenge>, expires {expires_at})"),
+        }
+    }
+}
+
+impl Service {
+    pub(super) fn record_wrong_code(&self, actor: &Actor, user: &User, action: &str, now: Timestamp) -> Result<()> {
+        let mut next = user.clone();
+        next.lockout = self.policy.lockout.after_failure(&user.lockout, now);
+        let mut event = about(draft(actor, action, now), user);
+        event.outcome = Outcome::Failure;
+        event.detail = Some(match next.lockout.locked_until {
+            Some(t) if t > now => format!("wrong code ({} in a row); locked for {} s", next.lockout.failures, t - now),
+            _ => format!("wrong code ({} in a row)", next.lockout.failures),
+        });
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })
+    }
+
+    /// Check a TOTP code or a recovery code as the second factor of `user`, consuming it: a code's
+    /// time step, or a recovery code, is accepted once. Wrong codes count towards the lockout.
+    pub(super) fn verify_second_factor(&self, actor: &Actor, user: &User, code: &str, now: Timestamp) -> Result<()> {
+        let MfaState::Enrolled { secret, enrolled_at, last_step } = &user.mfa else {
+            return Err(Error::Conflict(format!("{} has no MFA enrolled", user.username)));
+        };
+        if user.lockout.is_locked(now) {
+            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+        }
+        let mut next = user.clone();
+        let accepted = if totp::looks_like_code(code) {
+            let plain = self.sealer.open(&secret.0, user.id.as_bytes())?;
+            match totp::check(&plain, code, now.max(0) as u64, self.policy.totp_skew) {
+                Some(step) if step > *last_step => {
+                    next.mfa = MfaState::Enrolled { secret: secret.clone(), enrolled_at: *enrolled_at, last_step: step };
+                    Some("totp")
+                }
+                Some(_) => {
+                    self.record_wrong_code(actor, user, "auth.mfa", now)?;
+                    return Err(Error::Unauthenticated(
+                        "that code was already used; wait for the next code from the app".into(),
+                    ));
+                }
+                None => None,
+            }
+        } else {
+            token::normalize_recovery_code(code).and_then(|c| {
+                let h = token::hash(&c);
+                let pos = user.recovery_codes.iter().position(|stored| stored == &h)?;
+                next.recovery_codes.remove(pos);
+                Some("recovery code")
+            })
+        };
+        let Some(kind) = accepted else {
+            self.record_wrong_code(actor, user, "auth.mfa", now)?;
+            return Err(Error::Unauthenticated("wrong code".into()));
+        };
+        next.lockout = Default::default();
+        next.last_login_at = Some(now);
+        let mut event = about(draft(actor, "auth.mfa", now), user);
+        event.detail = Some(format!("accepted a {kind}"));
+        self.commit(Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+            audit: vec![event],
+            ..Change::default()
+        })
+    }
+
+    pub(super) fn put_token(&self, user: &User, kind: SessionKind, lifetime: i64, now: Timestamp, extra: Change) -> Result<(String, Timestamp)> {
+        let secret = token::new_token();
+        let expires_at = now + lifetime;
+        let mut change = extra;
+        change
+            .sessions_put
+            .push((token::hash(&secret), Session { user_id: user.id, kind, created_at: now, expires_at }));
+        self.commit(change)?;
+        Ok((secret, expires_at))
+    }
+
+    pub(super) fn new_session(&self, user: &User, source: &str, now: Timestamp) -> Result<NewSession> {
+        let mut logged_in = user.clone();
+        logged_in.last_login_at = Some(now);
+        let actor = Actor { principal: principal_of(user), source: source.into() };
+        let extra = Change {
+            users: vec![UserWrite { expected_version: Some(user.version), user: logged_in.clone() }],
+            audit: vec![about(draft(&actor, "auth.login", now), user)],
+            ..Change::default()
+        };
+        let (token, expires_at) = self.put_token(user, SessionKind::Session, self.policy.session_secs, now, extra)?;
+        Ok(NewSession { token, expires_at: user::rfc3339(expires_at), user: self.view(&logged_in, now)? })
+    }
+
+    /// First step of a login: the password. Unknown users, wrong passwords and disabled accounts
+    /// all get the same answer, after the same time.
+    pub fn login_password(&self, username: &str, password_given: &str, source: &str, now: Timestamp) -> Result<LoginStep> {
+        let denied = || Error::Unauthenticated("wrong user name or password".into());
+        let user = match self.store.user_id_by_name(username.trim())? {
+            Some(id) => self.store.get_user(id)?,
+            None => None,
+        };
+        let Some(user) = user else {
+            password::verify_dummy(password_given);
+            return Err(denied());
+        };
+        let ok = match &user.password_hash {
+            Some(phc) => password::verify(password_given, phc),
+            None => {
+                password::verify_dummy(password_given);
+                false
+            }
+        };
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        if !ok || user.status != Status::Active {
+            let mut event = about(draft(&actor, "auth.login", now), &user);
+            event.outcome = Outcome::Failure;
+            event.detail = Some(if ok { "account disabled".into() } else { "wrong password".into() });
+            self.commit(Change { audit: vec![event], ..Change::default() })?;
+            return Err(denied());
+        }
+        if user.lockout.is_locked(now) {
+            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+        }
+        let enforced = self.org_enforces(&user.org)?;
+        let challenge = |kind: SessionKind| -> Result<LoginStep> {
+            let enroll = kind == SessionKind::EnrollChallenge;
+            let (challenge, expires_at) = self.put_token(&user, kind, self.policy.challenge_secs, now, Change::default())?;
+            Ok(if enroll {
+                LoginStep::EnrollmentRequired { challenge, expires_at }
+            } else {
+                LoginStep::MfaRequired { challenge, expires_at }
+            })
+        };
+        match user.mfa_status(enforced, now) {
+            MfaStatus::Enrolled | MfaStatus::Locked => challenge(SessionKind::MfaChallenge),
+            MfaStatus::MustEnroll => challenge(SessionKind::EnrollChallenge),
+            MfaStatus::Pending if enforced => challenge(SessionKind::EnrollChallenge),
+            MfaStatus::NotEnrolled | MfaStatus::Pending => Ok(LoginStep::Done(Box::new(self.new_session(&user, source, now)?))),
+        }
+    }
+
+    pub(super) fn challenge_user(&self, challenge: &str, expected: &SessionKind, now: Timestamp) -> Result<(TokenHash, User)> {
+        let hash = token::hash(challenge.trim());
+        let session = self.store.get_session(&hash)?.filter(|s| &s.kind == expected && s.expires_at > now);
+        let Some(session) = session else {
+            return Err(Error::Unauthenticated("the login challenge is unknown or expired; log in again".into()));
+        };
+        let user = self
+            .store
+            .get_user(session.user_id)?
+            .filter(|u| u.status == Status::Active)
+            .ok_or_else(|| Error::Unauthenticated("the account is no longer active".into()))?;
+        Ok((hash, user))
+    }
+
+    /// Second step of a login: a TOTP or recovery code for the challenge from the first step.
+    pub fn login_code(&self, challenge: &str, code: &str, source: &str, now: Timestamp) -> Result<NewSession> {
+        let (hash, user) = self.challenge_user(challenge, &SessionKind::MfaChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        self.verify_second_factor(&actor, &user, code, now)?;
+        let user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.commit(Change { sessions_delete: vec![hash], ..Change::default() })?;
+        self.new_session(&user, source, now)
+    }
+
+    /// Enrollment required at login: issue the secret for the challenge's user.
+    pub fn login_enroll_begin(&self, challenge: &str, issuer: &str, source: &str, now: Timestamp) -> Result<Enrollment> {
+        let (_, user) = self.challenge_user(challenge, &SessionKind::EnrollChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        self.begin_enrollment_for(&actor, user, issuer, now)
+    }
+
+    /// Enrollment required at login: confirm with the first code; the login completes.
+    pub fn login_enroll_confirm(
+        &self,
+        challenge: &str,
+        code: &str,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<(NewSession, Confirmed)> {
+        let (hash, user) = self.challenge_user(challenge, &SessionKind::EnrollChallenge, now)?;
+        let actor = Actor { principal: principal_of(&user), source: source.into() };
+        let confirmed = self.confirm_enrollment_for(&actor, user.clone(), code, now)?;
+        let user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.commit(Change { sessions_delete: vec![hash], ..Change::default() })?;
+        Ok((self.new_session(&user, source, now)?, confirmed))
+    }
+
+    /// The actor a bearer token (session or API key) stands for.
+    pub fn authenticate(&self, bearer: &str, source: &str, now: Timestamp) -> Result<Actor> {
+        let session = self
+            .store
+            .get_session(&token::hash(bearer.trim()))?
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+        if session.expires_at <= now {
+            return Err(Error::Unauthenticated("the token has expired; log in again".into()));
+        }
+        let user = self
+            .store
+            .get_user(session.user_id)?
+            .filter(|u| u.status == Status::Active)
+            .ok_or_else(|| Error::Unauthenticated("the account behind this token is disabled or gone".into()))?;
+        let principal = match session.kind {
+            SessionKind::Session => principal_of(&user),
+            SessionKind::ApiKey { name, role } => {
+                Principal::ApiKey { user_id: user.id, name, org: user.org.clone(), role: role.max(user.role) }
+            }
+            SessionKind::MfaChallenge | SessionKind::EnrollChallenge => {
+                return Err(Error::Unauthenticated("the login is not finished: send the MFA code first".into()));
+            }
+        };
+        Ok(Actor { principal, source: source.into() })
+    }
+
+    /// Act as a named user without a password: only the console (which holds the key file) may.
+    pub fn act_as(&self, actor: &Actor, username: &str, source: &str) -> Result<Actor> {
+        if !matches!(actor.principal, Principal::Console { .. }) {
+            return Err(Error::Forbidden("only the console operator can act as another user".into()));
+        }
+        let user = self.visible_user(actor, username)?;
+        if user.status != Status::Active {
+            return Err(Error::Forbidden(format!("{} is disabled", user.username)));
+        }
+        Ok(Actor { principal: principal_of(&user), source: source.into() })
+    }
+
+    pub fn logout(&self, bearer: &str) -> Result<()> {
+        self.commit(Change { sessions_delete: vec![token::hash(bearer.trim())], ..Change::default() })
+    }
+}

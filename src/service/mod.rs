@@ -1,0 +1,497 @@
+//! The one admin service every front end calls: authorization, audit and every operation, once.
+//! This file holds the service itself, who acts ([`Actor`]) and the one commit path (group commit,
+//! directory upkeep); each capability has its own file (a reset is decided in `reset.rs`).
+
+mod apikeys;
+mod audit;
+mod enroll;
+mod import;
+mod login;
+mod orgs;
+mod reset;
+mod users;
+
+pub use apikeys::*;
+pub use audit::*;
+pub use enroll::*;
+pub use import::*;
+pub use login::*;
+pub use orgs::*;
+pub use reset::*;
+pub use users::*;
+
+use crate::auth::seal::Sealer;
+use crate::config::Policy;
+use crate::domain::directory::{Directory, Summary};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::mfa::SealedSecret;
+use crate::domain::role::Role;
+use crate::domain::user::{User, UserView};
+use crate::domain::Timestamp;
+use crate::error::{Error, Result};
+use crate::store::{Change, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use uuid::Uuid;
+
+const META_KEY_CHECK: &str = "key_check";
+
+const KEY_CHECK_PLAINTEXT: &[u8] = b"mfadmin key check";
+
+const MAX_REASON_LEN: usize = 500;
+
+/// Who is acting, and through which door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: Principal,
+    /// `cli`, `tui`, `http` or `http:<vendor>`, recorded in every audit event.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator at the machine that holds the store and its key file: acts as Owner in every org.
+    Console { os_user: String },
+    User { id: Uuid, username: String, org: String, role: Role },
+    ApiKey { user_id: Uuid, name: String, org: String, role: Role },
+}
+
+impl Actor {
+    pub fn console(source: &str) -> Actor {
+        Actor { principal: Principal::Console { os_user: os_user_name() }, source: source.into() }
+    }
+
+    pub fn role(&self) -> Role {
+        match &self.principal {
+            Principal::Console { .. } => Role::Owner,
+            Principal::User { role, .. } | Principal::ApiKey { role, .. } => *role,
+        }
+    }
+
+    /// The org the actor acts in; `None` for the console, which sees every org.
+    pub fn org(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::Console { .. } => None,
+            Principal::User { org, .. } | Principal::ApiKey { org, .. } => Some(org),
+        }
+    }
+
+    /// The user the actor is, if any (an API key is not its creator).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match &self.principal {
+            Principal::User { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The name written into audit events.
+    pub fn audit_name(&self) -> String {
+        match &self.principal {
+            Principal::Console { os_user } => format!("console:{os_user}"),
+            Principal::User { username, .. } => username.clone(),
+            Principal::ApiKey { name, .. } => format!("apikey:{name}"),
+        }
+    }
+
+    fn sees(&self, user: &User) -> bool {
+        self.org().is_none_or(|org| org == user.org)
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    policy: Policy,
+    /// Summaries of every user for listing; built on first use (or by [`Service::warm_directory`]),
+    /// then kept in step by `store_commit`.
+    directory: RwLock<DirectoryState>,
+    /// Held while the directory is built, so that it is built once.
+    building: Mutex<()>,
+    /// Durable commits of concurrent callers, shared (see [`Service::commit_durable`]).
+    group: Mutex<GroupCommit>,
+    group_done: Condvar,
+}
+
+/// Gives up the lead of a group commit, and answers the units it held, when the leader unwinds.
+struct Lead<'a>(&'a Service, Vec<u64>);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut group = self.0.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ticket in &self.1 {
+            group.results.insert(*ticket, Err(Error::Storage("the commit was interrupted".into())));
+        }
+        group.leading = false;
+        self.0.group_done.notify_all();
+    }
+}
+
+/// Units of work waiting for the next shared commit, and the results of the last ones.
+#[derive(Default)]
+struct GroupCommit {
+    waiting: Vec<(u64, Vec<Change>)>,
+    results: HashMap<u64, Result<()>>,
+    next_ticket: u64,
+    /// A caller is committing the units it took from `waiting`.
+    leading: bool,
+}
+
+enum DirectoryState {
+    NotBuilt,
+    /// Being read from the store; writes meanwhile are kept here and applied when it is done.
+    Building { users: Vec<Summary>, orgs: Vec<(String, bool)> },
+    Built(Directory),
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+/// An audit event of `actor` doing `action`, successful, about no user (yet).
+pub(crate) fn draft(actor: &Actor, action: &str, now: Timestamp) -> AuditDraft {
+    AuditDraft {
+        at: now,
+        actor: actor.audit_name(),
+        action: action.into(),
+        target_id: None,
+        target: None,
+        org: actor.org().map(str::to_string),
+        outcome: Outcome::Success,
+        reason: None,
+        detail: None,
+        source: actor.source.clone(),
+    }
+}
+
+fn about(mut d: AuditDraft, user: &User) -> AuditDraft {
+    d.target_id = Some(user.id);
+    d.target = Some(user.username.clone());
+    d.org = Some(user.org.clone());
+    d
+}
+
+/// The operating-system account running this process: `$USER`, else the passwd entry of our uid.
+fn os_user_name() -> String {
+    if let Some(name) = ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty())) {
+        return name;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let found = passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            });
+            return found.unwrap_or_else(|| format!("uid{uid}"));
+        }
+    }
+    "unknown".into()
+}
+
+fn principal_of(user: &User) -> Principal {
+    Principal::User { id: user.id, username: user.username.clone(), org: user.org.clone(), role: user.role }
+}
+
+fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
+    if lowered_needle.is_empty() {
+        true
+    } else if haystack.is_ascii() && lowered_needle.is_ascii() {
+        haystack.as_bytes().windows(lowered_needle.len()).any(|w| w.eq_ignore_ascii_case(lowered_needle.as_bytes()))
+    } else {
+        haystack.to_lowercase().contains(lowered_needle)
+    }
+}
+
+impl Service {
+    /// A service over `store`, checking that `sealer` holds the key this store was created with.
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, policy: Policy) -> Result<Service> {
+        match store.get_meta(META_KEY_CHECK)? {
+            Some(sealed) => {
+                sealer.open(&sealed, META_KEY_CHECK.as_bytes()).map_err(|_| {
+                    Error::KeyFile(
+                        "the key file does not belong to this store (its secrets would not open). \
+                         Point --key-file (MFADMIN_KEY_FILE) at the key created with this store"
+                            .into(),
+                    )
+                })?;
+            }
+            None => {
+                let check = sealer.seal(KEY_CHECK_PLAINTEXT, META_KEY_CHECK.as_bytes());
+                store.commit(&[Change { meta_put: vec![(META_KEY_CHECK, check)], ..Change::default() }])?;
+                store.flush()?;
+            }
+        }
+        Ok(Service {
+            store,
+            sealer,
+            policy,
+            directory: RwLock::new(DirectoryState::NotBuilt),
+            building: Mutex::new(()),
+            group: Mutex::default(),
+            group_done: Condvar::new(),
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Seal a TOTP secret for `user` with this store's key (for generated demo users).
+    pub fn seal_secret(&self, user: Uuid, secret: &[u8]) -> SealedSecret {
+        SealedSecret(self.sealer.seal(secret, user.as_bytes()))
+    }
+
+    /// Commit a unit of work and make it durable.
+    fn commit(&self, change: Change) -> Result<()> {
+        self.commit_durable(vec![change])
+    }
+
+    /// Commit `changes` atomically and make them durable, sharing the transaction and the flush
+    /// with whoever else commits at the same moment (group commit): the first caller in leads and
+    /// commits every unit waiting, in one transaction, then flushes once. When that transaction
+    /// fails, each caller's units are committed alone, so each caller gets its own answer.
+    fn commit_durable(&self, changes: Vec<Change>) -> Result<()> {
+        let lock = || self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut group = lock();
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        group.waiting.push((ticket, changes));
+        loop {
+            if let Some(result) = group.results.remove(&ticket) {
+                return result;
+            }
+            if group.leading {
+                group = self.group_done.wait(group).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            group.leading = true;
+            let units = std::mem::take(&mut group.waiting);
+            drop(group);
+            // Should the commit panic, the next caller leads instead of everyone waiting forever.
+            let lead = Lead(self, units.iter().map(|(t, _)| *t).collect());
+            let results = self.commit_group(units);
+            std::mem::forget(lead);
+            group = lock();
+            group.results.extend(results);
+            group.leading = false;
+            self.group_done.notify_all();
+        }
+    }
+
+    fn commit_group(&self, units: Vec<(u64, Vec<Change>)>) -> Vec<(u64, Result<()>)> {
+        let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+        let mut results: Vec<(u64, Result<()>)> = match self.store_commit(&all) {
+            Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
+            Err(e) if units.len() == 1 => vec![(units[0].0, Err(e))],
+            Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+        };
+        if results.iter().any(|(_, r)| r.is_ok())
+            && let Err(e) = self.store.flush()
+        {
+            let why = e.to_string();
+            for (_, r) in &mut results {
+                if r.is_ok() {
+                    *r = Err(Error::Storage(why.clone()));
+                }
+            }
+        }
+        results
+    }
+
+    /// The only way changes reach the store: commit them atomically, then note the users and orgs
+    /// they wrote in the directory.
+    fn store_commit(&self, changes: &[Change]) -> Result<()> {
+        self.store.commit(changes)?;
+        if changes.iter().all(|c| c.users.is_empty() && c.orgs.is_empty()) {
+            return Ok(());
+        }
+        let summaries = || {
+            changes
+                .iter()
+                .flat_map(|c| &c.users)
+                .map(|write| {
+                    let mut summary = Summary::of(&write.user);
+                    summary.version = write.expected_version.map_or(1, |v| v + 1);
+                    summary
+                })
+                .collect::<Vec<_>>()
+        };
+        let orgs = changes.iter().flat_map(|c| &c.orgs).map(|o| (o.key.clone(), o.mfa_enforced));
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &mut *guard {
+            DirectoryState::NotBuilt => {}
+            DirectoryState::Building { users, orgs: pending } => {
+                users.extend(summaries());
+                pending.extend(orgs);
+            }
+            DirectoryState::Built(directory) => {
+                for (org, enforced) in orgs {
+                    directory.set_enforced(&org, enforced);
+                }
+                directory.upsert_many(summaries());
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the user directory now, if it is not built yet (`mfadmin serve` does this in the
+    /// background once it listens, so that the first listing does not pay for it).
+    pub fn warm_directory(&self) -> Result<()> {
+        let _once = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(*self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner()), DirectoryState::Built(_)) {
+            return Ok(());
+        }
+        // Read the store without holding the directory: writes meanwhile are noted as pending.
+        *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            DirectoryState::Building { users: Vec::new(), orgs: Vec::new() };
+        let read = (|| -> Result<(Vec<Summary>, HashMap<String, bool>)> {
+            let enforcement = self.store.orgs()?.into_iter().map(|o| (o.key, o.mfa_enforced)).collect();
+            let mut summaries = Vec::with_capacity(self.store.user_count()?);
+            self.store.scan_users(&mut |u| {
+                summaries.push(Summary::of(&u));
+                true
+            })?;
+            Ok((summaries, enforcement))
+        })();
+        let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (pending_users, pending_orgs) = match std::mem::replace(&mut *guard, DirectoryState::NotBuilt) {
+            DirectoryState::Building { users, orgs } => (users, orgs),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let (summaries, enforcement) = read?;
+        let mut directory = Directory::build(summaries, enforcement);
+        for (org, enforced) in pending_orgs {
+            directory.set_enforced(&org, enforced);
+        }
+        // Versions decide: a pending write older than what the scan read changes nothing.
+        directory.upsert_many(pending_users);
+        *guard = DirectoryState::Built(directory);
+        Ok(())
+    }
+
+    /// Run `f` over the directory, building it first if needed.
+    fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
+        loop {
+            {
+                let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let DirectoryState::Built(directory) = &*guard {
+                    return Ok(f(directory));
+                }
+            }
+            self.warm_directory()?;
+        }
+    }
+
+    fn org_enforces(&self, org: &str) -> Result<bool> {
+        Ok(self.store.get_org(org)?.is_some_and(|o| o.mfa_enforced))
+    }
+
+    fn enforcement_map(&self) -> Result<HashMap<String, bool>> {
+        Ok(self.store.orgs()?.into_iter().map(|o| (o.key, o.mfa_enforced)).collect())
+    }
+
+    pub fn view(&self, user: &User, now: Timestamp) -> Result<UserView> {
+        Ok(UserView::new(user, self.org_enforces(&user.org)?, now))
+    }
+
+    /// Find a user by id, user name, email or number, as a person would type it.
+    pub fn resolve(&self, reference: &str) -> Result<Option<User>> {
+        match self.resolve_id(reference.trim())? {
+            Some(id) => self.store.get_user(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the user a trimmed reference names (see [`Service::resolve`]), looked up in the
+    /// indexes only.
+    fn resolve_id(&self, r: &str) -> Result<Option<Uuid>> {
+        if r.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(uuid) = Uuid::parse_str(r) {
+            Ok(Some(uuid))
+        } else if let Some(id) = self.store.user_id_by_name(r)? {
+            Ok(Some(id))
+        } else {
+            self.resolve_id_not_a_name(r)
+        }
+    }
+
+    /// The rest of [`Service::resolve_id`], for a reference that is neither an id nor a user name.
+    fn resolve_id_not_a_name(&self, r: &str) -> Result<Option<Uuid>> {
+        if r.contains('@') {
+            self.store.user_id_by_email(r)
+        } else if let Ok(n) = r.strip_prefix('#').unwrap_or(r).parse::<u64>() {
+            self.store.user_id_by_number(n)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// [`Service::resolve`] of every reference, in order; the first error (in reference order) is
+    /// the answer. The lookups are made in key order: the user names in one pass over the name
+    /// index, the other references sorted, then the ids sorted. A lookup next to the one before
+    /// finds the store's pages warm, which makes a long list about twice as fast to read as in the
+    /// order given.
+    fn resolve_many(&self, references: &[String]) -> Result<Vec<Option<User>>> {
+        let trimmed: Vec<&str> = references.iter().map(|r| r.trim()).collect();
+        let mut ids: Vec<Result<Option<Uuid>>> = trimmed.iter().map(|r| Ok(Uuid::parse_str(r).ok())).collect();
+        let maybe_names: Vec<usize> = (0..trimmed.len()).filter(|&i| !trimmed[i].is_empty() && matches!(ids[i], Ok(None))).collect();
+        let named = self.store.user_ids_by_name(&maybe_names.iter().map(|&i| trimmed[i]).collect::<Vec<_>>())?;
+        let mut rest: Vec<usize> = Vec::new();
+        for (i, id) in maybe_names.into_iter().zip(named) {
+            match id {
+                Some(id) => ids[i] = Ok(Some(id)),
+                None => rest.push(i),
+            }
+        }
+        rest.sort_unstable_by_key(|&i| trimmed[i]);
+        for i in rest {
+            ids[i] = self.resolve_id_not_a_name(trimmed[i]);
+        }
+        let mut found: Vec<(Uuid, usize)> = Vec::with_capacity(ids.len());
+        let mut users: Vec<Result<Option<User>>> = Vec::with_capacity(ids.len());
+        for (i, id) in ids.into_iter().enumerate() {
+            if let Ok(Some(id)) = id {
+                found.push((id, i));
+            }
+            users.push(id.map(|_| None));
+        }
+        found.sort_unstable();
+        for (id, i) in found {
+            users[i] = self.store.get_user(id);
+        }
+        users.into_iter().collect()
+    }
+
+    /// A user the actor can see, or "not found" (also for users in other orgs).
+    fn visible_user(&self, actor: &Actor, reference: &str) -> Result<User> {
+        match self.resolve(reference)? {
+            Some(u) if actor.sees(&u) => Ok(u),
+            _ => Err(Error::not_found(format!("user {reference:?}"))),
+        }
+    }
+
+    fn check_reason(&self, reason: Option<&str>) -> Result<Option<String>> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        match reason {
+            None if self.policy.reason_required => Err(Error::invalid(
+                "a reason is required for an MFA reset (for example --reason \"lost phone, ticket 4711\")",
+            )),
+            Some(r) if r.chars().count() > MAX_REASON_LEN => {
+                Err(Error::invalid(format!("the reason is longer than {MAX_REASON_LEN} characters")))
+            }
+            Some(r) if r.chars().any(char::is_control) => Err(Error::invalid("the reason may not contain control characters")),
+            r => Ok(r.map(str::to_string)),
+        }
+    }
+}
