@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mfadmin::auth::totp;
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::mfa::MfaState;
 use mfadmin::service::{Actor, Service, UserQuery};

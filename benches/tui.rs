@@ -2,7 +2,7 @@
 //! full redraw of the user table. Run with `cargo bench --bench tui`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::user::UserView;
 use mfadmin::service::Actor;

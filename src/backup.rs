@@ -4,12 +4,12 @@
 //! The file format and the consistent snapshot are in [`crate::store::backup`].
 
 use crate::auth::seal::Sealer;
-use crate::cli::Context;
+use crate::app::Context;
 use crate::domain::role::Role;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::service::{Actor, Principal, Service};
-use crate::store::backup::{self as format, Snapshot};
+use crate::store::backup::Snapshot;
 use crate::store::Change;
 use anyhow::{bail, Context as _};
 use std::io::Write;
@@ -134,7 +134,7 @@ pub fn restore_cmd(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode>
             key_file.display()
         )
     })?;
-    let store = format::restore(&snapshot, &store_dir)?;
+    let store = crate::store::sled::restore(&snapshot, &store_dir)?;
     let opened = Service::new(Arc::new(store), sealer, ctx.config.policy()).and_then(|service| {
         let (problems, chain) = service.check(&Actor::console("cli"))?;
         Ok((service, problems, chain))

@@ -1,66 +1,24 @@
 //! The scriptable command line: parses arguments, calls the service, prints tables, JSON or CSV.
 
-use crate::auth::{seal::Sealer, totp};
-use crate::config::Config;
+use crate::app::{Context, TokenFile, ensure_demo_store, local_only, now, remote_backend, remote_options};
+use crate::auth::totp;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::error::Error;
 use crate::service::{
-    audit_csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport, Service,
+    audit_csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport,
     SortField, UserQuery, AUDIT_CSV_HEADER,
 };
 use crate::domain::user::UserView;
-use crate::backend::local::Local;
-use crate::backend::remote::{Remote, RemoteOptions};
+use crate::backend::remote::Remote;
 use crate::backend::{list_all, Backend, Credential, Login};
-use crate::store::sled::SledStore;
 use crate::demo;
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "mfadmin",
-    version,
-    about = "See every user's MFA status and role, and reset MFA for one user or a thousand.",
-    long_about = "mfadmin keeps a small identity store (users, roles, passwords, TOTP second factors) in an \
-embedded database and lets administrators look at it and reset MFA: from a full-screen console \
-(`mfadmin tui`), over a local HTTP API (`mfadmin serve`), or from scripts with the commands below.\n\n\
-Commands on the local store act as the console operator (audited as console:<OS user>).\n\
-Exit codes: 0 success, 1 failure, 2 usage error.",
-    after_help = "Start with: mfadmin demo --users 1000 && mfadmin user list --mfa locked"
-)]
-pub struct Cli {
-    /// Directory of the store and its key file [default: the platform data directory]
-    #[arg(long, global = true, env = "MFADMIN_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Config file [default: the platform config directory's mfadmin/config.toml, if present]
-    #[arg(long, global = true, env = "MFADMIN_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Key file that seals TOTP secrets [default: DATA_DIR/mfadmin.key]
-    #[arg(long, global = true, env = "MFADMIN_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// Work through the running `mfadmin serve` at URL (tui, login, logout, user, mfa, org, audit)
-    /// [default: `remote` in the config, MFADMIN_REMOTE]
-    #[arg(long, global = true, value_name = "URL")]
-    pub remote: Option<String>,
-    /// PEM file of the CA that signed the remote server's certificate (https)
-    #[arg(long, global = true, value_name = "FILE")]
-    pub remote_ca_file: Option<PathBuf>,
-    /// Allow plain http:// to a remote that is not this machine
-    #[arg(long, global = true)]
-    pub allow_plain_http: bool,
-    /// Where `mfadmin login` keeps the remote session token [default: the config directory's mfadmin/token]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -85,10 +43,6 @@ pub enum Command {
     /// Create API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
-    /// Serve the admin API over HTTP (loopback by default)
-    Serve(crate::http::ServeArgs),
-    /// Open the full-screen console
-    Tui(crate::tui::TuiArgs),
     /// Write a consistent backup of the whole store to FILE (in-process, or --remote through a server)
     Backup(crate::backup::BackupArgs),
     /// Restore a backup into an empty data directory (the store's key file must be there already)
@@ -324,172 +278,10 @@ pub enum ApikeyCommand {
     },
 }
 
-/// Settings and the way to the store, shared by every front end started from the command line.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub config: Config,
-}
 
-impl Context {
-    /// Read the config file and environment, then apply the global flags.
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<Context> {
-        let mut config = Config::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
-        config.apply_env(std::env::vars()).map_err(anyhow::Error::msg)?;
-        if let Some(d) = &cli.data_dir {
-            config.data_dir = Some(d.clone());
-        }
-        if let Some(k) = &cli.key_file {
-            config.key_file = Some(k.clone());
-        }
-        if let Some(r) = &cli.remote {
-            config.remote = Some(r.clone());
-        }
-        if let Some(f) = &cli.remote_ca_file {
-            config.remote_ca_file = Some(f.clone());
-        }
-        config.allow_plain_http |= cli.allow_plain_http;
-        if let Some(f) = &cli.token_file {
-            config.token_file = Some(f.clone());
-        }
-        Ok(Context { config })
-    }
 
-    /// The backend the user, mfa, org and audit commands work through, and who acts: the
-    /// remote server with the token from `mfadmin login` (or MFADMIN_TOKEN), else the local
-    /// store as the console operator.
-    pub fn backend(&self) -> anyhow::Result<(Box<dyn Backend>, Credential)> {
-        let Some(remote) = remote_backend(self, "cli")? else {
-            let service = Arc::new(self.open_service()?);
-            return Ok((Box::new(Local::new(service, "cli", &self.config.totp.issuer)), crate::backend::local::console("cli")));
-        };
-        let token = match std::env::var("MFADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
-            Some(token) => token,
-            None => {
-                let saved = TokenFile::read(&self.config.token_file())?;
-                if saved.url != remote.url() {
-                    bail!(
-                        "the token in {} is for {}, not {}: log in with `mfadmin login --remote {}`",
-                        self.config.token_file().display(),
-                        saved.url,
-                        remote.url(),
-                        remote.url()
-                    );
-                }
-                saved.token
-            }
-        };
-        let who = remote.resume(&token).map_err(|e| {
-            if e.needs_login() {
-                anyhow::anyhow!("{e}: the login has ended; log in again with `mfadmin login --remote {}`", remote.url())
-            } else {
-                e.into()
-            }
-        })?;
-        Ok((Box::new(remote), who))
-    }
 
-    /// Open the existing store and its key.
-    pub fn open_service(&self) -> crate::error::Result<Service> {
-        let store = SledStore::open_with_cache(&self.config.store_dir(), self.config.store.cache_bytes())?;
-        let sealer = Sealer::load(&self.config.key_file())?;
-        Service::new(Arc::new(store), sealer, self.config.policy())
-    }
 
-    /// Create a new store and key file. Refuses when either exists.
-    pub fn create_service(&self) -> crate::error::Result<Service> {
-        let dir = self.config.store_dir();
-        if SledStore::exists(&dir) {
-            return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
-        }
-        let sealer = Sealer::create_key_file(&self.config.key_file())?;
-        let store = SledStore::create_with_cache(&dir, self.config.store.cache_bytes())?;
-        Service::new(Arc::new(store), sealer, self.config.policy())
-    }
-
-    pub fn store_exists(&self) -> bool {
-        SledStore::exists(&self.config.store_dir())
-    }
-}
-
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Refuse `--remote` (given on the command line) for a command that works on the store itself.
-fn local_only(remote_flag: bool, what: &str) -> anyhow::Result<()> {
-    if remote_flag {
-        bail!(
-            "`mfadmin {what}` works on the store itself and has no remote form; run it where the store \
-             is (the server holds the store while it runs)"
-        );
-    }
-    Ok(())
-}
-
-/// How to reach the remote server, from the config and flags, for the front end `client`
-/// (`tui` or `cli`, which the server records as the audit source `http:<client>`).
-pub fn remote_options(ctx: &Context, client: &'static str) -> RemoteOptions {
-    RemoteOptions {
-        ca_file: ctx.config.remote_ca_file.clone(),
-        allow_plain_http: ctx.config.allow_plain_http,
-        reconnect_for: None,
-        client: Some(client),
-    }
-}
-
-/// The remote server of `--remote` (or the config), if one is named, for the front end `client`.
-pub fn remote_backend(ctx: &Context, client: &'static str) -> anyhow::Result<Option<Remote>> {
-    match &ctx.config.remote {
-        Some(url) => Ok(Some(Remote::new(url, &remote_options(ctx, client))?)),
-        None => Ok(None),
-    }
-}
-
-/// The token file of `mfadmin login`: the server and the session token, readable only by its owner.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct TokenFile {
-    url: String,
-    token: String,
-}
-
-impl TokenFile {
-    fn read(path: &Path) -> anyhow::Result<TokenFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!("not logged in: no token file {} (run `mfadmin login --remote URL`, or set MFADMIN_TOKEN)", path.display())
-            } else {
-                anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
-            }
-        })?;
-        serde_json::from_str(&text).map_err(|_| {
-            anyhow::anyhow!("{} is not a token file of `mfadmin login`; delete it and log in again", path.display())
-        })
-    }
-
-    /// Write it anew with mode 0600 (created so: never readable by others, not even briefly).
-    fn write(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let _ = std::fs::remove_file(path);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).with_context(|| format!("cannot create the token file {}", path.display()))?;
-        file.write_all(serde_json::to_string(self)?.as_bytes())?;
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for TokenFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenFile({}, <token>)", self.url)
-    }
-}
 
 /// A line of standard input, or a prompt on the terminal (hidden for secrets).
 fn ask(prompt: &str, from_stdin: bool, secret: bool) -> anyhow::Result<String> {
@@ -571,19 +363,18 @@ fn logout(ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Run the parsed command line; the exit code says how it went.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Context::from_cli(&cli)?;
-    let remote_flag = cli.remote.is_some();
+/// Run a command of the CLI; the exit code says how it went. `remote_flag`: `--remote` was given
+/// on the command line (the commands that work on the store itself refuse it).
+pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result<ExitCode> {
     let actor = Actor::console("cli");
-    match cli.command {
+    match command {
         Command::Init(args) => {
             local_only(remote_flag, "init")?;
-            init(&ctx, &actor, args)
+            init(ctx, &actor, args)
         }
         Command::Demo(args) => {
             local_only(remote_flag, "demo")?;
-            demo_cmd(&ctx, &actor, args)
+            demo_cmd(ctx, &actor, args)
         }
         Command::User(cmd) => {
             let (backend, who) = ctx.backend()?;
@@ -601,8 +392,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (backend, who) = ctx.backend()?;
             audit_cmd(backend.as_ref(), &who, cmd)
         }
-        Command::Login(args) => login(&ctx, args),
-        Command::Logout => logout(&ctx),
+        Command::Login(args) => login(ctx, args),
+        Command::Logout => logout(ctx),
         Command::Check => {
             local_only(remote_flag, "check")?;
             let service = ctx.open_service()?;
@@ -635,13 +426,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(args) => {
-            local_only(remote_flag, "serve")?;
-            crate::http::serve(&ctx, args)
-        }
-        Command::Tui(args) => crate::tui::run(&ctx, args),
-        Command::Backup(args) => crate::backup::backup_cmd(&ctx, args),
-        Command::Restore(args) => crate::backup::restore_cmd(&ctx, args),
+        Command::Backup(args) => crate::backup::backup_cmd(ctx, args),
+        Command::Restore(args) => crate::backup::restore_cmd(ctx, args),
     }
 }
 
@@ -721,30 +507,6 @@ fn demo_cmd(ctx: &Context, actor: &Actor, args: DemoArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Open the store, or create a demo store (orgs and a demo owner) when there is none.
-pub fn ensure_demo_store(ctx: &Context, actor: &Actor) -> anyhow::Result<Service> {
-    if ctx.store_exists() {
-        return Ok(ctx.open_service()?);
-    }
-    let service = ctx.create_service()?;
-    let t = now();
-    for (name, enforced, _) in demo::ORGS {
-        service.add_org(actor, name, enforced, t)?;
-    }
-    service.add_user(
-        actor,
-        NewUser {
-            username: demo::OWNER.into(),
-            email: format!("{}@acme.example", demo::OWNER),
-            display_name: "Demo Owner".into(),
-            role: Role::Owner,
-            org: demo::ORGS[0].0.into(),
-            password: Some(demo::PASSWORD.into()),
-        },
-        t,
-    )?;
-    Ok(service)
-}
 
 // ------------------------------------------------------------------ output
 

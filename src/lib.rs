@@ -5,6 +5,8 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod backup;

@@ -1,11 +1,40 @@
-//! The `mfadmin` binary: parse the command line and hand it to the CLI.
+//! The `mfadmin` binary: parse the command line and hand it to the front end it names.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use mfadmin::{app, cli, http, tui};
 use std::process::ExitCode;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "mfadmin",
+    version,
+    about = "See every user's MFA status and role, and reset MFA for one user or a thousand.",
+    long_about = "mfadmin keeps a small identity store (users, roles, passwords, TOTP second factors) in an \
+embedded database and lets administrators look at it and reset MFA: from a full-screen console \
+(`mfadmin tui`), over a local HTTP API (`mfadmin serve`), or from scripts with the commands below.\n\n\
+Commands on the local store act as the console operator (audited as console:<OS user>).\n\
+Exit codes: 0 success, 1 failure, 2 usage error.",
+    after_help = "Start with: mfadmin demo --users 1000 && mfadmin user list --mfa locked"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: app::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Cli(cli::Command),
+    /// Serve the admin API over HTTP (loopback by default)
+    Serve(http::ServeArgs),
+    /// Open the full-screen console
+    Tui(tui::TuiArgs),
+}
+
 fn main() -> ExitCode {
-    let cli = mfadmin::cli::Cli::parse();
-    match mfadmin::cli::run(cli) {
+    match run(Cli::parse()) {
         Ok(code) => code,
         // A reader that stopped early (`mfadmin user list | head`) is not a failure.
         Err(e) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
@@ -13,6 +42,19 @@ fn main() -> ExitCode {
             eprintln!("mfadmin: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = app::Context::from_args(&cli.global)?;
+    let remote_flag = cli.global.remote.is_some();
+    match cli.command {
+        Command::Cli(command) => cli::run(&ctx, remote_flag, command),
+        Command::Serve(args) => {
+            app::local_only(remote_flag, "serve")?;
+            http::serve(&ctx, args)
+        }
+        Command::Tui(args) => tui::run(&ctx, args),
     }
 }
 

@@ -8,7 +8,7 @@ mod reliability_support;
 use mfadmin::domain::role::Role;
 use mfadmin::error::Error;
 use mfadmin::service::{Actor, NewUser};
-use mfadmin::store::backup::{self, Snapshot};
+use mfadmin::store::backup::Snapshot;
 use reliability_support::{check_invariants, key_file, mfadmin, open, Fixture, Server};
 use std::path::Path;
 
@@ -190,7 +190,7 @@ fn a_backup_through_a_running_server_is_consistent_while_resets_commit() {
     for (i, bytes) in files.iter().enumerate() {
         let snapshot = Snapshot::decode(bytes).unwrap();
         let restored = empty_with_key(data.path());
-        drop(backup::restore(&snapshot, &restored.path().join("store")).unwrap());
+        drop(mfadmin::store::sled::restore(&snapshot, &restored.path().join("store")).unwrap());
         let svc = open(restored.path());
         let tally = check_invariants(&svc, &fixture).unwrap_or_else(|e| panic!("backup {i}: {e}"));
         if tally.reset > 0 && tally.untouched > 0 {

@@ -14,7 +14,8 @@ use mfadmin::auth::totp;
 use mfadmin::domain::audit::Outcome;
 use mfadmin::domain::mfa::MfaState;
 use mfadmin::domain::role::Role;
-use mfadmin::http::{AppState, Clock, Settings};
+use mfadmin::app::Clock;
+use mfadmin::http::{AppState, Settings};
 use mfadmin::service::{Actor, LoginStep, NewUser, ResetOutcome, Service};
 use mfadmin::store::SessionKind;
 use reliability_support::{config_for, env_number, Rng};
@@ -46,7 +47,7 @@ fn concurrent_resets_enrollments_logins_and_enforcement_agree_with_a_serial_orde
     config.server.auth_rate_per_client = 0;
     config.server.auth_rate_per_account = 0;
     config.reset.batch_size = 3;
-    let svc = mfadmin::cli::Context { config: config.clone() }.create_service().unwrap();
+    let svc = mfadmin::app::Context { config: config.clone() }.create_service().unwrap();
     let console = Actor::console("cli");
     // A clock that moves one second per operation: every operation has its own "now".
     let clock = Arc::new(AtomicI64::new(1_800_000_000));

@@ -5,7 +5,7 @@ mod http_support;
 mod serve_support;
 
 use http_support::{http, Harness, PASSWORD};
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::domain::role::Role;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -79,7 +79,7 @@ async fn a_real_server_finishes_requests_in_flight_at_shutdown_and_flushes_the_s
     drop(state);
     let service = Context { config }.open_service().expect("the store opens again (the server let go of it)");
     let console = Harness::console();
-    let page = service.list_users(&console, &Default::default(), mfadmin::cli::now()).unwrap();
+    let page = service.list_users(&console, &Default::default(), mfadmin::app::now()).unwrap();
     let enrolled = page.users.iter().filter(|u| u.mfa.as_str() == "enrolled").count();
     assert_eq!(enrolled, 0, "all 40 resets are durable");
     assert!(service.audit_verify(&console).unwrap().ok);

@@ -8,12 +8,13 @@ mod remote_support;
 use mfadmin::backend::local::Local;
 use mfadmin::backend::remote::{Remote, RemoteOptions};
 use mfadmin::backend::{list_all, Backend, Credential, Login};
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::mfa::MfaStatus;
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::Status;
-use mfadmin::http::{AppState, Clock, Settings};
+use mfadmin::app::Clock;
+use mfadmin::http::{AppState, Settings};
 use mfadmin::service::{Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, Service, UserQuery};
 use remote_support::{code_for, mode_of, Site};
 use serde_json::Value;
@@ -31,7 +32,7 @@ fn site(dir: &std::path::Path) -> (Service, Vec<u8>, Vec<u8>) {
     config.server.auth_rate_per_account = 0;
     let service = Context { config }.create_service().unwrap();
     let console = Actor::console("test");
-    let now = mfadmin::cli::now();
+    let now = mfadmin::app::now();
     service.add_org(&console, "Acme", false, now).unwrap();
     service.add_org(&console, "Globex", false, now).unwrap();
     let add = |name: &str, role: Role, org: &str| {
@@ -114,7 +115,7 @@ impl Drop for Server {
 
 /// Log in with password, then the current TOTP code.
 fn log_in(backend: &dyn Backend, username: &str, secret: &[u8]) -> Credential {
-    log_in_at(backend, username, secret, mfadmin::cli::now())
+    log_in_at(backend, username, secret, mfadmin::app::now())
 }
 
 /// Log in with password, then the TOTP code of `time` (a code is accepted once).
@@ -182,7 +183,7 @@ fn scenario(backend: &dyn Backend, owner_secret: &[u8], helpdesk_secret: &[u8], 
     let e = backend.begin_enrollment(&hd, "nomfa").unwrap();
     let wrong = backend.confirm_enrollment(&hd, "nomfa", "000000").map(|_| ()).unwrap_err();
     seen.push(format!("wrong code: {wrong}"));
-    let code = code_for(&e.secret_base32, mfadmin::cli::now());
+    let code = code_for(&e.secret_base32, mfadmin::app::now());
     let confirmed = backend.confirm_enrollment(&hd, "nomfa", &code).unwrap();
     seen.push(format!("enrolled {} with {} recovery codes", e.username, confirmed.recovery_codes.len()));
     let detail = backend.user_detail(&hd, "nomfa").unwrap();
@@ -356,7 +357,7 @@ fn the_same_scenarios_give_the_same_results_in_process_and_over_http() {
     let initech = local.add_org(&console, "Initech", true).unwrap();
     assert_eq!((initech.name.as_str(), initech.mfa_enforced), ("Initech", true));
     assert!(local.orgs(&console).unwrap().iter().any(|o| o.name == "Initech"));
-    let oz = log_in_at(&remote, "oz", &owner_b, mfadmin::cli::now() + 30);
+    let oz = log_in_at(&remote, "oz", &owner_b, mfadmin::app::now() + 30);
     match remote.add_org(&oz, "Initech", true).unwrap_err() {
         mfadmin::error::Error::Remote { status: 403, detail } => assert!(detail.contains("`mfadmin org add NAME`"), "{detail}"),
         other => panic!("expected a 403 from the service: {other:?}"),
@@ -382,7 +383,7 @@ fn the_same_scenarios_give_the_same_results_in_process_and_over_http() {
     assert_eq!(local_sources.into_iter().collect::<Vec<_>>(), ["cli"]);
 
     // A revoked token: the server answers 401, which the console takes back to its login screen.
-    let hd = log_in_at(&remote, "hd", &helpdesk_b, mfadmin::cli::now() + 30);
+    let hd = log_in_at(&remote, "hd", &helpdesk_b, mfadmin::app::now() + 30);
     remote.logout(&hd).unwrap();
     let ended = remote.list_users(&hd, &UserQuery::default()).unwrap_err();
     assert!(ended.needs_login(), "{ended:?}");
@@ -432,7 +433,7 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     assert!(!ok && err.contains("in use by another mfadmin process"), "{err}");
 
     // Password, then the code; the token lands in a file only its owner can read.
-    let code = code_for(&secret, mfadmin::cli::now());
+    let code = code_for(&secret, mfadmin::app::now());
     let (ok, _, err) = site.run(&["login", "--remote", url, "--username", "alice", "--password-stdin"], &format!("{}\n{code}\n", remote_support::PASSWORD), &[]);
     assert!(ok, "{err}");
     assert!(err.contains("Logged in") && !err.contains(&std::fs::read_to_string(&site.token_file).unwrap()), "{err}");
@@ -522,7 +523,7 @@ fn a_long_audit_log_is_exported_in_pieces_exactly_as_in_process() {
     let console = Actor::console("test");
     for i in 0..400 {
         let status = if i % 2 == 0 { Status::Disabled } else { Status::Active };
-        service.set_status(&console, "m01", status, mfadmin::cli::now()).unwrap();
+        service.set_status(&console, "m01", status, mfadmin::app::now()).unwrap();
     }
     let server = Server::start(service);
     let remote = Remote::new(&server.url, &RemoteOptions::default()).unwrap();
@@ -560,7 +561,7 @@ fn a_bulk_reset_whose_server_is_killed_reports_each_user_as_the_store_has_it() {
     let secret = site.init(6000);
     let mut server = site.serve();
     let url = server.url.clone();
-    let code = code_for(&secret, mfadmin::cli::now());
+    let code = code_for(&secret, mfadmin::app::now());
     site.ok(&["login", "--remote", &url, "--username", "alice", "--password-stdin"], &format!("{}\n{code}\n", remote_support::PASSWORD));
     let users = json(&site.ok(&["user", "list", "--remote", &url, "--mfa", "enrolled", "--output", "json"], ""));
     let ids: Vec<String> = users
@@ -614,7 +615,7 @@ fn a_bulk_reset_whose_server_is_killed_reports_each_user_as_the_store_has_it() {
     // The server is gone: open the store in this process and compare, user by user.
     let service = Context { config: Config { data_dir: Some(site.data.clone()), ..Config::default() } }.open_service().unwrap();
     let console = Actor::console("test");
-    let now = mfadmin::cli::now();
+    let now = mfadmin::app::now();
     let mut counts = std::collections::HashMap::new();
     for (r, id) in results.iter().zip(&ids) {
         assert_eq!(r["target"], id.as_str());

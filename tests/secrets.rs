@@ -35,7 +35,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn no_secret_in_the_data_directory_the_logs_error_bodies_or_debug_output() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = mfadmin::cli::Context { config: config_for(dir.path()) };
+    let ctx = mfadmin::app::Context { config: config_for(dir.path()) };
     let svc = ctx.create_service().unwrap();
     let console = Actor::console("cli");
     let t = reliability_support::now();

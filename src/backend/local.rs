@@ -3,7 +3,7 @@
 use super::{Backend, Credential, Login, Proof};
 use crate::domain::user::{Status, UserView};
 use crate::error::Result;
-use crate::http::Clock;
+use crate::app::Clock;
 use crate::service::{
     Actor, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep, NewUser,
     OrgView, ResetReport, Service, UserDetail, UserPage, UserQuery, VerifyReport,

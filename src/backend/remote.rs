@@ -7,8 +7,7 @@ use crate::domain::audit::Outcome;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::user::{Status, UserView};
 use crate::error::{Error, Result};
-use crate::http::error::Problem;
-use crate::http::native::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList};
+use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem};
 use crate::service::{
     AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser, OrgView,
     ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,

@@ -2,7 +2,7 @@
 //! from the store. The service keeps it in step with every write; the match lists of recent
 //! filters are cached and updated by the same writes, so a page is a seek, never a full scan.
 
-use super::mfa::{MfaState, MfaStatus};
+use super::mfa::{Factor, MfaStatus};
 use super::role::Role;
 use super::user::{rfc3339, Status, User, UserView};
 use super::Timestamp;
@@ -12,36 +12,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
-
-/// Which factor a user has, without the secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Factor {
-    None,
-    Pending,
-    Enrolled,
-}
-
-impl Factor {
-    pub fn of(state: &MfaState) -> Factor {
-        match state {
-            MfaState::NotEnrolled | MfaState::MustEnroll => Factor::None,
-            MfaState::Pending { .. } => Factor::Pending,
-            MfaState::Enrolled { .. } => Factor::Enrolled,
-        }
-    }
-
-    /// The state people see. Without a factor, the org's current enforcement decides between
-    /// "not enrolled" and "must enroll"; locked wins over enrolled while a lockout runs.
-    pub fn status(self, locked_until: Option<Timestamp>, org_enforces_mfa: bool, now: Timestamp) -> MfaStatus {
-        match self {
-            Factor::None if org_enforces_mfa => MfaStatus::MustEnroll,
-            Factor::None => MfaStatus::NotEnrolled,
-            Factor::Pending => MfaStatus::Pending,
-            Factor::Enrolled if locked_until.is_some_and(|t| t > now) => MfaStatus::Locked,
-            Factor::Enrolled => MfaStatus::Enrolled,
-        }
-    }
-}
 
 /// What listing needs of a user: everything a [`UserView`] shows, and no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +35,12 @@ pub struct Summary {
     pub version: u64,
     /// User name, display name and email, lower-cased and joined by newlines, for text filters.
     pub haystack: String,
+}
+
+impl UserView {
+    pub fn new(user: &User, org_enforces_mfa: bool, now: Timestamp) -> UserView {
+        Summary::of(user).view(org_enforces_mfa, now)
+    }
 }
 
 impl Summary {
@@ -600,7 +576,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::mfa::Lockout;
+    use crate::domain::mfa::{Lockout, MfaState};
 
     fn user(name: &str, version: u64) -> User {
         User {

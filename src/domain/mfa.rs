@@ -158,3 +158,33 @@ mod tests {
         assert!("bogus".parse::<MfaStatus>().is_err());
     }
 }
+
+/// Which factor a user has, without the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factor {
+    None,
+    Pending,
+    Enrolled,
+}
+
+impl Factor {
+    pub fn of(state: &MfaState) -> Factor {
+        match state {
+            MfaState::NotEnrolled | MfaState::MustEnroll => Factor::None,
+            MfaState::Pending { .. } => Factor::Pending,
+            MfaState::Enrolled { .. } => Factor::Enrolled,
+        }
+    }
+
+    /// The state people see. Without a factor, the org's current enforcement decides between
+    /// "not enrolled" and "must enroll"; locked wins over enrolled while a lockout runs.
+    pub fn status(self, locked_until: Option<Timestamp>, org_enforces_mfa: bool, now: Timestamp) -> MfaStatus {
+        match self {
+            Factor::None if org_enforces_mfa => MfaStatus::MustEnroll,
+            Factor::None => MfaStatus::NotEnrolled,
+            Factor::Pending => MfaStatus::Pending,
+            Factor::Enrolled if locked_until.is_some_and(|t| t > now) => MfaStatus::Locked,
+            Factor::Enrolled => MfaStatus::Enrolled,
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! Users and orgs: the records, their validation, and the JSON view every front end shows.
 
-use super::directory::{Factor, Summary};
-use super::mfa::{Lockout, MfaState, MfaStatus};
+use super::mfa::{Factor, Lockout, MfaState, MfaStatus};
 use super::role::Role;
 use super::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -107,12 +106,6 @@ pub struct UserView {
     pub last_login_at: Option<String>,
     pub mfa_enrolled_at: Option<String>,
     pub mfa_reset_at: Option<String>,
-}
-
-impl UserView {
-    pub fn new(user: &User, org_enforces_mfa: bool, now: Timestamp) -> UserView {
-        Summary::of(user).view(org_enforces_mfa, now)
-    }
 }
 
 /// `ts` as RFC 3339 in UTC to the second (`2026-11-22T18:31:00Z`). Years 0 to 9999 are written

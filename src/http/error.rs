@@ -1,38 +1,12 @@
 //! The HTTP boundary's one error type: every failure becomes an RFC 7807 `application/problem+json`.
 
+pub use crate::api::Problem;
 use crate::error::Error;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// An RFC 7807 problem: what went wrong, for the person who reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// A URI that names the kind of problem, e.g. `urn:mfadmin:problem:not-found`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The kind of problem in words; the same for every problem of this type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What exactly was wrong with this request, and what to do instead.
-    pub detail: String,
-    /// The path of the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    /// The request id, as in the `x-request-id` header and the server log.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-impl Problem {
-    pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
-    }
-}
 
 /// Why a request failed, ready to become a problem response. Internal errors keep their detail
 /// for the log and show a generic text.

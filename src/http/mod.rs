@@ -14,7 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
 
-use crate::cli::Context;
+use crate::app::{Clock, Context};
 use crate::config::{CompatConfig, Config, LogFormat};
 use crate::domain::Timestamp;
 use crate::service::Service;
@@ -66,30 +66,6 @@ impl Settings {
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
             request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         }
-    }
-}
-
-/// Where "now" comes from: the system clock, or (in tests) one they move.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock(Arc::new(crate::cli::now))
-    }
-
-    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Clock {
-        Clock(Arc::new(f))
-    }
-
-    pub fn now(&self) -> Timestamp {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Clock({})", self.now())
     }
 }
 

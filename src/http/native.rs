@@ -1,7 +1,8 @@
 //! The native JSON API under `/api/v1`: each handler reads the request, calls the service once,
 //! and writes its answer. Who may do what is decided by the service, not here.
 
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
+use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem, ResetSummary};
 use super::extract::{parse_uuid, ApiJson, ApiPath, ApiQuery, Caller, ClientAddr, CsvBody, Source, UserId};
 use super::AppState;
 use crate::domain::mfa::MfaStatus;
@@ -9,7 +10,7 @@ use crate::domain::role::Role;
 use crate::domain::user::{self, Status, UserView};
 use crate::error::Error;
 use crate::service::{
-    ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep,
+    ApiKeyView, AuditFormat, AuditQuery, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep,
     NewSession, NewUser, OrgView, Principal, ResetOutcome, ResetReport, ResetResult, SortField, UserDetail, UserPage,
     UserQuery, VerifyReport,
 };
@@ -43,24 +44,6 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// What follows a correct password, told apart by `status`.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum LoginResponse {
-    /// Logged in (the user has no second factor and the org does not require one).
-    Done {
-        /// The bearer token: send it as `Authorization: Bearer <token>`.
-        token: String,
-        expires_at: String,
-        user: Box<UserView>,
-    },
-    /// Send a TOTP or recovery code with this challenge to `POST /api/v1/auth/mfa`.
-    MfaRequired { challenge: String, expires_at: String },
-    /// The org requires MFA and the user has none: enroll with this challenge at
-    /// `POST /api/v1/auth/enroll`, then `POST /api/v1/auth/enroll/confirm`.
-    EnrollmentRequired { challenge: String, expires_at: String },
-}
-
 /// The second step of a login.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,15 +67,6 @@ pub struct EnrollConfirmRequest {
     /// The first six-digit code the authenticator app shows.
     #[schema(example = "123456")]
     pub code: String,
-}
-
-/// A finished enrollment at login: the session, and the recovery codes (shown only this once).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct EnrolledSession {
-    pub token: String,
-    pub expires_at: String,
-    pub user: UserView,
-    pub recovery_codes: Vec<String>,
 }
 
 // The answers that carry a token, a challenge or recovery codes never show them in `Debug`.
@@ -262,19 +236,6 @@ pub async fn logout(State(state): S, caller: Caller) -> Result<StatusCode, ApiEr
     let token = caller.token;
     state.call(move |service, _| service.logout(&token)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Who the caller is.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Me {
-    /// `user`, `api_key` or `console`.
-    pub kind: String,
-    /// The name written into the audit log for this caller.
-    pub name: String,
-    pub role: Role,
-    pub org: Option<String>,
-    /// The caller's own user record (not for API keys).
-    pub user: Option<UserView>,
 }
 
 /// Who am I: the caller's name, role and org.
@@ -711,23 +672,6 @@ pub struct BulkResetRequest {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct ResetSummary {
-    pub reset: usize,
-    pub skipped: usize,
-    pub denied: usize,
-    pub not_found: usize,
-    pub failed: usize,
-}
-
-/// What a bulk reset did: one result per id, in the order given.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BulkResetResponse {
-    pub dry_run: bool,
-    pub summary: ResetSummary,
-    pub results: Vec<ResetResult>,
-}
-
 /// Reset the MFA of up to 10,000 users: each user is one atomic unit, with its own result.
 #[utoipa::path(
     post, path = "/api/v1/mfa/reset", tag = "mfa", security(("bearer" = [])),
@@ -839,11 +783,6 @@ pub async fn my_reset(State(state): S, caller: Caller, ApiJson(req): ApiJson<Res
 
 // ------------------------------------------------------------------ orgs
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OrgList {
-    pub orgs: Vec<OrgView>,
-}
-
 /// The orgs the caller can see (its own), with user counts.
 #[utoipa::path(
     get, path = "/api/v1/orgs", tag = "orgs", security(("bearer" = [])),
@@ -938,11 +877,6 @@ pub struct AuditParams {
     pub q: Option<String>,
     /// How many events, newest first: 1 to 1000, default 100.
     pub limit: Option<usize>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditList {
-    pub events: Vec<AuditView>,
 }
 
 /// The newest audit events of the caller's org.

@@ -1,5 +1,5 @@
-//! Backup files: one consistent snapshot of every tree of the store, with a header and a checksum,
-//! and the restore that writes one into an empty directory.
+//! Backup files: one consistent snapshot of every tree of the store, with a header and a checksum.
+//! Taking and restoring one is the store's business (`SledStore::snapshot`, `SledStore::restore`).
 //!
 //! Layout (all integers big-endian):
 //!
@@ -14,12 +14,9 @@
 //! Records are copied byte for byte: TOTP secrets stay sealed, so a restore needs the key file the
 //! store was created with, which is not in the backup.
 
-use super::migrate::{self, SCHEMA_VERSION};
-use super::sled::SledStore;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 pub const MAGIC: &[u8; 15] = b"mfadmin-backup\0";
 pub const FORMAT_VERSION: u32 = 1;
@@ -104,44 +101,4 @@ impl Snapshot {
             .map_err(|e| bad(format!("has a checksum that matches but a body that does not decode ({e})")))?;
         Ok(snapshot)
     }
-}
-
-/// A consistent snapshot of `store`: taken while no commit runs.
-pub fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
-    store.with_commits_paused(|db| {
-        let mut trees = Vec::new();
-        for name in db.tree_names() {
-            let tree = db.open_tree(&name).map_err(|e| Error::Storage(e.to_string()))?;
-            let entries = tree
-                .iter()
-                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| Error::Storage(e.to_string())))
-                .collect::<Result<Vec<_>>>()?;
-            trees.push(TreeDump { name: name.to_vec(), entries });
-        }
-        Ok(Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees })
-    })
-}
-
-/// Write `snapshot` as a new store in `dir`, which must not hold one, and check it opens.
-pub fn restore(snapshot: &Snapshot, dir: &Path) -> Result<SledStore> {
-    migrate::check(snapshot.schema_version)?;
-    if SledStore::exists(dir) {
-        return Err(Error::Conflict(format!("{} already holds a store: restore into an empty data directory", dir.display())));
-    }
-    {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot create a store in {}: {e}", dir.display())))?;
-        for dump in &snapshot.trees {
-            let tree = db.open_tree(&dump.name).map_err(|e| Error::Storage(e.to_string()))?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in &dump.entries {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            tree.apply_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
-        }
-        db.flush().map_err(|e| Error::Storage(e.to_string()))?;
-    }
-    SledStore::open(dir)
 }

@@ -1,5 +1,6 @@
 //! The sled store: trees, keys, record encoding and the one transaction every change goes through.
 
+use super::backup::{Snapshot, TreeDump};
 use super::buckets::{self, Bucket};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
@@ -1091,9 +1092,49 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn snapshot(&self, taken_at: i64) -> Result<super::backup::Snapshot> {
-        super::backup::snapshot(self, taken_at)
+    fn snapshot(&self, taken_at: i64) -> Result<Snapshot> {
+        snapshot(self, taken_at)
     }
+}
+
+/// A consistent snapshot of `store`: taken while no commit runs.
+pub(super) fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
+    store.with_commits_paused(|db| {
+        let mut trees = Vec::new();
+        for name in db.tree_names() {
+            let tree = db.open_tree(&name).map_err(|e| Error::Storage(e.to_string()))?;
+            let entries = tree
+                .iter()
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| Error::Storage(e.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            trees.push(TreeDump { name: name.to_vec(), entries });
+        }
+        Ok(Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees })
+    })
+}
+
+/// Write `snapshot` as a new store in `dir`, which must not hold one, and check it opens.
+pub fn restore(snapshot: &Snapshot, dir: &Path) -> Result<SledStore> {
+    migrate::check(snapshot.schema_version)?;
+    if SledStore::exists(dir) {
+        return Err(Error::Conflict(format!("{} already holds a store: restore into an empty data directory", dir.display())));
+    }
+    {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot create a store in {}: {e}", dir.display())))?;
+        for dump in &snapshot.trees {
+            let tree = db.open_tree(&dump.name).map_err(|e| Error::Storage(e.to_string()))?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in &dump.entries {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            tree.apply_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
+        }
+        db.flush().map_err(|e| Error::Storage(e.to_string()))?;
+    }
+    SledStore::open(dir)
 }
 
 #[cfg(test)]

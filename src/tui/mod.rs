@@ -16,7 +16,7 @@ pub mod theme;
 pub mod update;
 pub mod views;
 
-use crate::cli::{self, Context};
+use crate::app::{self, Context};
 use crate::demo;
 use crate::error::Error;
 use crate::backend::local::Local;
@@ -84,7 +84,7 @@ fn offer_to_connect(url: &str) -> anyhow::Result<bool> {
 /// When a local server holds the store, offer to connect to it instead.
 /// `leave` is called before anything is asked or printed on the terminal (it leaves full screen).
 fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Result<Opened> {
-    if let Some(remote) = cli::remote_backend(ctx, effects::SOURCE)? {
+    if let Some(remote) = app::remote_backend(ctx, effects::SOURCE)? {
         if args.demo {
             anyhow::bail!("--demo works on a store of its own; it cannot be combined with --remote");
         }
@@ -96,7 +96,7 @@ fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Resul
             Ok(service) => Ok((Arc::new(Local::new(Arc::new(service), effects::SOURCE, issuer)), None)),
             Err(e @ Error::StoreLocked { .. }) => {
                 let url = format!("http://{}", ctx.config.server.listen);
-                let server = Remote::new(&url, &cli::remote_options(ctx, effects::SOURCE)).ok().filter(Remote::reachable);
+                let server = Remote::new(&url, &app::remote_options(ctx, effects::SOURCE)).ok().filter(Remote::reachable);
                 if server.is_some() {
                     leave();
                 }
@@ -110,7 +110,7 @@ fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Resul
         };
     }
     let console = Actor::console(effects::SOURCE);
-    let service = cli::ensure_demo_store(ctx, &console).map_err(explain)?;
+    let service = app::ensure_demo_store(ctx, &console).map_err(explain)?;
     // Only the demo owner there yet (counting every user of a large store would take seconds).
     let mut seen = 0;
     service.store().scan_users(&mut |_| {
@@ -120,7 +120,7 @@ fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Resul
     if seen <= 1 {
         leave();
         eprintln!("Generating {} demo users in {}…", args.demo_users, ctx.config.data_dir().display());
-        demo::populate(&service, &console, args.demo_users, DEMO_SEED, cli::now(), demo::Fill::ExistingStore)?;
+        demo::populate(&service, &console, args.demo_users, DEMO_SEED, app::now(), demo::Fill::ExistingStore)?;
     }
     let actor = service.act_as(&console, demo::OWNER, effects::SOURCE).with_context(|| {
         format!(

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use mfadmin::auth::totp;
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::UserView;

@@ -5,11 +5,12 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::UserView;
-use mfadmin::http::{router, AppState, Clock, Settings};
+use mfadmin::app::Clock;
+use mfadmin::http::{router, AppState, Settings};
 use mfadmin::service::{Actor, NewUser, Service};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

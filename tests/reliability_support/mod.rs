@@ -7,7 +7,7 @@
 mod serve_support;
 
 use mfadmin::auth::token;
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::User;
@@ -61,7 +61,7 @@ pub fn env_number(var: &str, default: u64) -> u64 {
 }
 
 pub fn now() -> i64 {
-    mfadmin::cli::now()
+    mfadmin::app::now()
 }
 
 /// A store of `members` enrolled users (each with a live session) in one org "Acme" that enforces

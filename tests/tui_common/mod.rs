@@ -2,14 +2,14 @@
 //! headless console that runs its effects against it synchronously.
 #![allow(dead_code)]
 
-use mfadmin::cli::Context;
+use mfadmin::app::Context;
 use mfadmin::config::Config;
 use mfadmin::demo;
 use mfadmin::domain::role::Role;
 use mfadmin::service::{Actor, NewUser, Service};
 use mfadmin::tui::action::{Action, Session};
 use mfadmin::backend::local::Local;
-use mfadmin::http::Clock;
+use mfadmin::app::Clock;
 use mfadmin::tui::effects::{perform, Control, Effect};
 use std::sync::Arc;
 use mfadmin::tui::keymap::Key;
