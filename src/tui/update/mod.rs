@@ -20,6 +20,7 @@ use super::effects::Effect;
 use super::keymap::Key;
 use super::layout;
 use super::state::*;
+use std::time::Instant;
 use edit::Edit;
 
 /// Translate a key and apply it: what the loop does for every key press.
@@ -47,8 +48,9 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
             audit::scroll(state, 0);
             None
         }
-        Action::Tick => {
+        Action::Tick(now) => {
             state.spinner = state.spinner.wrapping_add(1);
+            fade_message(state, now);
             None
         }
         Action::Busy(n) => {
@@ -63,6 +65,18 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
             None
         }
         result => on_result(state, result),
+    }
+}
+
+/// A message lives from the first tick that sees it, so one set while the clock stood still (no
+/// work running, no message before) still gets its whole lifetime.
+fn fade_message(state: &mut State, now: Instant) {
+    match &mut state.message {
+        Some(m) if m.faded(now) => state.message = None,
+        Some(m) => {
+            m.seen.get_or_insert(now);
+        }
+        None => {}
     }
 }
 
@@ -240,7 +254,7 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
         | Action::Click { .. }
         | Action::Scroll(_)
         | Action::Resize(..)
-        | Action::Tick
+        | Action::Tick(_)
         | Action::Busy(_)
         | Action::Crashed(_) => None,
     }
