@@ -623,3 +623,39 @@ fn help_lists_every_binding_of_the_key_map_and_scrolls_to_its_end() {
     app.press("esc");
     assert_eq!(app.state.mode(), Mode::Users);
 }
+
+#[test]
+fn a_message_fades_after_its_lifetime_and_the_key_hints_come_back() {
+    use mfadmin::tui::state::{ERROR_LIFETIME, INFO_LIFETIME};
+    use std::time::{Duration, Instant};
+    let fx = fixture(30);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let start = Instant::now();
+    app.press("a");
+    assert!(app.state.message.as_ref().unwrap().text.starts_with("marked all"), "{:?}", app.state.message);
+    // The lifetime counts from the first tick that sees the message, however long ago it was set.
+    app.apply(Action::Tick(start));
+    app.apply(Action::Tick(start + INFO_LIFETIME - Duration::from_millis(1)));
+    assert!(app.state.message.is_some(), "still within its lifetime");
+    app.apply(Action::Tick(start + INFO_LIFETIME));
+    assert_eq!(app.state.message, None, "faded: the status line shows the key hints again");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.lines().last().unwrap().contains("? help"), "{screen}");
+
+    // An error stays longer than an ordinary message.
+    app.press(":");
+    app.type_text("nonsense");
+    app.press("enter");
+    assert!(app.state.message.as_ref().unwrap().text.contains("unknown command"));
+    let later = start + Duration::from_secs(60);
+    app.apply(Action::Tick(later));
+    app.apply(Action::Tick(later + INFO_LIFETIME));
+    assert!(app.state.message.is_some(), "an error outlives an ordinary message");
+    app.apply(Action::Tick(later + ERROR_LIFETIME));
+    assert_eq!(app.state.message, None);
+
+    // A newer message starts its own lifetime.
+    app.press("a");
+    app.apply(Action::Tick(later + ERROR_LIFETIME + Duration::from_secs(1)));
+    assert!(app.state.message.is_some());
+}

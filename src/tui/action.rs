@@ -214,7 +214,8 @@ pub enum Action {
     Click { column: u16, row: u16 },
     Scroll(i32),
     Resize(u16, u16),
-    Tick,
+    /// The clock, at `now`: the spinner turns and an old message fades.
+    Tick(std::time::Instant),
     /// How many background jobs are running.
     Busy(usize),
 

@@ -330,7 +330,7 @@ impl Runner {
                 let _ = tx.send(Action::Crashed(format!("a background job failed: {e}")));
             }
             // Wake the loop so it notices the job count changed.
-            let _ = tx.send(Action::Tick);
+            let _ = tx.send(Action::Tick(Instant::now()));
         });
     }
 }

@@ -223,6 +223,8 @@ async fn event_loop(
         runner.spawn(effect, actor(state));
     }
     let mut tick = tokio::time::interval(Duration::from_millis(120));
+    // The clock stands still while idle; when it starts again it must not run through every tick it missed.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut trimmed = false;
     let result = loop {
         apply(state, Action::Busy(runner.running()));
@@ -253,7 +255,7 @@ async fn event_loop(
                 None => break Ok(()),
             },
             Some(a) = actions.recv() => apply(state, a),
-            _ = tick.tick(), if runner.running() > 0 => apply(state, Action::Tick),
+            _ = tick.tick(), if runner.running() > 0 || state.message.is_some() => apply(state, Action::Tick(std::time::Instant::now())),
         }
         // Take everything that queued up meanwhile before drawing again.
         while !state.quit {

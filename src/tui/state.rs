@@ -9,6 +9,7 @@ use super::theme::Theme;
 use crate::domain::user::Status;
 use crate::service::{AuditView, Enrollment, OrgView, ResetOutcome, ResetReport, UserDetail, VerifyReport};
 use ratatui::layout::Rect;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Above this many users a reset also asks the admin to type the count.
@@ -124,10 +125,28 @@ pub enum Level {
     Error,
 }
 
+/// How long a message stays on the status line before the key hints come back.
+pub const INFO_LIFETIME: Duration = Duration::from_secs(4);
+/// Errors stay longer: they are worth reading twice.
+pub const ERROR_LIFETIME: Duration = Duration::from_secs(8);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub text: String,
     pub level: Level,
+    /// The first clock tick that saw the message; it fades a lifetime after that.
+    pub seen: Option<Instant>,
+}
+
+impl Message {
+    /// Whether the message has been shown for its whole lifetime at `now`.
+    pub fn faded(&self, now: Instant) -> bool {
+        let lifetime = match self.level {
+            Level::Info => INFO_LIFETIME,
+            Level::Error => ERROR_LIFETIME,
+        };
+        self.seen.is_some_and(|seen| now.saturating_duration_since(seen) >= lifetime)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -409,11 +428,11 @@ impl State {
     }
 
     pub fn info(&mut self, text: impl Into<String>) {
-        self.message = Some(Message { text: text.into(), level: Level::Info });
+        self.message = Some(Message { text: text.into(), level: Level::Info, seen: None });
     }
 
     pub fn error(&mut self, text: impl Into<String>) {
-        self.message = Some(Message { text: text.into(), level: Level::Error });
+        self.message = Some(Message { text: text.into(), level: Level::Error, seen: None });
     }
 
     /// How many lines the help overlay has: two of introduction, then per section a blank line,

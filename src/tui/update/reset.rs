@@ -1,0 +1,177 @@
+//! Resetting MFA: the confirmation with its dry run, the progress, and the result.
+
+use super::detail;
+use super::edit::{self, Edit};
+use crate::service::{ResetOutcome, ResetReport};
+use crate::tui::action::Command;
+use crate::tui::effects::Effect;
+use crate::tui::state::*;
+use uuid::Uuid;
+
+/// Open the reset confirmation for `targets`, or the marked users, or the cursor row; and ask
+/// for the dry run that fills in its breakdown.
+pub(super) fn request(state: &mut State, targets: Option<Vec<Uuid>>) -> Option<Effect> {
+    let targets = match targets {
+        Some(t) => t,
+        None if state.users.mark_count() > 0 => state.users.marked_ids(),
+        None => match state.users.cursor_user() {
+            Some(u) => vec![u.id],
+            None => {
+                state.error("no user to reset: the table is empty");
+                return None;
+            }
+        },
+    };
+    let names = targets.iter().map(|id| detail::name(state, *id)).collect();
+    state.overlays.push(Overlay::ConfirmReset(ConfirmReset::new(targets.clone(), names)));
+    Some(Effect::PlanReset(targets))
+}
+
+/// Run the reset the dialog describes, if everything it asks for is there.
+fn confirm(state: &mut State) -> Option<Effect> {
+    let reason_required = state.reason_required;
+    let Some(Overlay::ConfirmReset(d)) = state.overlays.last_mut() else {
+        return None;
+    };
+    let problem = match d.will_reset() {
+        None if d.plan.as_ref().is_some_and(|p| p.is_err()) => Some((ResetFocus::Cancel, "the check failed; cancel and try again")),
+        None => Some((ResetFocus::Confirm, "still checking what the reset would do; a moment")),
+        Some(0) => Some((ResetFocus::Cancel, "none of these users has MFA to reset")),
+        Some(_) if reason_required && d.reason.trim().is_empty() => Some((ResetFocus::Reason, "a reason is required")),
+        Some(_) if d.needs_count() && d.count.trim() != d.targets.len().to_string() => {
+            Some((ResetFocus::Count, "type the number of users to confirm"))
+        }
+        Some(_) => None,
+    };
+    if let Some((focus, why)) = problem {
+        d.focus = focus;
+        d.error = Some(why.into());
+        return None;
+    }
+    let targets = d.targets.clone();
+    let reason = d.reason.trim().to_string();
+    state.overlays.pop();
+    state.overlays.push(Overlay::Progress(ResetProgress { done: 0, total: targets.len() }));
+    Some(Effect::RunReset { targets, reason })
+}
+
+/// The reset confirmation dialog.
+pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effect> {
+    let Some(Overlay::ConfirmReset(d)) = state.overlays.last_mut() else {
+        return None;
+    };
+    match command {
+        Command::Back => {
+            state.overlays.pop();
+        }
+        Command::NextField | Command::PrevField => {
+            let order = d.focus_order();
+            let i = order.iter().position(|f| *f == d.focus).unwrap_or(0);
+            let n = order.len();
+            d.focus = order[if command == Command::NextField { (i + 1) % n } else { (i + n - 1) % n }];
+        }
+        Command::Submit => match d.focus {
+            ResetFocus::Cancel => {
+                state.overlays.pop();
+            }
+            ResetFocus::Confirm => return confirm(state),
+            ResetFocus::Reason | ResetFocus::Count => {
+                let order = d.focus_order();
+                let i = order.iter().position(|f| *f == d.focus).unwrap_or(0);
+                d.focus = order[(i + 1) % order.len()];
+            }
+        },
+        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
+        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
+        Command::ClearInput => return edit::apply(state, Edit::Clear),
+        _ => {}
+    }
+    None
+}
+
+/// The result view after a reset.
+pub(super) fn result_command(state: &mut State, command: Command) -> Option<Effect> {
+    let Some(Overlay::ResetResult(r)) = state.overlays.last_mut() else {
+        return None;
+    };
+    let page = state.size.1.saturating_sub(12).max(1) as usize;
+    let max = r.report.results.len().saturating_sub(1);
+    match command {
+        Command::Back => {
+            state.overlays.pop();
+            // Back in a user's detail: show it as it is now.
+            if let Some(Overlay::Detail(d)) = state.overlays.last() {
+                return Some(Effect::LoadDetail(d.user));
+            }
+        }
+        Command::ToggleDetails => {
+            r.details = !r.details;
+            r.scroll = 0;
+        }
+        Command::Down => r.scroll = (r.scroll + 1).min(max),
+        Command::Up => r.scroll = r.scroll.saturating_sub(1),
+        Command::PageDown => r.scroll = (r.scroll + page).min(max),
+        Command::PageUp => r.scroll = r.scroll.saturating_sub(page),
+        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        _ => {}
+    }
+    None
+}
+
+
+/// The dry run [`Effect::PlanReset`] made, for the dialog still asking about the same users.
+pub(super) fn planned(state: &mut State, result: Result<ResetReport, String>) -> Option<Effect> {
+    if let Some(Overlay::ConfirmReset(d)) = state.overlays.last_mut() {
+        let same = match &result {
+            Ok(plan) => plan.results.len() == d.targets.len() && plan.results.iter().zip(&d.targets).all(|(r, t)| r.target == t.to_string()),
+            Err(_) => true,
+        };
+        if same {
+            d.plan = Some(result);
+        }
+    }
+    None
+}
+
+/// How far [`Effect::RunReset`] has got.
+pub(super) fn progress(state: &mut State, done: usize, total: usize) -> Option<Effect> {
+    if let Some(Overlay::Progress(p)) = state.overlays.last_mut() {
+        p.done = done;
+        p.total = total;
+    }
+    None
+}
+
+/// The report of [`Effect::RunReset`]: the table takes the new states and the result view opens.
+pub(super) fn done(state: &mut State, result: Result<ResetReport, String>) -> Option<Effect> {
+    if let Some(Overlay::Progress(_)) = state.overlays.last() {
+        state.overlays.pop();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            state.error(format!("the reset did not run: {e}"));
+            return None;
+        }
+    };
+    state.users.apply_reset(&report);
+    let page = state.page();
+    state.users.scroll_into_view(page);
+    let c = |o| report.count(o);
+    state.info(format!(
+        "reset {}, skipped {}, denied {}, not found {}, failed {}{}",
+        c(ResetOutcome::Reset),
+        c(ResetOutcome::Skipped),
+        c(ResetOutcome::Denied),
+        c(ResetOutcome::NotFound),
+        c(ResetOutcome::Failed),
+        match c(ResetOutcome::Unknown) {
+            0 => String::new(),
+            n => format!(", UNKNOWN {n} (answer lost)"),
+        }
+    ));
+    state.audit.loaded = false;
+    state.orgs.loaded = false;
+    state.overlays.push(Overlay::ResetResult(ResetResultView { report, details: false, scroll: 0 }));
+    None
+}
