@@ -32,6 +32,8 @@ pub struct Config {
     pub tui: TuiConfig,
     /// Which vendors' drop-in MFA-reset routes `mfadmin serve` answers.
     pub compat: CompatConfig,
+    /// The privacyIDEA-compatible `/validate/check` that VPNs, SSH and applications ask.
+    pub validate: ValidateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +103,60 @@ pub struct CompatConfig {
     pub resolver: bool,
     /// Netwrix Privilege Secure: `PUT /api/v1/ManagedAccount/ResetMFA/{id}`, `/signinBody`, `/signin2fa`.
     pub nps: bool,
+}
+
+/// The second-factor checks other systems make (`/validate/check`, `/validate/radiuscheck`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidateConfig {
+    /// Answer the validate routes at all.
+    pub enabled: bool,
+    /// Addresses (or CIDR ranges) that may validate without a validate-only API key, for plugins
+    /// that cannot send one. Default: none.
+    pub allow_from: Vec<String>,
+    /// The org a request without `realm` means; empty: a user of any org, by user name.
+    pub default_realm: String,
+    /// What `pass` holds: the code alone (`otp`), or the user's password followed by the code
+    /// (`password+otp`), for systems that use RADIUS as their only check.
+    pub pass_mode: PassMode,
+    /// `pass_mode` for particular orgs (org name -> mode), over the default.
+    pub realm_pass_mode: std::collections::BTreeMap<String, PassMode>,
+    /// Accept a recovery code in place of the TOTP code.
+    pub recovery_codes: bool,
+    /// An unknown user is answered as a wrong code (`reject`, existence is not revealed) or with
+    /// privacyIDEA's own error 904 (`error`), for plugins that need it.
+    pub unknown_user: UnknownUser,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        ValidateConfig {
+            enabled: true,
+            allow_from: Vec::new(),
+            default_realm: String::new(),
+            pass_mode: PassMode::Otp,
+            realm_pass_mode: Default::default(),
+            recovery_codes: false,
+            unknown_user: UnknownUser::Reject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PassMode {
+    #[default]
+    #[serde(rename = "otp")]
+    Otp,
+    #[serde(rename = "password+otp")]
+    PasswordOtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownUser {
+    #[default]
+    Reject,
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -204,7 +260,7 @@ impl Default for ServerConfig {
 }
 
 /// The settings the service needs, in its own units.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub reason_required: bool,
     pub batch_size: usize,
@@ -213,6 +269,18 @@ pub struct Policy {
     pub session_secs: i64,
     pub challenge_secs: i64,
     pub api_key_secs: i64,
+    pub validate: ValidatePolicy,
+}
+
+/// How the service checks codes for other systems (from [`ValidateConfig`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidatePolicy {
+    /// The org key a request without a realm means (`None`: any org).
+    pub default_realm: Option<String>,
+    pub pass_mode: PassMode,
+    /// By org key.
+    pub realm_pass_mode: std::collections::HashMap<String, PassMode>,
+    pub recovery_codes: bool,
 }
 
 impl Default for Policy {
@@ -345,6 +413,17 @@ impl Config {
             session_secs: (self.session.lifetime_minutes * 60) as i64,
             challenge_secs: self.session.challenge_seconds as i64,
             api_key_secs: (self.session.api_key_days * 86_400) as i64,
+            validate: ValidatePolicy {
+                default_realm: Some(crate::domain::user::org_key(&self.validate.default_realm)).filter(|r| !r.is_empty()),
+                pass_mode: self.validate.pass_mode,
+                realm_pass_mode: self
+                    .validate
+                    .realm_pass_mode
+                    .iter()
+                    .map(|(org, mode)| (crate::domain::user::org_key(org), *mode))
+                    .collect(),
+                recovery_codes: self.validate.recovery_codes,
+            },
         }
     }
 }

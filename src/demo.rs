@@ -92,6 +92,8 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
             created_at,
             last_login_at: (rng.random_range(0..10) > 0).then(|| now - rng.random_range(60..86_400 * 90)),
             mfa_enrolled_at,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
             mfa_reset_at,
             version: 0,
         };

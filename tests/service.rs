@@ -259,7 +259,7 @@ fn a_reason_is_required_unless_configured_otherwise() {
     add(&t.svc, "eve", Role::Member, "acme");
     let err = t.svc.reset_mfa(&console(), &["eve".into()], Some("   "), false, T0).unwrap_err();
     assert!(err.to_string().contains("a reason is required"), "{err}");
-    let mut policy = *t.svc.policy();
+    let mut policy = t.svc.policy().clone();
     policy.reason_required = false;
     let relaxed = mfadmin::service::Service::new(t.svc.store().clone(), mfadmin::auth::seal::Sealer::load(&t.ctx.config.key_file()).unwrap(), policy).unwrap();
     assert!(relaxed.reset_mfa(&console(), &["eve".into()], None, false, T0).is_ok());

@@ -29,6 +29,8 @@ fn user(i: usize) -> UserView {
         created_at: "2025-01-01T00:00:00Z".into(),
         last_login_at: None,
         mfa_enrolled_at: None,
+        mfa_last_used_at: None,
+        mfa_last_client: None,
         mfa_reset_at: None,
     }
 }

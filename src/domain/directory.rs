@@ -30,6 +30,8 @@ pub struct Summary {
     pub created_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
     pub mfa_enrolled_at: Option<Timestamp>,
+    pub mfa_last_used_at: Option<Timestamp>,
+    pub mfa_last_client: Option<Box<str>>,
     pub mfa_reset_at: Option<Timestamp>,
     /// The stored record's version this summary was taken from.
     pub version: u64,
@@ -60,6 +62,8 @@ impl Summary {
             created_at: user.created_at,
             last_login_at: user.last_login_at,
             mfa_enrolled_at: user.mfa_enrolled_at,
+            mfa_last_used_at: user.mfa_last_used_at,
+            mfa_last_client: user.mfa_last_client.as_deref().map(Box::from),
             mfa_reset_at: user.mfa_reset_at,
             version: user.version,
             haystack: format!("{}\n{}\n{}", user.username, user.display_name, user.email).to_lowercase(),
@@ -85,6 +89,8 @@ impl Summary {
             created_at: rfc3339(self.created_at),
             last_login_at: self.last_login_at.map(rfc3339),
             mfa_enrolled_at: self.mfa_enrolled_at.map(rfc3339),
+            mfa_last_used_at: self.mfa_last_used_at.map(rfc3339),
+            mfa_last_client: self.mfa_last_client.as_deref().map(str::to_string),
             mfa_reset_at: self.mfa_reset_at.map(rfc3339),
         }
     }
@@ -595,6 +601,8 @@ mod tests {
             created_at: 0,
             last_login_at: None,
             mfa_enrolled_at: None,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
             mfa_reset_at: None,
             version,
         }

@@ -44,6 +44,11 @@ pub struct User {
     pub created_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
     pub mfa_enrolled_at: Option<Timestamp>,
+    /// When the factor last passed a check (a login's second step or a validation), and for which
+    /// client (`http`, `tui`, or the validating system's name or address).
+    pub mfa_last_used_at: Option<Timestamp>,
+    pub mfa_last_client: Option<String>,
+    /// Kept just before `version`: the store reads a record's version from its end, past this field.
     pub mfa_reset_at: Option<Timestamp>,
     pub version: u64,
 }
@@ -105,6 +110,9 @@ pub struct UserView {
     pub created_at: String,
     pub last_login_at: Option<String>,
     pub mfa_enrolled_at: Option<String>,
+    /// When the second factor last passed a check, and for which client.
+    pub mfa_last_used_at: Option<String>,
+    pub mfa_last_client: Option<String>,
     pub mfa_reset_at: Option<String>,
 }
 

@@ -356,7 +356,7 @@ fn page_json(page: &UserPage) -> serde_json::Result<Vec<u8>> {
         out.extend_from_slice(itoa::Buffer::new().format(u.recovery_codes_left).as_bytes());
         out.extend_from_slice(b",\"created_at\":");
         json_str(&mut out, &u.created_at)?;
-        for (name, value) in [(&b",\"last_login_at\":"[..], &u.last_login_at), (b",\"mfa_enrolled_at\":", &u.mfa_enrolled_at), (b",\"mfa_reset_at\":", &u.mfa_reset_at)] {
+        for (name, value) in [(&b",\"last_login_at\":"[..], &u.last_login_at), (b",\"mfa_enrolled_at\":", &u.mfa_enrolled_at), (b",\"mfa_last_used_at\":", &u.mfa_last_used_at), (b",\"mfa_last_client\":", &u.mfa_last_client), (b",\"mfa_reset_at\":", &u.mfa_reset_at)] {
             out.extend_from_slice(name);
             json_opt_str(&mut out, value.as_deref())?;
         }
@@ -1103,6 +1103,8 @@ mod tests {
                     created_at: user::rfc3339(at.unwrap_or(7)),
                     last_login_at: at.map(user::rfc3339),
                     mfa_enrolled_at: at.map(|t| format!("{}{text}", user::rfc3339(t))),
+                    mfa_last_used_at: at.map(user::rfc3339),
+                    mfa_last_client: Some(text.to_string()),
                     mfa_reset_at: when[(j + 1) % when.len()].map(user::rfc3339),
                 });
             }

@@ -2,7 +2,7 @@
 
 use crate::auth::{password, token, totp};
 use crate::domain::audit::Outcome;
-use crate::domain::mfa::{MfaState, MfaStatus};
+use crate::domain::mfa::{Lockout, MfaState, MfaStatus};
 use crate::domain::user::{self, Status, User, UserView};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -44,31 +44,72 @@ impl std::fmt::Debug for LoginStep {
     }
 }
 
-impl Service {
-    pub(super) fn record_wrong_code(&self, actor: &Actor, user: &User, action: &str, now: Timestamp) -> Result<()> {
-        let mut next = user.clone();
-        next.lockout = self.policy.lockout.after_failure(&user.lockout, now);
-        let mut event = about(draft(actor, action, now), user);
-        event.outcome = Outcome::Failure;
-        event.detail = Some(match next.lockout.locked_until {
-            Some(t) if t > now => format!("wrong code ({} in a row); locked for {} s", next.lockout.failures, t - now),
-            _ => format!("wrong code ({} in a row)", next.lockout.failures),
-        });
-        self.commit(Change {
-            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
-            audit: vec![event],
-            ..Change::default()
-        })
-    }
+/// What one code did to a user's second factor (see [`Service::use_second_factor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactorCheck {
+    /// Accepted and consumed; the user as stored afterwards.
+    Accepted { user: Box<User>, kind: CodeKind },
+    /// A TOTP code of a time step already used (a replay, or the same code sent twice at once).
+    /// It does not count towards the lockout: whoever sent it knew the code.
+    Replayed,
+    /// Wrong: counted towards the lockout, which now stands at this.
+    Wrong { failures: u32, locked_until: Option<Timestamp> },
+    /// The factor is locked; no code is checked until then.
+    Locked { retry_after_secs: u64 },
+    /// The user has no confirmed factor.
+    NoFactor,
+}
 
-    /// Check a TOTP code or a recovery code as the second factor of `user`, consuming it: a code's
-    /// time step, or a recovery code, is accepted once. Wrong codes count towards the lockout.
-    pub(super) fn verify_second_factor(&self, actor: &Actor, user: &User, code: &str, now: Timestamp) -> Result<()> {
+/// Which kind of code passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    Totp,
+    RecoveryCode,
+}
+
+impl CodeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CodeKind::Totp => "totp",
+            CodeKind::RecoveryCode => "recovery code",
+        }
+    }
+}
+
+/// How a second factor is being used: for the audit event and the factor's last-use record.
+pub(super) struct FactorUse<'a> {
+    pub actor: &'a Actor,
+    /// The audit action (`auth.mfa`, `mfa.validate`).
+    pub action: &'static str,
+    /// Who the code was checked for (`http`, `tui`, a RADIUS server's name).
+    pub client: &'a str,
+    pub recovery_codes: bool,
+    /// An accepted code completes a login (the user's last login is now).
+    pub logs_in: bool,
+}
+
+/// What a code decides for one stored user, before anything is written.
+enum Decision {
+    Accept(User, CodeKind),
+    Replayed,
+    Wrong(User),
+    Locked(u64),
+    NoFactor,
+}
+
+/// At most this many rounds of re-reading a user whose record changed under a check; each round
+/// loses only to a commit that did happen, so more than a few means a user under heavy fire.
+const CHECK_ROUNDS: usize = 16;
+
+impl Service {
+    /// Decide what `code` does to `user`'s factor: the user after an acceptance (code consumed,
+    /// lockout cleared) or after a wrong code (one more failure). Reads nothing, writes nothing.
+    fn decide_code(&self, user: &User, code: &str, recovery_codes: bool, now: Timestamp) -> Result<Decision> {
         let MfaState::Enrolled { secret, enrolled_at, last_step } = &user.mfa else {
-            return Err(Error::Conflict(format!("{} has no MFA enrolled", user.username)));
+            return Ok(Decision::NoFactor);
         };
         if user.lockout.is_locked(now) {
-            return Err(Error::Locked { retry_after_secs: user.lockout.retry_after(now) });
+            return Ok(Decision::Locked(user.lockout.retry_after(now)));
         }
         let mut next = user.clone();
         let accepted = if totp::looks_like_code(code) {
@@ -76,37 +117,121 @@ impl Service {
             match totp::check(&plain, code, now.max(0) as u64, self.policy.totp_skew) {
                 Some(step) if step > *last_step => {
                     next.mfa = MfaState::Enrolled { secret: secret.clone(), enrolled_at: *enrolled_at, last_step: step };
-                    Some("totp")
+                    Some(CodeKind::Totp)
                 }
-                Some(_) => {
-                    self.record_wrong_code(actor, user, "auth.mfa", now)?;
-                    return Err(Error::Unauthenticated(
-                        "that code was already used; wait for the next code from the app".into(),
-                    ));
-                }
+                Some(_) => return Ok(Decision::Replayed),
                 None => None,
             }
-        } else {
+        } else if recovery_codes {
             token::normalize_recovery_code(code).and_then(|c| {
                 let h = token::hash(&c);
                 let pos = user.recovery_codes.iter().position(|stored| stored == &h)?;
                 next.recovery_codes.remove(pos);
-                Some("recovery code")
+                Some(CodeKind::RecoveryCode)
             })
+        } else {
+            None
         };
-        let Some(kind) = accepted else {
-            self.record_wrong_code(actor, user, "auth.mfa", now)?;
-            return Err(Error::Unauthenticated("wrong code".into()));
-        };
-        next.lockout = Default::default();
-        next.last_login_at = Some(now);
-        let mut event = about(draft(actor, "auth.mfa", now), user);
-        event.detail = Some(format!("accepted a {kind}"));
-        self.commit(Change {
-            users: vec![UserWrite { expected_version: Some(user.version), user: next }],
-            audit: vec![event],
-            ..Change::default()
+        Ok(match accepted {
+            Some(kind) => {
+                next.lockout = Default::default();
+                Decision::Accept(next, kind)
+            }
+            None => {
+                next.lockout = self.policy.lockout.after_failure(&user.lockout, now);
+                Decision::Wrong(next)
+            }
         })
+    }
+
+    /// Check `code` as the second factor of `user`, consuming it, and store what it did: an
+    /// accepted code together with `on_accept`'s change (a session, a deleted challenge), a wrong
+    /// one as one more failure towards the lockout. A write that meets a concurrent one reads the
+    /// user again and decides again, so every wrong code is counted exactly once, and of one code
+    /// sent several times at once exactly one is accepted (the others are replays). Every check is
+    /// audited as `how.action`. Durable before it returns.
+    pub(super) fn use_second_factor(
+        &self,
+        how: &FactorUse<'_>,
+        user: &User,
+        code: &str,
+        now: Timestamp,
+        on_accept: &dyn Fn(&User) -> Change,
+    ) -> Result<FactorCheck> {
+        let mut user = user.clone();
+        for _ in 0..CHECK_ROUNDS {
+            let mut event = about(draft(how.actor, how.action, now), &user);
+            let write = |next: User| UserWrite { expected_version: Some(user.version), user: next };
+            let (check, change) = match self.decide_code(&user, code, how.recovery_codes, now)? {
+                Decision::Accept(mut next, kind) => {
+                    next.mfa_last_used_at = Some(now);
+                    if how.logs_in {
+                        next.last_login_at = Some(now);
+                    }
+                    next.mfa_last_client = Some(how.client.to_string());
+                    event.detail = Some(format!("accepted a {} for {}", kind.as_str(), how.client));
+                    let mut change = on_accept(&next);
+                    change.audit.insert(0, event);
+                    change.users.insert(0, write(next.clone()));
+                    let after = User { version: user.version + 1, ..next };
+                    (FactorCheck::Accepted { user: Box::new(after), kind }, change)
+                }
+                Decision::Wrong(next) => {
+                    let Lockout { failures, locked_until } = next.lockout.clone();
+                    event.outcome = Outcome::Failure;
+                    event.detail = Some(match locked_until {
+                        Some(t) if t > now => format!("wrong code ({failures} in a row) for {}; locked for {} s", how.client, t - now),
+                        _ => format!("wrong code ({failures} in a row) for {}", how.client),
+                    });
+                    let change = Change { users: vec![write(next)], audit: vec![event], ..Change::default() };
+                    (FactorCheck::Wrong { failures, locked_until }, change)
+                }
+                decision => {
+                    let (check, why) = match decision {
+                        Decision::Replayed => (FactorCheck::Replayed, "a code already used".to_string()),
+                        Decision::Locked(secs) => (FactorCheck::Locked { retry_after_secs: secs }, format!("locked for {secs} s more")),
+                        _ => (FactorCheck::NoFactor, "no MFA enrolled".to_string()),
+                    };
+                    event.outcome = Outcome::Failure;
+                    event.detail = Some(format!("{why}, for {}", how.client));
+                    self.commit(Change { audit: vec![event], ..Change::default() })?;
+                    return Ok(check);
+                }
+            };
+            match self.commit(change) {
+                Ok(()) => return Ok(check),
+                Err(Error::WriteConflict) => {
+                    user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::WriteConflict)
+    }
+
+    /// Count one wrong code against `user`'s factor (an enrollment's confirmation), re-reading the
+    /// user until the count is stored.
+    pub(super) fn record_wrong_code(&self, actor: &Actor, user: &User, action: &str, now: Timestamp) -> Result<()> {
+        let mut user = user.clone();
+        for _ in 0..CHECK_ROUNDS {
+            let mut next = user.clone();
+            next.lockout = self.policy.lockout.after_failure(&user.lockout, now);
+            let mut event = about(draft(actor, action, now), &user);
+            event.outcome = Outcome::Failure;
+            event.detail = Some(match next.lockout.locked_until {
+                Some(t) if t > now => format!("wrong code ({} in a row); locked for {} s", next.lockout.failures, t - now),
+                _ => format!("wrong code ({} in a row)", next.lockout.failures),
+            });
+            match self.commit(Change {
+                users: vec![UserWrite { expected_version: Some(user.version), user: next }],
+                audit: vec![event],
+                ..Change::default()
+            }) {
+                Err(Error::WriteConflict) => user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?,
+                done => return done,
+            }
+        }
+        Err(Error::WriteConflict)
     }
 
     pub(super) fn put_token(&self, user: &User, kind: SessionKind, lifetime: i64, now: Timestamp, extra: Change) -> Result<(String, Timestamp)> {
@@ -195,14 +320,34 @@ impl Service {
         Ok((hash, user))
     }
 
-    /// Second step of a login: a TOTP or recovery code for the challenge from the first step.
+    /// Second step of a login: a TOTP or recovery code for the challenge from the first step. The
+    /// accepted code, the new session and the spent challenge are one change.
     pub fn login_code(&self, challenge: &str, code: &str, source: &str, now: Timestamp) -> Result<NewSession> {
         let (hash, user) = self.challenge_user(challenge, &SessionKind::MfaChallenge, now)?;
         let actor = Actor { principal: principal_of(&user), source: source.into() };
-        self.verify_second_factor(&actor, &user, code, now)?;
-        let user = self.store.get_user(user.id)?.ok_or_else(|| Error::not_found("user"))?;
-        self.commit(Change { sessions_delete: vec![hash], ..Change::default() })?;
-        self.new_session(&user, source, now)
+        let secret = token::new_token();
+        let expires_at = now + self.policy.session_secs;
+        let how = FactorUse { actor: &actor, action: "auth.mfa", client: source, recovery_codes: true, logs_in: true };
+        let session = |next: &User| Change {
+            sessions_delete: vec![hash],
+            sessions_put: vec![(
+                token::hash(&secret),
+                Session { user_id: next.id, kind: SessionKind::Session, created_at: now, expires_at },
+            )],
+            audit: vec![about(draft(&actor, "auth.login", now), next)],
+            ..Change::default()
+        };
+        match self.use_second_factor(&how, &user, code, now, &session)? {
+            FactorCheck::Accepted { user, .. } => {
+                Ok(NewSession { token: secret, expires_at: user::rfc3339(expires_at), user: self.view(&user, now)? })
+            }
+            FactorCheck::Replayed => {
+                Err(Error::Unauthenticated("that code was already used; wait for the next code from the app".into()))
+            }
+            FactorCheck::Wrong { .. } => Err(Error::Unauthenticated("wrong code".into())),
+            FactorCheck::Locked { retry_after_secs } => Err(Error::Locked { retry_after_secs }),
+            FactorCheck::NoFactor => Err(Error::Conflict(format!("{} has no MFA enrolled", user.username))),
+        }
     }
 
     /// Enrollment required at login: issue the secret for the challenge's user.

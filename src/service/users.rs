@@ -186,6 +186,8 @@ impl Service {
             created_at: now,
             last_login_at: None,
             mfa_enrolled_at: None,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
             mfa_reset_at: None,
             version: 0,
         })

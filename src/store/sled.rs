@@ -6,7 +6,10 @@ use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
 use crate::domain::audit::{AuditDraft, AuditEvent};
-use crate::domain::user::{Org, User};
+use crate::domain::mfa::{Lockout, MfaState};
+use crate::domain::role::Role;
+use crate::domain::user::{Org, Status, User};
+use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -30,6 +33,61 @@ const LOAD_BATCH: usize = 1_000;
 #[derive(Serialize, Deserialize)]
 enum Versioned<T> {
     V1(T),
+}
+
+/// The stored layouts of a user record. V1 had no record of the factor's last use.
+#[derive(Deserialize)]
+enum StoredUser {
+    V1(UserV1),
+    V2(User),
+}
+
+/// A user record as the first layout stored it; read and converted, never written.
+#[derive(Deserialize)]
+struct UserV1 {
+    id: Uuid,
+    number: u64,
+    username: String,
+    email: String,
+    display_name: String,
+    org: String,
+    role: Role,
+    status: Status,
+    password_hash: Option<String>,
+    mfa: MfaState,
+    lockout: Lockout,
+    recovery_codes: Vec<[u8; 32]>,
+    created_at: Timestamp,
+    last_login_at: Option<Timestamp>,
+    mfa_enrolled_at: Option<Timestamp>,
+    mfa_reset_at: Option<Timestamp>,
+    version: u64,
+}
+
+impl From<UserV1> for User {
+    fn from(u: UserV1) -> User {
+        User {
+            id: u.id,
+            number: u.number,
+            username: u.username,
+            email: u.email,
+            display_name: u.display_name,
+            org: u.org,
+            role: u.role,
+            status: u.status,
+            password_hash: u.password_hash,
+            mfa: u.mfa,
+            lockout: u.lockout,
+            recovery_codes: u.recovery_codes,
+            created_at: u.created_at,
+            last_login_at: u.last_login_at,
+            mfa_enrolled_at: u.mfa_enrolled_at,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
+            mfa_reset_at: u.mfa_reset_at,
+            version: u.version,
+        }
+    }
 }
 
 /// Encode a record as the current variant of [`Versioned`], without copying it.
@@ -57,11 +115,22 @@ fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8> {
         + user.display_name.len()
         + user.org.len()
         + user.password_hash.as_ref().map_or(0, String::len)
+        + user.mfa_last_client.as_ref().map_or(0, String::len)
         + 32 * user.recovery_codes.len();
+    /// Users are stored as the second layout ([`StoredUser::V2`]).
+    #[derive(Serialize)]
+    enum StoredUserRef<'a> {
+        #[allow(dead_code)]
+        V1(()),
+        V2(&'a User),
+    }
+    let encode = |user: &User| {
+        postcard::to_extend(&StoredUserRef::V2(user), Vec::with_capacity(capacity)).expect("in-memory records always encode")
+    };
     if user.version == version {
-        encode_sized(user, capacity)
+        encode(user)
     } else {
-        encode_sized(&User { version, ..user.clone() }, capacity)
+        encode(&User { version, ..user.clone() })
     }
 }
 
@@ -97,7 +166,7 @@ struct UserHead<'a> {
 }
 
 /// Read a stored user record's head and version without decoding the rest of it (no allocation).
-/// `None` when the record is not a [`Versioned::V1`] user that holds the id it is stored under, or
+/// `None` when the record is not a user that holds the id it is stored under, or
 /// cannot be read this way: then the caller decodes it in full, which names any damage.
 ///
 /// The head is the first fields of [`User`] (id, number, user name, email). The version is its
@@ -112,7 +181,15 @@ fn peek_user<'a>(key: &[u8], bytes: &'a [u8]) -> Option<UserHead<'a>> {
         username: &'a str,
         email: &'a str,
     }
-    let (Versioned::V1(head), rest) = postcard::take_from_bytes::<Versioned<Head<'a>>>(bytes).ok()?;
+    // Both layouts begin with the same head.
+    #[derive(Deserialize)]
+    enum StoredHead<'a> {
+        #[serde(borrow)]
+        V1(Head<'a>),
+        #[serde(borrow)]
+        V2(Head<'a>),
+    }
+    let (StoredHead::V1(head) | StoredHead::V2(head), rest) = postcard::take_from_bytes::<StoredHead<'a>>(bytes).ok()?;
     if head.id.as_bytes() != key {
         return None;
     }
@@ -152,7 +229,11 @@ fn decode_in_place<'a, T: Deserialize<'a>>(what: &str, key: &[u8], bytes: &'a [u
 /// A user record, which must hold the id it is stored under: a damaged id would otherwise make the
 /// next write land under another key.
 fn decode_user(key: &[u8], bytes: &[u8]) -> Result<User> {
-    let user: User = decode("user", key, bytes)?;
+    let user = match postcard::from_bytes::<StoredUser>(bytes) {
+        Ok(StoredUser::V1(old)) => old.into(),
+        Ok(StoredUser::V2(user)) => user,
+        Err(e) => return Err(Error::Corrupt(format!("user record {} cannot be decoded ({e})", describe_key(key)))),
+    };
     if user.id.as_bytes() != key {
         return Err(Error::Corrupt(format!("user record {} holds the id {}", describe_key(key), user.id)));
     }
@@ -1164,6 +1245,8 @@ mod tests {
             created_at: 1_800_000_000,
             last_login_at: None,
             mfa_enrolled_at: Some(i64::MAX),
+            mfa_last_used_at: None,
+            mfa_last_client: None,
             mfa_reset_at,
             version,
         }

@@ -71,6 +71,7 @@ struct Row {
     created_at: i64,
     last_login_at: i64,
     mfa_enrolled_at: i64,
+    mfa_last_used_at: i64,
     mfa_reset_at: i64,
     /// Where this row's fields that are not all lower case start in `originals`.
     original: u32,
@@ -350,6 +351,7 @@ impl UserTable {
             created_at: parse_time(Some(&view.created_at)),
             last_login_at: parse_time(view.last_login_at.as_deref()),
             mfa_enrolled_at: parse_time(view.mfa_enrolled_at.as_deref()),
+            mfa_last_used_at: parse_time(view.mfa_last_used_at.as_deref()),
             mfa_reset_at: parse_time(view.mfa_reset_at.as_deref()),
             original,
             recovery_codes_left: u32::try_from(view.recovery_codes_left).unwrap_or(u32::MAX),
@@ -465,6 +467,9 @@ impl UserTable {
             created_at: time(row.created_at).unwrap_or_default(),
             last_login_at: time(row.last_login_at),
             mfa_enrolled_at: time(row.mfa_enrolled_at),
+            mfa_last_used_at: time(row.mfa_last_used_at),
+            // The table keeps no client names; the detail pane reads the user from the backend.
+            mfa_last_client: None,
             mfa_reset_at: time(row.mfa_reset_at),
         }
     }
@@ -1130,6 +1135,8 @@ mod tests {
             created_at: rfc3339(1_700_000_000 + n as i64),
             last_login_at: (!n.is_multiple_of(3)).then(|| rfc3339(1_750_000_000 + n as i64)),
             mfa_enrolled_at: None,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
             mfa_reset_at: Some(rfc3339(1_760_000_000)),
         }
     }
