@@ -135,6 +135,7 @@ on_both_stores!(
     a_name_wanted_by_many_at_once_goes_to_one,
     another_node_catches_up_from_a_watermark,
     the_service_resets_and_verifies_on_the_store,
+    a_backup_restores_as_a_sled_store_with_everything,
 );
 
 fn acme() -> Org {
@@ -603,4 +604,35 @@ fn the_service_resets_and_verifies_on_the_store(f: Fresh) {
     // A key that is not the store's is refused.
     let wrong = Sealer::create_key_file(&sealer_key.path().join("other")).unwrap();
     assert!(matches!(Service::new((f.another)(), wrong, Config::default().policy()), Err(Error::KeyFile(_))));
+}
+
+fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (1..=300).map(|n| named(&format!("b{n}"), n)).collect();
+    add(store, &users).unwrap();
+    write(store, &users[7], 1).unwrap();
+    let session = Session { user_id: users[3].id, kind: SessionKind::Session, created_at: 0, expires_at: 100 };
+    let audit = (0..5).map(|n| draft(n, "test")).collect();
+    store.commit(&[Change { sessions_put: vec![([3; 32], session.clone())], audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
+    let next = store.allocate_numbers(1).unwrap();
+    let snapshot = store.snapshot(1_800_000_000).unwrap();
+    let counts = snapshot.counts();
+    assert_eq!((counts.users, counts.orgs, counts.audit_events, counts.sessions), (300, 1, 5, 1));
+    let bytes = snapshot.encode();
+    let dir = tempfile::tempdir().unwrap();
+    let restored = mfadmin::store::backup::restore(&mfadmin::store::backup::Snapshot::decode(&bytes).unwrap(), &dir.path().join("store")).unwrap();
+    assert_eq!(restored.check_indexes().unwrap(), Vec::<String>::new());
+    assert_eq!(verify_chain(&restored), 5);
+    assert_eq!(restored.user_count().unwrap(), 300);
+    for u in &users {
+        assert_eq!(restored.get_user(u.id).unwrap(), store.get_user(u.id).unwrap());
+        assert_eq!(restored.user_id_by_name(&u.username).unwrap(), Some(u.id));
+        assert_eq!(restored.user_id_by_email(&u.email).unwrap(), Some(u.id));
+        assert_eq!(restored.user_id_by_number(u.number).unwrap(), Some(u.id));
+    }
+    assert_eq!(restored.get_user(users[7].id).unwrap().unwrap().version, 2);
+    assert_eq!(restored.sessions_of(users[3].id).unwrap(), vec![([3; 32], session)]);
+    assert_eq!(restored.get_meta("key_check").unwrap(), Some(vec![9]));
+    assert_eq!(restored.orgs().unwrap(), vec![acme()]);
+    assert_eq!(restored.allocate_numbers(1).unwrap(), next + 1, "numbers carry on where they were");
 }

@@ -6,10 +6,13 @@
 //! sequence number (kept on each user and org row it wrote, so another node can catch up from a
 //! watermark) and links the audit chain without gaps.
 
+use super::backup::Snapshot;
 use super::codec::{decode, decode_user, encode, encode_audit, encode_user};
+use super::sled::{logical_snapshot, LogicalParts};
 use super::{Change, ChangesSince, Session, Store, TokenHash, UserWrite};
 use crate::domain::audit::AuditEvent;
 use crate::domain::user::{Org, User};
+use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
@@ -178,6 +181,8 @@ impl PgStore {
         let manager = PostgresConnectionManager::new(config, NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
+            // Connections are opened as they are needed, not all at start.
+            .min_idle(Some(1))
             // A broken connection is noticed by `has_broken`; checking each one out with a query
             // would cost a round trip per operation.
             .test_on_check_out(false)
@@ -303,6 +308,20 @@ impl PgStore {
     pub fn commit_seq(&self) -> Result<u64> {
         let mut conn = self.conn()?;
         uint(conn.query_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0), "commit sequence number")
+    }
+}
+
+/// Visit the rows of `query` in `tx`, in batches.
+fn scan_in(tx: &mut Transaction<'_>, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
+    let portal = tx.bind(query, &[]).map_err(pg)?;
+    loop {
+        let rows = tx.query_portal(&portal, SCAN_BATCH).map_err(pg)?;
+        for row in &rows {
+            visit(row)?;
+        }
+        if rows.len() < SCAN_BATCH as usize {
+            return Ok(());
+        }
     }
 }
 
@@ -649,6 +668,45 @@ impl Store for PgStore {
                 Err(e) => return Err(e.into()),
             }
             advance_head(tx, seq, head)
+        })
+    }
+
+    /// Every record at one moment (one repeatable-read transaction), laid out as the sled store's
+    /// trees: a backup of a PostgreSQL store restores as a sled store.
+    fn snapshot(&self, taken_at: Timestamp) -> Result<Snapshot> {
+        self.reading(|tx| {
+            let head = tx.query_one("SELECT audit_seq, audit_hash FROM head", &[]).map_err(pg)?;
+            let audit_seq: i64 = head.get(0);
+            let audit_head = match audit_seq {
+                0 => None,
+                seq => Some((uint(seq, "audit sequence number")?, <[u8; 32]>::try_from(head.get::<_, &[u8]>(1)).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?)),
+            };
+            let next: i64 = tx.query_one("SELECT next FROM numbers", &[]).map_err(pg)?.get(0);
+            let mut users = Vec::new();
+            scan_in(tx, "SELECT id, record, name_key, email_key, number FROM users", &mut |r| {
+                users.push((r.get(0), r.get(1), r.get(2), r.get(3), uint(r.get(4), "user number")?));
+                Ok(())
+            })?;
+            let mut audit = Vec::new();
+            scan_in(tx, "SELECT seq, record FROM audit", &mut |r| {
+                audit.push((uint(r.get(0), "audit sequence number")?, r.get(1)));
+                Ok(())
+            })?;
+            let orgs = tx.query("SELECT key, record FROM orgs", &[]).map_err(pg)?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let meta = tx
+                .query("SELECT name, value FROM meta WHERE name <> $1", &[&META_PG_SCHEMA])
+                .map_err(pg)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut sessions = Vec::new();
+            scan_in(tx, "SELECT hash, user_id, record FROM sessions", &mut |r| {
+                let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
+                sessions.push((hash, r.get(1), r.get(2)));
+                Ok(())
+            })?;
+            let parts = LogicalParts { users, orgs, audit, audit_head, sessions, meta, next_number: uint(next, "next user number")? };
+            Ok(logical_snapshot(parts, taken_at))
         })
     }
 

@@ -370,6 +370,54 @@ fn name_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, 
     names::group(entries).into_iter().map(|(key, bucket)| (key.into_bytes(), encode(&bucket)))
 }
 
+/// What another kind of store holds, record by record, for a backup that restores as a sled store.
+pub(super) struct LogicalParts {
+    /// Id, record bytes (as [`encode_user`] writes them), lower-cased name and email, number.
+    pub users: Vec<(Uuid, Vec<u8>, String, String, u64)>,
+    pub orgs: Vec<(String, Vec<u8>)>,
+    pub audit: Vec<(u64, Vec<u8>)>,
+    pub audit_head: Option<(u64, [u8; 32])>,
+    /// Hash, user, record bytes.
+    pub sessions: Vec<(TokenHash, Uuid, Vec<u8>)>,
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub next_number: u64,
+}
+
+/// The trees a sled store holding `parts` has, with its indexes built, as a backup carries them.
+pub(super) fn logical_snapshot(parts: LogicalParts, taken_at: i64) -> super::backup::Snapshot {
+    use super::backup::{Snapshot, TreeDump};
+    let tree = |name: &str, mut entries: Vec<(Vec<u8>, Vec<u8>)>| {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        TreeDump { name: name.as_bytes().to_vec(), entries }
+    };
+    let mut names: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.2.clone(), u.0)).collect();
+    names.sort_unstable();
+    let emails: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.3.clone(), u.0)).collect();
+    let numbers: Vec<(u64, Uuid)> = parts.users.iter().map(|u| (u.4, u.0)).collect();
+    let mut lists: HashMap<Uuid, Vec<TokenHash>> = HashMap::new();
+    for (hash, user, _) in &parts.sessions {
+        lists.entry(*user).or_default().push(*hash);
+    }
+    let mut meta: Vec<(Vec<u8>, Vec<u8>)> = parts.meta.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
+    meta.push((META_SCHEMA.into(), SCHEMA_VERSION.to_be_bytes().to_vec()));
+    meta.push((META_NEXT_NUMBER.into(), parts.next_number.to_be_bytes().to_vec()));
+    if let Some(head) = &parts.audit_head {
+        meta.push((META_AUDIT_HEAD.into(), encode(head)));
+    }
+    let trees = vec![
+        tree("name_index", name_buckets(names).collect()),
+        tree("email_index", email_buckets(emails).collect()),
+        tree("number_index", number_buckets(numbers).collect()),
+        tree("users", parts.users.into_iter().map(|u| (u.0.as_bytes().to_vec(), u.1)).collect()),
+        tree("orgs", parts.orgs.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect()),
+        tree("audit", parts.audit.into_iter().map(|(seq, v)| (seq.to_be_bytes().to_vec(), v)).collect()),
+        tree("sessions", parts.sessions.into_iter().map(|(h, _, v)| (h.to_vec(), v)).collect()),
+        tree("user_sessions", lists.into_iter().map(|(user, list)| (user.as_bytes().to_vec(), encode(&list))).collect()),
+        tree("meta", meta),
+    ];
+    Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees }
+}
+
 /// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
 fn write_in_order(tree: &sled::Tree, pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
     let mut batch = sled::Batch::default();
@@ -1011,7 +1059,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::Outcome;
+    use crate::domain::audit::{AuditDraft, Outcome};
     use crate::domain::mfa::{Lockout, MfaState, SealedSecret};
     use crate::domain::role::Role;
     use crate::domain::user::Status;
