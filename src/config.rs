@@ -122,6 +122,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// With `kind = "postgres"`: at most this many connections from this process.
     pub pool_size: u32,
+    /// With `kind = "postgres"`: PEM file of the CA that signed the database server's certificate.
+    /// TLS is used when the URL says `sslmode=require` or this is set; default roots: the system's.
+    pub ca_file: Option<PathBuf>,
     /// At most this many MiB of the store's pages are kept in memory by a process that opens it
     /// (the console has its own setting, `tui.store_cache_mb`). More helps writes to many
     /// different users; listing never reads them (it has its own summaries).
@@ -148,7 +151,7 @@ impl StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: StoreKind::Sled, url: None, pool_size: StoreConfig::DEFAULT_POOL_SIZE, cache_mb: StoreConfig::DEFAULT_CACHE_MB }
+        StoreConfig { kind: StoreKind::Sled, url: None, pool_size: StoreConfig::DEFAULT_POOL_SIZE, ca_file: None, cache_mb: StoreConfig::DEFAULT_CACHE_MB }
     }
 }
 
@@ -302,6 +305,7 @@ impl Config {
                 }
                 "MFADMIN_STORE_URL" => self.store.url = Some(v).filter(|v| !v.trim().is_empty()),
                 "MFADMIN_STORE_POOL_SIZE" => self.store.pool_size = num(&name, &v)?,
+                "MFADMIN_STORE_CA_FILE" => self.store.ca_file = Some(v.into()),
                 "MFADMIN_TUI_STORE_CACHE_MB" => self.tui.store_cache_mb = num(&name, &v)?,
                 _ => {}
             }

@@ -14,7 +14,7 @@ use mfadmin::domain::role::Role;
 use mfadmin::domain::user::{Org, Status, User};
 use mfadmin::error::Error;
 use mfadmin::service::{Actor, NewUser, ResetOutcome, Service};
-use mfadmin::store::postgres::PgStore;
+use mfadmin::store::postgres::{PgOptions, PgStore};
 use mfadmin::store::sled::SledStore;
 use mfadmin::store::{Change, Session, SessionKind, Store, UserWrite};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,8 +93,8 @@ fn fresh(kind: Kind, test: &str) -> Option<Fresh> {
             client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
             let mut settings = admin.clone();
             settings.options(&format!("-c search_path={name}"));
-            let store: Arc<dyn Store> = Arc::new(PgStore::create(settings.clone(), 8).unwrap());
-            let another = move || -> Arc<dyn Store> { Arc::new(PgStore::open(settings.clone(), 8).unwrap()) };
+            let store: Arc<dyn Store> = Arc::new(PgStore::create(PgOptions::new(settings.clone(), 8)).unwrap());
+            let another = move || -> Arc<dyn Store> { Arc::new(PgStore::open(PgOptions::new(settings.clone(), 8)).unwrap()) };
             Some(Fresh { store, another: Box::new(another), _place: Place::Schema { admin, name } })
         }
     }
@@ -635,4 +635,26 @@ fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
     assert_eq!(restored.get_meta("key_check").unwrap(), Some(vec![9]));
     assert_eq!(restored.orgs().unwrap(), vec![acme()]);
     assert_eq!(restored.allocate_numbers(1).unwrap(), next + 1, "numbers carry on where they were");
+}
+
+/// Over TLS (`sslmode=require`), the server's certificate is checked: against the CA file given it
+/// connects, against the system's roots (which never signed a test CA) it is refused. Needs
+/// `MFADMIN_TEST_PG_CA`, the CA of the test server's certificate (tests/pg/run.sh makes one).
+#[test]
+fn a_connection_over_tls_checks_the_server_certificate() {
+    let (Some(admin), Ok(ca)) = (pg_settings(), std::env::var("MFADMIN_TEST_PG_CA")) else {
+        eprintln!("skipped the TLS case: set MFADMIN_TEST_PG_CA (and a PostgreSQL with TLS) or run tests/pg/run.sh");
+        return;
+    };
+    let Some(f) = fresh(Kind::Postgres, "tls") else { return };
+    let Place::Schema { name, .. } = &f._place else { unreachable!() };
+    let mut settings = admin.clone();
+    settings.options(&format!("-c search_path={name}")).ssl_mode(postgres::config::SslMode::Require);
+    let options = PgOptions { config: settings, pool_size: 2, ca_file: Some(ca.into()) };
+    let store = PgStore::open(options.clone()).expect("TLS with the test CA connects");
+    assert_eq!(store.user_count().unwrap(), 0);
+    let refused = PgStore::open(PgOptions { ca_file: None, ..options.clone() }).unwrap_err();
+    assert!(refused.to_string().contains("cannot connect"), "{refused}");
+    let missing = PgStore::open(PgOptions { ca_file: Some("/nonexistent/ca.pem".into()), ..options }).unwrap_err();
+    assert!(missing.to_string().contains("store.ca_file /nonexistent/ca.pem: cannot read it"), "{missing}");
 }

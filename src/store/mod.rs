@@ -131,12 +131,12 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// The PostgreSQL connection settings of `config` (its `store.url`, which `kind = "postgres"` requires).
-fn postgres_config(config: &crate::config::Config) -> Result<::postgres::Config> {
+/// How to reach the PostgreSQL store of `config` (its `store.url`, which `kind = "postgres"` requires).
+fn postgres_options(config: &crate::config::Config) -> Result<postgres::PgOptions> {
     let url = config.store.url.as_deref().ok_or_else(|| {
         crate::error::Error::invalid("store.kind = \"postgres\" needs store.url (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
     })?;
-    postgres::parse_url(url)
+    Ok(postgres::PgOptions { config: postgres::parse_url(url)?, pool_size: config.store.pool_size, ca_file: config.store.ca_file.clone() })
 }
 
 /// Open the existing store that `config` names: sled in the data directory, or PostgreSQL at
@@ -146,7 +146,7 @@ pub fn open_configured(config: &crate::config::Config) -> Result<std::sync::Arc<
     use crate::config::StoreKind;
     Ok(match config.store.kind {
         StoreKind::Sled => std::sync::Arc::new(sled::SledStore::open_with_cache(&config.store_dir(), config.store.cache_bytes())?),
-        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::open(postgres_config(config)?, config.store.pool_size)?),
+        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::open(postgres_options(config)?)?),
     })
 }
 
@@ -155,7 +155,7 @@ pub fn create_configured(config: &crate::config::Config) -> Result<std::sync::Ar
     use crate::config::StoreKind;
     Ok(match config.store.kind {
         StoreKind::Sled => std::sync::Arc::new(sled::SledStore::create_with_cache(&config.store_dir(), config.store.cache_bytes())?),
-        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::create(postgres_config(config)?, config.store.pool_size)?),
+        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::create(postgres_options(config)?)?),
     })
 }
 
@@ -164,6 +164,6 @@ pub fn configured_store_exists(config: &crate::config::Config) -> Result<bool> {
     use crate::config::StoreKind;
     match config.store.kind {
         StoreKind::Sled => Ok(sled::SledStore::exists(&config.store_dir())),
-        StoreKind::Postgres => postgres::PgStore::exists(postgres_config(config)?),
+        StoreKind::Postgres => postgres::PgStore::exists(postgres_options(config)?),
     }
 }

@@ -19,6 +19,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use r2d2_postgres::r2d2;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
@@ -69,6 +70,81 @@ CREATE INDEX sessions_user_id ON sessions (user_id);
 /// A pool of connections, plain or over TLS (the two are different types to r2d2).
 enum Pool {
     Plain(r2d2::Pool<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+/// A connection from either pool.
+enum Conn {
+    Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(c) => c,
+        }
+    }
+}
+
+/// How to reach the database: its connection settings, the most connections to keep, and for TLS
+/// the CA that signed the server's certificate (default: the system's trusted roots).
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub config: postgres::Config,
+    pub pool_size: u32,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PgOptions {
+    pub fn new(config: postgres::Config, pool_size: u32) -> PgOptions {
+        PgOptions { config, pool_size, ca_file: None }
+    }
+}
+
+/// Pools open connections as they are needed, not all at start; a broken connection is noticed by
+/// `has_broken` (checking each one out with a query would cost a round trip per operation).
+fn pool_builder<M: r2d2::ManageConnection>(pool_size: u32) -> r2d2::Builder<M> {
+    r2d2::Pool::builder().max_size(pool_size.max(1)).min_idle(Some(1)).test_on_check_out(false).connection_timeout(Duration::from_secs(15))
+}
+
+/// The TLS settings for the database: rustls (ring) checking the server's certificate against
+/// `ca_file`, or the system's trusted roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::invalid(format!("TLS setup for PostgreSQL: {e}")))?;
+    let Some(path) = ca_file else {
+        use rustls_platform_verifier::BuilderVerifierExt;
+        return Ok(builder
+            .with_platform_verifier()
+            .map_err(|e| Error::invalid(format!("cannot use the system's trusted certificates: {e}; set store.ca_file")))?
+            .with_no_client_auth());
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| Error::invalid(format!("store.ca_file {}: {why}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read it ({e})")))? {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+        roots.add(cert).map_err(|e| bad(format!("a certificate in it is not usable ({e})")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no certificate (expected -----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 pub struct PgStore {
@@ -147,8 +223,8 @@ fn describe(config: &postgres::Config) -> String {
 impl PgStore {
     /// Open the store in the database `config` points at, bringing its tables up to date if an
     /// older mfadmin made them. Refuses a database that holds no store (see [`PgStore::create`]).
-    pub fn open(config: postgres::Config, pool_size: u32) -> Result<PgStore> {
-        let store = Self::connect(config, pool_size)?;
+    pub fn open(options: PgOptions) -> Result<PgStore> {
+        let store = Self::connect(options)?;
         if !store.migrate(false)? {
             return Err(Error::NoStore { dir: PathBuf::from(&store.place) });
         }
@@ -156,8 +232,8 @@ impl PgStore {
     }
 
     /// Create the store's tables in the database `config` points at. Refuses one that holds a store.
-    pub fn create(config: postgres::Config, pool_size: u32) -> Result<PgStore> {
-        let store = Self::connect(config, pool_size)?;
+    pub fn create(options: PgOptions) -> Result<PgStore> {
+        let store = Self::connect(options)?;
         if store.migrate(true)? {
             return Err(Error::Conflict(format!("{} already holds an mfadmin store", store.place)));
         }
@@ -165,31 +241,36 @@ impl PgStore {
     }
 
     /// Does the database `config` points at hold a store?
-    pub fn exists(config: postgres::Config) -> Result<bool> {
-        let store = Self::connect(config, 1)?;
+    pub fn exists(options: PgOptions) -> Result<bool> {
+        let store = Self::connect(PgOptions { pool_size: 1, ..options })?;
         let mut conn = store.conn()?;
         let found: Option<String> = conn.query_one("SELECT to_regclass('meta')::text", &[]).map_err(pg)?.get(0);
         Ok(found.is_some())
     }
 
-    fn connect(mut config: postgres::Config, pool_size: u32) -> Result<PgStore> {
+    /// A pool for `options`: over TLS when the URL says `sslmode=require` or a CA file is given
+    /// (with `sslmode=prefer`, the default, TLS is then tried first), plain otherwise.
+    fn connect(options: PgOptions) -> Result<PgStore> {
+        use postgres::config::SslMode;
+        let PgOptions { mut config, pool_size, ca_file } = options;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("mfadmin");
         let place = describe(&config);
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(pool_size.max(1))
-            // Connections are opened as they are needed, not all at start.
-            .min_idle(Some(1))
-            // A broken connection is noticed by `has_broken`; checking each one out with a query
-            // would cost a round trip per operation.
-            .test_on_check_out(false)
-            .connection_timeout(Duration::from_secs(15))
-            .build(manager)
-            .map_err(|e| Error::Storage(format!("cannot connect to the PostgreSQL store at {place}: {e}")))?;
-        Ok(PgStore { pool: Pool::Plain(pool), place })
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => false,
+            SslMode::Require => true,
+            _ => ca_file.is_some(),
+        };
+        let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {place}: {e}"));
+        let pool = if tls {
+            let connector = MakeRustlsConnect::new(tls_config(ca_file.as_deref())?);
+            Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?)
+        } else {
+            Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?)
+        };
+        Ok(PgStore { pool, place })
     }
 
     /// Where the database is (without the password).
@@ -197,9 +278,11 @@ impl PgStore {
         &self.place
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn conn(&self) -> Result<Conn> {
+        let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {}: {e}", self.place));
         match &self.pool {
-            Pool::Plain(pool) => pool.get().map_err(|e| Error::Storage(format!("cannot connect to the PostgreSQL store at {}: {e}", self.place))),
+            Pool::Plain(pool) => pool.get().map(Conn::Plain).map_err(unreachable),
+            Pool::Tls(pool) => pool.get().map(Conn::Tls).map_err(unreachable),
         }
     }
 
@@ -729,9 +812,4 @@ impl Store for PgStore {
             Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs }))
         })
     }
-}
-
-/// Open a scratch client (for tests and tools that set up databases): not pooled.
-pub fn client(config: &postgres::Config) -> Result<Client> {
-    config.connect(NoTls).map_err(|e| Error::Storage(format!("cannot connect to PostgreSQL at {}: {e}", describe(config))))
 }
