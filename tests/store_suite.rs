@@ -38,7 +38,7 @@ struct Fresh {
 
 enum Place {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Schema { admin: postgres::Config, name: String },
+    Schema { admin: Box<postgres::Config>, name: String },
 }
 
 impl Drop for Place {
@@ -95,7 +95,7 @@ fn fresh(kind: Kind, test: &str) -> Option<Fresh> {
             settings.options(&format!("-c search_path={name}"));
             let store: Arc<dyn Store> = Arc::new(PgStore::create(PgOptions::new(settings.clone(), 8)).unwrap());
             let another = move || -> Arc<dyn Store> { Arc::new(PgStore::open(PgOptions::new(settings.clone(), 8)).unwrap()) };
-            Some(Fresh { store, another: Box::new(another), _place: Place::Schema { admin, name } })
+            Some(Fresh { store, another: Box::new(another), _place: Place::Schema { admin: Box::new(admin), name } })
         }
     }
 }
@@ -577,7 +577,7 @@ fn the_service_resets_and_verifies_on_the_store(f: Fresh) {
     let sealer_key = tempfile::tempdir().unwrap();
     let sealer = Sealer::create_key_file(&sealer_key.path().join("key")).unwrap();
     let policy = Config::default().policy();
-    let svc = Service::new(f.store.clone(), sealer, policy.clone()).unwrap();
+    let svc = Service::new(f.store.clone(), sealer, policy).unwrap();
     let console = Actor::console("cli");
     svc.add_org(&console, "Acme", true, now).unwrap();
     let mut names = Vec::new();

@@ -520,8 +520,11 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
     Ok(())
 }
 
+/// The last audit event's number and hash, if there is one.
+type AuditHead = Option<(u64, [u8; 32])>;
+
 /// Lock the head row for this transaction: the next commit sequence number and the audit head.
-fn lock_head(tx: &mut Transaction<'_>) -> Result<(i64, Option<(u64, [u8; 32])>), Failed> {
+fn lock_head(tx: &mut Transaction<'_>) -> Result<(i64, AuditHead), Failed> {
     let row = tx.query_typed_one("SELECT commit_seq, audit_seq, audit_hash FROM head FOR UPDATE", &[])?;
     let (commit_seq, audit_seq, hash): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
     let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
