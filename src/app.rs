@@ -11,7 +11,6 @@ use crate::domain::Timestamp;
 use crate::domain::role::Role;
 use crate::error::Error;
 use crate::service::{Actor, NewUser, Service};
-use crate::store::sled::SledStore;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::io::Write;
@@ -111,24 +110,23 @@ impl Context {
 
     /// Open the existing store and its key.
     pub fn open_service(&self) -> crate::error::Result<Service> {
-        let store = SledStore::open_with_cache(&self.config.store_dir(), self.config.store.cache_bytes())?;
+        let store = crate::store::open_configured(&self.config)?;
         let sealer = Sealer::load(&self.config.key_file())?;
-        Service::new(Arc::new(store), sealer, self.config.policy())
+        Service::new(store, sealer, self.config.policy())
     }
 
     /// Create a new store and key file. Refuses when either exists.
     pub fn create_service(&self) -> crate::error::Result<Service> {
-        let dir = self.config.store_dir();
-        if SledStore::exists(&dir) {
+        if crate::store::configured_store_exists(&self.config)? {
             return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
         }
         let sealer = Sealer::create_key_file(&self.config.key_file())?;
-        let store = SledStore::create_with_cache(&dir, self.config.store.cache_bytes())?;
-        Service::new(Arc::new(store), sealer, self.config.policy())
+        let store = crate::store::create_configured(&self.config)?;
+        Service::new(store, sealer, self.config.policy())
     }
 
     pub fn store_exists(&self) -> bool {
-        SledStore::exists(&self.config.store_dir())
+        crate::store::configured_store_exists(&self.config).unwrap_or(false)
     }
 }
 

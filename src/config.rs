@@ -167,18 +167,38 @@ pub enum LogFormat {
     Json,
 }
 
-/// The store on disk.
+/// The store: sled on disk (one process), or PostgreSQL (several `mfadmin serve` nodes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sled` (the embedded store in the data directory) or `postgres` (the database at `url`).
+    pub kind: StoreKind,
+    /// With `kind = "postgres"`: `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (libpq's
+    /// `key=value` form works too; `options=-csearch_path%3DSCHEMA` picks a schema).
+    pub url: Option<String>,
+    /// With `kind = "postgres"`: at most this many connections from this process.
+    pub pool_size: u32,
+    /// With `kind = "postgres"`: PEM file of the CA that signed the database server's certificate.
+    /// TLS is used when the URL says `sslmode=require` or this is set; default roots: the system's.
+    pub ca_file: Option<PathBuf>,
     /// At most this many MiB of the store's pages are kept in memory by a process that opens it
     /// (the console has its own setting, `tui.store_cache_mb`). More helps writes to many
     /// different users; listing never reads them (it has its own summaries).
     pub cache_mb: u64,
 }
 
+/// Which implementation of the store a process opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sled,
+    Postgres,
+}
+
 impl StoreConfig {
     pub const DEFAULT_CACHE_MB: u64 = 1024;
+    pub const DEFAULT_POOL_SIZE: u32 = 16;
 
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb.saturating_mul(1 << 20)
@@ -187,7 +207,7 @@ impl StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_mb: StoreConfig::DEFAULT_CACHE_MB }
+        StoreConfig { kind: StoreKind::Sled, url: None, pool_size: StoreConfig::DEFAULT_POOL_SIZE, ca_file: None, cache_mb: StoreConfig::DEFAULT_CACHE_MB }
     }
 }
 
@@ -344,6 +364,16 @@ impl Config {
                 "MFADMIN_LISTEN" => self.server.listen = v,
                 "MFADMIN_ALLOW_NON_LOOPBACK" => self.server.allow_non_loopback = flag(&name, &v)?,
                 "MFADMIN_STORE_CACHE_MB" => self.store.cache_mb = num(&name, &v)?,
+                "MFADMIN_STORE_KIND" => {
+                    self.store.kind = match v.trim().to_lowercase().as_str() {
+                        "sled" => StoreKind::Sled,
+                        "postgres" => StoreKind::Postgres,
+                        _ => return Err(format!("{name}={v:?}: expected sled or postgres")),
+                    }
+                }
+                "MFADMIN_STORE_URL" => self.store.url = Some(v).filter(|v| !v.trim().is_empty()),
+                "MFADMIN_STORE_POOL_SIZE" => self.store.pool_size = num(&name, &v)?,
+                "MFADMIN_STORE_CA_FILE" => self.store.ca_file = Some(v.into()),
                 "MFADMIN_TUI_STORE_CACHE_MB" => self.tui.store_cache_mb = num(&name, &v)?,
                 _ => {}
             }
@@ -360,6 +390,12 @@ impl Config {
         }
         if self.reset.batch_size == 0 || self.reset.batch_size > 10_000 {
             return Err(format!("reset.batch_size = {} must be between 1 and 10000", self.reset.batch_size));
+        }
+        if self.store.kind == StoreKind::Postgres && self.store.url.is_none() {
+            return Err("store.kind = \"postgres\" needs store.url (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into());
+        }
+        if self.store.pool_size == 0 || self.store.pool_size > 1000 {
+            return Err(format!("store.pool_size = {} must be between 1 and 1000", self.store.pool_size));
         }
         for (name, mb) in [("store.cache_mb", self.store.cache_mb), ("tui.store_cache_mb", self.tui.store_cache_mb)] {
             if mb == 0 || mb > 1 << 20 {

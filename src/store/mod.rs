@@ -2,8 +2,10 @@
 
 pub mod backup;
 pub mod buckets;
+pub(crate) mod codec;
 pub mod migrate;
 pub mod names;
+pub mod postgres;
 pub mod sled;
 
 use crate::domain::audit::{AuditDraft, AuditEvent};
@@ -35,6 +37,15 @@ pub struct Session {
     pub kind: SessionKind,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// What changed after a commit sequence number: the users and orgs that commits after it wrote,
+/// as they are now, and the sequence number of the last commit seen (the next watermark).
+#[derive(Debug, Clone, Default)]
+pub struct ChangesSince {
+    pub seq: u64,
+    pub users: Vec<User>,
+    pub orgs: Vec<Org>,
 }
 
 /// A user record to write. `expected_version` is the version the change was computed from
@@ -106,9 +117,53 @@ pub trait Store: Send + Sync {
         let _ = users;
         Err(crate::error::Error::Storage("this kind of store cannot load users in bulk".into()))
     }
+    /// The users and orgs written by commits after the commit sequence number `seq`, for a node
+    /// that shares the store with others to catch up. `None` from a store that one process owns
+    /// (sled), where there is nothing to catch up on.
+    fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
+        let _ = seq;
+        Ok(None)
+    }
     /// Every record of every tree at one moment, with no commit interleaving (for backups).
     fn snapshot(&self, taken_at: Timestamp) -> Result<backup::Snapshot> {
         let _ = taken_at;
         Err(crate::error::Error::Storage("this kind of store cannot make backups".into()))
+    }
+}
+
+/// How to reach the PostgreSQL store of `config` (its `store.url`, which `kind = "postgres"` requires).
+fn postgres_options(config: &crate::config::Config) -> Result<postgres::PgOptions> {
+    let url = config.store.url.as_deref().ok_or_else(|| {
+        crate::error::Error::invalid("store.kind = \"postgres\" needs store.url (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+    })?;
+    Ok(postgres::PgOptions { config: postgres::parse_url(url)?, pool_size: config.store.pool_size, ca_file: config.store.ca_file.clone() })
+}
+
+/// Open the existing store that `config` names: sled in the data directory, or PostgreSQL at
+/// `store.url` (whose tables are brought up to date under an advisory lock if an older mfadmin
+/// made them). Without a store there, the error says to run `mfadmin init`.
+pub fn open_configured(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>> {
+    use crate::config::StoreKind;
+    Ok(match config.store.kind {
+        StoreKind::Sled => std::sync::Arc::new(sled::SledStore::open_with_cache(&config.store_dir(), config.store.cache_bytes())?),
+        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::open(postgres_options(config)?)?),
+    })
+}
+
+/// Create the store that `config` names; refuses one that holds a store already.
+pub fn create_configured(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>> {
+    use crate::config::StoreKind;
+    Ok(match config.store.kind {
+        StoreKind::Sled => std::sync::Arc::new(sled::SledStore::create_with_cache(&config.store_dir(), config.store.cache_bytes())?),
+        StoreKind::Postgres => std::sync::Arc::new(postgres::PgStore::create(postgres_options(config)?)?),
+    })
+}
+
+/// Does the store that `config` names exist? (For PostgreSQL this connects to the database.)
+pub fn configured_store_exists(config: &crate::config::Config) -> Result<bool> {
+    use crate::config::StoreKind;
+    match config.store.kind {
+        StoreKind::Sled => Ok(sled::SledStore::exists(&config.store_dir())),
+        StoreKind::Postgres => postgres::PgStore::exists(postgres_options(config)?),
     }
 }

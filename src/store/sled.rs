@@ -2,14 +2,12 @@
 
 use super::backup::{Snapshot, TreeDump};
 use super::buckets::{self, Bucket};
+use super::codec::{decode, decode_in_place, decode_user, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
-use crate::domain::audit::{AuditDraft, AuditEvent};
-use crate::domain::mfa::{Lockout, MfaState};
-use crate::domain::role::Role;
-use crate::domain::user::{Org, Status, User};
-use crate::domain::Timestamp;
+use crate::domain::audit::AuditEvent;
+use crate::domain::user::{Org, User};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,133 +25,6 @@ const META_NEXT_NUMBER: &str = "next_user_number";
 const META_UNFINISHED_LOAD: &str = "unfinished_load";
 /// Writes per sled batch when loading users tree by tree.
 const LOAD_BATCH: usize = 1_000;
-
-/// Stored values are wrapped in a versioned enum: a later record layout is a new variant that old
-/// records are migrated from when read, so adding a field never breaks an existing store.
-#[derive(Serialize, Deserialize)]
-enum Versioned<T> {
-    V1(T),
-}
-
-/// The stored layouts of a user record. V1 had no record of the factor's last use.
-#[derive(Deserialize)]
-enum StoredUser {
-    V1(UserV1),
-    V2(User),
-}
-
-/// A user record as the first layout stored it; read and converted, never written.
-#[derive(Deserialize)]
-struct UserV1 {
-    id: Uuid,
-    number: u64,
-    username: String,
-    email: String,
-    display_name: String,
-    org: String,
-    role: Role,
-    status: Status,
-    password_hash: Option<String>,
-    mfa: MfaState,
-    lockout: Lockout,
-    recovery_codes: Vec<[u8; 32]>,
-    created_at: Timestamp,
-    last_login_at: Option<Timestamp>,
-    mfa_enrolled_at: Option<Timestamp>,
-    mfa_reset_at: Option<Timestamp>,
-    version: u64,
-}
-
-impl From<UserV1> for User {
-    fn from(u: UserV1) -> User {
-        User {
-            id: u.id,
-            number: u.number,
-            username: u.username,
-            email: u.email,
-            display_name: u.display_name,
-            org: u.org,
-            role: u.role,
-            status: u.status,
-            password_hash: u.password_hash,
-            mfa: u.mfa,
-            lockout: u.lockout,
-            recovery_codes: u.recovery_codes,
-            created_at: u.created_at,
-            last_login_at: u.last_login_at,
-            mfa_enrolled_at: u.mfa_enrolled_at,
-            mfa_last_used_at: None,
-            mfa_last_client: None,
-            mfa_reset_at: u.mfa_reset_at,
-            version: u.version,
-        }
-    }
-}
-
-/// Encode a record as the current variant of [`Versioned`], without copying it.
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    encode_sized(value, 0)
-}
-
-/// [`encode`] into a buffer of `capacity` bytes to start with (a good guess saves the growing).
-fn encode_sized<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
-    #[derive(Serialize)]
-    enum VersionedRef<'a, T> {
-        V1(&'a T),
-    }
-    postcard::to_extend(&VersionedRef::V1(value), Vec::with_capacity(capacity)).expect("in-memory records always encode")
-}
-
-/// A user record as written over `expected_version`: its version is the next one. A record that
-/// already carries it is encoded as it is, without a copy.
-fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8> {
-    let version = expected_version.map_or(1, |v| v + 1);
-    // The strings and hashes, plus room for the fixed fields and the sealed secret.
-    let capacity = 160
-        + user.username.len()
-        + user.email.len()
-        + user.display_name.len()
-        + user.org.len()
-        + user.password_hash.as_ref().map_or(0, String::len)
-        + user.mfa_last_client.as_ref().map_or(0, String::len)
-        + 32 * user.recovery_codes.len();
-    /// Users are stored as the second layout ([`StoredUser::V2`]).
-    #[derive(Serialize)]
-    enum StoredUserRef<'a> {
-        #[allow(dead_code)]
-        V1(()),
-        V2(&'a User),
-    }
-    let encode = |user: &User| {
-        postcard::to_extend(&StoredUserRef::V2(user), Vec::with_capacity(capacity)).expect("in-memory records always encode")
-    };
-    if user.version == version {
-        encode(user)
-    } else {
-        encode(&User { version, ..user.clone() })
-    }
-}
-
-/// An audit event as stored, encoded from its parts without copying the draft: the same bytes as
-/// [`encode`] of the [`AuditEvent`].
-fn encode_audit(seq: u64, prev_hash: [u8; 32], draft: &AuditDraft) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct AuditEventRef<'a> {
-        seq: u64,
-        prev_hash: [u8; 32],
-        draft: &'a AuditDraft,
-    }
-    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    let capacity = 96
-        + draft.actor.len()
-        + draft.action.len()
-        + draft.source.len()
-        + text(&draft.target)
-        + text(&draft.org)
-        + text(&draft.reason)
-        + text(&draft.detail);
-    encode_sized(&AuditEventRef { seq, prev_hash, draft }, capacity)
-}
 
 /// What a write needs of the user record it replaces: its name, email and number (borrowed), and
 /// its version.
@@ -214,38 +85,6 @@ fn peek_user<'a>(key: &[u8], bytes: &'a [u8]) -> Option<UserHead<'a>> {
     Some(UserHead { number: head.number, username: head.username, email: head.email, version })
 }
 
-fn decode<T: DeserializeOwned>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    decode_in_place(what, key, bytes)
-}
-
-/// [`decode`] into a value that borrows from `bytes` instead of copying them.
-fn decode_in_place<'a, T: Deserialize<'a>>(what: &str, key: &[u8], bytes: &'a [u8]) -> Result<T> {
-    match postcard::from_bytes::<Versioned<T>>(bytes) {
-        Ok(Versioned::V1(v)) => Ok(v),
-        Err(e) => Err(Error::Corrupt(format!("{what} record {} cannot be decoded ({e})", describe_key(key)))),
-    }
-}
-
-/// A user record, which must hold the id it is stored under: a damaged id would otherwise make the
-/// next write land under another key.
-fn decode_user(key: &[u8], bytes: &[u8]) -> Result<User> {
-    let user = match postcard::from_bytes::<StoredUser>(bytes) {
-        Ok(StoredUser::V1(old)) => old.into(),
-        Ok(StoredUser::V2(user)) => user,
-        Err(e) => return Err(Error::Corrupt(format!("user record {} cannot be decoded ({e})", describe_key(key)))),
-    };
-    if user.id.as_bytes() != key {
-        return Err(Error::Corrupt(format!("user record {} holds the id {}", describe_key(key), user.id)));
-    }
-    Ok(user)
-}
-
-fn describe_key(key: &[u8]) -> String {
-    match Uuid::from_slice(key) {
-        Ok(id) => id.to_string(),
-        Err(_) => String::from_utf8(key.to_vec()).unwrap_or_else(|_| hex::encode(key)),
-    }
-}
 
 fn storage(e: sled::Error) -> Error {
     Error::Storage(e.to_string())
@@ -538,6 +377,54 @@ fn number_buckets(entries: Vec<(u64, Uuid)>) -> impl Iterator<Item = (Vec<u8>, V
 /// The whole user-name index for `entries` (sorted by name, each once).
 fn name_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
     names::group(entries).into_iter().map(|(key, bucket)| (key.into_bytes(), encode(&bucket)))
+}
+
+/// What another kind of store holds, record by record, for a backup that restores as a sled store.
+pub(super) struct LogicalParts {
+    /// Id, record bytes (as [`encode_user`] writes them), lower-cased name and email, number.
+    pub users: Vec<(Uuid, Vec<u8>, String, String, u64)>,
+    pub orgs: Vec<(String, Vec<u8>)>,
+    pub audit: Vec<(u64, Vec<u8>)>,
+    pub audit_head: Option<(u64, [u8; 32])>,
+    /// Hash, user, record bytes.
+    pub sessions: Vec<(TokenHash, Uuid, Vec<u8>)>,
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub next_number: u64,
+}
+
+/// The trees a sled store holding `parts` has, with its indexes built, as a backup carries them.
+pub(super) fn logical_snapshot(parts: LogicalParts, taken_at: i64) -> super::backup::Snapshot {
+    use super::backup::{Snapshot, TreeDump};
+    let tree = |name: &str, mut entries: Vec<(Vec<u8>, Vec<u8>)>| {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        TreeDump { name: name.as_bytes().to_vec(), entries }
+    };
+    let mut names: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.2.clone(), u.0)).collect();
+    names.sort_unstable();
+    let emails: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.3.clone(), u.0)).collect();
+    let numbers: Vec<(u64, Uuid)> = parts.users.iter().map(|u| (u.4, u.0)).collect();
+    let mut lists: HashMap<Uuid, Vec<TokenHash>> = HashMap::new();
+    for (hash, user, _) in &parts.sessions {
+        lists.entry(*user).or_default().push(*hash);
+    }
+    let mut meta: Vec<(Vec<u8>, Vec<u8>)> = parts.meta.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
+    meta.push((META_SCHEMA.into(), SCHEMA_VERSION.to_be_bytes().to_vec()));
+    meta.push((META_NEXT_NUMBER.into(), parts.next_number.to_be_bytes().to_vec()));
+    if let Some(head) = &parts.audit_head {
+        meta.push((META_AUDIT_HEAD.into(), encode(head)));
+    }
+    let trees = vec![
+        tree("name_index", name_buckets(names).collect()),
+        tree("email_index", email_buckets(emails).collect()),
+        tree("number_index", number_buckets(numbers).collect()),
+        tree("users", parts.users.into_iter().map(|u| (u.0.as_bytes().to_vec(), u.1)).collect()),
+        tree("orgs", parts.orgs.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect()),
+        tree("audit", parts.audit.into_iter().map(|(seq, v)| (seq.to_be_bytes().to_vec(), v)).collect()),
+        tree("sessions", parts.sessions.into_iter().map(|(h, _, v)| (h.to_vec(), v)).collect()),
+        tree("user_sessions", lists.into_iter().map(|(user, list)| (user.as_bytes().to_vec(), encode(&list))).collect()),
+        tree("meta", meta),
+    ];
+    Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees }
 }
 
 /// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
@@ -1221,7 +1108,7 @@ pub fn restore(snapshot: &Snapshot, dir: &Path) -> Result<SledStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::Outcome;
+    use crate::domain::audit::{AuditDraft, Outcome};
     use crate::domain::mfa::{Lockout, MfaState, SealedSecret};
     use crate::domain::role::Role;
     use crate::domain::user::Status;

@@ -143,7 +143,7 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     // The console keeps its own table of the users: it needs little of the store's page cache, and
     // the memory its load frees goes back to the system as it goes.
     let purge_delay = purge_freed_memory_soon();
-    let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb };
+    let store = crate::config::StoreConfig { cache_mb: ctx.config.tui.store_cache_mb, ..ctx.config.store.clone() };
     let ctx = &Context { config: crate::config::Config { store, ..ctx.config.clone() } };
     // The first frame comes before the store is opened (on a large store that takes a moment).
     let mut screen = Some(terminal::enter(args.mouse).context("cannot switch the terminal to full-screen mode")?);

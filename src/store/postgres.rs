@@ -1,0 +1,818 @@
+//! The PostgreSQL store: one database shared by several mfadmin nodes, with the same guarantees as sled.
+//!
+//! Records are the same postcard bytes the sled store keeps (see [`super::codec`]), next to the
+//! key columns that PostgreSQL's unique indexes guard (lower-cased in Rust, `COLLATE "C"`). Every
+//! commit locks the one `head` row first: that orders commits across nodes, hands out the commit
+//! sequence number (kept on each user and org row it wrote, so another node can catch up from a
+//! watermark) and links the audit chain without gaps.
+
+use super::backup::Snapshot;
+use super::codec::{decode, decode_user, encode, encode_audit, encode_user};
+use super::sled::{logical_snapshot, LogicalParts};
+use super::{Change, ChangesSince, Session, Store, TokenHash, UserWrite};
+use crate::domain::audit::AuditEvent;
+use crate::domain::user::{Org, User};
+use crate::domain::Timestamp;
+use crate::error::{Error, Result};
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Transaction};
+use r2d2_postgres::r2d2;
+use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The layout of the tables this binary writes, kept in `meta` under [`META_PG_SCHEMA`].
+pub const PG_SCHEMA_VERSION: u32 = 1;
+const META_PG_SCHEMA: &str = "pg_schema_version";
+/// The channel a commit notifies (with its sequence number) when it is done: a wake-up for other
+/// nodes, which then read what changed from the tables.
+pub const NOTIFY_CHANNEL: &str = "mfadmin_commit";
+/// Commits retried after a serialization failure, a deadlock or a connection lost before COMMIT.
+const RETRIES: usize = 8;
+/// Rows fetched per round trip when scanning.
+const SCAN_BATCH: i32 = 2_000;
+/// The first key of the advisory lock taken while the schema is created or brought up to date
+/// ("mfad"); the second is the hash of the schema's name, so stores in two schemas do not wait on
+/// each other.
+const MIGRATION_LOCK: i32 = 0x6d66_6164;
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE head (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    commit_seq bigint NOT NULL,
+    audit_seq bigint NOT NULL,
+    audit_hash bytea NOT NULL
+);
+INSERT INTO head (commit_seq, audit_seq, audit_hash) VALUES (0, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE numbers (only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), next bigint NOT NULL);
+INSERT INTO numbers (next) VALUES (1);
+CREATE TABLE users (
+    id uuid PRIMARY KEY,
+    number bigint NOT NULL CONSTRAINT users_number_key UNIQUE,
+    name_key text COLLATE "C" NOT NULL CONSTRAINT users_name_key UNIQUE,
+    email_key text COLLATE "C" NOT NULL CONSTRAINT users_email_key UNIQUE,
+    version bigint NOT NULL,
+    commit_seq bigint NOT NULL,
+    record bytea NOT NULL
+);
+CREATE INDEX users_commit_seq ON users (commit_seq);
+CREATE TABLE orgs (key text COLLATE "C" PRIMARY KEY, commit_seq bigint NOT NULL, record bytea NOT NULL);
+CREATE INDEX orgs_commit_seq ON orgs (commit_seq);
+CREATE TABLE audit (seq bigint PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE sessions (hash bytea PRIMARY KEY, user_id uuid NOT NULL, expires_at bigint NOT NULL, record bytea NOT NULL);
+CREATE INDEX sessions_user_id ON sessions (user_id);
+"#;
+
+/// A pool of connections, plain or over TLS (the two are different types to r2d2).
+enum Pool {
+    Plain(r2d2::Pool<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+/// A connection from either pool.
+enum Conn {
+    Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
+    Tls(r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(c) => c,
+        }
+    }
+}
+
+/// How to reach the database: its connection settings, the most connections to keep, and for TLS
+/// the CA that signed the server's certificate (default: the system's trusted roots).
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub config: postgres::Config,
+    pub pool_size: u32,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PgOptions {
+    pub fn new(config: postgres::Config, pool_size: u32) -> PgOptions {
+        PgOptions { config, pool_size, ca_file: None }
+    }
+}
+
+/// Pools open connections as they are needed, not all at start; a broken connection is noticed by
+/// `has_broken` (checking each one out with a query would cost a round trip per operation).
+fn pool_builder<M: r2d2::ManageConnection>(pool_size: u32) -> r2d2::Builder<M> {
+    r2d2::Pool::builder().max_size(pool_size.max(1)).min_idle(Some(1)).test_on_check_out(false).connection_timeout(Duration::from_secs(15))
+}
+
+/// The TLS settings for the database: rustls (ring) checking the server's certificate against
+/// `ca_file`, or the system's trusted roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::invalid(format!("TLS setup for PostgreSQL: {e}")))?;
+    let Some(path) = ca_file else {
+        use rustls_platform_verifier::BuilderVerifierExt;
+        return Ok(builder
+            .with_platform_verifier()
+            .map_err(|e| Error::invalid(format!("cannot use the system's trusted certificates: {e}; set store.ca_file")))?
+            .with_no_client_auth());
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| Error::invalid(format!("store.ca_file {}: {why}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(format!("cannot read it ({e})")))? {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+        roots.add(cert).map_err(|e| bad(format!("a certificate in it is not usable ({e})")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no certificate (expected -----BEGIN CERTIFICATE-----)".into()));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+pub struct PgStore {
+    pool: Pool,
+    /// Where the database is, without the password, for messages.
+    place: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgStore({})", self.place)
+    }
+}
+
+/// What went wrong in a transaction: a refusal to report, or a reason to run it again.
+enum Failed {
+    Refused(Error),
+    Retry(Error),
+}
+
+impl From<postgres::Error> for Failed {
+    fn from(e: postgres::Error) -> Self {
+        if retryable(&e) { Failed::Retry(pg(e)) } else { Failed::Refused(pg(e)) }
+    }
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Failed::Refused(e)
+    }
+}
+
+fn retryable(e: &postgres::Error) -> bool {
+    e.is_closed() || matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+fn pg(e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::Storage(format!("PostgreSQL: {}{}", db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default())),
+        None => Error::Storage(format!("PostgreSQL: {e}")),
+    }
+}
+
+/// A number as PostgreSQL's `bigint`.
+fn int8(n: u64, what: &str) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::invalid(format!("the {what} {n} is too large for the PostgreSQL store (at most {})", i64::MAX)))
+}
+
+fn uint(n: i64, what: &str) -> Result<u64> {
+    u64::try_from(n).map_err(|_| Error::Corrupt(format!("the {what} {n} is negative")))
+}
+
+/// The connection settings of `url` (a `postgres://` URL or `key=value` pairs), with a clear
+/// error naming what is wrong.
+pub fn parse_url(url: &str) -> Result<postgres::Config> {
+    url.parse::<postgres::Config>().map_err(|e| {
+        Error::invalid(format!("store.url is not a PostgreSQL connection string ({e}): write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE"))
+    })
+}
+
+/// Where `config` points, without its password.
+fn describe(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{}@{host}:{port}/{}", config.get_user().unwrap_or(""), config.get_dbname().unwrap_or(""))
+}
+
+impl PgStore {
+    /// Open the store in the database `config` points at, bringing its tables up to date if an
+    /// older mfadmin made them. Refuses a database that holds no store (see [`PgStore::create`]).
+    pub fn open(options: PgOptions) -> Result<PgStore> {
+        let store = Self::connect(options)?;
+        if !store.migrate(false)? {
+            return Err(Error::NoStore { dir: PathBuf::from(&store.place) });
+        }
+        Ok(store)
+    }
+
+    /// Create the store's tables in the database `config` points at. Refuses one that holds a store.
+    pub fn create(options: PgOptions) -> Result<PgStore> {
+        let store = Self::connect(options)?;
+        if store.migrate(true)? {
+            return Err(Error::Conflict(format!("{} already holds an mfadmin store", store.place)));
+        }
+        Ok(store)
+    }
+
+    /// Does the database `config` points at hold a store?
+    pub fn exists(options: PgOptions) -> Result<bool> {
+        let store = Self::connect(PgOptions { pool_size: 1, ..options })?;
+        let mut conn = store.conn()?;
+        let found: Option<String> = conn.query_one("SELECT to_regclass('meta')::text", &[]).map_err(pg)?.get(0);
+        Ok(found.is_some())
+    }
+
+    /// A pool for `options`: over TLS when the URL says `sslmode=require` or a CA file is given
+    /// (with `sslmode=prefer`, the default, TLS is then tried first), plain otherwise.
+    fn connect(options: PgOptions) -> Result<PgStore> {
+        use postgres::config::SslMode;
+        let PgOptions { mut config, pool_size, ca_file } = options;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("mfadmin");
+        let place = describe(&config);
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => false,
+            SslMode::Require => true,
+            _ => ca_file.is_some(),
+        };
+        let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {place}: {e}"));
+        let pool = if tls {
+            let connector = MakeRustlsConnect::new(tls_config(ca_file.as_deref())?);
+            Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?)
+        } else {
+            Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?)
+        };
+        Ok(PgStore { pool, place })
+    }
+
+    /// Where the database is (without the password).
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    fn conn(&self) -> Result<Conn> {
+        let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {}: {e}", self.place));
+        match &self.pool {
+            Pool::Plain(pool) => pool.get().map(Conn::Plain).map_err(unreachable),
+            Pool::Tls(pool) => pool.get().map(Conn::Tls).map_err(unreachable),
+        }
+    }
+
+    /// Create or bring the tables up to date under an advisory lock, so that of several nodes
+    /// starting at once one does it and the others wait. With `create`, an absent store is made;
+    /// returns whether a store was there before.
+    fn migrate(&self, create: bool) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        let schema: Option<String> = tx.query_one("SELECT current_schema()::text", &[]).map_err(pg)?.get(0);
+        let Some(schema) = schema else {
+            return Err(Error::invalid(format!(
+                "the database at {} has no schema to create tables in (the search_path names none that exists): create one, or fix the search_path",
+                self.place
+            )));
+        };
+        tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&MIGRATION_LOCK, &schema]).map_err(pg)?;
+        let exists: Option<String> = tx.query_one("SELECT to_regclass('meta')::text", &[]).map_err(pg)?.get(0);
+        if exists.is_none() {
+            if create {
+                tx.batch_execute(SCHEMA_V1).map_err(pg)?;
+                tx.execute("INSERT INTO meta (name, value) VALUES ($1, $2)", &[&META_PG_SCHEMA, &PG_SCHEMA_VERSION.to_be_bytes().to_vec()])
+                    .map_err(pg)?;
+                tx.commit().map_err(pg)?;
+            }
+            return Ok(false);
+        }
+        let found = tx.query_opt("SELECT value FROM meta WHERE name = $1", &[&META_PG_SCHEMA]).map_err(pg)?;
+        let version = found
+            .and_then(|row| <[u8; 4]>::try_from(row.get::<_, Vec<u8>>(0).as_slice()).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| Error::Corrupt(format!("the schema {schema} at {} has a meta table but no mfadmin schema version: it is not an mfadmin store", self.place)))?;
+        if version > PG_SCHEMA_VERSION {
+            return Err(Error::Corrupt(format!(
+                "the store at {} has table layout {version}, written by a newer mfadmin; this binary understands up to {PG_SCHEMA_VERSION}. Use the newer mfadmin",
+                self.place
+            )));
+        }
+        // Later layouts add their steps here, each in this transaction, ending with the new version.
+        tx.commit().map_err(pg)?;
+        Ok(true)
+    }
+
+    /// Run `body` in a transaction, again after a serialization failure, a deadlock or a lost
+    /// connection (none of which commit anything).
+    fn in_transaction<R>(&self, mut body: impl FnMut(&mut Transaction<'_>) -> Result<R, Failed>) -> Result<R> {
+        let mut last = None;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(2 << attempt.min(6)));
+            }
+            let mut conn = self.conn()?;
+            let result = (|| {
+                let mut tx = conn.transaction()?;
+                let out = body(&mut tx)?;
+                tx.commit().map_err(|e| {
+                    // A connection lost during COMMIT may or may not have committed: never run it again.
+                    if e.is_closed() { Failed::Refused(Error::Storage(format!("the connection to PostgreSQL was lost while committing; the change may or may not be stored ({e})"))) } else { Failed::from(e) }
+                })?;
+                Ok(out)
+            })();
+            match result {
+                Ok(out) => return Ok(out),
+                Err(Failed::Refused(e)) => return Err(e),
+                Err(Failed::Retry(e)) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(Error::WriteConflict))
+    }
+
+    /// A read-only transaction that sees one moment of the database.
+    fn reading<R>(&self, body: impl FnOnce(&mut Transaction<'_>) -> Result<R>) -> Result<R> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.build_transaction().read_only(true).isolation_level(postgres::IsolationLevel::RepeatableRead).start().map_err(pg)?;
+        let out = body(&mut tx)?;
+        tx.commit().map_err(pg)?;
+        Ok(out)
+    }
+
+    /// Visit the rows of `query` in batches until `visit` returns false.
+    fn scan(&self, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<bool>) -> Result<()> {
+        self.reading(|tx| {
+            let portal = tx.bind(query, &[]).map_err(pg)?;
+            loop {
+                let rows = tx.query_portal(&portal, SCAN_BATCH).map_err(pg)?;
+                for row in &rows {
+                    if !visit(row)? {
+                        return Ok(());
+                    }
+                }
+                if rows.len() < SCAN_BATCH as usize {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    fn one_id(&self, query: &str, param: &(dyn ToSql + Sync), ty: Type) -> Result<Option<Uuid>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed(query, &[(param, ty)]).map_err(pg)?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// The commit sequence number of the last commit: where a node that has read everything so far
+    /// stands.
+    pub fn commit_seq(&self) -> Result<u64> {
+        let mut conn = self.conn()?;
+        uint(conn.query_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0), "commit sequence number")
+    }
+}
+
+/// Visit the rows of `query` in `tx`, in batches.
+fn scan_in(tx: &mut Transaction<'_>, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
+    let portal = tx.bind(query, &[]).map_err(pg)?;
+    loop {
+        let rows = tx.query_portal(&portal, SCAN_BATCH).map_err(pg)?;
+        for row in &rows {
+            visit(row)?;
+        }
+        if rows.len() < SCAN_BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// One user write in a transaction: the version check, the key columns and the record.
+fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(), Failed> {
+    let user = &write.user;
+    let record = encode_user(user, write.expected_version);
+    let number = int8(user.number, "user number")?;
+    let version = int8(write.expected_version.map_or(1, |v| v + 1), "record version")?;
+    let (name_key, email_key) = (user.username.to_lowercase(), user.email.to_lowercase());
+    let result = match write.expected_version {
+        None => tx.execute_typed(
+            "INSERT INTO users (id, number, name_key, email_key, version, commit_seq, record) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                (&user.id, Type::UUID),
+                (&number, Type::INT8),
+                (&name_key, Type::TEXT),
+                (&email_key, Type::TEXT),
+                (&version, Type::INT8),
+                (&seq, Type::INT8),
+                (&record, Type::BYTEA),
+            ],
+        ),
+        Some(expected) => {
+            let expected = int8(expected, "record version")?;
+            tx.execute_typed(
+                "UPDATE users SET number = $3, name_key = $4, email_key = $5, version = $6, commit_seq = $7, record = $8 WHERE id = $1 AND version = $2",
+                &[
+                    (&user.id, Type::UUID),
+                    (&expected, Type::INT8),
+                    (&number, Type::INT8),
+                    (&name_key, Type::TEXT),
+                    (&email_key, Type::TEXT),
+                    (&version, Type::INT8),
+                    (&seq, Type::INT8),
+                    (&record, Type::BYTEA),
+                ],
+            )
+        }
+    };
+    match result {
+        Ok(0) => Err(Failed::Refused(Error::WriteConflict)),
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
+            Err(Failed::Refused(Error::Conflict(match constraint {
+                "users_name_key" => format!("the user name {:?} is already taken", user.username),
+                "users_email_key" => format!("the email {:?} is already used by another user", user.email),
+                "users_number_key" => format!("the user number {} is already taken", user.number),
+                _ => format!("a user with id {} already exists", user.id),
+            })))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Everything in `changes` after the head row is locked and read as (`seq`, audit head).
+fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Option<(u64, [u8; 32])>) -> Result<(), Failed> {
+    let mut audit_seqs: Vec<i64> = Vec::new();
+    let mut audit_records: Vec<Vec<u8>> = Vec::new();
+    for change in changes {
+        for write in &change.users {
+            put_user(tx, write, seq)?;
+        }
+        for org in &change.orgs {
+            tx.execute_typed(
+                "INSERT INTO orgs (key, commit_seq, record) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET commit_seq = excluded.commit_seq, record = excluded.record",
+                &[(&org.key, Type::TEXT), (&seq, Type::INT8), (&encode(org), Type::BYTEA)],
+            )?;
+        }
+        if !change.revoke_sessions_of.is_empty() {
+            tx.execute_typed("DELETE FROM sessions WHERE user_id = ANY($1)", &[(&change.revoke_sessions_of, Type::UUID_ARRAY)])?;
+        }
+        if !change.sessions_delete.is_empty() {
+            let hashes: Vec<&[u8]> = change.sessions_delete.iter().map(|h| &h[..]).collect();
+            tx.execute_typed("DELETE FROM sessions WHERE hash = ANY($1)", &[(&hashes, Type::BYTEA_ARRAY)])?;
+        }
+        for (hash, session) in &change.sessions_put {
+            // The user's sessions that have expired by the time this one starts go (as sled drops
+            // them from the user's list), so that the table does not grow with every login.
+            tx.execute_typed(
+                "WITH expired AS (DELETE FROM sessions WHERE user_id = $2 AND expires_at <= $5 AND hash <> $1) \
+                 INSERT INTO sessions (hash, user_id, expires_at, record) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO UPDATE SET user_id = excluded.user_id, expires_at = excluded.expires_at, record = excluded.record",
+                &[
+                    (&&hash[..], Type::BYTEA),
+                    (&session.user_id, Type::UUID),
+                    (&session.expires_at, Type::INT8),
+                    (&encode(session), Type::BYTEA),
+                    (&session.created_at, Type::INT8),
+                ],
+            )?;
+        }
+        for (name, value) in &change.meta_put {
+            tx.execute_typed(
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[(name, Type::TEXT), (value, Type::BYTEA)],
+            )?;
+        }
+        for draft in &change.audit {
+            let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
+            audit_seqs.push(int8(next, "audit sequence number")?);
+            audit_records.push(encode_audit(next, prev, draft));
+            *head = Some((next, AuditEvent::hash_of(next, &prev, draft)));
+        }
+    }
+    if !audit_seqs.is_empty() {
+        tx.execute_typed(
+            "INSERT INTO audit (seq, record) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+            &[(&audit_seqs, Type::INT8_ARRAY), (&audit_records, Type::BYTEA_ARRAY)],
+        )?;
+    }
+    Ok(())
+}
+
+/// The last audit event's number and hash, if there is one.
+type AuditHead = Option<(u64, [u8; 32])>;
+
+/// Lock the head row for this transaction: the next commit sequence number and the audit head.
+fn lock_head(tx: &mut Transaction<'_>) -> Result<(i64, AuditHead), Failed> {
+    let row = tx.query_typed_one("SELECT commit_seq, audit_seq, audit_hash FROM head FOR UPDATE", &[])?;
+    let (commit_seq, audit_seq, hash): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+    let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
+    let audit = if audit_seq == 0 { None } else { Some((uint(audit_seq, "audit sequence number")?, hash)) };
+    Ok((commit_seq + 1, audit))
+}
+
+/// Move the head to `seq` and `audit`, and wake the other nodes once this commits.
+fn advance_head(tx: &mut Transaction<'_>, seq: i64, audit: Option<(u64, [u8; 32])>) -> Result<(), Failed> {
+    let (audit_seq, audit_hash) = audit.unwrap_or((0, [0; 32]));
+    let audit_seq = int8(audit_seq, "audit sequence number")?;
+    tx.query_typed(
+        "WITH moved AS (UPDATE head SET commit_seq = $1, audit_seq = $2, audit_hash = $3 RETURNING commit_seq) \
+         SELECT pg_notify($4, commit_seq::text) FROM moved",
+        &[(&seq, Type::INT8), (&audit_seq, Type::INT8), (&&audit_hash[..], Type::BYTEA), (&NOTIFY_CHANNEL, Type::TEXT)],
+    )?;
+    Ok(())
+}
+
+fn user_of(row: &postgres::Row) -> Result<User> {
+    let id: Uuid = row.get("id");
+    decode_user(id.as_bytes(), row.get("record"))
+}
+
+impl Store for PgStore {
+    fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT id, record FROM users WHERE id = $1", &[(&id, Type::UUID)]).map_err(pg)?;
+        rows.first().map(user_of).transpose()
+    }
+
+    fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
+        self.one_id("SELECT id FROM users WHERE name_key = $1", &name.to_lowercase(), Type::TEXT)
+    }
+
+    fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
+        let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT name_key, id FROM users WHERE name_key = ANY($1)", &[(&lowered, Type::TEXT_ARRAY)]).map_err(pg)?;
+        let found: std::collections::HashMap<String, Uuid> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(lowered.iter().map(|n| found.get(n).copied()).collect())
+    }
+
+    fn user_id_by_email(&self, email: &str) -> Result<Option<Uuid>> {
+        self.one_id("SELECT id FROM users WHERE email_key = $1", &email.to_lowercase(), Type::TEXT)
+    }
+
+    fn user_id_by_number(&self, number: u64) -> Result<Option<Uuid>> {
+        // A number beyond bigint is no user's.
+        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+        self.one_id("SELECT id FROM users WHERE number = $1", &number, Type::INT8)
+    }
+
+    fn scan_ids_by_name(&self, visit: &mut dyn FnMut(Uuid) -> bool) -> Result<()> {
+        self.scan("SELECT id FROM users ORDER BY name_key", &mut |row| Ok(visit(row.get(0))))
+    }
+
+    fn scan_users(&self, visit: &mut dyn FnMut(User) -> bool) -> Result<()> {
+        self.scan("SELECT id, record FROM users ORDER BY id", &mut |row| Ok(visit(user_of(row)?)))
+    }
+
+    fn user_count(&self) -> Result<usize> {
+        let mut conn = self.conn()?;
+        let n: i64 = conn.query_one("SELECT count(*) FROM users", &[]).map_err(pg)?.get(0);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn user_count_bound(&self) -> Result<usize> {
+        let mut conn = self.conn()?;
+        let n: i64 = conn.query_one("SELECT coalesce(max(number), 0) FROM users", &[]).map_err(pg)?.get(0);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn allocate_numbers(&self, count: u64) -> Result<u64> {
+        let count = int8(count, "count of user numbers")?;
+        let mut conn = self.conn()?;
+        let row = conn
+            .query_typed_one("UPDATE numbers SET next = next + $1 RETURNING next - $1", &[(&count, Type::INT8)])
+            .map_err(pg)?;
+        uint(row.get(0), "next user number")
+    }
+
+    fn get_org(&self, key: &str) -> Result<Option<Org>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT record FROM orgs WHERE key = $1", &[(&key, Type::TEXT)]).map_err(pg)?;
+        rows.first().map(|r| decode("org", key.as_bytes(), r.get(0))).transpose()
+    }
+
+    fn orgs(&self) -> Result<Vec<Org>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query("SELECT key, record FROM orgs ORDER BY key", &[]).map_err(pg)?;
+        rows.iter().map(|r| decode("org", r.get::<_, &str>(0).as_bytes(), r.get(1))).collect()
+    }
+
+    fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT record FROM sessions WHERE hash = $1", &[(&&hash[..], Type::BYTEA)]).map_err(pg)?;
+        rows.first().map(|r| decode("session", hash, r.get(0))).transpose()
+    }
+
+    fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT hash, record FROM sessions WHERE user_id = $1 ORDER BY hash", &[(&user, Type::UUID)]).map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let hash: &[u8] = r.get(0);
+                let hash = TokenHash::try_from(hash).map_err(|_| Error::Corrupt(format!("a session of user {user} has a damaged key")))?;
+                Ok((hash, decode("session", &hash, r.get(1))?))
+            })
+            .collect()
+    }
+
+    fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
+        let query = if newest_first { "SELECT seq, record FROM audit ORDER BY seq DESC" } else { "SELECT seq, record FROM audit ORDER BY seq" };
+        self.scan(query, &mut |row| {
+            let seq: i64 = row.get(0);
+            Ok(visit(decode("audit", &seq.to_be_bytes(), row.get(1))?))
+        })
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one("SELECT audit_seq, audit_hash FROM head", &[]).map_err(pg)?;
+        let seq: i64 = row.get(0);
+        if seq == 0 {
+            return Ok(None);
+        }
+        let hash = <[u8; 32]>::try_from(row.get::<_, &[u8]>(1)).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
+        Ok(Some((uint(seq, "audit sequence number")?, hash)))
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query_typed("SELECT value FROM meta WHERE name = $1", &[(&name, Type::TEXT)]).map_err(pg)?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// PostgreSQL keeps its own indexes; what can disagree is a record and the key columns next to
+    /// it, and a user and its org.
+    fn check_indexes(&self) -> Result<Vec<String>> {
+        let orgs: std::collections::HashSet<String> = self.orgs()?.into_iter().map(|o| o.key).collect();
+        let mut problems = Vec::new();
+        self.scan("SELECT id, number, name_key, email_key, version, record FROM users ORDER BY id", &mut |row| {
+            let id: Uuid = row.get(0);
+            let user = match decode::<User>("user", id.as_bytes(), row.get(5)) {
+                Ok(u) => u,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    return Ok(true);
+                }
+            };
+            if user.id != id {
+                problems.push(format!("user record under key {id} holds id {}", user.id));
+            }
+            let (number, name_key, email_key, version): (i64, &str, &str, i64) = (row.get(1), row.get(2), row.get(3), row.get(4));
+            if u64::try_from(number).ok() != Some(user.number) {
+                problems.push(format!("the number column of user {} ({}) is {number}, its record says {}", user.username, user.id, user.number));
+            }
+            if name_key != user.username.to_lowercase() {
+                problems.push(format!("the user name column of user {} ({}) is {name_key:?}", user.username, user.id));
+            }
+            if email_key != user.email.to_lowercase() {
+                problems.push(format!("the email column of user {} ({}) is {email_key:?}, its record says {:?}", user.username, user.id, user.email));
+            }
+            if u64::try_from(version).ok() != Some(user.version) {
+                problems.push(format!("the version column of user {} ({}) is {version}, its record says {}", user.username, user.id, user.version));
+            }
+            if !orgs.contains(&user.org) {
+                problems.push(format!("user {} belongs to org {:?}, which does not exist", user.username, user.org));
+            }
+            Ok(true)
+        })?;
+        Ok(problems)
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<()> {
+        self.in_transaction(|tx| {
+            let (seq, mut head) = lock_head(tx)?;
+            apply(tx, changes, seq, &mut head)?;
+            advance_head(tx, seq, head)
+        })
+    }
+
+    /// A COMMIT is durable when it returns.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// One transaction: the users are copied in, and a taken id, name, email or number (in the
+    /// store or twice in the load) refuses the whole load.
+    fn load_new_users(&self, users: Vec<User>) -> Result<()> {
+        self.in_transaction(|tx| {
+            let (seq, head) = lock_head(tx)?;
+            if let Some(u) = users.iter().find(|u| i64::try_from(u.number).is_err()) {
+                return Err(Failed::Refused(Error::invalid(format!("the user number {} of {} is too large for the PostgreSQL store; no user was written", u.number, u.username))));
+            }
+            let mut copied = || -> Result<(), postgres::Error> {
+                let writer = tx.copy_in("COPY users (id, number, name_key, email_key, version, commit_seq, record) FROM STDIN BINARY")?;
+                let types = [Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::BYTEA];
+                let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(writer, &types);
+                let one = 1i64;
+                for u in &users {
+                    // Numbers beyond bigint were refused before the copy began.
+                    let number = u.number as i64;
+                    writer.write(&[&u.id, &number, &u.username.to_lowercase(), &u.email.to_lowercase(), &one, &seq, &encode_user(u, None)])?;
+                }
+                writer.finish()?;
+                Ok(())
+            };
+            match copied() {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    let db = e.as_db_error();
+                    let what = match db.and_then(|d| d.constraint()) {
+                        Some("users_name_key") => "user name",
+                        Some("users_email_key") => "email",
+                        Some("users_number_key") => "number",
+                        _ => "user id",
+                    };
+                    // The detail reads `Key (name_key)=(alice) already exists.`
+                    let value = db
+                        .and_then(|d| d.detail())
+                        .and_then(|d| d.split_once(")=(").map(|(_, v)| v.trim_end_matches(" already exists.").trim_end_matches(')').to_owned()))
+                        .unwrap_or_default();
+                    return Err(Failed::Refused(Error::Conflict(format!("the {what} {value} is already taken; no user was written"))));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            advance_head(tx, seq, head)
+        })
+    }
+
+    /// Every record at one moment (one repeatable-read transaction), laid out as the sled store's
+    /// trees: a backup of a PostgreSQL store restores as a sled store.
+    fn snapshot(&self, taken_at: Timestamp) -> Result<Snapshot> {
+        self.reading(|tx| {
+            let head = tx.query_one("SELECT audit_seq, audit_hash FROM head", &[]).map_err(pg)?;
+            let audit_seq: i64 = head.get(0);
+            let audit_head = match audit_seq {
+                0 => None,
+                seq => Some((uint(seq, "audit sequence number")?, <[u8; 32]>::try_from(head.get::<_, &[u8]>(1)).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?)),
+            };
+            let next: i64 = tx.query_one("SELECT next FROM numbers", &[]).map_err(pg)?.get(0);
+            let mut users = Vec::new();
+            scan_in(tx, "SELECT id, record, name_key, email_key, number FROM users", &mut |r| {
+                users.push((r.get(0), r.get(1), r.get(2), r.get(3), uint(r.get(4), "user number")?));
+                Ok(())
+            })?;
+            let mut audit = Vec::new();
+            scan_in(tx, "SELECT seq, record FROM audit", &mut |r| {
+                audit.push((uint(r.get(0), "audit sequence number")?, r.get(1)));
+                Ok(())
+            })?;
+            let orgs = tx.query("SELECT key, record FROM orgs", &[]).map_err(pg)?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let meta = tx
+                .query("SELECT name, value FROM meta WHERE name <> $1", &[&META_PG_SCHEMA])
+                .map_err(pg)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut sessions = Vec::new();
+            scan_in(tx, "SELECT hash, user_id, record FROM sessions", &mut |r| {
+                let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
+                sessions.push((hash, r.get(1), r.get(2)));
+                Ok(())
+            })?;
+            let parts = LogicalParts { users, orgs, audit, audit_head, sessions, meta, next_number: uint(next, "next user number")? };
+            Ok(logical_snapshot(parts, taken_at))
+        })
+    }
+
+    fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
+        let since = int8(seq, "commit sequence number")?;
+        self.reading(|tx| {
+            let now: i64 = tx.query_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0);
+            let users = tx
+                .query_typed("SELECT id, record FROM users WHERE commit_seq > $1 ORDER BY id", &[(&since, Type::INT8)])
+                .map_err(pg)?
+                .iter()
+                .map(user_of)
+                .collect::<Result<Vec<User>>>()?;
+            let orgs = tx
+                .query_typed("SELECT key, record FROM orgs WHERE commit_seq > $1 ORDER BY key", &[(&since, Type::INT8)])
+                .map_err(pg)?
+                .iter()
+                .map(|r| decode("org", r.get::<_, &str>(0).as_bytes(), r.get(1)))
+                .collect::<Result<Vec<Org>>>()?;
+            Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs }))
+        })
+    }
+}

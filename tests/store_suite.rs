@@ -1,0 +1,662 @@
+//! One suite, two stores: every case runs against sled and against PostgreSQL, each in a fresh
+//! store (a temporary directory, or a schema of its own that is dropped afterwards).
+//!
+//! PostgreSQL is found through `MFADMIN_TEST_PG_URL`, or the `PG*` variables (`PGHOST`, `PGPORT`,
+//! `PGUSER`, `PGPASSWORD`, `PGDATABASE`) that `pg_virtualenv` sets; `tests/pg/run.sh` runs the suite
+//! in a throw-away cluster. Without either, the PostgreSQL cases say they were skipped, unless
+//! `MFADMIN_TEST_PG_REQUIRED=1` (as in CI) makes that a failure.
+
+use mfadmin::auth::seal::Sealer;
+use mfadmin::config::Config;
+use mfadmin::domain::audit::{AuditDraft, ChainCheck, Outcome};
+use mfadmin::domain::mfa::{Lockout, MfaState};
+use mfadmin::domain::role::Role;
+use mfadmin::domain::user::{Org, Status, User};
+use mfadmin::error::Error;
+use mfadmin::service::{Actor, NewUser, ResetOutcome, Service};
+use mfadmin::store::postgres::{PgOptions, PgStore};
+use mfadmin::store::sled::SledStore;
+use mfadmin::store::{Change, Session, SessionKind, Store, UserWrite};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sled,
+    Postgres,
+}
+
+/// A fresh, empty store, removed when dropped.
+struct Fresh {
+    store: Arc<dyn Store>,
+    /// Opens another handle on the same store, as a second node would (sled: the same one, since a
+    /// sled store belongs to one process).
+    another: Box<dyn Fn() -> Arc<dyn Store>>,
+    _place: Place,
+}
+
+enum Place {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Schema { admin: Box<postgres::Config>, name: String },
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Place::Schema { admin, name } = self
+            && let Ok(mut client) = admin.connect(postgres::NoTls)
+        {
+            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+        }
+    }
+}
+
+/// The test database's connection settings, if one was given.
+fn pg_settings() -> Option<postgres::Config> {
+    if let Ok(url) = std::env::var("MFADMIN_TEST_PG_URL") {
+        return Some(url.parse().expect("MFADMIN_TEST_PG_URL is a PostgreSQL connection string"));
+    }
+    let host = std::env::var("PGHOST").ok()?;
+    let mut config = postgres::Config::new();
+    config.host(&host);
+    if let Ok(port) = std::env::var("PGPORT") {
+        config.port(port.parse().expect("PGPORT is a number"));
+    }
+    config.user(&std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()));
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        config.password(password);
+    }
+    config.dbname(&std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()));
+    Some(config)
+}
+
+/// A fresh store of `kind`, or `None` (after saying so) when PostgreSQL is not available.
+fn fresh(kind: Kind, test: &str) -> Option<Fresh> {
+    match kind {
+        Kind::Sled => {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(SledStore::create(&dir.path().join("store")).unwrap());
+            let same = store.clone();
+            Some(Fresh { store, another: Box::new(move || same.clone()), _place: Place::Dir(dir) })
+        }
+        Kind::Postgres => {
+            let Some(admin) = pg_settings() else {
+                if std::env::var("MFADMIN_TEST_PG_REQUIRED").is_ok_and(|v| v == "1") {
+                    panic!("MFADMIN_TEST_PG_REQUIRED=1 but neither MFADMIN_TEST_PG_URL nor PGHOST is set");
+                }
+                eprintln!("skipped {test} on PostgreSQL: set MFADMIN_TEST_PG_URL or run tests/pg/run.sh");
+                return None;
+            };
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let name = format!("mfadmin_test_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+            let mut client = admin.connect(postgres::NoTls).expect("the test database answers");
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
+            let mut settings = admin.clone();
+            settings.options(&format!("-c search_path={name}"));
+            let store: Arc<dyn Store> = Arc::new(PgStore::create(PgOptions::new(settings.clone(), 8)).unwrap());
+            let another = move || -> Arc<dyn Store> { Arc::new(PgStore::open(PgOptions::new(settings.clone(), 8)).unwrap()) };
+            Some(Fresh { store, another: Box::new(another), _place: Place::Schema { admin: Box::new(admin), name } })
+        }
+    }
+}
+
+/// Each case as two tests, `NAME::sled` and `NAME::postgres`.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn sled() {
+                if let Some(f) = super::fresh(super::Kind::Sled, stringify!($case)) {
+                    super::$case(f);
+                }
+            }
+            #[test]
+            fn postgres() {
+                if let Some(f) = super::fresh(super::Kind::Postgres, stringify!($case)) {
+                    super::$case(f);
+                }
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    a_write_over_a_newer_record_is_refused,
+    names_emails_and_numbers_are_unique_ignoring_case,
+    a_name_passes_from_one_user_to_another_in_one_change,
+    sessions_are_kept_found_and_revoked,
+    the_audit_chain_links_every_event_in_commit_order,
+    orgs_and_meta_are_kept,
+    scans_and_counts_see_every_user,
+    a_bulk_load_matches_commits_and_refuses_what_they_would,
+    user_numbers_are_never_handed_out_twice,
+    two_threads_writing_one_user_from_the_same_version_one_wins,
+    the_audit_chain_stays_whole_under_commits_from_two_nodes,
+    a_name_wanted_by_many_at_once_goes_to_one,
+    another_node_catches_up_from_a_watermark,
+    the_service_resets_and_verifies_on_the_store,
+    a_backup_restores_as_a_sled_store_with_everything,
+);
+
+fn acme() -> Org {
+    Org { key: "acme".into(), name: "Acme".into(), mfa_enforced: false, created_at: 0 }
+}
+
+fn named(name: &str, number: u64) -> User {
+    User {
+        id: Uuid::new_v4(),
+        number,
+        username: name.into(),
+        email: format!("{name}@Example.org"),
+        display_name: name.to_uppercase(),
+        org: "acme".into(),
+        role: Role::Member,
+        status: Status::Active,
+        password_hash: None,
+        mfa: MfaState::NotEnrolled,
+        lockout: Lockout::default(),
+        recovery_codes: vec![[7; 32]],
+        created_at: 1_800_000_000,
+        last_login_at: None,
+        mfa_enrolled_at: None,
+        mfa_last_used_at: None,
+        mfa_last_client: None,
+        mfa_reset_at: None,
+        version: 1,
+    }
+}
+
+fn add(store: &dyn Store, users: &[User]) -> mfadmin::error::Result<()> {
+    let users = users.iter().map(|u| UserWrite { user: u.clone(), expected_version: None }).collect();
+    store.commit(&[Change { users, orgs: vec![acme()], ..Change::default() }])
+}
+
+/// `user` written over `expected`, carrying the next version.
+fn write(store: &dyn Store, user: &User, expected: u64) -> mfadmin::error::Result<()> {
+    let mut user = user.clone();
+    user.version = expected + 1;
+    store.commit(&[Change { users: vec![UserWrite { user, expected_version: Some(expected) }], ..Change::default() }])
+}
+
+fn draft(n: usize, source: &str) -> AuditDraft {
+    AuditDraft {
+        at: 1_800_000_000 + n as i64,
+        actor: "console:root".into(),
+        action: "mfa.reset".into(),
+        target_id: Some(Uuid::new_v4()),
+        target: Some(format!("user{n}")),
+        org: Some("acme".into()),
+        outcome: Outcome::Success,
+        reason: Some("lost phone".into()),
+        detail: None,
+        source: source.into(),
+    }
+}
+
+/// Walk the chain: every event in order, linked to the one before, ending at the recorded head.
+fn verify_chain(store: &dyn Store) -> u64 {
+    let mut check = ChainCheck::new();
+    store.scan_audit(false, &mut |e| {
+        check.step(&e).unwrap_or_else(|b| panic!("the chain breaks at {}: {}", b.seq, b.why));
+        true
+    })
+    .unwrap();
+    check.finish(store.audit_head().unwrap()).unwrap_or_else(|b| panic!("the chain breaks at {}: {}", b.seq, b.why))
+}
+
+fn a_write_over_a_newer_record_is_refused(f: Fresh) {
+    let store = &*f.store;
+    let u = named("alice", 1);
+    add(store, std::slice::from_ref(&u)).unwrap();
+    let mut next = u.clone();
+    next.recovery_codes.clear();
+    write(store, &next, 1).unwrap();
+    next.version = 2;
+    assert_eq!(store.get_user(u.id).unwrap().unwrap(), next);
+    // Both computed from version 1, which is gone: the same write, and a rename.
+    let mut stale = u.clone();
+    stale.mfa_reset_at = Some(9);
+    assert!(matches!(write(store, &stale, 1), Err(Error::WriteConflict)));
+    stale.username = "alice2".into();
+    assert!(matches!(write(store, &stale, 1), Err(Error::WriteConflict)));
+    assert!(matches!(write(store, &stale, 3), Err(Error::WriteConflict)), "a version from the future is no match either");
+    assert!(matches!(write(store, &named("nobody", 9), 1), Err(Error::WriteConflict)), "nor is a user that is not there");
+    assert_eq!(store.get_user(u.id).unwrap().unwrap(), next, "the record is untouched");
+    write(store, &stale, 2).unwrap();
+    assert_eq!(store.get_user(u.id).unwrap().unwrap().version, 3);
+    assert_eq!(store.user_id_by_name("ALICE2").unwrap(), Some(u.id));
+    assert_eq!(store.user_id_by_name("alice").unwrap(), None);
+    // A new user under an id that is taken is refused too.
+    let mut twin = named("twin", 2);
+    twin.id = u.id;
+    assert!(matches!(add(store, &[twin]), Err(Error::Conflict(m)) if m.contains("already exists")));
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+fn names_emails_and_numbers_are_unique_ignoring_case(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (1..=50).map(|n| named(&format!("User{n}"), n)).collect();
+    add(store, &users).unwrap();
+    for u in &users {
+        assert_eq!(store.user_id_by_name(&u.username.to_lowercase()).unwrap(), Some(u.id));
+        assert_eq!(store.user_id_by_email(&u.email.to_uppercase()).unwrap(), Some(u.id));
+        assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
+    }
+    let refused = |u: User, what: &str| {
+        let result = add(store, &[named("fine", 900), u]);
+        assert!(matches!(&result, Err(Error::Conflict(m)) if m.contains(what)), "{what}: {result:?}");
+        assert_eq!(store.user_id_by_name("fine").unwrap(), None, "a refused commit writes nothing");
+    };
+    refused(named("USER7", 1000), "user name \"USER7\" is already taken");
+    let mut email = named("other", 1001);
+    email.email = "user8@EXAMPLE.org".into();
+    refused(email, "already used by another user");
+    refused(named("other", 9), "user number 9 is already taken");
+    // A rename onto a taken name, from the current version.
+    let mut rename = users[0].clone();
+    rename.username = "user2".into();
+    assert!(matches!(write(store, &rename, 1), Err(Error::Conflict(m)) if m.contains("already taken")));
+    assert_eq!(store.user_id_by_name("user1").unwrap(), Some(users[0].id));
+    // Email and number moved: the old ones are free.
+    let mut moved = users[5].clone();
+    moved.email = "new@example.org".into();
+    moved.number = 999;
+    write(store, &moved, 1).unwrap();
+    assert_eq!(store.user_id_by_email("NEW@example.org").unwrap(), Some(moved.id));
+    assert_eq!((store.user_id_by_email(&users[5].email).unwrap(), store.user_id_by_number(6).unwrap()), (None, None));
+    assert_eq!(store.user_id_by_number(999).unwrap(), Some(moved.id));
+    assert_eq!(store.user_count_bound().unwrap(), 999);
+    add(store, &[named("taker", 6)]).unwrap();
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+fn a_name_passes_from_one_user_to_another_in_one_change(f: Fresh) {
+    let store = &*f.store;
+    let (a, b) = (named("a", 1), named("b", 2));
+    add(store, &[a.clone(), b.clone()]).unwrap();
+    let renamed = |u: &User, to: &str| {
+        let mut u = u.clone();
+        u.username = to.into();
+        u.version = 2;
+        UserWrite { user: u, expected_version: Some(1) }
+    };
+    // a gives up its name first, then b takes it: as in sled, in the order written.
+    store.commit(&[Change { users: vec![renamed(&a, "c"), renamed(&b, "a")], ..Change::default() }]).unwrap();
+    assert_eq!(store.user_id_by_name("a").unwrap(), Some(b.id));
+    assert_eq!(store.user_id_by_name("c").unwrap(), Some(a.id));
+    assert_eq!(store.user_id_by_name("b").unwrap(), None);
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+fn sessions_are_kept_found_and_revoked(f: Fresh) {
+    let store = &*f.store;
+    let session = |user_id, created_at, expires_at| Session { user_id, kind: SessionKind::Session, created_at, expires_at };
+    let put = |hash: u8, s: Session| Change { sessions_put: vec![([hash; 32], s)], ..Change::default() };
+    let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    for (n, &id) in ids.iter().take(10).enumerate() {
+        store.commit(&[put(n as u8, session(id, 0, 100))]).unwrap();
+    }
+    let key = Session { user_id: ids[0], kind: SessionKind::ApiKey { name: "ci".into(), role: Role::Helpdesk }, created_at: 0, expires_at: 1000 };
+    store.commit(&[put(50, key.clone())]).unwrap();
+    assert_eq!(store.get_session(&[50; 32]).unwrap(), Some(key));
+    assert_eq!(store.sessions_of(ids[0]).unwrap().len(), 2);
+    store.commit(&[Change { sessions_delete: vec![[50; 32]], ..Change::default() }]).unwrap();
+    assert_eq!(store.get_session(&[50; 32]).unwrap(), None);
+    assert_eq!(store.sessions_of(ids[0]).unwrap(), vec![([0; 32], session(ids[0], 0, 100))]);
+    // A commit that revokes many users' sessions ends those from before and one it gives itself.
+    let mut changes = vec![put(90, session(ids[12], 0, 100))];
+    changes.extend(ids[..8].iter().chain(&ids[12..13]).map(|&id| Change { revoke_sessions_of: vec![id], ..Change::default() }));
+    store.commit(&changes).unwrap();
+    for (n, &id) in ids.iter().take(10).enumerate() {
+        assert_eq!(store.sessions_of(id).unwrap().is_empty(), n < 8, "user {n}");
+        assert_eq!(store.get_session(&[n as u8; 32]).unwrap().is_none(), n < 8, "session {n}");
+    }
+    assert_eq!(store.get_session(&[90; 32]).unwrap(), None);
+    // A session that has expired by the time the next one starts is no longer one of the user's.
+    store.commit(&[put(91, session(ids[15], 200, 300))]).unwrap();
+    assert_eq!(store.sessions_of(ids[15]).unwrap().iter().map(|(h, _)| h[0]).collect::<Vec<_>>(), vec![91]);
+}
+
+fn the_audit_chain_links_every_event_in_commit_order(f: Fresh) {
+    let store = &*f.store;
+    assert_eq!(store.audit_head().unwrap(), None);
+    assert_eq!(verify_chain(store), 0);
+    let mut n = 0;
+    for batch in [1usize, 3, 0, 7, 2] {
+        let audit = (0..batch).map(|_| {
+            n += 1;
+            draft(n, "test")
+        });
+        store.commit(&[Change { audit: audit.collect(), ..Change::default() }]).unwrap();
+    }
+    assert_eq!(verify_chain(store), 13);
+    let mut newest = Vec::new();
+    store.scan_audit(true, &mut |e| {
+        newest.push(e.seq);
+        newest.len() < 4
+    })
+    .unwrap();
+    assert_eq!(newest, vec![13, 12, 11, 10]);
+    let mut oldest = Vec::new();
+    store.scan_audit(false, &mut |e| {
+        oldest.push(e.draft.target.clone().unwrap());
+        true
+    })
+    .unwrap();
+    assert_eq!(oldest, (1..=13).map(|n| format!("user{n}")).collect::<Vec<_>>(), "events are in the order they were committed");
+    // A commit refused part-way records no event.
+    let u = named("x", 1);
+    add(store, std::slice::from_ref(&u)).unwrap();
+    let refused = Change { users: vec![UserWrite { user: u.clone(), expected_version: Some(7) }], audit: vec![draft(99, "test")], ..Change::default() };
+    assert!(matches!(store.commit(&[refused]), Err(Error::WriteConflict)));
+    assert_eq!(verify_chain(store), 13);
+}
+
+fn orgs_and_meta_are_kept(f: Fresh) {
+    let store = &*f.store;
+    assert_eq!(store.get_org("acme").unwrap(), None);
+    let globex = Org { key: "globex".into(), name: "Globex".into(), mfa_enforced: true, created_at: 5 };
+    store.commit(&[Change { orgs: vec![globex.clone(), acme()], meta_put: vec![("key_check", vec![1, 2, 3])], ..Change::default() }]).unwrap();
+    assert_eq!(store.orgs().unwrap(), vec![acme(), globex.clone()]);
+    let relaxed = Org { mfa_enforced: false, ..globex };
+    store.commit(&[Change { orgs: vec![relaxed.clone()], meta_put: vec![("key_check", vec![4])], ..Change::default() }]).unwrap();
+    assert_eq!(store.get_org("globex").unwrap(), Some(relaxed));
+    assert_eq!(store.get_meta("key_check").unwrap(), Some(vec![4]));
+    assert_eq!(store.get_meta("nothing").unwrap(), None);
+    // A user in an org that does not exist is named by the check.
+    let mut lost = named("lost", 1);
+    lost.org = "initech".into();
+    store.commit(&[Change { users: vec![UserWrite { user: lost, expected_version: None }], ..Change::default() }]).unwrap();
+    let problems = store.check_indexes().unwrap();
+    assert!(problems.iter().any(|p| p.contains("which does not exist")), "{problems:?}");
+}
+
+fn scans_and_counts_see_every_user(f: Fresh) {
+    let store = &*f.store;
+    // More than one batch of a PostgreSQL scan, added in a scattered name order.
+    let users: Vec<User> = (1..=4500).map(|n| named(&format!("u{:05}", (n * 7919) % 10007), n)).collect();
+    for chunk in users.chunks(1000) {
+        add(store, chunk).unwrap();
+    }
+    assert_eq!(store.user_count().unwrap(), 4500);
+    assert_eq!(store.user_count_bound().unwrap(), 4500);
+    let mut ids = Vec::new();
+    store.scan_ids_by_name(&mut |id| {
+        ids.push(id);
+        true
+    })
+    .unwrap();
+    let mut by_name = users.clone();
+    by_name.sort_by(|a, b| a.username.cmp(&b.username));
+    assert_eq!(ids, by_name.iter().map(|u| u.id).collect::<Vec<_>>());
+    let mut seen = 0;
+    store.scan_users(&mut |u| {
+        seen += 1;
+        assert_eq!(u.version, 1);
+        seen < 3000
+    })
+    .unwrap();
+    assert_eq!(seen, 3000, "a scan stops when told");
+    let mut asked: Vec<String> = users.iter().rev().take(100).map(|u| u.username.to_uppercase()).collect();
+    asked.extend(["", "nobody", "zzz"].map(String::from));
+    let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+    let one_by_one: Vec<Option<Uuid>> = asked.iter().map(|n| store.user_id_by_name(n).unwrap()).collect();
+    assert_eq!(store.user_ids_by_name(&asked).unwrap(), one_by_one);
+    assert_eq!(one_by_one.iter().flatten().count(), 100);
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+fn a_bulk_load_matches_commits_and_refuses_what_they_would(f: Fresh) {
+    let store = &*f.store;
+    let owner = named("owner", 1);
+    add(store, std::slice::from_ref(&owner)).unwrap();
+    let users: Vec<User> = (2..=3000).map(|n| named(&format!("u{n}"), n)).collect();
+    let mut email = named("y", 5001);
+    email.email = "OWNER@example.org".into();
+    for (what, clash) in [("user name", named("OWNER", 5000)), ("number", named("x", 1)), ("email", email)] {
+        let mut with_clash = users.clone();
+        with_clash.push(clash);
+        let err = store.load_new_users(with_clash).unwrap_err();
+        assert!(matches!(&err, Error::Conflict(m) if m.contains(what) && m.contains("no user was written")), "{err}");
+        assert_eq!(store.user_count().unwrap(), 1, "nothing was written");
+    }
+    let twice = vec![named("same", 6000), named("same", 6001)];
+    assert!(matches!(store.load_new_users(twice), Err(Error::Conflict(_))), "a name twice in the load is refused");
+    store.load_new_users(users.clone()).unwrap();
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    for u in users.iter().chain([&owner]) {
+        assert_eq!(store.user_id_by_email(&u.email).unwrap(), Some(u.id), "{}", u.email);
+        assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
+    }
+    assert_eq!(store.get_user(users[10].id).unwrap().unwrap(), users[10]);
+    assert_eq!(store.user_count_bound().unwrap(), 3000);
+    write(store, &users[0], 1).unwrap();
+}
+
+fn user_numbers_are_never_handed_out_twice(f: Fresh) {
+    let first = f.store.allocate_numbers(3).unwrap();
+    assert_eq!(f.store.allocate_numbers(1).unwrap(), first + 3);
+    let nodes = [f.store.clone(), (f.another)()];
+    let mut handed: Vec<u64> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = nodes[t % 2].clone();
+                s.spawn(move || (0..50).flat_map(|_| {
+                    let start = store.allocate_numbers(2).unwrap();
+                    [start, start + 1]
+                }).collect::<Vec<u64>>())
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    handed.sort_unstable();
+    let before = handed.len();
+    handed.dedup();
+    assert_eq!(handed.len(), before, "no number was handed out twice");
+    assert!(handed[0] > first + 3);
+}
+
+fn two_threads_writing_one_user_from_the_same_version_one_wins(f: Fresh) {
+    let nodes = [f.store.clone(), (f.another)()];
+    let u = named("contested", 1);
+    add(&*nodes[0], std::slice::from_ref(&u)).unwrap();
+    for round in 1..=20u64 {
+        let barrier = Barrier::new(2);
+        let results: Vec<mfadmin::error::Result<()>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|t| {
+                    let (store, barrier) = (nodes[t].clone(), &barrier);
+                    let mut mine = u.clone();
+                    mine.display_name = format!("round {round} thread {t}");
+                    s.spawn(move || {
+                        barrier.wait();
+                        write(&*store, &mine, round)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let won: Vec<usize> = (0..2).filter(|&t| results[t].is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one write wins: {results:?}");
+        let lost = 1 - won[0];
+        assert!(matches!(results[lost], Err(Error::WriteConflict)), "round {round}: {results:?}");
+        let stored = nodes[0].get_user(u.id).unwrap().unwrap();
+        assert_eq!((stored.version, stored.display_name), (round + 1, format!("round {round} thread {}", won[0])));
+    }
+}
+
+fn the_audit_chain_stays_whole_under_commits_from_two_nodes(f: Fresh) {
+    let nodes = [f.store.clone(), (f.another)()];
+    let users: Vec<User> = (1..=8).map(|n| named(&format!("member{n}"), n)).collect();
+    add(&*nodes[0], &users).unwrap();
+    let per_thread = 40;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = nodes[t % 2].clone();
+            let users = &users;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    // Each commit writes a user (retried from the stored version when another
+                    // thread wrote it first) and records one or two events.
+                    let user = &users[(t * 3 + i) % users.len()];
+                    loop {
+                        let stored = store.get_user(user.id).unwrap().unwrap();
+                        let mut next = stored.clone();
+                        next.last_login_at = Some(i as i64);
+                        next.version += 1;
+                        let audit = (0..1 + i % 2).map(|k| draft(t * 1000 + i * 2 + k, &format!("node{}", t % 2))).collect();
+                        let change = Change { users: vec![UserWrite { user: next, expected_version: Some(stored.version) }], audit, ..Change::default() };
+                        match store.commit(&[change]) {
+                            Ok(()) => break,
+                            Err(Error::WriteConflict) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let expected: u64 = (0..4).map(|_| (0..per_thread).map(|i| 1 + i as u64 % 2).sum::<u64>()).sum();
+    assert_eq!(verify_chain(&*nodes[0]), expected);
+    assert_eq!(verify_chain(&*nodes[1]), expected, "the chain verifies through either node");
+    let writes: u64 = users.iter().map(|u| nodes[1].get_user(u.id).unwrap().unwrap().version - 1).sum();
+    assert_eq!(writes, 4 * per_thread as u64, "every write counted once");
+}
+
+fn a_name_wanted_by_many_at_once_goes_to_one(f: Fresh) {
+    let nodes = [f.store.clone(), (f.another)()];
+    add(&*nodes[0], &[]).unwrap();
+    for round in 0..10u64 {
+        let barrier = Barrier::new(6);
+        let name = format!("popular{round}");
+        let results: Vec<mfadmin::error::Result<()>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..6u64)
+                .map(|t| {
+                    let (store, barrier) = (nodes[t as usize % 2].clone(), &barrier);
+                    // Only the name is shared (in differing case); emails and numbers differ.
+                    let mut u = named(&name, 1 + round * 10 + t);
+                    u.username = if t % 2 == 0 { name.to_uppercase() } else { name.clone() };
+                    u.email = format!("{round}-{t}@example.org");
+                    s.spawn(move || {
+                        barrier.wait();
+                        add(&*store, &[u])
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Error::Conflict(m) if m.contains("already taken"))), "{results:?}");
+    }
+    assert_eq!(nodes[1].user_count().unwrap(), 10);
+    assert_eq!(nodes[1].check_indexes().unwrap(), Vec::<String>::new());
+}
+
+fn another_node_catches_up_from_a_watermark(f: Fresh) {
+    let (a, b) = (f.store.clone(), (f.another)());
+    let Some(start) = b.changes_since(0).unwrap() else {
+        // One process owns a sled store: there is no other node to catch up.
+        assert!(a.changes_since(0).unwrap().is_none());
+        return;
+    };
+    assert!(start.users.is_empty() && start.orgs.is_empty());
+    let users: Vec<User> = (1..=5).map(|n| named(&format!("w{n}"), n)).collect();
+    add(&*a, &users).unwrap();
+    let first = b.changes_since(start.seq).unwrap().unwrap();
+    assert!(first.seq > start.seq);
+    assert_eq!(first.users.len(), 5);
+    assert_eq!(first.orgs, vec![acme()]);
+    write(&*a, &users[2], 1).unwrap();
+    let second = b.changes_since(first.seq).unwrap().unwrap();
+    assert_eq!(second.users.iter().map(|u| (u.id, u.version)).collect::<Vec<_>>(), vec![(users[2].id, 2)]);
+    assert!(second.orgs.is_empty());
+    let quiet = b.changes_since(second.seq).unwrap().unwrap();
+    assert_eq!((quiet.seq, quiet.users.len()), (second.seq, 0), "nothing new, the watermark stays");
+}
+
+fn the_service_resets_and_verifies_on_the_store(f: Fresh) {
+    let now = 1_800_000_000;
+    let sealer_key = tempfile::tempdir().unwrap();
+    let sealer = Sealer::create_key_file(&sealer_key.path().join("key")).unwrap();
+    let policy = Config::default().policy();
+    let svc = Service::new(f.store.clone(), sealer, policy.clone()).unwrap();
+    let console = Actor::console("cli");
+    svc.add_org(&console, "Acme", true, now).unwrap();
+    let mut names = Vec::new();
+    for n in 0..6 {
+        let name = format!("member{n}");
+        svc.add_user(&console, NewUser { username: name.clone(), email: format!("{name}@acme.example"), display_name: name.clone(), role: Role::Member, org: "acme".into(), password: Some("correct horse battery".into()) }, now).unwrap();
+        names.push(name);
+    }
+    for name in &names[..4] {
+        let e = svc.begin_enrollment(&console, name, "mfadmin", now).unwrap();
+        let secret = totp_rs::Secret::try_from_base32(&e.secret_base32).unwrap().as_ref().to_vec();
+        svc.confirm_enrollment(&console, name, &mfadmin::auth::totp::code_at(&secret, now as u64), now).unwrap();
+    }
+    let report = svc.reset_mfa(&console, &names, Some("lost phones"), false, now + 60).unwrap();
+    assert_eq!((report.count(ResetOutcome::Reset), report.count(ResetOutcome::Skipped)), (4, 2), "{report:?}");
+    // A second service on the store (a second node, for PostgreSQL) sees it all and verifies the chain.
+    let key = Sealer::load(&sealer_key.path().join("key")).unwrap();
+    let other = Service::new((f.another)(), key, policy).unwrap();
+    let (problems, verified) = other.check(&console).unwrap();
+    assert!(problems.is_empty() && verified.ok, "{problems:?} {verified:?}");
+    assert!(verified.events >= 1 + 6 + 4 + 4, "{verified:?}");
+    let again = other.reset_mfa(&console, &names[..1], Some("again"), false, now + 120).unwrap();
+    assert_eq!(again.count(ResetOutcome::Skipped), 1, "already reset, as the first node left it");
+    // A key that is not the store's is refused.
+    let wrong = Sealer::create_key_file(&sealer_key.path().join("other")).unwrap();
+    assert!(matches!(Service::new((f.another)(), wrong, Config::default().policy()), Err(Error::KeyFile(_))));
+}
+
+fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (1..=300).map(|n| named(&format!("b{n}"), n)).collect();
+    add(store, &users).unwrap();
+    write(store, &users[7], 1).unwrap();
+    let session = Session { user_id: users[3].id, kind: SessionKind::Session, created_at: 0, expires_at: 100 };
+    let audit = (0..5).map(|n| draft(n, "test")).collect();
+    store.commit(&[Change { sessions_put: vec![([3; 32], session.clone())], audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
+    let next = store.allocate_numbers(1).unwrap();
+    let snapshot = store.snapshot(1_800_000_000).unwrap();
+    let counts = snapshot.counts();
+    assert_eq!((counts.users, counts.orgs, counts.audit_events, counts.sessions), (300, 1, 5, 1));
+    let bytes = snapshot.encode();
+    let dir = tempfile::tempdir().unwrap();
+    let restored = mfadmin::store::sled::restore(&mfadmin::store::backup::Snapshot::decode(&bytes).unwrap(), &dir.path().join("store")).unwrap();
+    assert_eq!(restored.check_indexes().unwrap(), Vec::<String>::new());
+    assert_eq!(verify_chain(&restored), 5);
+    assert_eq!(restored.user_count().unwrap(), 300);
+    for u in &users {
+        assert_eq!(restored.get_user(u.id).unwrap(), store.get_user(u.id).unwrap());
+        assert_eq!(restored.user_id_by_name(&u.username).unwrap(), Some(u.id));
+        assert_eq!(restored.user_id_by_email(&u.email).unwrap(), Some(u.id));
+        assert_eq!(restored.user_id_by_number(u.number).unwrap(), Some(u.id));
+    }
+    assert_eq!(restored.get_user(users[7].id).unwrap().unwrap().version, 2);
+    assert_eq!(restored.sessions_of(users[3].id).unwrap(), vec![([3; 32], session)]);
+    assert_eq!(restored.get_meta("key_check").unwrap(), Some(vec![9]));
+    assert_eq!(restored.orgs().unwrap(), vec![acme()]);
+    assert_eq!(restored.allocate_numbers(1).unwrap(), next + 1, "numbers carry on where they were");
+}
+
+/// Over TLS (`sslmode=require`), the server's certificate is checked: against the CA file given it
+/// connects, against the system's roots (which never signed a test CA) it is refused. Needs
+/// `MFADMIN_TEST_PG_CA`, the CA of the test server's certificate (tests/pg/run.sh makes one).
+#[test]
+fn a_connection_over_tls_checks_the_server_certificate() {
+    let (Some(admin), Ok(ca)) = (pg_settings(), std::env::var("MFADMIN_TEST_PG_CA")) else {
+        eprintln!("skipped the TLS case: set MFADMIN_TEST_PG_CA (and a PostgreSQL with TLS) or run tests/pg/run.sh");
+        return;
+    };
+    let Some(f) = fresh(Kind::Postgres, "tls") else { return };
+    let Place::Schema { name, .. } = &f._place else { unreachable!() };
+    let mut settings = admin.clone();
+    settings.options(&format!("-c search_path={name}")).ssl_mode(postgres::config::SslMode::Require);
+    let options = PgOptions { config: settings, pool_size: 2, ca_file: Some(ca.into()) };
+    let store = PgStore::open(options.clone()).expect("TLS with the test CA connects");
+    assert_eq!(store.user_count().unwrap(), 0);
+    let refused = PgStore::open(PgOptions { ca_file: None, ..options.clone() }).unwrap_err();
+    assert!(refused.to_string().contains("cannot connect"), "{refused}");
+    let missing = PgStore::open(PgOptions { ca_file: Some("/nonexistent/ca.pem".into()), ..options }).unwrap_err();
+    assert!(missing.to_string().contains("store.ca_file /nonexistent/ca.pem: cannot read it"), "{missing}");
+}
