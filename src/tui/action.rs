@@ -242,7 +242,7 @@ pub enum Action {
     ResetDone(Result<ResetReport, String>),
     EnrollmentBegun(Result<Enrollment, String>),
     EnrollmentConfirmed(Result<Vec<String>, String>),
-    UserChanged(Result<UserView, String>),
+    UserChanged(Result<Box<UserView>, String>),
     AuditLoaded { generation: u64, result: Result<Vec<AuditView>, String> },
     AuditVerified(Result<VerifyReport, String>),
     OrgsLoaded(Result<Vec<OrgView>, String>),

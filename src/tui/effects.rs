@@ -205,7 +205,7 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
             backend.confirm_enrollment(who, &user.to_string(), &code).map(|c| c.recovery_codes).map_err(|e| e.to_string()),
         ),
         Effect::SetStatus { user, status } => {
-            answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(v)), |e| Action::UserChanged(Err(e)))
+            answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(Box::new(v))), |e| Action::UserChanged(Err(e)))
         }
         Effect::LoadAudit { generation, text } => {
             let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT) };

@@ -92,9 +92,9 @@ pub(super) fn loaded(state: &mut State, result: Result<Box<UserDetail>, String>)
 }
 
 /// The answer to [`Effect::SetStatus`].
-pub(super) fn status_changed(state: &mut State, result: Result<UserView, String>) -> Option<Effect> {
+pub(super) fn status_changed(state: &mut State, result: Result<Box<UserView>, String>) -> Option<Effect> {
     let view = match result {
-        Ok(view) => view,
+        Ok(view) => *view,
         Err(e) => {
             state.error(e);
             return None;
