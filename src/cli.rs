@@ -273,8 +273,12 @@ pub enum ApikeyCommand {
         user: String,
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "helpdesk")]
+        #[arg(long, default_value = "helpdesk", conflicts_with = "validate_only")]
         role: Role,
+        /// A key that can only check second factors (`/validate/check`): for a RADIUS server, a
+        /// PAM module or an application; it checks the users of USER's org
+        #[arg(long)]
+        validate_only: bool,
     },
 }
 
@@ -414,14 +418,20 @@ pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Apikey(ApikeyCommand::Create { user, name, role }) => {
+        Command::Apikey(ApikeyCommand::Create { user, name, role, validate_only }) => {
             local_only(remote_flag, "apikey create")?;
             let service = ctx.open_service()?;
             let as_user = service.act_as(&actor, &user, "cli")?;
-            let (key, expires) = service.create_api_key(&as_user, &name, role, now())?;
+            let (key, expires, what) = if validate_only {
+                let (key, expires) = service.create_validate_key(&as_user, &name, now())?;
+                (key, expires, "that can only check second factors (/validate/check)".to_string())
+            } else {
+                let (key, expires) = service.create_api_key(&as_user, &name, role, now())?;
+                (key, expires, format!("with role {role}"))
+            };
             println!("{key}");
             eprintln!(
-                "API key {name:?} for {user} with role {role}, valid until {}. It is shown only this once.",
+                "API key {name:?} for {user} {what}, valid until {}. It is shown only this once.",
                 crate::domain::user::rfc3339(expires)
             );
             Ok(ExitCode::SUCCESS)

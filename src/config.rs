@@ -126,6 +126,51 @@ pub struct ValidateConfig {
     /// An unknown user is answered as a wrong code (`reject`, existence is not revealed) or with
     /// privacyIDEA's own error 904 (`error`), for plugins that need it.
     pub unknown_user: UnknownUser,
+    /// Checks a minute from one client address (a RADIUS server asks for everyone). Each user is
+    /// also held to `server.auth_rate_per_account`.
+    pub rate_per_client: u32,
+}
+
+/// An address or a CIDR range (`127.0.0.1`, `10.0.0.0/8`, `::1`), as `validate.allow_from` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl AddrRange {
+    pub fn parse(s: &str) -> Result<AddrRange, String> {
+        let bad = || format!("{s:?} is not an address or a range such as 127.0.0.1, 10.0.0.0/8 or ::1");
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.trim(), None),
+        };
+        let net: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(AddrRange { net, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> (u128, u8) {
+            match ip {
+                std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                    None => (u128::from(v6), 128),
+                },
+            }
+        };
+        let ((net, width), (ip, ip_width)) = (bits(self.net), bits(ip));
+        if width != ip_width {
+            return false;
+        }
+        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+        net & mask == ip & mask
+    }
 }
 
 impl Default for ValidateConfig {
@@ -138,6 +183,7 @@ impl Default for ValidateConfig {
             realm_pass_mode: Default::default(),
             recovery_codes: false,
             unknown_user: UnknownUser::Reject,
+            rate_per_client: 600_000,
         }
     }
 }
@@ -401,6 +447,9 @@ impl Config {
             if mb == 0 || mb > 1 << 20 {
                 return Err(format!("{name} = {mb} must be between 1 and 1048576 (MiB)"));
             }
+        }
+        for range in &self.validate.allow_from {
+            AddrRange::parse(range).map_err(|e| format!("validate.allow_from: {e}"))?;
         }
         if self.lockout.threshold == 0 {
             return Err("lockout.threshold must be at least 1".into());

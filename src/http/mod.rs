@@ -13,6 +13,7 @@ pub mod native;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod validate;
 
 use crate::app::{Clock, Context};
 use crate::config::{CompatConfig, Config, LogFormat};
@@ -49,6 +50,8 @@ pub struct Settings {
     pub auth_rate_per_account: u32,
     /// Which vendors' compatible routes are served.
     pub compat: CompatConfig,
+    /// The second-factor checks for other systems (`/validate/check`).
+    pub validate: crate::config::ValidateConfig,
     /// How long a client may take to send a request's headers, and to have a request answered.
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
@@ -63,6 +66,7 @@ impl Settings {
             auth_rate_per_client: config.server.auth_rate_per_client,
             auth_rate_per_account: config.server.auth_rate_per_account,
             compat: config.compat,
+            validate: config.validate.clone(),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
             request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         }
@@ -77,6 +81,7 @@ pub struct AppState {
     pub clock: Clock,
     pub metrics: Metrics,
     pub limits: AuthLimits,
+    pub validate: validate::ValidateSettings,
     /// Password hashing (argon2, ~20 ms of CPU each) runs under these permits, one fewer than the
     /// cores, so a storm of logins cannot take every core from listing and resets.
     hashing: tokio::sync::Semaphore,
@@ -87,7 +92,8 @@ impl AppState {
         let limits = AuthLimits::new(settings.auth_rate_per_client, settings.auth_rate_per_account);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hashing = tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1));
-        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits, hashing })
+        let validate = validate::ValidateSettings::from_config(&settings.validate);
+        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits, validate, hashing })
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -126,6 +132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
     let doc = openapi::finish(doc);
     let (api, doc) = compat::mount(api, doc, &state.settings.compat, state.settings.bulk_body_limit_bytes);
+    let api = if state.validate.enabled { api.merge(validate::routes()) } else { api };
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))

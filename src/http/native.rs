@@ -255,6 +255,7 @@ pub async fn me(State(state): S, caller: Caller) -> Result<Json<Me>, ApiError> {
                 Principal::User { .. } => "user",
                 Principal::ApiKey { .. } => "api_key",
                 Principal::Console { .. } => "console",
+                Principal::Validator { .. } => "validator",
             };
             Ok(Me { kind: kind.into(), name: actor.audit_name(), role: actor.role(), org: actor.org().map(str::to_string), user })
         })

@@ -68,6 +68,12 @@ pub struct AuthLimits {
 }
 
 impl AuthLimits {
+    /// Take one attempt from the bucket of `key` (an account, or an account in a namespace), or
+    /// say in how many seconds one is available.
+    pub fn admit_account(&self, key: &str) -> Result<(), u64> {
+        self.per_account.check(key, Instant::now())
+    }
+
     pub fn new(per_client: u32, per_account: u32) -> AuthLimits {
         AuthLimits {
             per_client: RateLimiter::new(per_client),

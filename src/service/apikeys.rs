@@ -21,6 +21,8 @@ pub struct ApiKeyView {
     pub org: String,
     pub created_at: String,
     pub expires_at: String,
+    /// A key that can only check second factors (`/validate/check`), for RADIUS, PAM and apps.
+    pub validate_only: bool,
 }
 
 pub(super) fn api_key_id(hash: &TokenHash) -> String {
@@ -47,6 +49,23 @@ impl Service {
         self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
     }
 
+    /// Create a key that can only check second factors (`/validate/check`): for a RADIUS server, a
+    /// PAM module or an application. It checks the users of the creator's org.
+    pub fn create_validate_key(&self, actor: &Actor, name: &str, now: Timestamp) -> Result<(String, Timestamp)> {
+        let Principal::User { id, .. } = &actor.principal else {
+            return Err(Error::Forbidden("validate keys are created by a logged-in Owner or Admin".into()));
+        };
+        if !policy::may_create_api_key(actor.role(), Role::Member) {
+            return Err(Error::Forbidden(format!("{} cannot create a validate key", actor.role().with_article())));
+        }
+        user::validate_name("API key name", name).map_err(Error::invalid)?;
+        let user = self.store.get_user(*id)?.ok_or_else(|| Error::not_found("user"))?;
+        let mut event = about(draft(actor, "apikey.create", now), &user);
+        event.detail = Some(format!("validate-only key {name:?}"));
+        let kind = SessionKind::ValidateKey { name: name.to_string() };
+        self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
+    }
+
     /// The unexpired API keys of the actor's org (every org for the console), for an Owner or Admin.
     pub fn list_api_keys(&self, actor: &Actor, now: Timestamp) -> Result<Vec<ApiKeyView>> {
         if !policy::may_create_api_key(actor.role(), Role::Member) {
@@ -62,9 +81,12 @@ impl Service {
         let mut keys = Vec::new();
         for owner in owners {
             for (hash, session) in self.store.sessions_of(owner.id)? {
-                if let SessionKind::ApiKey { name, role } = session.kind
-                    && session.expires_at > now
-                {
+                let (name, role, validate_only) = match session.kind {
+                    SessionKind::ApiKey { name, role } => (name, role, false),
+                    SessionKind::ValidateKey { name } => (name, Role::Member, true),
+                    _ => continue,
+                };
+                if session.expires_at > now {
                     keys.push(ApiKeyView {
                         id: api_key_id(&hash),
                         name,
@@ -73,6 +95,7 @@ impl Service {
                         org: owner.org.clone(),
                         created_at: user::rfc3339(session.created_at),
                         expires_at: user::rfc3339(session.expires_at),
+                        validate_only,
                     });
                 }
             }

@@ -395,6 +395,11 @@ impl Service {
             SessionKind::MfaChallenge | SessionKind::EnrollChallenge => {
                 return Err(Error::Unauthenticated("the login is not finished: send the MFA code first".into()));
             }
+            SessionKind::ValidateKey { .. } => {
+                return Err(Error::Unauthenticated(
+                    "this key can only check second factors (/validate/check); use a session or an API key".into(),
+                ));
+            }
         };
         Ok(Actor { principal, source: source.into() })
     }

@@ -10,6 +10,7 @@ mod login;
 mod orgs;
 mod reset;
 mod users;
+mod validate;
 
 pub use apikeys::*;
 pub use audit::*;
@@ -19,6 +20,7 @@ pub use login::*;
 pub use orgs::*;
 pub use reset::*;
 pub use users::*;
+pub use validate::{ValidateRequest, Validation, Validator, serial_of};
 
 use crate::auth::seal::Sealer;
 use crate::config::Policy;
@@ -54,6 +56,8 @@ pub enum Principal {
     Console { os_user: String },
     User { id: Uuid, username: String, org: String, role: Role },
     ApiKey { user_id: Uuid, name: String, org: String, role: Role },
+    /// A system checking second factors (`/validate/check`): may do nothing else, sees no user.
+    Validator { name: String },
 }
 
 impl Actor {
@@ -64,6 +68,7 @@ impl Actor {
     pub fn role(&self) -> Role {
         match &self.principal {
             Principal::Console { .. } => Role::Owner,
+            Principal::Validator { .. } => Role::Member,
             Principal::User { role, .. } | Principal::ApiKey { role, .. } => *role,
         }
     }
@@ -72,6 +77,7 @@ impl Actor {
     pub fn org(&self) -> Option<&str> {
         match &self.principal {
             Principal::Console { .. } => None,
+            Principal::Validator { .. } => Some(""),
             Principal::User { org, .. } | Principal::ApiKey { org, .. } => Some(org),
         }
     }
@@ -90,6 +96,7 @@ impl Actor {
             Principal::Console { os_user } => format!("console:{os_user}"),
             Principal::User { username, .. } => username.clone(),
             Principal::ApiKey { name, .. } => format!("apikey:{name}"),
+            Principal::Validator { name } => name.clone(),
         }
     }
 

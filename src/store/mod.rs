@@ -29,6 +29,8 @@ pub enum SessionKind {
     MfaChallenge,
     /// Password accepted; the user must enroll a factor before anything else.
     EnrollChallenge,
+    /// A key for a system that checks second factors (`/validate/check`) and may do nothing else.
+    ValidateKey { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
