@@ -58,7 +58,8 @@ pub fn routes() -> Router<Arc<AppState>> {
 async fn check(state: State<Arc<AppState>>, peer: Peer, method: Method, headers: HeaderMap, query: RawQuery, body: Bytes) -> Response {
     match run(&state, peer, &method, &headers, query, &body).await {
         Ok(Validation::Accept { serial }) => answer(&state, StatusCode::OK, true, detail("matching 1 tokens", Some(&serial))),
-        Ok(Validation::Reject { message, serial }) => answer(&state, StatusCode::OK, false, detail(&message, serial.as_deref())),
+        // A rejection names no serial: an unknown user's must read the same (existence is not revealed).
+        Ok(Validation::Reject { message, .. }) => answer(&state, StatusCode::OK, false, detail(&message, None)),
         Ok(Validation::UnknownUser) if state.validate.unknown_user == UnknownUser::Error => error(
             &state,
             StatusCode::BAD_REQUEST,

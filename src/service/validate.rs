@@ -102,7 +102,7 @@ impl Service {
     pub fn validate(&self, who: &Validator, req: &ValidateRequest, now: Timestamp) -> Result<Validation> {
         check_request(req)?;
         let client = req.client.as_deref().map(str::trim).filter(|c| !c.is_empty()).unwrap_or(&who.name).to_string();
-        let actor = Actor { principal: Principal::Validator { name: who.name.clone() }, source: format!("validate:{client}") };
+        let actor = Actor { principal: Principal::Validator { name: who.name.clone() }, source: "http:validate".into() };
         let audit_reject = |user: Option<&User>, why: &str| -> Result<()> {
             let mut event = draft(&actor, ACTION, now);
             if let Some(u) = user {
