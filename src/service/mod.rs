@@ -4,6 +4,7 @@
 
 mod apikeys;
 mod audit;
+mod csv_cell;
 mod enroll;
 mod import;
 mod login;
@@ -13,6 +14,7 @@ mod users;
 
 pub use apikeys::*;
 pub use audit::*;
+pub use csv_cell::*;
 pub use enroll::*;
 pub use import::*;
 pub use login::*;
