@@ -111,6 +111,7 @@ impl Context {
 
     /// Open the existing store and its key.
     pub fn open_service(&self) -> crate::error::Result<Service> {
+        crate::store::private::check_private(&self.config.data_dir(), &self.config.key_file())?;
         let store = SledStore::open_with_cache(&self.config.store_dir(), self.config.store.cache_bytes())?;
         let sealer = Sealer::load(&self.config.key_file())?;
         Service::new(Arc::new(store), sealer, self.config.policy())
@@ -122,6 +123,7 @@ impl Context {
         if SledStore::exists(&dir) {
             return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
         }
+        crate::store::private::make_private(&self.config.data_dir())?;
         let sealer = Sealer::create_key_file(&self.config.key_file())?;
         let store = SledStore::create_with_cache(&dir, self.config.store.cache_bytes())?;
         Service::new(Arc::new(store), sealer, self.config.policy())

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod buckets;
 pub mod migrate;
 pub mod names;
+pub mod private;
 pub mod sled;
 
 use crate::domain::audit::{AuditDraft, AuditEvent};
