@@ -1,6 +1,7 @@
 //! The data-side findings of the hardening review (issue 20), each reproduced as an attack.
 
 mod common;
+mod http_support;
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -149,4 +150,77 @@ fn the_store_is_private_under_any_umask_and_a_loose_one_is_refused() {
         let out = under_umask(umask, &data, &["user", "list"], "");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+// ------------------------------------------------------------------ 5. an Admin takes over an Admin
+
+#[tokio::test]
+async fn an_admin_manages_only_roles_below_its_own_and_steps_up_for_itself() {
+    use axum::http::Method;
+    use http_support::{Harness, PASSWORD};
+    use mfadmin::domain::role::Role;
+    use serde_json::json;
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "adm1", Role::Admin, true);
+    let adm2 = h.add_user("Acme", "adm2", Role::Admin, true);
+    h.add_user("Acme", "own", Role::Owner, true);
+    h.add_user("Acme", "mem", Role::Member, true);
+    h.enroll("adm2");
+    let adm1 = h.login("adm1").await;
+    let put = |path: String, token: String, body: Value| {
+        let h = &h;
+        async move { h.call(Method::PUT, &path, Some(&token), Some(body)).await }
+    };
+
+    // The takeover: adm2's password, adm2's status, a new Admin, an imported Admin — all refused.
+    let r = put("/api/v1/users/adm2/password".into(), adm1.clone(), json!({"password": "taken over by adm1"})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = put("/api/v1/users/adm2/status".into(), adm1.clone(), json!({"status": "disabled"})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let new = json!({"username": "adm3", "email": "adm3@acme.example", "role": "admin", "org": "Acme"});
+    assert_eq!(h.post("/api/v1/users", Some(&adm1), new).await.status, 403);
+    let csv = "username,email,display_name,role,org\nadm4,adm4@acme.example,Adm 4,admin,Acme\n";
+    let req = axum::http::Request::post("/api/v1/users/import")
+        .header("content-type", "text/csv")
+        .header("authorization", format!("Bearer {adm1}"))
+        .body(axum::body::Body::from(csv))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 400, "the Admin row is refused (and so the import)");
+    assert!(h.service().store().user_id_by_name("adm4").unwrap().is_none());
+    // Below its own role an Admin still manages; the reset table is unchanged (Admin resets Admin).
+    assert_eq!(put("/api/v1/users/mem/password".into(), adm1.clone(), json!({"password": "set by an admin"})).await.status, 204);
+    let r = h.post(&format!("/api/v1/users/{}/mfa/reset", adm2.id), Some(&adm1), json!({"reason": "lost phone"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // An Owner manages Admins.
+    let own = h.login("own").await;
+    assert_eq!(put("/api/v1/users/adm2/password".into(), own.clone(), json!({"password": "set by the owner"})).await.status, 204);
+
+    // One's own password and one's own MFA: a stolen session alone is not enough.
+    let r = put("/api/v1/users/adm1/password".into(), adm1.clone(), json!({"password": "my own new one"})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("current_password"), "{}", r.text());
+    let r = put("/api/v1/users/adm1/password".into(), adm1.clone(), json!({"password": "my own new one", "current_password": "not it at all"})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = put("/api/v1/users/adm1/password".into(), adm1.clone(), json!({"password": "my own new one", "current_password": PASSWORD})).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let adm1 = h.post("/api/v1/auth/login", None, json!({"username": "adm1", "password": "my own new one"})).await.ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.enroll("adm1");
+    let me = h.service().store().user_id_by_name("adm1").unwrap().unwrap();
+    for (path, body) in [
+        ("/api/v1/me/mfa/reset".to_string(), json!({"reason": "new phone"})),
+        (format!("/api/v1/users/{me}/mfa/reset"), json!({"reason": "new phone"})),
+    ] {
+        let r = h.post(&path, Some(&adm1), body).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+    }
+    let r = h.post("/api/v1/mfa/reset", Some(&adm1), json!({"ids": [me], "reason": "new phone"})).await.ok();
+    assert_eq!(r["results"][0]["outcome"], "denied", "{r}");
+    let r = h.post("/api/v1/me/mfa/reset", Some(&adm1), json!({"reason": "new phone", "current_password": "my own new one"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The console operator is at the machine: no step-up.
+    h.service().set_password(&Harness::console(), "adm1", "console sets it", None, h.now()).unwrap();
 }

@@ -191,11 +191,20 @@ impl Service {
         })
     }
 
-    pub fn set_password(&self, actor: &Actor, reference: &str, new_password: &str, now: Timestamp) -> Result<()> {
+    /// Set a user's password. One's own (from a session) needs `current_password` as well.
+    pub fn set_password(
+        &self,
+        actor: &Actor,
+        reference: &str,
+        new_password: &str,
+        current_password: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
         let user = self.visible_user(actor, reference)?;
         if actor.user_id() != Some(user.id) && !policy::may_manage_user(actor.role(), user.role) {
             return Err(Error::Forbidden(format!("{} cannot set the password of {}", actor.role().with_article(), user.username)));
         }
+        self.step_up(actor, &user, current_password, "change your own password", now)?;
         password::check_strength(new_password).map_err(Error::invalid)?;
         let mut next = user.clone();
         next.password_hash = Some(password::hash(new_password));
@@ -205,6 +214,27 @@ impl Service {
             audit: vec![about(draft(actor, "user.set_password", now), &user)],
             ..Change::default()
         })
+    }
+
+    /// A session acting on its own account must show the account's current password (ASVS 2.1.6),
+    /// so a stolen session cannot change the password or drop the second factor. The console
+    /// operator is at the machine and API keys never act on themselves, so only sessions are asked.
+    /// A wrong password is audited, like a failed login.
+    pub(super) fn step_up(&self, actor: &Actor, user: &User, current_password: Option<&str>, what: &str, now: Timestamp) -> Result<()> {
+        if actor.user_id() != Some(user.id) {
+            return Ok(());
+        }
+        let Some(given) = current_password else {
+            return Err(Error::Forbidden(format!("to {what}, give your current password as well (current_password)")));
+        };
+        if user.password_hash.as_deref().is_some_and(|hash| password::verify(given, hash)) {
+            return Ok(());
+        }
+        let mut event = about(draft(actor, "user.step_up", now), user);
+        event.outcome = crate::domain::audit::Outcome::Denied;
+        event.detail = Some(format!("wrong current password to {what}"));
+        self.commit(Change { audit: vec![event], ..Change::default() })?;
+        Err(Error::Forbidden(format!("the current password is wrong: you cannot {what} without it")))
     }
 
     /// Disable or enable a user. Disabling also ends the user's sessions.
