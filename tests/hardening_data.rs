@@ -224,3 +224,77 @@ async fn an_admin_manages_only_roles_below_its_own_and_steps_up_for_itself() {
     // The console operator is at the machine: no step-up.
     h.service().set_password(&Harness::console(), "adm1", "console sets it", None, h.now()).unwrap();
 }
+
+// ------------------------------------------------------------------ 8. squatted references
+
+#[test]
+fn a_user_name_cannot_take_the_form_of_another_reference() {
+    use common::{add, console, store, T0};
+    use mfadmin::domain::role::Role;
+    use mfadmin::service::NewUser;
+    let t = store();
+    let mem = add(&t.svc, "mem2", Role::Member, "acme");
+    let new = |username: &str, email: &str| NewUser {
+        username: username.into(),
+        email: email.into(),
+        display_name: "Squatter".into(),
+        role: Role::Member,
+        org: "globex".into(),
+        password: None,
+    };
+    let number = mem.number.to_string();
+    let id = mem.id.to_string();
+    let simple = mem.id.simple().to_string();
+    for name in [mem.email.as_str(), "mem2@acme.example", number.as_str(), "2005", id.as_str(), simple.as_str()] {
+        let r = t.svc.add_user(&console(), new(name, "squat@globex.example"), T0);
+        assert!(r.is_err(), "the user name {name:?} was accepted");
+    }
+    // An email that is another user's name.
+    assert!(t.svc.add_user(&console(), new("squat", "mem2"), T0).is_err());
+    // The owner's lookups still find mem2 by each of its references.
+    for reference in [mem.email.as_str(), number.as_str(), id.as_str(), "mem2"] {
+        assert_eq!(t.svc.get_user(&console(), reference, T0).unwrap().user.id, mem.id, "{reference}");
+    }
+}
+
+// ------------------------------------------------------------------ 10. invisible and mixed-script text
+
+#[test]
+fn invisible_and_mixed_script_characters_are_refused() {
+    use common::{add, console, store, T0};
+    use mfadmin::domain::role::Role;
+    use mfadmin::service::NewUser;
+    let t = store();
+    add(&t.svc, "vic", Role::Member, "acme");
+    common::enroll(&t.svc, "vic", T0);
+    let new = |username: &str, email: &str, display: &str| NewUser {
+        username: username.into(),
+        email: email.into(),
+        display_name: display.into(),
+        role: Role::Member,
+        org: "acme".into(),
+        password: None,
+    };
+    let bad = [
+        new("eve", "eve@acme.example", "Eve\u{200B}Admin"),
+        new("eve", "eve@acme.example", "\u{202E}nimdA evE"),
+        new("eve", "eve@acme.example", "Eve\u{2066}x\u{2069}"),
+        new("eve", "eve@acme.example", "\u{FEFF}Eve"),
+        new("eve", "eve@acme.example", "\u{00AD}Eve"),
+        new("eve", "eve\u{200D}@acme.example", "Eve"),
+        new("eve", "еve@acme.example", "Eve"),
+        new("eve", "eve@асme.example", "Eve"),
+        new("eve", "eve@acme.example", "Pаypal"),
+        new("eve", "eve@acme.example", "Αdmin"),
+    ];
+    for n in bad {
+        assert!(t.svc.add_user(&console(), n.clone(), T0).is_err(), "{:?} / {:?} was accepted", n.email, n.display_name);
+    }
+    // Any one script is fine in a display name, and so are words in different scripts.
+    for (i, display) in ["Ирина Петрова", "Ελένη", "Zoë Ångström", "Dmitri Дмитрий", "李小龍"].iter().enumerate() {
+        t.svc.add_user(&console(), new(&format!("ok{i}"), &format!("ok{i}@acme.example"), display), T0).unwrap();
+    }
+    for reason in ["lost\u{200B}phone", "ticket \u{202E}1174"] {
+        assert!(t.svc.reset_mfa(&console(), &["vic".into()], Some(reason), false, T0).is_err(), "{reason:?}");
+    }
+}

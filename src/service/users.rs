@@ -5,6 +5,7 @@ use crate::domain::directory::{Cursor, Directory, Filter};
 use crate::domain::mfa::{MfaState, MfaStatus};
 use crate::domain::policy;
 use crate::domain::role::Role;
+use crate::domain::text;
 use crate::domain::user::{self, Status, User, UserView};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -147,6 +148,9 @@ impl Service {
         user::validate_username(&new.username).map_err(invalid("username"))?;
         user::validate_email(&new.email).map_err(invalid("email"))?;
         user::validate_name("display name", &new.display_name).map_err(invalid("display_name"))?;
+        text::check_username_form(&new.username).map_err(invalid("username"))?;
+        text::check_email_text(&new.email).and_then(|()| text::check_reason_text(&new.email)).map_err(invalid("email"))?;
+        text::check_display_text("display name", &new.display_name).map_err(invalid("display_name"))?;
         let org_key = user::org_key(&new.org);
         let no_org = || ("org", Error::not_found(format!("org {:?} (create it with `mfadmin org add`)", new.org)));
         if actor.org().is_some_and(|o| o != org_key) {
@@ -162,6 +166,13 @@ impl Service {
         }
         if self.store.user_id_by_email(&new.email).map_err(storage)?.is_some() {
             return Err(("email", Error::Conflict(format!("the email {:?} is already used by another user", new.email))));
+        }
+        // Names and emails are both references: neither may be the other kind of another user.
+        if self.store.user_id_by_name(new.email.trim()).map_err(storage)?.is_some() {
+            return Err(("email", Error::Conflict(format!("the email {:?} is another user's name", new.email))));
+        }
+        if self.store.user_id_by_email(new.username.trim()).map_err(storage)?.is_some() {
+            return Err(("username", Error::Conflict(format!("the user name {:?} is another user's email", new.username))));
         }
         let password_hash = match &new.password {
             Some(p) => {
