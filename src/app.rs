@@ -110,6 +110,7 @@ impl Context {
 
     /// Open the existing store and its key.
     pub fn open_service(&self) -> crate::error::Result<Service> {
+        crate::store::private::check_private(&self.config.data_dir(), &self.config.key_file())?;
         let store = crate::store::open_configured(&self.config)?;
         let sealer = Sealer::load(&self.config.key_file())?;
         Service::new(store, sealer, self.config.policy())
@@ -120,6 +121,7 @@ impl Context {
         if crate::store::configured_store_exists(&self.config)? {
             return Err(Error::Conflict(format!("{} already holds a store", self.config.data_dir().display())));
         }
+        crate::store::private::make_private(&self.config.data_dir())?;
         let sealer = Sealer::create_key_file(&self.config.key_file())?;
         let store = crate::store::create_configured(&self.config)?;
         Service::new(store, sealer, self.config.policy())

@@ -134,6 +134,7 @@ pub fn restore_cmd(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode>
             key_file.display()
         )
     })?;
+    crate::store::private::make_private(&data_dir)?;
     let store = crate::store::sled::restore(&snapshot, &store_dir)?;
     let opened = Service::new(Arc::new(store), sealer, ctx.config.policy()).and_then(|service| {
         let (problems, chain) = service.check(&Actor::console("cli"))?;

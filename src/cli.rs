@@ -7,7 +7,7 @@ use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::error::Error;
 use crate::service::{
-    audit_csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport,
+    audit_csv_row, csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport,
     SortField, UserQuery, AUDIT_CSV_HEADER,
 };
 use crate::domain::user::UserView;
@@ -595,7 +595,7 @@ fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
             let mut w = csv::Writer::from_writer(std::io::stdout().lock());
             w.write_record(USER_CSV_HEADER)?;
             for u in users {
-                w.write_record(user_csv_row(u))?;
+                w.write_record(csv_row(user_csv_row(u)))?;
             }
             w.flush()?;
         }
@@ -834,7 +834,7 @@ fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());
         w.write_record(["target", "username", "outcome", "mfa_after", "detail"])?;
         for r in &rows {
-            w.write_record(r)?;
+            w.write_record(csv_row(r))?;
         }
         w.flush()?;
     } else {

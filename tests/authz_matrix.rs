@@ -135,14 +135,20 @@ fn reads_audit(r: Role) -> bool {
 fn administers(r: Role) -> bool {
     matches!(r, Role::Owner | Role::Admin)
 }
-/// Owners manage everyone, Admins everyone but Owners (disable, enable); nobody their own account.
+/// Owners manage everyone, Admins only the roles below their own (Helpdesk, Auditor, Member), so
+/// one Admin cannot take over another (issue 20, item 5); nobody their own account's status.
 fn manages(actor: Role, target: Role) -> bool {
     match actor {
         Role::Owner => true,
-        Role::Admin => target != Role::Owner,
+        Role::Admin => matches!(target, Role::Helpdesk | Role::Auditor | Role::Member),
         _ => false,
     }
 }
+
+/// A session acting on its own password or second factor must show the current password, which
+/// these callers (sessions put straight into the store, users without a password) never send; the
+/// step-up that succeeds is tested in tests/hardening_data.rs.
+const STEP_UP: Expect = Expect::Deny;
 
 fn role_of(caller: Caller) -> Role {
     match caller {
@@ -156,7 +162,7 @@ fn reset_rule(caller: Caller, target: Target) -> Expect {
     let role = role_of(caller);
     let (target_role, is_self) = match (caller, target) {
         (_, Target::OtherOrg) => return Expect::Hide,
-        (Caller::User(r), Target::Myself) => (r, true),
+        (Caller::User(_), Target::Myself) => return STEP_UP,
         (Caller::Key(_), Target::Myself) => (Role::Owner, false),
         (_, Target::Own(r)) => (r, false),
         _ => unreachable!(),
@@ -199,7 +205,7 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         // A password: one's own, or that of a user one manages.
         "PUT /api/v1/users/{id}/password" => match (caller, target.unwrap()) {
             (_, Target::OtherOrg) => Expect::Hide,
-            (Caller::User(_), Target::Myself) => Expect::Allow,
+            (Caller::User(_), Target::Myself) => STEP_UP,
             (_, Target::Myself) => allow(manages(role, Role::Owner)),
             (_, Target::Own(r)) => allow(manages(role, r)),
         },
@@ -211,7 +217,7 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         r if TARGETED.contains(&r) => reset_rule(caller, target.unwrap()),
         "POST /api/v1/auth/logout" | "GET /api/v1/me" | "GET /api/v1/users" | "GET /api/v1/orgs" => Expect::Allow,
         "POST /api/v1/me/mfa/enroll" | "POST /api/v1/me/mfa/confirm" => allow(is_user),
-        "POST /api/v1/me/mfa/reset" => allow(is_user && may_reset(role, role, true)),
+        "POST /api/v1/me/mfa/reset" => if is_user && may_reset(role, role, true) { STEP_UP } else { Expect::Deny },
         "GET /api/v1/orgs/{org}" => if other_org { Expect::Hide } else { Expect::Allow },
         "PUT /api/v1/orgs/{org}/mfa" => if other_org { Expect::Hide } else { allow(administers(role)) },
         "PUT /user/org/mfa" => allow(administers(role)),

@@ -240,15 +240,23 @@ async fn flashback_replays_the_documents_requests_with_every_status_it_lists() {
     let bob_session = server.login(&h, "bob", p.secret("bob")).await;
     let flashback_ok = json!({"success": true, "message": "MFA reset successfully"});
 
-    // Self-reset, as the Shell tab: no body, no content type.
+    // Self-reset, as the Shell tab: no body, no content type. A session alone may not drop its own
+    // second factor (issue 20, item 5): refused in Flashback's shape, done natively with the password.
     let mia_auth = format!("Bearer {mia}");
     let r =
         server.send("POST", "/mfa/reset", &[("Accept", "application/json"), ("Authorization", &mia_auth)], None).await;
-    assert_eq!((r.status.as_u16(), r.json()), (200, flashback_ok.clone()));
+    assert_eq!(r.status.as_u16(), 403, "{}", r.text());
+    assert_eq!(r.json()["success"], false);
     assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(user(&h, "mia").mfa.as_str(), "enrolled");
+    let body = format!(r#"{{"reason": "new phone", "current_password": "{PASSWORD}"}}"#);
+    let r = server
+        .send("POST", "/api/v1/me/mfa/reset", &[("Content-Type", "application/json"), ("Authorization", &mia_auth)], Some(&body))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(user(&h, "mia").mfa.as_str(), "not_enrolled");
     let events = reset_events(&server, &ada, "mia").await;
-    assert_eq!((events.len(), events[0]["actor"].as_str()), (1, Some("mia")));
+    assert_eq!((events.len(), events[0]["actor"].as_str()), (2, Some("mia")), "the refused one and the reset");
 
     // Admin reset, as the Shell tab: resetUserId in a JSON body.
     let ada_auth = format!("Bearer {ada}");
@@ -277,9 +285,10 @@ async fn flashback_replays_the_documents_requests_with_every_status_it_lists() {
             Some("null"),
         )
         .await;
-    assert_eq!((r.status.as_u16(), r.json()), (200, flashback_ok.clone()));
-    let ada = server.login(&h, "ada", None).await; // her sessions ended with her reset
-    assert_eq!(reset_events(&server, &ada, "ada").await[0]["reason"], "ticket 4711");
+    // A session alone may not reset its own factor (issue 20, item 5): refused, and audited with the reason.
+    assert_eq!(r.status.as_u16(), 403, "{}", r.text());
+    let refused = reset_events(&server, &ada, "ada").await;
+    assert_eq!((refused[0]["reason"].as_str(), refused[0]["outcome"].as_str()), (Some("ticket 4711"), Some("denied")));
 
     // 403: the document's sentence for a role without the right; our role table's reason for an Admin.
     let r = server.json("POST", "/mfa/reset", &hal, Some(json!({"resetUserId": p.id("olga")}))).await;

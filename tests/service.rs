@@ -250,7 +250,8 @@ fn a_dry_run_decides_the_same_and_changes_nothing() {
     let real = t.svc.reset_mfa(&adm, &targets, Some("check"), false, T0 + 2).unwrap();
     let outcomes = |r: &mfadmin::service::ResetReport| r.results.iter().map(|x| x.outcome).collect::<Vec<_>>();
     assert_eq!(outcomes(&dry), outcomes(&real));
-    assert_eq!(outcomes(&real), vec![ResetOutcome::Reset, ResetOutcome::Denied, ResetOutcome::Reset]);
+    // adm itself is denied: resetting one's own MFA needs the current password (reset_own_mfa).
+    assert_eq!(outcomes(&real), vec![ResetOutcome::Reset, ResetOutcome::Denied, ResetOutcome::Denied]);
 }
 
 #[test]
@@ -290,9 +291,15 @@ fn the_service_follows_the_role_table_in_every_cell() {
             let expected = if allowed { ResetOutcome::Reset } else { ResetOutcome::Denied };
             assert_eq!(r.results[0].outcome, expected, "{actor_role} resets {target_role}");
         }
+        // Oneself: only with the current password (issue 20, item 5), and never an Auditor.
         let r = t.svc.reset_mfa(&actor, std::slice::from_ref(&me), Some("self"), false, T0 + 90).unwrap();
-        let expected = if actor_role == Role::Auditor { ResetOutcome::Denied } else { ResetOutcome::Reset };
-        assert_eq!(r.results[0].outcome, expected, "{actor_role} resets self");
+        assert_eq!(r.results[0].outcome, ResetOutcome::Denied, "{actor_role} resets self without its password");
+        let r = t.svc.reset_own_mfa(&actor, Some(common::PASSWORD), Some("self"), false, T0 + 90);
+        if actor_role == Role::Auditor {
+            assert!(matches!(r, Err(mfadmin::error::Error::Forbidden(_))), "{r:?}");
+        } else {
+            assert_eq!(r.unwrap().results[0].outcome, ResetOutcome::Reset, "{actor_role} resets self");
+        }
     }
 }
 

@@ -114,7 +114,7 @@ impl Backend for Local {
     }
 
     fn set_password(&self, who: &Credential, user: &str, password: &str) -> Result<()> {
-        self.service.set_password(&self.actor(who)?, user, password, self.clock.now())
+        self.service.set_password(&self.actor(who)?, user, password, None, self.clock.now())
     }
 
     fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport> {

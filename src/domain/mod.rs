@@ -5,6 +5,7 @@ pub mod directory;
 pub mod mfa;
 pub mod policy;
 pub mod role;
+pub mod text;
 pub mod user;
 
 /// Seconds since the Unix epoch. Every domain function takes the current time as an argument.

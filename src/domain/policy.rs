@@ -43,12 +43,13 @@ pub fn may_read_audit(actor: Role) -> bool {
     matches!(actor, Role::Owner | Role::Admin | Role::Auditor)
 }
 
-/// May the actor create users, change their status or import them? Only into roles below its own,
-/// except an Owner, who may create anything.
+/// May the actor create users, set their password, change their status or import them? Only in
+/// roles below its own (an Admin: Helpdesk, Auditor and Member), except an Owner, who may manage
+/// anyone: otherwise one Admin could set another's password and log in as them.
 pub fn may_manage_user(actor: Role, target: Role) -> bool {
     match actor {
         Role::Owner => true,
-        Role::Admin => target != Role::Owner,
+        Role::Admin => target > Role::Admin,
         _ => false,
     }
 }
@@ -92,6 +93,14 @@ mod tests {
     fn denial_says_why() {
         let Denied(why) = may_reset(Helpdesk, Admin, false).unwrap_err();
         assert_eq!(why, "a helpdesk cannot reset the MFA of an admin");
+    }
+
+    #[test]
+    fn an_admin_manages_only_roles_below_its_own() {
+        assert!([Helpdesk, Auditor, Member].iter().all(|&t| may_manage_user(Admin, t)));
+        assert!(!may_manage_user(Admin, Admin) && !may_manage_user(Admin, Owner));
+        assert!(Role::ALL.iter().all(|&t| may_manage_user(Owner, t)));
+        assert!(Role::ALL.iter().all(|&t| !may_manage_user(Helpdesk, t)));
     }
 
     #[test]

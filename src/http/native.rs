@@ -474,6 +474,9 @@ pub async fn create_user(State(state): S, caller: Caller, ApiJson(req): ApiJson<
 pub struct PasswordRequest {
     #[schema(format = Password)]
     pub password: String,
+    /// Your current password: needed (only) to change your own.
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
 }
 
 /// Set a user's password (or your own); the user's sessions end.
@@ -484,7 +487,7 @@ pub struct PasswordRequest {
     responses(
         (status = 204, description = "Set; the user's sessions were ended"),
         (status = 400, description = "The password is too weak", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller may not set this user's password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not set this user's password (its own: without the right current_password)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -495,7 +498,7 @@ pub async fn set_password(
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.actor;
-    state.call(move |service, now| service.set_password(&actor, &user, &req.password, now)).await?;
+    state.call(move |service, now| service.set_password(&actor, &user, &req.password, req.current_password.as_deref(), now)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -763,21 +766,38 @@ pub async fn my_enroll_confirm(State(state): S, caller: Caller, ApiJson(req): Ap
     Ok(Json(state.call(move |service, now| service.confirm_enrollment(&actor, &id.to_string(), &req.code, now)).await?))
 }
 
-/// Reset your own MFA (for example before moving to a new phone). Ends your sessions.
+/// Reset your own MFA: give your current password as well.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyResetRequest {
+    /// Why; recorded in the audit log (required unless the server's config says otherwise).
+    #[schema(example = "new phone")]
+    pub reason: Option<String>,
+    /// Your current password: a session alone may not drop your second factor.
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
+    /// Decide and report, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Reset your own MFA (for example before moving to a new phone), with your current password. Ends your sessions.
 #[utoipa::path(
     post, path = "/api/v1/me/mfa/reset", tag = "me", security(("bearer" = [])),
-    request_body = ResetRequest,
+    request_body = MyResetRequest,
     responses(
         (status = 200, description = "Reset", body = ResetResult),
-        (status = 403, description = "Auditors cannot reset MFA, not even their own", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Auditors cannot reset MFA, not even their own; or current_password is missing or wrong", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No MFA to reset", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn my_reset(State(state): S, caller: Caller, ApiJson(req): ApiJson<ResetRequest>) -> Result<Json<ResetResult>, ApiError> {
-    let id = own_id(&caller)?;
+pub async fn my_reset(State(state): S, caller: Caller, ApiJson(req): ApiJson<MyResetRequest>) -> Result<Json<ResetResult>, ApiError> {
+    own_id(&caller)?;
     let actor = caller.actor;
     let report = state
-        .call(move |service, now| service.reset_mfa(&actor, &[id.to_string()], req.reason.as_deref(), req.dry_run, now))
+        .call(move |service, now| {
+            service.reset_own_mfa(&actor, req.current_password.as_deref(), req.reason.as_deref(), req.dry_run, now)
+        })
         .await?;
     single_result(&state, report)
 }

@@ -77,10 +77,10 @@ pub struct VerifyReport {
 pub const AUDIT_CSV_HEADER: [&str; 13] =
     ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
 
-/// An audit event as a CSV row under [`AUDIT_CSV_HEADER`].
+/// An audit event as a CSV row under [`AUDIT_CSV_HEADER`], no cell able to start a formula.
 pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
     let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-    vec![
+    super::csv_row([
         e.seq.to_string(),
         e.at.clone(),
         e.actor.clone(),
@@ -94,7 +94,7 @@ pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
         e.source.clone(),
         e.prev_hash.clone(),
         e.hash.clone(),
-    ]
+    ])
 }
 
 impl Service {

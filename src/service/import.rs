@@ -80,7 +80,7 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
             }
         };
         let line = record.position().map_or(0, |p| p.line());
-        let field = |i: usize| record.get(index[i]).unwrap_or("").to_string();
+        let field = |i: usize| super::csv_uncell(record.get(index[i]).unwrap_or("")).to_string();
         let missing = IMPORT_COLUMNS.iter().enumerate().find(|(i, _)| field(*i).is_empty());
         if let Some((_, column)) = missing {
             errors.push(RowError { line, column: column.to_string(), message: "is empty".into() });

@@ -4,6 +4,7 @@
 
 mod apikeys;
 mod audit;
+mod csv_cell;
 mod enroll;
 mod import;
 mod login;
@@ -14,6 +15,7 @@ mod validate;
 
 pub use apikeys::*;
 pub use audit::*;
+pub use csv_cell::*;
 pub use enroll::*;
 pub use import::*;
 pub use login::*;
@@ -498,6 +500,9 @@ impl Service {
                 Err(Error::invalid(format!("the reason is longer than {MAX_REASON_LEN} characters")))
             }
             Some(r) if r.chars().any(char::is_control) => Err(Error::invalid("the reason may not contain control characters")),
+            Some(r) if crate::domain::text::check_reason_text(r).is_err() => {
+                Err(Error::invalid(crate::domain::text::check_reason_text(r).unwrap_err()))
+            }
             r => Ok(r.map(str::to_string)),
         }
     }

@@ -66,6 +66,7 @@ impl ResetReport {
 /// [`Service::decide_reset`] of a target already resolved to `user` (or to no one).
 pub(super) fn decide_reset_of(
     actor: &Actor,
+    own_confirmed: bool,
     target: &str,
     user: Option<User>,
     reason: Option<&str>,
@@ -89,7 +90,18 @@ pub(super) fn decide_reset_of(
     let enforced = enforcement.get(&user.org).copied().unwrap_or(false);
     let mut event = about(draft(actor, "mfa.reset", now), &user);
     event.reason = reason.map(str::to_string);
-    if let Err(policy::Denied(why)) = policy::may_reset(actor.role(), user.role, actor.user_id() == Some(user.id)) {
+    let is_self = actor.user_id() == Some(user.id);
+    let decision = policy::may_reset(actor.role(), user.role, is_self).and_then(|()| {
+        if is_self && !own_confirmed {
+            // A stolen session alone must not drop the account's second factor (see Service::reset_own_mfa).
+            Err(policy::Denied(
+                "resetting your own MFA needs your current password: use POST /api/v1/me/mfa/reset with current_password".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(policy::Denied(why)) = decision {
         result.outcome = ResetOutcome::Denied;
         result.detail = Some(why.clone());
         event.outcome = Outcome::Denied;
@@ -169,12 +181,47 @@ impl Service {
         now: Timestamp,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport> {
+        self.run_resets(actor, false, targets, reason, dry_run, now, progress)
+    }
+
+    /// Reset the actor's own MFA, after checking its current password (ASVS 2.1.6); the console
+    /// operator has no account of its own here and uses [`Service::reset_mfa`].
+    pub fn reset_own_mfa(
+        &self,
+        actor: &Actor,
+        current_password: Option<&str>,
+        reason: Option<&str>,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> Result<ResetReport> {
+        let id = actor.user_id().ok_or_else(|| Error::invalid("only a logged-in user has MFA of its own to reset"))?;
+        let user = self.store.get_user(id)?.ok_or_else(|| Error::Unauthenticated("the account is gone".into()))?;
+        if let Err(policy::Denied(why)) = policy::may_reset(actor.role(), user.role, true) {
+            return Err(Error::Forbidden(why));
+        }
+        self.step_up(actor, &user, current_password, "reset your own MFA", now)?;
+        self.run_resets(actor, true, &[id.to_string()], reason, dry_run, now, &mut |_, _| {})
+    }
+
+    /// [`Service::reset_mfa_with_progress`]; `own_confirmed` says the actor showed its password,
+    /// without which it may not reset itself.
+    #[allow(clippy::too_many_arguments)]
+    fn run_resets(
+        &self,
+        actor: &Actor,
+        own_confirmed: bool,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        now: Timestamp,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
         let reason = self.check_reason(reason)?;
         if targets.is_empty() {
             return Err(Error::invalid("no users given to reset"));
         }
         let enforcement = self.enforcement_map()?;
-        let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+        let mut decided = self.decide_resets(actor, own_confirmed, targets, reason.as_deref(), &enforcement, now)?;
         skip_repeats(&mut decided);
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
@@ -204,7 +251,7 @@ impl Service {
                 // Someone changed one of these users meanwhile: decide each one again, alone.
                 for &i in &indexes {
                     let target = results[i].target.clone();
-                    results[i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
+                    results[i] = self.reset_one_again(actor, own_confirmed, &target, reason.as_deref(), now);
                 }
                 flush = true;
             }
@@ -217,11 +264,11 @@ impl Service {
         Ok(ResetReport { dry_run, results })
     }
 
-    pub(super) fn reset_one_again(&self, actor: &Actor, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
+    pub(super) fn reset_one_again(&self, actor: &Actor, own_confirmed: bool, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
         let mut last_error = String::new();
         for _ in 0..5 {
             let attempt = self.enforcement_map().and_then(|enf| {
-                let (result, change) = self.decide_reset(actor, target, reason, &enf, now)?;
+                let (result, change) = self.decide_reset(actor, own_confirmed, target, reason, &enf, now)?;
                 if let Some(change) = change {
                     self.store_commit(&[change])?;
                 }
@@ -252,6 +299,7 @@ impl Service {
     pub(super) fn decide_resets(
         &self,
         actor: &Actor,
+        own_confirmed: bool,
         targets: &[String],
         reason: Option<&str>,
         enforcement: &HashMap<String, bool>,
@@ -261,7 +309,7 @@ impl Service {
         const SHARE: usize = 4096;
         let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> {
             let users = self.resolve_many(share)?;
-            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, target, user, reason, enforcement, now)).collect())
+            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, own_confirmed, target, user, reason, enforcement, now)).collect())
         };
         if targets.len() < 2 * SHARE {
             return decide(targets);
@@ -288,12 +336,13 @@ impl Service {
     pub(super) fn decide_reset(
         &self,
         actor: &Actor,
+        own_confirmed: bool,
         target: &str,
         reason: Option<&str>,
         enforcement: &HashMap<String, bool>,
         now: Timestamp,
     ) -> Result<(ResetResult, Option<Change>)> {
-        Ok(decide_reset_of(actor, target, self.resolve(target)?, reason, enforcement, now))
+        Ok(decide_reset_of(actor, own_confirmed, target, self.resolve(target)?, reason, enforcement, now))
     }
 
     /// Reset the MFA of every target, or of none. Each target is decided as in
@@ -315,7 +364,7 @@ impl Service {
         // A user changed between deciding and committing: decide everything again.
         for _ in 0..5 {
             let enforcement = self.enforcement_map()?;
-            let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+            let mut decided = self.decide_resets(actor, false, targets, reason.as_deref(), &enforcement, now)?;
             skip_repeats(&mut decided);
             let mut results = Vec::with_capacity(targets.len());
             let (mut resets, mut denials) = (Vec::new(), Vec::new());

@@ -5,6 +5,7 @@ use crate::domain::directory::{Cursor, Directory, Filter};
 use crate::domain::mfa::{MfaState, MfaStatus};
 use crate::domain::policy;
 use crate::domain::role::Role;
+use crate::domain::text;
 use crate::domain::user::{self, Status, User, UserView};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -147,6 +148,9 @@ impl Service {
         user::validate_username(&new.username).map_err(invalid("username"))?;
         user::validate_email(&new.email).map_err(invalid("email"))?;
         user::validate_name("display name", &new.display_name).map_err(invalid("display_name"))?;
+        text::check_username_form(&new.username).map_err(invalid("username"))?;
+        text::check_email_text(&new.email).and_then(|()| text::check_reason_text(&new.email)).map_err(invalid("email"))?;
+        text::check_display_text("display name", &new.display_name).map_err(invalid("display_name"))?;
         let org_key = user::org_key(&new.org);
         let no_org = || ("org", Error::not_found(format!("org {:?} (create it with `mfadmin org add`)", new.org)));
         if actor.org().is_some_and(|o| o != org_key) {
@@ -162,6 +166,13 @@ impl Service {
         }
         if self.store.user_id_by_email(&new.email).map_err(storage)?.is_some() {
             return Err(("email", Error::Conflict(format!("the email {:?} is already used by another user", new.email))));
+        }
+        // Names and emails are both references: neither may be the other kind of another user.
+        if self.store.user_id_by_name(new.email.trim()).map_err(storage)?.is_some() {
+            return Err(("email", Error::Conflict(format!("the email {:?} is another user's name", new.email))));
+        }
+        if self.store.user_id_by_email(new.username.trim()).map_err(storage)?.is_some() {
+            return Err(("username", Error::Conflict(format!("the user name {:?} is another user's email", new.username))));
         }
         let password_hash = match &new.password {
             Some(p) => {
@@ -193,11 +204,20 @@ impl Service {
         })
     }
 
-    pub fn set_password(&self, actor: &Actor, reference: &str, new_password: &str, now: Timestamp) -> Result<()> {
+    /// Set a user's password. One's own (from a session) needs `current_password` as well.
+    pub fn set_password(
+        &self,
+        actor: &Actor,
+        reference: &str,
+        new_password: &str,
+        current_password: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
         let user = self.visible_user(actor, reference)?;
         if actor.user_id() != Some(user.id) && !policy::may_manage_user(actor.role(), user.role) {
             return Err(Error::Forbidden(format!("{} cannot set the password of {}", actor.role().with_article(), user.username)));
         }
+        self.step_up(actor, &user, current_password, "change your own password", now)?;
         password::check_strength(new_password).map_err(Error::invalid)?;
         let mut next = user.clone();
         next.password_hash = Some(password::hash(new_password));
@@ -207,6 +227,27 @@ impl Service {
             audit: vec![about(draft(actor, "user.set_password", now), &user)],
             ..Change::default()
         })
+    }
+
+    /// A session acting on its own account must show the account's current password (ASVS 2.1.6),
+    /// so a stolen session cannot change the password or drop the second factor. The console
+    /// operator is at the machine and API keys never act on themselves, so only sessions are asked.
+    /// A wrong password is audited, like a failed login.
+    pub(super) fn step_up(&self, actor: &Actor, user: &User, current_password: Option<&str>, what: &str, now: Timestamp) -> Result<()> {
+        if actor.user_id() != Some(user.id) {
+            return Ok(());
+        }
+        let Some(given) = current_password else {
+            return Err(Error::Forbidden(format!("to {what}, give your current password as well (current_password)")));
+        };
+        if user.password_hash.as_deref().is_some_and(|hash| password::verify(given, hash)) {
+            return Ok(());
+        }
+        let mut event = about(draft(actor, "user.step_up", now), user);
+        event.outcome = crate::domain::audit::Outcome::Denied;
+        event.detail = Some(format!("wrong current password to {what}"));
+        self.commit(Change { audit: vec![event], ..Change::default() })?;
+        Err(Error::Forbidden(format!("the current password is wrong: you cannot {what} without it")))
     }
 
     /// Disable or enable a user. Disabling also ends the user's sessions.

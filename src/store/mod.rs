@@ -6,6 +6,7 @@ pub(crate) mod codec;
 pub mod migrate;
 pub mod names;
 pub mod postgres;
+pub mod private;
 pub mod sled;
 
 use crate::domain::audit::{AuditDraft, AuditEvent};

@@ -225,7 +225,7 @@ impl SledStore {
     }
 
     fn open_raw(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        super::private::make_private(dir)?;
         let is_lock = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
         // sled lets go of its file lock from a background thread shortly after the last handle is
         // dropped, so a reopen right after a close may find it still held for a moment.
@@ -1087,6 +1087,7 @@ pub fn restore(snapshot: &Snapshot, dir: &Path) -> Result<SledStore> {
     if SledStore::exists(dir) {
         return Err(Error::Conflict(format!("{} already holds a store: restore into an empty data directory", dir.display())));
     }
+    super::private::make_private(dir)?;
     {
         let db = sled::Config::new()
             .path(dir)
