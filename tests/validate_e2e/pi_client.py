@@ -48,6 +48,12 @@ def check(args: argparse.Namespace) -> tuple[int, str, dict | None]:
     return status, text, doc
 
 
+def part(doc: object, key: str) -> dict:
+    """doc[key] when both are JSON objects, else {} (an error body may carry "detail" as text)."""
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def verdict(args: argparse.Namespace, status: int, text: str, doc: dict | None) -> list[str]:
     """What is wrong with the answer, given what was expected (empty: all as expected)."""
     if args.expect == "denied":
@@ -62,15 +68,14 @@ def verdict(args: argparse.Namespace, status: int, text: str, doc: dict | None) 
         return []
     if args.expect == "notaccept":
         # Anything but a 200 whose result.value is true (e.g. an unknown realm is an error).
-        result = (doc or {}).get("result") if isinstance(doc, dict) else None
-        if status == 200 and isinstance(result, dict) and result.get("value") is True:
+        if status == 200 and part(doc, "result").get("value") is True:
             return ["expected no accept, got result.value true"]
         return []
     if status != 200 or not isinstance(doc, dict):
         return [f"expected 200 with a JSON body, got {status}: {text[:200]}"]
     problems = []
-    result = doc.get("result") or {}
-    detail = doc.get("detail") or {}
+    result = part(doc, "result")
+    detail = part(doc, "detail")
     if doc.get("jsonrpc") != "2.0":
         problems.append(f"jsonrpc is {doc.get('jsonrpc')!r}, not \"2.0\"")
     if result.get("status") is not True:
@@ -111,7 +116,7 @@ def main() -> int:
         print(f"cannot reach {args.url}: {e}")
         return 1
     problems = verdict(args, status, text, doc)
-    message = (doc.get("detail") or {}).get("message") if isinstance(doc, dict) else None
+    message = part(doc, "detail").get("message")
     if problems:
         print("; ".join(problems))
         return 1

@@ -31,10 +31,10 @@ PAM_WRITTEN=""
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-check() { # WHAT COMMAND...: passes when the command succeeds; its output is shown either way
+check() { # WHAT COMMAND...: passes when the command succeeds; shows its last line, or all on failure
     local what=$1; shift
     local out
-    if out=$("$@" 2>&1); then pass "$what${out:+: $out}"; else fail "$what: $out"; fi
+    if out=$("$@" 2>&1); then pass "$what${out:+: ${out##*$'\n'}}"; else fail "$what: $out"; fi
 }
 # A problem that stops the run before its checks: say what and what to do, then stop.
 die() {
@@ -58,7 +58,10 @@ cleanup() {
     stop_pid "$FR_PID"
     stop_pid "$SERVE_PID"
     [ -n "$PAM_WRITTEN" ] && rm -f "$PAM_FILE"
-    [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
+    if [ -n "$WATCHDOG_PID" ]; then
+        pkill -P "$WATCHDOG_PID" 2>/dev/null    # its sleep
+        kill "$WATCHDOG_PID" 2>/dev/null
+    fi
     if [ -n "$T" ] && [ -d "$T" ]; then
         if [ "$rc" -ne 0 ] || [ "${KEEP:-}" = 1 ]; then
             for log in "$T/serve.log" "$T/freeradius.log"; do
@@ -72,7 +75,17 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'echo "run.sh: interrupted"; exit 130' INT TERM
+on_signal() {
+    if [ -e "/tmp/mfadmin-e2e-deadline.$$" ]; then
+        rm -f "/tmp/mfadmin-e2e-deadline.$$"
+        echo "run.sh: still running after $DEADLINE s, stopped"
+    else
+        echo "run.sh: interrupted"
+    fi
+    echo "$PASSED passed, $((FAILED + 1)) failed"
+    exit 130
+}
+trap on_signal INT TERM
 
 # --- what the run needs ---------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || die "run as root (sudo $0): it copies $RADDB_SRC and writes $PAM_FILE"
@@ -81,17 +94,19 @@ for cmd in python3 freeradius radclient pamtester timeout; do
     command -v "$cmd" >/dev/null || die "$cmd is missing: install the packages with tests/validate_e2e/ci-install.sh"
 done
 [ -d "$RADDB_SRC" ] || die "no FreeRADIUS configuration in $RADDB_SRC: install freeradius (tests/validate_e2e/ci-install.sh)"
-[ -e /usr/lib/freeradius/rlm_rest.so ] || ls /usr/lib/*/freeradius/rlm_rest.so >/dev/null 2>&1 \
+have_file() { local g; for g in "$@"; do compgen -G "$g" >/dev/null && return 0; done; return 1; }
+have_file /usr/lib/freeradius/rlm_rest.so '/usr/lib/*/freeradius/rlm_rest.so' \
     || die "FreeRADIUS's rest module is missing: install freeradius-rest (tests/validate_e2e/ci-install.sh)"
-ls /lib/*/security/pam_radius_auth.so /usr/lib/*/security/pam_radius_auth.so /lib/security/pam_radius_auth.so >/dev/null 2>&1 \
+have_file '/lib/*/security/pam_radius_auth.so' '/usr/lib/*/security/pam_radius_auth.so' /lib/security/pam_radius_auth.so \
     || die "pam_radius_auth.so is missing: install libpam-radius-auth (tests/validate_e2e/ci-install.sh)"
 if [ -e "$PAM_FILE" ]; then
     die "$PAM_FILE exists already (another run, or not ours): remove it if it is a leftover of this test"
 fi
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
-# The run stops by itself whatever happens.
-( sleep "$DEADLINE"; echo "run.sh: still running after $DEADLINE s, stopping" >&2; kill -TERM $$ ) 2>/dev/null &
+# The run stops by itself whatever happens. (The watchdog holds no output open, or a pipe reading
+# this script's output would wait for it.)
+( sleep "$DEADLINE"; touch "/tmp/mfadmin-e2e-deadline.$$"; kill -TERM $$ ) >/dev/null 2>&1 &
 WATCHDOG_PID=$!
 
 # Settings of the caller's shell must not reach the commands below (a remote, a token, a listen address).
@@ -217,9 +232,26 @@ for _ in $(seq 150); do
 done
 grep -q 'Ready to process requests' "$T/freeradius.log" || die "FreeRADIUS did not start (see $T/freeradius.log)"
 
+# What mfadmin answered FreeRADIUS since the log had SIZE bytes: a reject must be mfadmin's 400 (its
+# verdict), not a 404, 401 or an unreachable server, which FreeRADIUS turns into rejects as well.
+mfadmin_status() { # SIZE
+    tail -c +"$(($1 + 1))" "$T/freeradius.log" | grep -o 'REST-HTTP-Status-Code = "[0-9]*"' | tail -n 1 | tr -dc '0-9'
+}
+verdict() { # KIND EXPECT WHAT GOT SIZE: pass when GOT is EXPECT and mfadmin said 204 / 400 for it
+    local kind=$1 expect=$2 what=$3 got=$4 size=$5 status want
+    status=$(mfadmin_status "$size")
+    want=400; [ "$expect" = accept ] && want=204
+    if [ "$got" = "$expect" ] && [ "$status" = "$want" ]; then
+        pass "$kind $what: $expect (mfadmin $status)"
+    else
+        fail "$kind $what: expected $expect (mfadmin $want), got $got (mfadmin ${status:-not asked})"
+    fi
+}
+
 # radius EXPECT USER PASSWORD WHAT: one Access-Request with radclient; EXPECT is accept or reject.
 radius() {
-    local expect=$1 user=$2 password=$3 what=$4 out got
+    local expect=$1 user=$2 password=$3 what=$4 out got size
+    size=$(stat -c %s "$T/freeradius.log")
     out=$(printf 'User-Name = "%s", User-Password = "%s"\n' "$user" "$password" \
         | timeout 20 radclient -r 1 -t 8 "127.0.0.1:$RAD_PORT" auth "$RAD_SECRET" 2>&1)
     case "$out" in
@@ -227,7 +259,7 @@ radius() {
         *"Received Access-Reject"*) got=reject ;;
         *) got="no answer ($(printf '%s' "$out" | tail -n 1))" ;;
     esac
-    if [ "$got" = "$expect" ]; then pass "RADIUS $what: Access-${expect^}"; else fail "RADIUS $what: expected Access-${expect^}, got $got"; fi
+    verdict RADIUS "$expect" "$what" "$got" "$size"
 }
 
 echo "# FreeRADIUS (rlm_rest -> /validate/radiuscheck)"
@@ -253,14 +285,15 @@ sed "s#conf=/etc/pam_radius_auth.conf#conf=$PAM_CONF#" "$ROOT/contrib/pam/mfadmi
 grep -q "conf=$PAM_CONF" "$PAM_FILE" || die "contrib/pam/mfadmin-otp no longer has conf=/etc/pam_radius_auth.conf"
 # pamtester asks through libpam_misc's conversation, which reads standard input when it is no terminal.
 pam() { # EXPECT USER CODE WHAT
-    local expect=$1 user=$2 code=$3 what=$4 out got
+    local expect=$1 user=$2 code=$3 what=$4 out got size
+    size=$(stat -c %s "$T/freeradius.log")
     out=$(printf '%s\n' "$code" | timeout 30 pamtester "$PAM_SERVICE" "$user" authenticate 2>&1)
     case "$out" in
         *"successfully authenticated"*) got=accept ;;
         *"Authentication failure"*) got=reject ;;
         *) got="neither ($(printf '%s' "$out" | tail -n 1))" ;;
     esac
-    if [ "$got" = "$expect" ]; then pass "PAM $what: $expect"; else fail "PAM $what: expected $expect, got $got"; fi
+    verdict PAM "$expect" "$what" "$got" "$size"
 }
 fresh gina; pam accept gina "$CODE" "gina, right code"
 pam reject gina "$(wrong gina)" "gina, wrong code"
