@@ -67,8 +67,11 @@ def verdict(args: argparse.Namespace, status: int, text: str, doc: dict | None) 
             return [f"expected {want} with no body, got {status} with {len(text)} bytes: {text[:200]}"]
         return []
     if args.expect == "notaccept":
-        # Anything but a 200 whose result.value is true (e.g. an unknown realm is an error).
-        if status == 200 and part(doc, "result").get("value") is True:
+        # A privacyIDEA-shaped answer that is no accept: a reject, or an error such as privacyIDEA's
+        # for an unknown realm ({"result": {"status": false, "error": ...}}, 400).
+        if not isinstance(doc, dict) or doc.get("jsonrpc") != "2.0":
+            return [f"expected a JSON-RPC answer, got {status}: {text[:200]}"]
+        if part(doc, "result").get("value") is True:
             return ["expected no accept, got result.value true"]
         return []
     if status != 200 or not isinstance(doc, dict):
