@@ -209,7 +209,7 @@ cp "$ROOT/contrib/freeradius/sites-available/mfadmin" "$RADDB/sites-available/mf
 sed -i "s#connect_uri = \"http://127.0.0.1:7070\"#connect_uri = \"$URL\"#" "$RADDB/mods-available/mfadmin"
 sed -i -e "s#^mfadmin_api_key = \"\"#mfadmin_api_key = \"$VALIDATE_KEY\"#" \
     -e "s#ipaddr = \*#ipaddr = 127.0.0.1#" -e "s#port = 1812#port = $RAD_PORT#" "$RADDB/sites-available/mfadmin"
-grep -q "connect_uri = \"$URL\"" "$RADDB/mods-available/mfadmin" && grep -q "port = $RAD_PORT" "$RADDB/sites-available/mfadmin" \
+{ grep -q "connect_uri = \"$URL\"" "$RADDB/mods-available/mfadmin" && grep -q "port = $RAD_PORT" "$RADDB/sites-available/mfadmin"; } \
     || die "the contrib FreeRADIUS files no longer have the lines this test edits (connect_uri, port = 1812)"
 ln -s ../mods-available/mfadmin "$RADDB/mods-enabled/mfadmin"
 ln -s ../sites-available/mfadmin "$RADDB/sites-enabled/mfadmin"
@@ -323,7 +323,7 @@ check "ivan, right code, JSON body" pi --key "$VALIDATE_KEY" --header bearer --j
 fresh judy
 check "judy, right code, /validate/radiuscheck: 204, no body" pi --radiuscheck --key "$VALIDATE_KEY" --user judy --pass "$CODE" --expect accept
 check "judy, wrong code, /validate/radiuscheck: 400, no body" pi --radiuscheck --key "$VALIDATE_KEY" --user judy --pass "$(wrong judy)" --expect reject
-kill -0 "$SERVE_PID" 2>/dev/null && pass "mfadmin serve still running" || fail "mfadmin serve exited during the run"
+if kill -0 "$SERVE_PID" 2>/dev/null; then pass "mfadmin serve still running"; else fail "mfadmin serve exited during the run"; fi
 
 echo "# took $SECONDS s"
 echo "$PASSED passed, $FAILED failed"
