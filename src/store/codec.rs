@@ -26,6 +26,7 @@ enum StoredUser {
 
 /// A user record as the first layout stored it; read and converted, never written.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct UserV1 {
     id: Uuid,
     number: u64,
@@ -90,6 +91,21 @@ pub(super) fn encode_sized<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> 
 /// already carries it is encoded as it is, without a copy.
 pub(super) fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8> {
     let version = expected_version.map_or(1, |v| v + 1);
+    if user.version == version {
+        encode_user_record(user)
+    } else {
+        encode_user_record(&User { version, ..user.clone() })
+    }
+}
+
+/// A user record as stored: the current layout ([`StoredUser::V2`]), version and all as it is.
+pub(super) fn encode_user_record(user: &User) -> Vec<u8> {
+    #[derive(Serialize)]
+    enum StoredUserRef<'a> {
+        #[allow(dead_code)]
+        V1(()),
+        V2(&'a User),
+    }
     // The strings and hashes, plus room for the fixed fields and the sealed secret.
     let capacity = 160
         + user.username.len()
@@ -99,21 +115,7 @@ pub(super) fn encode_user(user: &User, expected_version: Option<u64>) -> Vec<u8>
         + user.password_hash.as_ref().map_or(0, String::len)
         + user.mfa_last_client.as_ref().map_or(0, String::len)
         + 32 * user.recovery_codes.len();
-    /// Users are stored as the second layout ([`StoredUser::V2`]).
-    #[derive(Serialize)]
-    enum StoredUserRef<'a> {
-        #[allow(dead_code)]
-        V1(()),
-        V2(&'a User),
-    }
-    let encode = |user: &User| {
-        postcard::to_extend(&StoredUserRef::V2(user), Vec::with_capacity(capacity)).expect("in-memory records always encode")
-    };
-    if user.version == version {
-        encode(user)
-    } else {
-        encode(&User { version, ..user.clone() })
-    }
+    postcard::to_extend(&StoredUserRef::V2(user), Vec::with_capacity(capacity)).expect("in-memory records always encode")
 }
 
 /// An audit event as stored, encoded from its parts without copying the draft: the same bytes as
@@ -152,20 +154,59 @@ pub(super) fn decode_in_place<'a, T: Deserialize<'a>>(what: &str, key: &[u8], by
 /// A user record, which must hold the id it is stored under: a damaged id would otherwise make the
 /// next write land under another key.
 pub(super) fn decode_user(key: &[u8], bytes: &[u8]) -> Result<User> {
-    let user = match postcard::from_bytes::<StoredUser>(bytes) {
-        Ok(StoredUser::V1(old)) => old.into(),
-        Ok(StoredUser::V2(user)) => user,
-        Err(e) => return Err(Error::Corrupt(format!("user record {} cannot be decoded ({e})", describe_key(key)))),
-    };
+    let user = decode_user_record(key, bytes)?;
     if user.id.as_bytes() != key {
         return Err(Error::Corrupt(format!("user record {} holds the id {}", describe_key(key), user.id)));
     }
     Ok(user)
 }
 
+/// A user record of any layout, as the current one, whatever id it holds.
+pub(super) fn decode_user_record(key: &[u8], bytes: &[u8]) -> Result<User> {
+    match postcard::from_bytes::<StoredUser>(bytes) {
+        Ok(StoredUser::V1(old)) => Ok(old.into()),
+        Ok(StoredUser::V2(user)) => Ok(user),
+        Err(e) => Err(Error::Corrupt(format!("user record {} cannot be decoded ({e})", describe_key(key)))),
+    }
+}
+
 pub(super) fn describe_key(key: &[u8]) -> String {
     match Uuid::from_slice(key) {
         Ok(id) => id.to_string(),
         Err(_) => String::from_utf8(key.to_vec()).unwrap_or_else(|_| hex::encode(key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_the_first_layout_reads_as_a_factor_never_used() {
+        let old = UserV1 {
+            id: Uuid::new_v4(),
+            number: 7,
+            username: "alice".into(),
+            email: "alice@example.org".into(),
+            display_name: "Alice".into(),
+            org: "acme".into(),
+            role: Role::Member,
+            status: Status::Active,
+            password_hash: None,
+            mfa: MfaState::NotEnrolled,
+            lockout: Lockout::default(),
+            recovery_codes: vec![[1; 32]],
+            created_at: 1_800_000_000,
+            last_login_at: Some(1_800_000_100),
+            mfa_enrolled_at: Some(1_800_000_050),
+            mfa_reset_at: None,
+            version: 4,
+        };
+        let bytes = encode(&old);
+        let user = decode_user(old.id.as_bytes(), &bytes).unwrap();
+        assert_eq!((user.username.as_str(), user.number, user.version, user.recovery_codes.len()), ("alice", 7, 4, 1));
+        assert_eq!((user.mfa_last_used_at, user.mfa_last_client.as_deref()), (None, None));
+        // Written again, it is the current layout, and reads back the same.
+        assert_eq!(decode_user(old.id.as_bytes(), &encode_user_record(&user)).unwrap(), user);
     }
 }

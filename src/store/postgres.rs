@@ -7,7 +7,7 @@
 //! watermark) and links the audit chain without gaps.
 
 use super::backup::Snapshot;
-use super::codec::{decode, decode_user, encode, encode_audit, encode_user};
+use super::codec::{decode, decode_user, decode_user_record, encode, encode_audit, encode_user};
 use super::sled::{logical_snapshot, LogicalParts};
 use super::{Change, ChangesSince, Session, Store, TokenHash, UserWrite};
 use crate::domain::audit::AuditEvent;
@@ -669,7 +669,7 @@ impl Store for PgStore {
         let mut problems = Vec::new();
         self.scan("SELECT id, number, name_key, email_key, version, record FROM users ORDER BY id", &mut |row| {
             let id: Uuid = row.get(0);
-            let user = match decode::<User>("user", id.as_bytes(), row.get(5)) {
+            let user = match decode_user_record(id.as_bytes(), row.get(5)) {
                 Ok(u) => u,
                 Err(e) => {
                     problems.push(e.to_string());
