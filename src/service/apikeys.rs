@@ -44,7 +44,7 @@ impl Service {
         let mut event = about(draft(actor, "apikey.create", now), &user);
         event.detail = Some(format!("key {name:?} with role {role}"));
         let kind = SessionKind::ApiKey { name: name.to_string(), role };
-        self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
+        self.put_token(&user, kind, self.policy.api_key_secs, now, &actor.source, Change { audit: vec![event], ..Change::default() })
     }
 
     /// The unexpired API keys of the actor's org (every org for the console), for an Owner or Admin.
