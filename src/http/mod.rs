@@ -95,7 +95,10 @@ fn allowed_hosts(server: &crate::config::ServerConfig) -> Option<Vec<String>> {
     let mut names: Vec<String> = server.allowed_hosts.iter().map(|h| host_name(h).to_string()).collect();
     if names.is_empty() {
         names = ["localhost", "127.0.0.1", "[::1]"].map(str::to_string).to_vec();
-        names.push(host_name(&server.listen).to_string());
+        let listen = host_name(&server.listen);
+        if !names.contains(&listen) {
+            names.push(listen);
+        }
     }
     names.retain(|n| !n.is_empty());
     Some(names)
