@@ -40,7 +40,7 @@ fn enroll(dir: &str, first: u64, last: u64, out: &str) {
         let name = format!("user{i}");
         let t = now() as i64;
         let e = service.begin_enrollment(&console, &name, "bench", t).expect("begin");
-        let secret = totp_rs::Secret::Encoded(e.secret_base32.clone()).to_bytes().unwrap();
+        let secret = totp_rs::Secret::try_from_base32(&e.secret_base32).unwrap().to_vec();
         service.confirm_enrollment(&console, &name, &totp::code_at(&secret, t as u64), t).expect("confirm");
         writeln!(file, "{name} {}", e.secret_base32).unwrap();
     }
@@ -54,7 +54,7 @@ fn load(addr: &str, key: &str, secrets: &str, conns: usize) {
         .map(|l| {
             let l = l.unwrap();
             let (name, b32) = l.split_once(' ').unwrap();
-            (name.to_string(), totp_rs::Secret::Encoded(b32.to_string()).to_bytes().unwrap())
+            (name.to_string(), totp_rs::Secret::try_from_base32(b32).unwrap().to_vec())
         })
         .collect();
     // Every factor was confirmed (or last checked) with a code of an earlier step: start at the

@@ -62,6 +62,8 @@ pub struct LockoutConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     pub lifetime_minutes: u64,
+    /// A login session unused for this long ends, whatever its lifetime (ASVS 3.3.2).
+    pub idle_minutes: u64,
     pub challenge_seconds: u64,
     pub api_key_days: u64,
 }
@@ -89,6 +91,20 @@ pub struct ServerConfig {
     pub header_read_timeout_seconds: u64,
     /// A request (its body read and its answer computed) must finish within this many seconds (408).
     pub request_timeout_seconds: u64,
+    /// A request's body must arrive whole within this many seconds of its headers (408).
+    pub body_read_timeout_seconds: u64,
+    /// Open connections from one client address at once (0: no cap); trusted proxies are exempt.
+    pub max_connections_per_client: usize,
+    /// How long a login attempt waits before it is checked, once its account or its client address
+    /// has failed more than its `auth_rate_*` a minute (a correct login still passes, later).
+    pub auth_soft_delay_ms: u64,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; empty: none.
+    pub trusted_proxies: Vec<String>,
+    /// Host names (with or without a port) that requests may name in `Host`; empty: the listen
+    /// address, localhost, 127.0.0.1 and [::1]. `*` accepts any (no DNS-rebinding check).
+    pub allowed_hosts: Vec<String>,
+    /// Serve `/metrics` to anyone; otherwise it needs the token of an Owner, Admin or Auditor.
+    pub metrics_public: bool,
 }
 
 /// The vendor-compatible routes (see `src/http/compat/`): each vendor can be switched off.
@@ -303,7 +319,7 @@ impl Default for LockoutConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { lifetime_minutes: 480, challenge_seconds: 300, api_key_days: 365 }
+        SessionConfig { lifetime_minutes: 480, idle_minutes: 30, challenge_seconds: 300, api_key_days: 365 }
     }
 }
 
@@ -321,6 +337,12 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             header_read_timeout_seconds: 10,
             request_timeout_seconds: 300,
+            body_read_timeout_seconds: 30,
+            max_connections_per_client: 64,
+            auth_soft_delay_ms: 1000,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
+            metrics_public: false,
         }
     }
 }
@@ -333,6 +355,7 @@ pub struct Policy {
     pub totp_skew: u16,
     pub lockout: LockoutPolicy,
     pub session_secs: i64,
+    pub session_idle_secs: i64,
     pub challenge_secs: i64,
     pub api_key_secs: i64,
     pub validate: ValidatePolicy,
@@ -384,6 +407,9 @@ impl Config {
         fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
             v.trim().parse().map_err(|_| format!("{name}={v:?} is not a valid number"))
         }
+        fn list(v: &str) -> Vec<String> {
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        }
         fn flag(name: &str, v: &str) -> Result<bool, String> {
             match v.trim().to_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => Ok(true),
@@ -407,6 +433,13 @@ impl Config {
                 "MFADMIN_LOCKOUT_BASE_SECONDS" => self.lockout.base_seconds = num(&name, &v)?,
                 "MFADMIN_LOCKOUT_MAX_SECONDS" => self.lockout.max_seconds = num(&name, &v)?,
                 "MFADMIN_SESSION_LIFETIME_MINUTES" => self.session.lifetime_minutes = num(&name, &v)?,
+                "MFADMIN_SESSION_IDLE_MINUTES" => self.session.idle_minutes = num(&name, &v)?,
+                "MFADMIN_BODY_READ_TIMEOUT_SECONDS" => self.server.body_read_timeout_seconds = num(&name, &v)?,
+                "MFADMIN_MAX_CONNECTIONS_PER_CLIENT" => self.server.max_connections_per_client = num(&name, &v)?,
+                "MFADMIN_AUTH_SOFT_DELAY_MS" => self.server.auth_soft_delay_ms = num(&name, &v)?,
+                "MFADMIN_TRUSTED_PROXIES" => self.server.trusted_proxies = list(&v),
+                "MFADMIN_ALLOWED_HOSTS" => self.server.allowed_hosts = list(&v),
+                "MFADMIN_METRICS_PUBLIC" => self.server.metrics_public = flag(&name, &v)?,
                 "MFADMIN_LISTEN" => self.server.listen = v,
                 "MFADMIN_ALLOW_NON_LOOPBACK" => self.server.allow_non_loopback = flag(&name, &v)?,
                 "MFADMIN_STORE_CACHE_MB" => self.store.cache_mb = num(&name, &v)?,
@@ -457,7 +490,20 @@ impl Config {
         if self.server.header_read_timeout_seconds == 0 || self.server.request_timeout_seconds == 0 {
             return Err("server.header_read_timeout_seconds and server.request_timeout_seconds must be greater than zero".into());
         }
-        if self.session.lifetime_minutes == 0 || self.session.challenge_seconds == 0 || self.session.api_key_days == 0 {
+        if self.server.body_read_timeout_seconds == 0 {
+            return Err("server.body_read_timeout_seconds must be greater than zero (30 is the default)".into());
+        }
+        if self.server.auth_soft_delay_ms > 60_000 {
+            return Err(format!("server.auth_soft_delay_ms = {} is over a minute: use at most 60000", self.server.auth_soft_delay_ms));
+        }
+        for proxy in &self.server.trusted_proxies {
+            IpRange::parse(proxy).map_err(|e| format!("server.trusted_proxies: {e}"))?;
+        }
+        if self.session.lifetime_minutes == 0
+            || self.session.idle_minutes == 0
+            || self.session.challenge_seconds == 0
+            || self.session.api_key_days == 0
+        {
             return Err("session lifetimes must be greater than zero".into());
         }
         Ok(())
@@ -496,6 +542,7 @@ impl Config {
                 max_secs: self.lockout.max_seconds,
             },
             session_secs: (self.session.lifetime_minutes * 60) as i64,
+            session_idle_secs: (self.session.idle_minutes * 60) as i64,
             challenge_secs: self.session.challenge_seconds as i64,
             api_key_secs: (self.session.api_key_days * 86_400) as i64,
             validate: ValidatePolicy {
@@ -510,6 +557,51 @@ impl Config {
                 recovery_codes: self.validate.recovery_codes,
             },
         }
+    }
+}
+
+/// An address or a CIDR range of them, as `[server] trusted_proxies` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    base: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let text = text.trim();
+        let bad = || format!("{text:?} is not an address or a CIDR range such as 10.0.0.5, 10.0.0.0/8 or fd00::/8");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let base: std::net::IpAddr = addr.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(IpRange { base, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        fn bits(ip: std::net::IpAddr) -> (u128, u8) {
+            match ip {
+                std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)), 32),
+                    None => (u128::from(v6), 128),
+                },
+            }
+        }
+        let ((want, width), (have, have_width)) = (bits(self.base), bits(ip));
+        if width != have_width {
+            return false;
+        }
+        let shift = u32::from(width - self.prefix.min(width));
+        let mask = if shift >= 128 { 0 } else { (u128::MAX >> shift) << shift };
+        let mask = if width == 32 { mask & u128::from(u32::MAX) } else { mask };
+        want & mask == have & mask
     }
 }
 
@@ -541,6 +633,23 @@ mod tests {
         assert!(err.contains("reason_requird"), "{err}");
         let err = Config::parse("[totp]\nskew = 9\n").unwrap_err();
         assert!(err.contains("skew"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let range = IpRange::parse("10.0.0.0/8").unwrap();
+        assert!(range.contains("10.1.2.3".parse().unwrap()));
+        assert!(!range.contains("11.0.0.1".parse().unwrap()));
+        assert!(range.contains("::ffff:10.0.0.1".parse().unwrap()), "an IPv4-mapped peer");
+        assert!(IpRange::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
+        assert!(!IpRange::parse("127.0.0.1").unwrap().contains("127.0.0.2".parse().unwrap()));
+        assert!(IpRange::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(IpRange::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "proxy.local", "10.0.0.0/x", ""] {
+            assert!(IpRange::parse(bad).is_err(), "{bad:?}");
+        }
+        let err = Config::parse("[server]\ntrusted_proxies = [\"nope\"]\n").unwrap_err();
+        assert!(err.contains("trusted_proxies") && err.contains("\"nope\""), "{err}");
     }
 
     #[test]

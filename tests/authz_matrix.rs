@@ -296,7 +296,7 @@ impl World {
             Caller::BadToken => Some("0".repeat(64)),
             Caller::User(role) => {
                 let t = token::new_token();
-                let session = Session { user_id: self.actor_id(role), kind: SessionKind::Session, created_at: now, expires_at: now + 3600 };
+                let session = Session::new(self.actor_id(role), SessionKind::Session, now, now + 3600, "http");
                 svc.store().commit(&[Change { sessions_put: vec![(token::hash(&t), session)], ..Change::default() }]).unwrap();
                 Some(t)
             }

@@ -174,7 +174,7 @@ async fn slow_clients_are_cut_off() {
 
     // Headers that never finish: the server closes the connection after the header timeout.
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
     assert!(closed.is_ok(), "a client that never finishes its headers keeps its connection");
@@ -186,7 +186,7 @@ async fn slow_clients_are_cut_off() {
     // A body that never finishes: 408 after the request timeout.
     let login = b"{\"username\": \"root\", \"password\": ";
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n";
+    let head = "POST /api/v1/auth/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(login).await.unwrap();
     let mut raw = Vec::new();
@@ -197,7 +197,7 @@ async fn slow_clients_are_cut_off() {
 
     // A kept-alive connection that goes quiet after its first request: closed too.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut Vec::new())).await;
     assert!(closed.is_ok(), "an idle kept-alive connection stays open");
 

@@ -201,9 +201,10 @@ async fn our_console_and_cli_name_their_audit_source_and_nothing_else_is_taken()
         }
         req.body(Body::from(json!({"status": status}).to_string())).unwrap()
     };
+    // oz's session comes from a login without the header: the console's label is only claimed.
     for (client, source) in [
-        (Some("tui"), "http:tui"),
-        (Some("cli"), "http:cli"),
+        (Some("tui"), "http:tui?"),
+        (Some("cli"), "http:cli?"),
         (None, "http"),
         (Some("TUI"), "http"),
         (Some("cli "), "http"),

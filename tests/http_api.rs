@@ -152,33 +152,36 @@ fn login_request(user: &str, password: &str) -> Request<Body> {
 }
 
 #[tokio::test]
-async fn login_is_rate_limited_per_client_and_per_account() {
+async fn login_is_refused_per_account_and_client_and_slowed_down_past_failures() {
     let h = Harness::with(|c| {
         c.server.auth_rate_per_client = 3;
         c.server.auth_rate_per_account = 5;
+        c.server.auth_soft_delay_ms = 200;
     });
     h.add_org("Acme", false);
     h.add_user("Acme", "amy", Role::Member, true);
-    // Client A: three attempts, then 429 for the address.
-    for _ in 0..3 {
+    // Client A: five attempts for amy, then 429 for amy from A.
+    for _ in 0..5 {
         h.send(from([10, 0, 0, 1], login_request("amy", "not her password"))).await.problem(401);
     }
-    let r = h.send(from([10, 0, 0, 1], login_request("amy", PASSWORD))).await;
+    let r = h.send(from([10, 0, 0, 1], login_request("AMY", PASSWORD))).await;
     let p = r.problem(429);
-    assert!(p["detail"].as_str().unwrap().contains("this address"), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("this account from this address"), "{p}");
     let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
-    assert!((1..=20).contains(&retry), "{retry}");
-    // Client B may try the same account twice more, then the account is limited.
-    for _ in 0..2 {
-        h.send(from([10, 0, 0, 2], login_request("amy", "not her password"))).await.problem(401);
-    }
-    let p = h.send(from([10, 0, 0, 2], login_request("AMY", PASSWORD))).await.problem(429);
-    assert!(p["detail"].as_str().unwrap().contains("this account"), "{p}");
-    // Another client and another account are not affected.
+    assert!((1..=12).contains(&retry), "{retry}");
+    // Client B: amy's account has failed five times, so B waits; her correct password still passes.
+    let started = std::time::Instant::now();
+    h.send(from([10, 0, 0, 2], login_request("amy", PASSWORD))).await.ok();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+    // Client A failed more than three times: slowed down for other accounts too, not refused.
+    let started = std::time::Instant::now();
+    h.send(from([10, 0, 0, 1], login_request("someone", "whatever pw"))).await.problem(401);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+    // Another client and another account: neither.
     h.send(from([10, 0, 0, 3], login_request("someone", "whatever pw"))).await.problem(401);
     let metrics = h.get("/metrics", None).await.text();
-    assert!(metrics.contains("mfadmin_logins_total{step=\"password\",outcome=\"rate_limited\"} 2"), "{metrics}");
-    assert!(metrics.contains("mfadmin_logins_total{step=\"password\",outcome=\"failure\"} 6"), "{metrics}");
+    assert!(metrics.contains("mfadmin_logins_total{step=\"password\",outcome=\"rate_limited\"} 1"), "{metrics}");
+    assert!(metrics.contains("mfadmin_logins_total{step=\"password\",outcome=\"failure\"} 7"), "{metrics}");
 }
 
 #[tokio::test]

@@ -855,6 +855,9 @@ impl Store for FailingStore {
     fn sessions_of(&self, user: Uuid) -> CoreResult<Vec<(TokenHash, Session)>> {
         self.inner.sessions_of(user)
     }
+    fn touch_session(&self, hash: &TokenHash, seen: &Session, at: i64) -> CoreResult<()> {
+        self.inner.touch_session(hash, seen, at)
+    }
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> CoreResult<()> {
         self.inner.scan_audit(newest_first, visit)
     }

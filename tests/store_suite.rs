@@ -290,13 +290,13 @@ fn a_name_passes_from_one_user_to_another_in_one_change(f: Fresh) {
 
 fn sessions_are_kept_found_and_revoked(f: Fresh) {
     let store = &*f.store;
-    let session = |user_id, created_at, expires_at| Session { user_id, kind: SessionKind::Session, created_at, expires_at };
+    let session = |user_id, created_at, expires_at| Session::new(user_id, SessionKind::Session, created_at, expires_at, "test");
     let put = |hash: u8, s: Session| Change { sessions_put: vec![([hash; 32], s)], ..Change::default() };
     let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     for (n, &id) in ids.iter().take(10).enumerate() {
         store.commit(&[put(n as u8, session(id, 0, 100))]).unwrap();
     }
-    let key = Session { user_id: ids[0], kind: SessionKind::ApiKey { name: "ci".into(), role: Role::Helpdesk }, created_at: 0, expires_at: 1000 };
+    let key = Session::new(ids[0], SessionKind::ApiKey { name: "ci".into(), role: Role::Helpdesk }, 0, 1000, "test");
     store.commit(&[put(50, key.clone())]).unwrap();
     assert_eq!(store.get_session(&[50; 32]).unwrap(), Some(key));
     assert_eq!(store.sessions_of(ids[0]).unwrap().len(), 2);
@@ -613,7 +613,7 @@ fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
     let users: Vec<User> = (1..=300).map(|n| named(&format!("b{n}"), n)).collect();
     add(store, &users).unwrap();
     write(store, &users[7], 1).unwrap();
-    let session = Session { user_id: users[3].id, kind: SessionKind::Session, created_at: 0, expires_at: 100 };
+    let session = Session::new(users[3].id, SessionKind::Session, 0, 100, "test");
     let audit = (0..5).map(|n| draft(n, "test")).collect();
     store.commit(&[Change { sessions_put: vec![([3; 32], session.clone())], audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
     let next = store.allocate_numbers(1).unwrap();

@@ -10,7 +10,8 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use crate::config::IpRange;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -40,6 +41,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
         Ok(Source(source_of(&parts.headers)))
     }
 }
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The longest bearer token looked at; ours are 64 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -83,23 +86,59 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = bearer_token(&parts.headers)?;
         // Two point reads of the store (the token's session, its user), done here rather than on
         // the blocking pool: handing them to another thread costs more than the reads.
-        let actor = state.service().authenticate(&token, source_of(&parts.headers), state.now())?;
+        let actor = match state.service().authenticate(&token, source_of(&parts.headers), state.now()) {
+            Ok(actor) => actor,
+            // Wrong tokens count against the address, as on the vendor routes.
+            Err(e) => return Err(state.limits.bad_token(&client_of(parts, &state.settings.trusted_proxies), e.into())),
+        };
         tracing::Span::current().record("actor", actor.audit_name());
         Ok(Caller { actor, token })
     }
 }
 
-/// The client's address, when the server knows it (not in tests that call the router directly).
+/// The client's address, when the server knows it (not in tests that call the router directly):
+/// the peer's, or behind a trusted proxy the one its `X-Forwarded-For` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<Arc<AppState>> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip().to_string());
-        Ok(ClientAddr(addr.unwrap_or_else(|| "local".into())))
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_of(parts, &state.settings.trusted_proxies)))
     }
+}
+
+/// The client address of a request: its peer, unless the peer is a trusted proxy; then the
+/// nearest address in `X-Forwarded-For` that is not one (proxies append the address they saw, so
+/// the addresses left of a hop we do not trust are the client's own word).
+pub fn client_of(parts: &Parts, trusted: &[IpRange]) -> String {
+    let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip()) else {
+        return "local".into();
+    };
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    if !is_trusted(peer) {
+        return peer.to_string();
+    }
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim_matches(['[', ']']).parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client.to_string()
 }
 
 /// A JSON body; malformed JSON, another content type, unknown fields and oversize bodies are problems.

@@ -16,7 +16,7 @@ pub mod ratelimit;
 pub mod validate;
 
 use crate::app::{Clock, Context};
-use crate::config::{CompatConfig, Config, LogFormat};
+use crate::config::{CompatConfig, Config, IpRange, LogFormat};
 use crate::domain::Timestamp;
 use crate::service::Service;
 use anyhow::Context as _;
@@ -40,7 +40,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the server needs from the config besides the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The issuer shown in authenticator apps.
     pub issuer: String,
@@ -55,6 +55,17 @@ pub struct Settings {
     /// How long a client may take to send a request's headers, and to have a request answered.
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long a request's body may take to arrive, from its headers.
+    pub body_read_timeout: Duration,
+    /// Open connections from one client address (0: no cap).
+    pub max_connections_per_client: usize,
+    /// The wait of a login attempt for an account or address that failed too often.
+    pub auth_soft_delay: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpRange>,
+    /// `Host` names accepted (lower case, without port); `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub metrics_public: bool,
 }
 
 impl Settings {
@@ -69,8 +80,46 @@ impl Settings {
             validate: config.validate.clone(),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
             request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
+            body_read_timeout: Duration::from_secs(config.server.body_read_timeout_seconds),
+            max_connections_per_client: config.server.max_connections_per_client,
+            auth_soft_delay: Duration::from_millis(config.server.auth_soft_delay_ms),
+            // Checked when the config was read.
+            trusted_proxies: config.server.trusted_proxies.iter().filter_map(|p| IpRange::parse(p).ok()).collect(),
+            allowed_hosts: allowed_hosts(&config.server),
+            metrics_public: config.server.metrics_public,
         }
     }
+}
+
+/// The `Host` names to accept: those configured, else the listen address and the loopback names.
+fn allowed_hosts(server: &crate::config::ServerConfig) -> Option<Vec<String>> {
+    if server.allowed_hosts.iter().any(|h| h.trim() == "*") {
+        return None;
+    }
+    let mut names: Vec<String> = server.allowed_hosts.iter().map(|h| host_name(h).to_string()).collect();
+    if names.is_empty() {
+        names = ["localhost", "127.0.0.1", "[::1]"].map(str::to_string).to_vec();
+        let listen = host_name(&server.listen);
+        if !names.contains(&listen) {
+            names.push(listen);
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    Some(names)
+}
+
+/// The host part of `host[:port]` or `[v6]:port`, lower case.
+pub fn host_name(authority: &str) -> String {
+    let authority = authority.trim();
+    let host = if authority.starts_with('[') {
+        authority.find(']').map_or(authority, |end| &authority[..=end])
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Everything a request can reach: the service, the settings, the clock, metrics and rate limits.
@@ -89,7 +138,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Service, settings: Settings, clock: Clock) -> Arc<AppState> {
-        let limits = AuthLimits::new(settings.auth_rate_per_client, settings.auth_rate_per_account);
+        let limits = AuthLimits::new(settings.auth_rate_per_client, settings.auth_rate_per_account, settings.auth_soft_delay);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hashing = tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1));
         let validate = validate::ValidateSettings::from_config(&settings.validate);
@@ -140,8 +189,86 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body_time))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Refuse a request whose `Host` is none of ours (421): a page on another site whose name an
+/// attacker points at 127.0.0.1 (DNS rebinding) would otherwise be same-origin with the API.
+async fn check_host(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(allowed) = &state.settings.allowed_hosts else {
+        return next.run(req).await;
+    };
+    // HTTP/2 names the host in the URI; a request that names none (HTTP/1.0) cannot be a browser's.
+    let given = match req.headers().get(header::HOST) {
+        Some(value) => Some(value.to_str().map(str::to_string).unwrap_or_default()),
+        None => req.uri().authority().map(|a| a.to_string()),
+    };
+    if let Some(given) = given
+        && !allowed.contains(&host_name(&given))
+    {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown-host",
+            format!(
+                "this server does not answer to the host {given:?}; it answers to {} ([server] allowed_hosts, \
+                 MFADMIN_ALLOWED_HOSTS): add the name clients use there",
+                allowed.join(", ")
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// A request's body must arrive whole within `body_read_timeout` of its headers, or the answer is
+/// 408 and the connection closes: a body trickled a byte at a time would otherwise hold its
+/// connection (and a file descriptor) until the request timeout.
+async fn limit_body_time(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return next.run(req).await;
+    }
+    let limit = state.settings.body_read_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    let (parts, body) = req.into_parts();
+    let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |stream| {
+        let flag = flag.clone();
+        async move {
+            let mut stream = stream?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(stream))),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.store(true, Ordering::SeqCst);
+                    Some((Err(axum::Error::new("the request body did not arrive in time")), None))
+                }
+            }
+        }
+    });
+    let response = next.run(Request::from_parts(parts, axum::body::Body::from_stream(chunks))).await;
+    if !timed_out.load(Ordering::SeqCst) {
+        return response;
+    }
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body-timeout",
+        format!(
+            "the request body did not arrive within {} s ([server] body_read_timeout_seconds); send it at once",
+            limit.as_secs()
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A request id from the client is kept when it is short and plain; otherwise we make one.
@@ -344,7 +471,12 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; finishing the requests in flight");
         let _ = stopping_tx.send(());
     };
-    let server = conn::serve(listener, app, state.settings.header_read_timeout, signal);
+    let limits = conn::Limits {
+        header_read_timeout: state.settings.header_read_timeout,
+        max_per_client: state.settings.max_connections_per_client,
+        trusted_proxies: state.settings.trusted_proxies.clone(),
+    };
+    let server = conn::serve(listener, app, limits, signal);
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem, ResetSummary};
 use super::extract::{parse_uuid, ApiJson, ApiPath, ApiQuery, Caller, ClientAddr, CsvBody, Source, UserId};
 use super::AppState;
+use super::ratelimit::AuthLimits;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
 use crate::domain::user::{self, Status, UserView};
@@ -102,8 +103,9 @@ fn rfc3339(t: crate::domain::Timestamp) -> String {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in, or the next step of the login", body = LoginResponse),
+        (status = 400, description = "The user name is longer than 64 bytes", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong user name or password", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this address or for this account, or the factor is locked; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for this account from this address, or the factor is locked; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
@@ -112,11 +114,17 @@ pub async fn login(
     Source(source): Source,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    state.limits.admit(&client, Some(req.username.trim())).inspect_err(|_| state.metrics.record_login("password", "rate_limited"))?;
     let username = req.username.trim().to_string();
+    AuthLimits::check_name(&username)?;
+    state.limits.admit(&client, Some(&username)).await.inspect_err(|_| state.metrics.record_login("password", "rate_limited"))?;
     let name = username.clone();
     let step = state.call_hashing(move |service, now| service.login_password(&name, &req.password, source, now)).await;
-    let step = step.inspect_err(|e| state.metrics.record_login("password", outcome_of(e)))?;
+    let step = step.inspect_err(|e| {
+        state.metrics.record_login("password", outcome_of(e));
+        if e.status() == StatusCode::UNAUTHORIZED {
+            state.limits.failed(&client, Some(&username), "password");
+        }
+    })?;
     let now = state.now();
     Ok(Json(match step {
         LoginStep::Done(s) => {
@@ -162,10 +170,15 @@ pub async fn login_mfa(
     ApiJson(req): ApiJson<MfaRequest>,
 ) -> Result<Json<NewSession>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
-    state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("mfa", "rate_limited"))?;
+    state.limits.admit(&client, account.as_deref()).await.inspect_err(|_| state.metrics.record_login("mfa", "rate_limited"))?;
     let challenge = req.challenge.clone();
     let session = state.call(move |service, now| service.login_code(&req.challenge, &req.code, source, now)).await;
-    let session = session.inspect_err(|e| state.metrics.record_login("mfa", outcome_of(e)))?;
+    let session = session.inspect_err(|e| {
+        state.metrics.record_login("mfa", outcome_of(e));
+        if e.status() == StatusCode::UNAUTHORIZED {
+            state.limits.failed(&client, account.as_deref(), "mfa");
+        }
+    })?;
     state.limits.forget_challenge(&challenge);
     state.metrics.record_login("mfa", "success");
     Ok(Json(session))
@@ -188,7 +201,7 @@ pub async fn login_enroll_begin(
     ApiJson(req): ApiJson<EnrollBeginRequest>,
 ) -> Result<Json<Enrollment>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
-    state.limits.admit(&client, account.as_deref())?;
+    state.limits.admit(&client, account.as_deref()).await?;
     let issuer = state.settings.issuer.clone();
     let enrollment =
         state.call(move |service, now| service.login_enroll_begin(&req.challenge, &issuer, source, now)).await?;
@@ -213,10 +226,15 @@ pub async fn login_enroll_confirm(
     ApiJson(req): ApiJson<EnrollConfirmRequest>,
 ) -> Result<Json<EnrolledSession>, ApiError> {
     let account = state.limits.account_of(&req.challenge, state.now());
-    state.limits.admit(&client, account.as_deref()).inspect_err(|_| state.metrics.record_login("enroll", "rate_limited"))?;
+    state.limits.admit(&client, account.as_deref()).await.inspect_err(|_| state.metrics.record_login("enroll", "rate_limited"))?;
     let challenge = req.challenge.clone();
     let done = state.call(move |service, now| service.login_enroll_confirm(&req.challenge, &req.code, source, now)).await;
-    let (session, confirmed) = done.inspect_err(|e| state.metrics.record_login("enroll", outcome_of(e)))?;
+    let (session, confirmed) = done.inspect_err(|e| {
+        state.metrics.record_login("enroll", outcome_of(e));
+        if e.status() == StatusCode::UNAUTHORIZED {
+            state.limits.failed(&client, account.as_deref(), "enroll");
+        }
+    })?;
     state.limits.forget_challenge(&challenge);
     state.metrics.record_login("enroll", "success");
     Ok(Json(EnrolledSession {

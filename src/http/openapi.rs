@@ -110,10 +110,13 @@ fn add_common_problems(op: &mut Operation) {
         });
     };
     add("400", "The request is not valid: a bad id, query parameter or field value");
+    add("421", "The Host header names none of the server's names ([server] allowed_hosts)");
     if secured {
         add("401", "No token, or an unknown, expired or revoked one");
+        add("429", "Too many wrong tokens from this address; see Retry-After");
     }
     if has_body {
+        add("408", "The body did not arrive within [server] body_read_timeout_seconds");
         add("413", "The body is larger than the endpoint accepts (64 KiB by default)");
         add("415", "The body is not sent as Content-Type: application/json");
         add("422", "The JSON does not fit: a missing or unknown field, or a value of the wrong type");

@@ -2,6 +2,11 @@
 
 use super::error::{ApiError, Problem};
 use super::AppState;
+use super::extract::Caller;
+use crate::domain::role::Role;
+use crate::service::Principal;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -30,11 +35,26 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Health>,
     Ok(Json(Health { status: "ok".into(), store: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
-/// Request counts and latency by route and status, resets by outcome, logins by outcome.
+/// Request counts and latency by route and status, resets by outcome, logins by outcome. Unless
+/// `[server] metrics_public`, for the token of an Owner, Admin or Auditor, or an API key.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"))
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 403, description = "The token is a Member's or a Helpdesk's session", body = Problem, content_type = "application/problem+json"),
+    )
 )]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+pub async fn metrics(State(state): State<Arc<AppState>>, mut parts: Parts) -> Result<impl IntoResponse, ApiError> {
+    if !state.settings.metrics_public {
+        let caller = Caller::from_request_parts(&mut parts, &state).await?;
+        let may = matches!(caller.actor.principal, Principal::ApiKey { .. } | Principal::Console { .. })
+            || matches!(caller.actor.role(), Role::Owner | Role::Admin | Role::Auditor);
+        if !may {
+            return Err(ApiError::forbidden(
+                "the metrics are for Owners, Admins, Auditors and API keys (or set [server] metrics_public = true)",
+            ));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()))
 }

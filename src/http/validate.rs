@@ -129,7 +129,7 @@ async fn run(
     let request = read_request(method, headers, query.as_deref(), body)?;
     let account = request.user.trim().to_lowercase();
     if !account.is_empty() {
-        state.limits.admit_account(&format!("validate\n{account}")).map_err(too_many)?;
+        state.limits.admit_validation(&account, &client).map_err(too_many)?;
     }
     let service = state.service().clone();
     let now = state.now();

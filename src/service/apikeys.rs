@@ -46,7 +46,7 @@ impl Service {
         let mut event = about(draft(actor, "apikey.create", now), &user);
         event.detail = Some(format!("key {name:?} with role {role}"));
         let kind = SessionKind::ApiKey { name: name.to_string(), role };
-        self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
+        self.put_token(&user, kind, self.policy.api_key_secs, now, &actor.source, Change { audit: vec![event], ..Change::default() })
     }
 
     /// Create a key that can only check second factors (`/validate/check`): for a RADIUS server, a
@@ -63,7 +63,7 @@ impl Service {
         let mut event = about(draft(actor, "apikey.create", now), &user);
         event.detail = Some(format!("validate-only key {name:?}"));
         let kind = SessionKind::ValidateKey { name: name.to_string() };
-        self.put_token(&user, kind, self.policy.api_key_secs, now, Change { audit: vec![event], ..Change::default() })
+        self.put_token(&user, kind, self.policy.api_key_secs, now, &actor.source, Change { audit: vec![event], ..Change::default() })
     }
 
     /// The unexpired API keys of the actor's org (every org for the console), for an Owner or Admin.

@@ -10,6 +10,7 @@ mod import;
 mod login;
 mod orgs;
 mod reset;
+mod sessions;
 mod users;
 mod validate;
 
@@ -262,6 +263,12 @@ impl Service {
     /// Commit a unit of work and make it durable.
     fn commit(&self, change: Change) -> Result<()> {
         self.commit_durable(vec![change])
+    }
+
+    /// Commit `change` atomically without waiting for it to reach the disk: only for records whose
+    /// loss in a crash in the next moments is harmless (a failed login's audit event).
+    fn commit_unflushed(&self, change: Change) -> Result<()> {
+        self.store_commit(&[change])
     }
 
     /// Commit `changes` atomically and make them durable, sharing the transaction and the flush

@@ -6,6 +6,7 @@ use crate::domain::mfa::{Lockout, MfaState};
 use crate::domain::role::Role;
 use crate::domain::user::{Status, User};
 use crate::error::{Error, Result};
+use crate::store::Session;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -168,6 +169,24 @@ pub(super) fn decode_user_record(key: &[u8], bytes: &[u8]) -> Result<User> {
         Ok(StoredUser::V2(user)) => Ok(user),
         Err(e) => Err(Error::Corrupt(format!("user record {} cannot be decoded ({e})", describe_key(key)))),
     }
+}
+
+/// A session as written before it had `last_seen_at` and `made_by`.
+#[derive(Deserialize)]
+struct SessionBefore {
+    user_id: Uuid,
+    kind: crate::store::SessionKind,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+}
+
+/// A session record of either layout (postcard ignores trailing bytes, so an older binary still
+/// reads a newer record; this reads an older one). An old session counts as last seen when made.
+pub(super) fn decode_session(key: &[u8], bytes: &[u8]) -> Result<Session> {
+    decode::<Session>("session", key, bytes).or_else(|e| match decode::<SessionBefore>("session", key, bytes) {
+        Ok(old) => Ok(Session::new(old.user_id, old.kind, old.created_at, old.expires_at, "")),
+        Err(_) => Err(e),
+    })
 }
 
 pub(super) fn describe_key(key: &[u8]) -> String {

@@ -40,6 +40,18 @@ pub struct Session {
     pub kind: SessionKind,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// When the token was last used, to within a minute (see [`Store::touch_session`]): a login
+    /// session unused for the idle timeout ends.
+    pub last_seen_at: Timestamp,
+    /// The audit source of the request that made it (`http:tui` when mfadmin's console logged in
+    /// over HTTP, `cli` for a key made on the server's host): which client labels it may claim.
+    pub made_by: String,
+}
+
+impl Session {
+    pub fn new(user_id: Uuid, kind: SessionKind, created_at: Timestamp, expires_at: Timestamp, made_by: &str) -> Session {
+        Session { user_id, kind, created_at, expires_at, last_seen_at: created_at, made_by: made_by.to_string() }
+    }
 }
 
 /// What changed after a commit sequence number: the users and orgs that commits after it wrote,
@@ -97,6 +109,10 @@ pub trait Store: Send + Sync {
     fn orgs(&self) -> Result<Vec<Org>>;
 
     fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    /// Note that the session `seen` (as just read) was used at `at`: one write, not flushed and
+    /// outside any transaction, that changes nothing if the session changed or went meanwhile (so
+    /// a revoked session never comes back). Callers write at most once a minute per session.
+    fn touch_session(&self, hash: &TokenHash, seen: &Session, at: Timestamp) -> Result<()>;
     fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>>;
 
     /// Visit audit events in sequence order (or newest first) until `visit` returns false.

@@ -7,7 +7,7 @@
 //! watermark) and links the audit chain without gaps.
 
 use super::backup::Snapshot;
-use super::codec::{decode, decode_user, decode_user_record, encode, encode_audit, encode_user};
+use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
 use super::sled::{logical_snapshot, LogicalParts};
 use super::{Change, ChangesSince, Session, Store, TokenHash, UserWrite};
 use crate::domain::audit::AuditEvent;
@@ -622,7 +622,19 @@ impl Store for PgStore {
     fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>> {
         let mut conn = self.conn()?;
         let rows = conn.query_typed("SELECT record FROM sessions WHERE hash = $1", &[(&&hash[..], Type::BYTEA)]).map_err(pg)?;
-        rows.first().map(|r| decode("session", hash, r.get(0))).transpose()
+        rows.first().map(|r| decode_session(hash, r.get(0))).transpose()
+    }
+
+    fn touch_session(&self, hash: &TokenHash, seen: &Session, at: Timestamp) -> Result<()> {
+        // Only over the record as it was read: a revoked or newer session is left as it is.
+        let touched = Session { last_seen_at: at, ..seen.clone() };
+        let mut conn = self.conn()?;
+        conn.execute_typed(
+            "UPDATE sessions SET record = $3 WHERE hash = $1 AND record = $2",
+            &[(&&hash[..], Type::BYTEA), (&encode(seen), Type::BYTEA), (&encode(&touched), Type::BYTEA)],
+        )
+        .map_err(pg)?;
+        Ok(())
     }
 
     fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>> {
@@ -632,7 +644,7 @@ impl Store for PgStore {
             .map(|r| {
                 let hash: &[u8] = r.get(0);
                 let hash = TokenHash::try_from(hash).map_err(|_| Error::Corrupt(format!("a session of user {user} has a damaged key")))?;
-                Ok((hash, decode("session", &hash, r.get(1))?))
+                Ok((hash, decode_session(&hash, r.get(1))?))
             })
             .collect()
     }

@@ -2,12 +2,13 @@
 
 use super::backup::{Snapshot, TreeDump};
 use super::buckets::{self, Bucket};
-use super::codec::{decode, decode_in_place, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
+use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
 use crate::domain::audit::AuditEvent;
 use crate::domain::user::{Org, User};
+use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -558,7 +559,7 @@ impl Tx<'_> {
         }
         for hash in &change.sessions_delete {
             if let Some(bytes) = self.sessions.remove(&hash[..])? {
-                let session: Session = tx_decode("session", hash, &bytes)?;
+                let session = decode_session(hash, &bytes).map_err(abort)?;
                 self.edit_session_list(session.user_id, |list| list.retain(|h| h != hash))?;
             }
         }
@@ -573,7 +574,7 @@ impl Tx<'_> {
                         .get(&h[..])
                         .ok()
                         .flatten()
-                        .and_then(|b| decode::<Session>("session", h, &b).ok())
+                        .and_then(|b| decode_session(h, &b).ok())
                         .is_some_and(|s| s.expires_at > now)
                 });
                 list.push(*hash);
@@ -872,9 +873,22 @@ impl Store for SledStore {
 
     fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>> {
         match self.sessions.get(&hash[..]).map_err(storage)? {
-            Some(bytes) => decode("session", hash, &bytes).map(Some),
+            Some(bytes) => decode_session(hash, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn touch_session(&self, hash: &TokenHash, seen: &Session, at: Timestamp) -> Result<()> {
+        let Some(old) = self.sessions.get(&hash[..]).map_err(storage)? else {
+            return Ok(());
+        };
+        if decode_session(hash, &old)? != *seen {
+            return Ok(());
+        }
+        let touched = Session { last_seen_at: at, ..seen.clone() };
+        // Lost races (another touch, a revoke) are fine: the record is left as the winner wrote it.
+        let _ = self.sessions.compare_and_swap(&hash[..], Some(old), Some(encode(&touched))).map_err(storage)?;
+        Ok(())
     }
 
     fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>> {
@@ -1216,7 +1230,7 @@ mod tests {
     fn a_bulk_revoke_ends_every_session_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::create(dir.path()).unwrap();
-        let session = |user_id| Session { user_id, kind: crate::store::SessionKind::Session, created_at: 0, expires_at: 100 };
+        let session = |user_id| Session::new(user_id, crate::store::SessionKind::Session, 0, 100, "test");
         let put = |hash: u8, user: Uuid| Change { sessions_put: vec![([hash; 32], session(user))], ..Change::default() };
         let revoke = |users: &[Uuid]| users.iter().map(|&id| Change { revoke_sessions_of: vec![id], ..Change::default() }).collect::<Vec<_>>();
         let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();

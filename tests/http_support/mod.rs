@@ -89,6 +89,8 @@ impl Harness {
         // Other tests rate-limit on purpose; most would only trip over it.
         config.server.auth_rate_per_client = 0;
         config.server.auth_rate_per_account = 0;
+        // Tests read /metrics as an observer; the tests of its protection turn this off.
+        config.server.metrics_public = true;
         tune(&mut config);
         let service = Context { config: config.clone() }.create_service().expect("a new store");
         let time = Arc::new(AtomicI64::new(aligned_now()));

@@ -112,7 +112,7 @@ impl Fixture {
             let secret = totp_rs::Secret::try_from_base32(&e.secret_base32).unwrap().to_vec();
             svc.confirm_enrollment(&console, &name, &mfadmin::auth::totp::code_at(&secret, t as u64), t).unwrap();
             let id = svc.resolve(&name).unwrap().unwrap().id;
-            let session = Session { user_id: id, kind: SessionKind::Session, created_at: t, expires_at: t + 86_400 };
+            let session = Session::new(id, SessionKind::Session, t, t + 86_400, "http");
             sessions.sessions_put.push((token::hash(&token::new_token()), session));
         }
         svc.store().commit(&[sessions]).unwrap();

@@ -180,11 +180,7 @@ pub(crate) async fn authenticate(
             tracing::Span::current().record("actor", actor.audit_name());
             Ok(actor)
         }
-        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
-            state.limits.admit(client, None)?;
-            Err(e)
-        }
-        Err(e) => Err(e),
+        Err(e) => Err(state.limits.bad_token(client, e)),
     }
 }
 

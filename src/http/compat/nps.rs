@@ -6,6 +6,7 @@ use super::{Failure, Vendor, authenticate, reason, reset_one};
 use crate::http::AppState;
 use crate::http::error::{PROBLEM_JSON, Problem};
 use crate::http::extract::{ClientAddr, bearer_token, parse_uuid};
+use crate::http::ratelimit::AuthLimits;
 use crate::service::{LoginStep, ResetOutcome};
 use axum::Json;
 use axum::body::Bytes;
@@ -175,10 +176,11 @@ fn unreadable(r: &BytesRejection) -> Response {
 #[utoipa::path(
     post, path = "/signinBody", tag = "Netwrix Privilege Secure",
     request_body(content = NpsSignIn, content_type = "application/json",
-        description = "JSON, whatever the Content-Type (PowerShell's Invoke-RestMethod sends it as a form)"),
+        description = "JSON, sent as application/json or as a form (PowerShell's Invoke-RestMethod does); not text/plain"),
     responses(
         (status = 200, description = "The token for the second step, as a JSON string", body = String),
-        (status = 400, description = "The body is not `{\"Login\": ..., \"Password\": ...}`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not `{\"Login\": ..., \"Password\": ...}`, or the Login is longer than 64 bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is sent as text/plain or multipart (what web pages can post unasked)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong user name or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The account must enroll MFA first (with mfadmin's own login)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts, or the factor is locked; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -188,8 +190,20 @@ fn unreadable(r: &BytesRejection) -> Response {
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // PowerShell posts JSON as a form or as JSON; text/plain and multipart are what a web page can
+    // post to another site without asking first (no CORS preflight), so they are refused.
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !matches!(essence.as_str(), "" | "application/json" | "application/x-www-form-urlencoded") {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            format!("send the body as Content-Type: application/json, not {content_type:?}"),
+        );
+    }
     let body = match body {
         Ok(body) => body,
         Err(r) => return unreadable(&r),
@@ -203,7 +217,10 @@ pub async fn sign_in(
         }
     };
     let login = request.login.trim().to_string();
-    if let Err(e) = state.limits.admit(&client, Some(&login)) {
+    if let Err(e) = AuthLimits::check_name(&login) {
+        return problem(StatusCode::BAD_REQUEST, "Bad Request", e.problem().detail);
+    }
+    if let Err(e) = state.limits.admit(&client, Some(&login)).await {
         state.metrics.record_login("password", "rate_limited");
         return failure(e.into());
     }
@@ -229,9 +246,11 @@ pub async fn sign_in(
             )
         }
         Err(e) => {
-            state
-                .metrics
-                .record_login("password", if e.status() == StatusCode::UNAUTHORIZED { "failure" } else { "error" });
+            let wrong = e.status() == StatusCode::UNAUTHORIZED;
+            state.metrics.record_login("password", if wrong { "failure" } else { "error" });
+            if wrong {
+                state.limits.failed(&client, Some(&login), "password");
+            }
             failure(e.into())
         }
     }
@@ -279,7 +298,7 @@ async fn second_step(
         Err(why) => return problem(StatusCode::BAD_REQUEST, "Bad Request", why),
     };
     let account = state.limits.account_of(&token, state.now());
-    if let Err(e) = state.limits.admit(&client, account.as_deref()) {
+    if let Err(e) = state.limits.admit(&client, account.as_deref()).await {
         state.metrics.record_login("mfa", "rate_limited");
         return failure(e.into());
     }
@@ -297,12 +316,17 @@ async fn second_step(
                 Ok(_) => token_answer(token),
                 Err(_) => {
                     state.metrics.record_login("mfa", "failure");
+                    state.limits.failed(&client, None, "mfa");
                     failure(e.into())
                 }
             }
         }
         Err(e) => {
-            state.metrics.record_login("mfa", if e.status() == StatusCode::UNAUTHORIZED { "failure" } else { "error" });
+            let wrong = e.status() == StatusCode::UNAUTHORIZED;
+            state.metrics.record_login("mfa", if wrong { "failure" } else { "error" });
+            if wrong {
+                state.limits.failed(&client, account.as_deref(), "mfa");
+            }
             failure(e.into())
         }
     }
