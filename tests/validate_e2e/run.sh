@@ -269,8 +269,12 @@ fresh alice; radius accept alice "$CODE" "alice, right code"
 radius reject alice "$CODE" "alice, the same code again (replay)"
 radius reject alice "$(wrong alice)" "alice, wrong code"
 fresh bob; radius reject bob "$CODE" "bob (disabled), right code"
+check "bob is refused as disabled (/validate/check)" python3 "$HERE/pi_client.py" --url "$URL" --key "$VALIDATE_KEY" \
+    --user bob --pass "$CODE" --expect reject --message "The user is disabled"
 for i in $(seq "$THRESHOLD"); do radius reject carol "$(wrong carol)" "carol, wrong code $i of $THRESHOLD"; done
 fresh carol; radius reject carol "$CODE" "carol (locked by wrong codes), right code"
+check "carol is refused as locked (/validate/check)" python3 "$HERE/pi_client.py" --url "$URL" --key "$VALIDATE_KEY" \
+    --user carol --pass "$CODE" --expect reject --message "matching 1 tokens, Failcounter exceeded"
 radius reject dave 123456 "dave (no MFA), some code"
 check "erin's MFA reset through the running server (remote CLI, admin API key)" \
     env MFADMIN_TOKEN="$ADMIN_KEY" timeout 30 "$BIN" --config "$CONF" --remote "$URL" mfa reset erin --reason "e2e: lost phone" --yes
