@@ -23,6 +23,8 @@ DEADLINE=170    # seconds; the watchdog ends a run that hangs anyway
 
 PASSED=0
 FAILED=0
+# The run's own output, kept on 3 and 4: a signal can arrive while a function's output goes to a log.
+exec 3>&1 4>&2
 T=""
 SERVE_PID=""
 FR_PID=""
@@ -55,6 +57,7 @@ stop_pid() { # pid: TERM, then KILL after 5 s
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    exec 1>&3 2>&4
     stop_pid "$FR_PID"
     stop_pid "$SERVE_PID"
     [ -n "$PAM_WRITTEN" ] && rm -f "$PAM_FILE"
@@ -76,6 +79,7 @@ cleanup() {
 }
 trap cleanup EXIT
 on_signal() {
+    exec 1>&3 2>&4
     if [ -e "/tmp/mfadmin-e2e-deadline.$$" ]; then
         rm -f "/tmp/mfadmin-e2e-deadline.$$"
         echo "run.sh: still running after $DEADLINE s, stopped"
@@ -106,7 +110,8 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
 # The run stops by itself whatever happens. (The watchdog holds no output open, or a pipe reading
 # this script's output would wait for it.)
-( sleep "$DEADLINE"; touch "/tmp/mfadmin-e2e-deadline.$$"; kill -TERM $$ ) >/dev/null 2>&1 &
+# `&&`: when the cleanup ends its sleep early, the watchdog does nothing more.
+( sleep "$DEADLINE" && touch "/tmp/mfadmin-e2e-deadline.$$" && kill -TERM $$ ) >/dev/null 2>&1 3>&- 4>&- &
 WATCHDOG_PID=$!
 
 # Settings of the caller's shell must not reach the commands below (a remote, a token, a listen address).
@@ -182,7 +187,7 @@ ADMIN_KEY=$(mf apikey create --user root --name e2e-admin --role admin 2>>"$T/se
     || { tail -n 5 "$T/setup.log"; die "mfadmin apikey create --role admin failed"; }
 
 # --- mfadmin serve ---------------------------------------------------------------------------------
-"$BIN" --config "$CONF" serve >"$T/serve.log" 2>&1 &
+"$BIN" --config "$CONF" serve >"$T/serve.log" 2>&1 3>&- 4>&- &
 SERVE_PID=$!
 python3 - "$URL/healthz" <<'EOF' || die "mfadmin serve did not answer $URL/healthz within 15 s (see $T/serve.log)"
 import sys, time, urllib.request
@@ -225,7 +230,7 @@ sed -i -e 's/^proxy_requests *= *yes/proxy_requests = no/' -e 's/^\(\s*\)\(user\
 mkdir -p "$T/run" "$T/log"
 timeout 20 freeradius -XC -d "$RADDB" >"$T/freeradius-check.log" 2>&1 \
     || { tail -n 15 "$T/freeradius-check.log"; die "FreeRADIUS refuses the configuration with the contrib files"; }
-freeradius -X -d "$RADDB" >"$T/freeradius.log" 2>&1 &
+freeradius -X -d "$RADDB" >"$T/freeradius.log" 2>&1 3>&- 4>&- &
 FR_PID=$!
 for _ in $(seq 150); do
     grep -q 'Ready to process requests' "$T/freeradius.log" && break
@@ -269,8 +274,12 @@ fresh alice; radius accept alice "$CODE" "alice, right code"
 radius reject alice "$CODE" "alice, the same code again (replay)"
 radius reject alice "$(wrong alice)" "alice, wrong code"
 fresh bob; radius reject bob "$CODE" "bob (disabled), right code"
+check "bob is refused as disabled (/validate/check)" python3 "$HERE/pi_client.py" --url "$URL" --key "$VALIDATE_KEY" \
+    --user bob --pass "$CODE" --expect reject --message "The user is disabled"
 for i in $(seq "$THRESHOLD"); do radius reject carol "$(wrong carol)" "carol, wrong code $i of $THRESHOLD"; done
 fresh carol; radius reject carol "$CODE" "carol (locked by wrong codes), right code"
+check "carol is refused as locked (/validate/check)" python3 "$HERE/pi_client.py" --url "$URL" --key "$VALIDATE_KEY" \
+    --user carol --pass "$CODE" --expect reject --message "matching 1 tokens, Failcounter exceeded"
 radius reject dave 123456 "dave (no MFA), some code"
 check "erin's MFA reset through the running server (remote CLI, admin API key)" \
     env MFADMIN_TOKEN="$ADMIN_KEY" timeout 30 "$BIN" --config "$CONF" --remote "$URL" mfa reset erin --reason "e2e: lost phone" --yes
