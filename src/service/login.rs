@@ -159,6 +159,8 @@ impl Service {
         on_accept: &dyn Fn(&User) -> Change,
     ) -> Result<FactorCheck> {
         let mut user = user.clone();
+        // A login's events read as they always have; a validation's name the client it was for.
+        let for_client = if how.logs_in { String::new() } else { format!(" for {}", how.client) };
         for _ in 0..CHECK_ROUNDS {
             let mut event = about(draft(how.actor, how.action, now), &user);
             let write = |next: User| UserWrite { expected_version: Some(user.version), user: next };
@@ -169,7 +171,7 @@ impl Service {
                         next.last_login_at = Some(now);
                     }
                     next.mfa_last_client = Some(how.client.to_string());
-                    event.detail = Some(format!("accepted a {} for {}", kind.as_str(), how.client));
+                    event.detail = Some(format!("accepted a {}{for_client}", kind.as_str()));
                     let mut change = on_accept(&next);
                     change.audit.insert(0, event);
                     change.users.insert(0, write(next.clone()));
@@ -180,8 +182,8 @@ impl Service {
                     let Lockout { failures, locked_until } = next.lockout.clone();
                     event.outcome = Outcome::Failure;
                     event.detail = Some(match locked_until {
-                        Some(t) if t > now => format!("wrong code ({failures} in a row) for {}; locked for {} s", how.client, t - now),
-                        _ => format!("wrong code ({failures} in a row) for {}", how.client),
+                        Some(t) if t > now => format!("wrong code ({failures} in a row){for_client}; locked for {} s", t - now),
+                        _ => format!("wrong code ({failures} in a row){for_client}"),
                     });
                     let change = Change { users: vec![write(next)], audit: vec![event], ..Change::default() };
                     (FactorCheck::Wrong { failures, locked_until }, change)
@@ -193,7 +195,7 @@ impl Service {
                         _ => (FactorCheck::NoFactor, "no MFA enrolled".to_string()),
                     };
                     event.outcome = Outcome::Failure;
-                    event.detail = Some(format!("{why}, for {}", how.client));
+                    event.detail = Some(format!("{why}{for_client}"));
                     self.commit(Change { audit: vec![event], ..Change::default() })?;
                     return Ok(check);
                 }
