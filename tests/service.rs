@@ -18,7 +18,7 @@ fn mfa_of(t: &TestStore, name: &str, now: i64) -> MfaStatus {
 
 fn audit_count(t: &TestStore, action: &str) -> usize {
     t.svc
-        .audit_list(&console(), &AuditQuery { text: None, limit: Some(100_000) })
+        .audit_list(&console(), &AuditQuery { text: None, limit: Some(100_000), ..Default::default() })
         .unwrap()
         .iter()
         .filter(|e| e.action == action)
@@ -44,7 +44,7 @@ fn a_reset_removes_factor_codes_and_sessions_and_is_audited_together() {
     assert!(user.mfa_reset_at.is_some());
     let err = t.svc.authenticate(&token, "test", T0 + 91).unwrap_err();
     assert!(matches!(err, Error::Unauthenticated(_)), "the session died with the reset: {err}");
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("mfa.reset".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("mfa.reset".into()), limit: None, ..Default::default() }).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].target.as_deref(), Some("alice"));
     assert_eq!(events[0].reason.as_deref(), Some("lost phone"));
@@ -146,7 +146,7 @@ fn a_bulk_reset_reports_every_target() {
     assert_eq!(report.results[4].username, None);
     assert_eq!(mfa_of(&t, "boss", T0 + 30), MfaStatus::Enrolled);
     assert_eq!(mfa_of(&t, "outsider", T0 + 30), MfaStatus::Enrolled);
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("ticket 12".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("ticket 12".into()), limit: None, ..Default::default() }).unwrap();
     let mut summary: Vec<_> = events.iter().map(|e| (e.target.clone().unwrap(), e.outcome.as_str())).collect();
     summary.sort();
     assert_eq!(
@@ -189,7 +189,7 @@ fn a_bulk_reset_reports_and_audits_in_the_order_given() {
     assert_eq!(report.results.iter().map(|r| r.target.clone()).collect::<Vec<_>>(), targets);
     assert_eq!(report.count(ResetOutcome::Reset), 10);
     assert_eq!(report.results[5].outcome, ResetOutcome::NotFound);
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("order".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("order".into()), limit: None, ..Default::default() }).unwrap();
     let mut audited: Vec<_> = events.iter().map(|e| (e.seq, e.target.clone().unwrap())).collect();
     audited.sort();
     assert_eq!(audited.into_iter().map(|(_, target)| target).collect::<Vec<_>>(), names, "one event per user, in target order");

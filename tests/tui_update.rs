@@ -308,7 +308,7 @@ fn reset_runs_for_exactly_the_marked_users_and_the_table_updates_in_place() {
     }
     let enrolled_after = fx.service.list_users(&fx.owner, &UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }, NOW).unwrap().total;
     assert_eq!(enrolled_after, before_enrolled - 3, "nobody else was reset");
-    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("mfa.reset".into()), limit: None }).unwrap();
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("mfa.reset".into()), limit: None, ..Default::default() }).unwrap();
     assert_eq!(events.len(), 3);
     for e in &events {
         assert_eq!((e.source.as_str(), e.actor.as_str(), e.reason.as_deref()), ("tui", "owner", Some("ticket 4711")));
@@ -565,7 +565,7 @@ fn login_walks_a_user_through_enrollment_then_accepts_a_recovery_code() {
     app.type_text(&recovery);
     app.press("enter");
     assert_eq!(app.state.screen, Screen::Main, "logged in with a recovery code");
-    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("auth.".into()), limit: None }).unwrap();
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("auth.".into()), limit: None, ..Default::default() }).unwrap();
     assert!(events.iter().all(|e| e.source == "tui"));
     assert!(events.iter().any(|e| e.detail.as_deref() == Some("accepted a recovery code")));
 }
