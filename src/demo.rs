@@ -82,12 +82,18 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
         // When the factor last passed a check, from the id's bits rather than the generator, so
         // every other field stays as it was for a seed: one in eight never used, one in eight
         // used long ago (for the "unused for" filters), the rest at the last login.
+        // A login after the enrollment used the factor, so it is no later than the last use.
         let spread = id.as_bytes()[0];
-        let (mfa_last_used_at, mfa_last_client) = match (&mfa, spread % 8) {
-            (Secret::Enrolled(_), 0) => (None, None),
-            (Secret::Enrolled(at), 1) => (Some(at + (now - at) / 3), Some("vpn-gw1")),
-            (Secret::Enrolled(at), _) => (Some(last_login_at.unwrap_or(*at).max(*at)), Some(["vpn-gw1", "ssh-bastion", "mfadmin"][spread as usize % 3])),
-            _ => (None, None),
+        let (last_login_at, mfa_last_used_at, mfa_last_client) = match (&mfa, spread % 8) {
+            (Secret::Enrolled(at), 0) => (last_login_at.filter(|t| t < at), None, None),
+            (Secret::Enrolled(at), 1) => {
+                let used = at + (now - at) / 3;
+                (last_login_at.map(|t| if t < *at { t } else { t.min(used) }), Some(used), Some("vpn-gw1"))
+            }
+            (Secret::Enrolled(at), _) => {
+                (last_login_at, Some(last_login_at.unwrap_or(*at).max(*at)), Some(["vpn-gw1", "ssh-bastion", "mfadmin"][spread as usize % 3]))
+            }
+            _ => (last_login_at, None, None),
         };
         let user = User {
             id,
