@@ -124,7 +124,7 @@ impl Service {
                     .flatten()
                     .any(|s| contains_ci(s, n))
             });
-            let skipped = query.skip_actions.iter().any(|a| *a == d.action);
+            let skipped = query.skip_actions.contains(&d.action);
             if visible && matches && !skipped {
                 out.push(AuditView::new(&e));
             }
