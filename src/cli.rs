@@ -154,6 +154,10 @@ pub struct ListArgs {
     /// enrolled, not_enrolled, must_enroll, pending or locked
     #[arg(long)]
     pub mfa: Option<MfaStatus>,
+    /// Only users whose second factor has passed no check for this long, e.g. 180d, 26w or 12h (a
+    /// factor never used counts from its enrollment): factors nobody uses, to reset
+    #[arg(long, value_name = "AGE", value_parser = |s: &str| crate::service::parse_unused_for(s, false))]
+    pub unused_for: Option<u64>,
     /// username, display_name, email, org, role, mfa, last_login, created or number
     #[arg(long, default_value = "username")]
     pub sort: SortField,
@@ -553,7 +557,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-const USER_CSV_HEADER: [&str; 13] = [
+const USER_CSV_HEADER: [&str; 15] = [
     "id",
     "number",
     "username",
@@ -567,6 +571,8 @@ const USER_CSV_HEADER: [&str; 13] = [
     "last_login_at",
     "mfa_enrolled_at",
     "mfa_reset_at",
+    "mfa_last_used_at",
+    "mfa_last_client",
 ];
 
 fn user_csv_row(u: &UserView) -> Vec<String> {
@@ -585,6 +591,8 @@ fn user_csv_row(u: &UserView) -> Vec<String> {
         opt(&u.last_login_at),
         opt(&u.mfa_enrolled_at),
         opt(&u.mfa_reset_at),
+        opt(&u.mfa_last_used_at),
+        opt(&u.mfa_last_client),
     ]
 }
 
@@ -613,10 +621,12 @@ fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
                         u.status.as_str().into(),
                         u.mfa.to_string(),
                         u.last_login_at.as_deref().map_or("never".into(), |t| t.replace('T', " ").replace('Z', "")),
+                        // The day is enough to find factors nobody uses, and keeps the table narrow.
+                        u.mfa_last_used_at.as_deref().map_or("never".into(), |t| t.chars().take(10).collect()),
                     ]
                 })
                 .collect();
-            print_table(&["#", "USERNAME", "NAME", "EMAIL", "ORG", "ROLE", "STATUS", "MFA", "LAST LOGIN"], &rows);
+            print_table(&["#", "USERNAME", "NAME", "EMAIL", "ORG", "ROLE", "STATUS", "MFA", "LAST LOGIN", "MFA LAST USED"], &rows);
         }
     }
     Ok(())
@@ -633,6 +643,7 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
                 org: a.org,
                 mfa: a.mfa,
                 status: None,
+                unused_for: a.unused_for,
                 sort: a.sort,
                 descending: a.desc,
                 cursor: None,
@@ -673,6 +684,11 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
                         ("created", u.created_at.clone()),
                         ("last login", u.last_login_at.clone().unwrap_or_else(never)),
                         ("mfa enrolled", u.mfa_enrolled_at.clone().unwrap_or_else(never)),
+                        ("mfa last used", match (&u.mfa_last_used_at, &u.mfa_last_client) {
+                            (Some(at), Some(client)) => format!("{at} ({client})"),
+                            (Some(at), None) => at.clone(),
+                            (None, _) => never(),
+                        }),
                         ("mfa reset", u.mfa_reset_at.clone().unwrap_or_else(never)),
                     ] {
                         println!("{k:>20}  {v}");
@@ -914,7 +930,7 @@ fn print_audit(events: &[AuditView]) {
 fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::List { filter, limit, output } => {
-            let events = backend.audit_list(who, &AuditQuery { text: filter, limit: Some(limit) })?;
+            let events = backend.audit_list(who, &AuditQuery { text: filter, limit: Some(limit), ..AuditQuery::default() })?;
             match output {
                 Output::Json => print_json(&events)?,
                 Output::Csv => {

@@ -76,6 +76,25 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
             _ => (Secret::None, Lockout::default(), vec![], None, None),
         };
         taken.insert(username.clone());
+        // In the generator's order of old, so that a seed gives the users it gave.
+        let status = if rng.random_range(0..100) < 3 { Status::Disabled } else { Status::Active };
+        let last_login_at = (rng.random_range(0..10) > 0).then(|| now - rng.random_range(60..86_400 * 90));
+        // When the factor last passed a check, from the id's bits rather than the generator, so
+        // every other field stays as it was for a seed: one in eight never used, one in eight
+        // used long ago (for the "unused for" filters), the rest at the last login.
+        // A login after the enrollment used the factor, so it is no later than the last use.
+        let spread = id.as_bytes()[0];
+        let (last_login_at, mfa_last_used_at, mfa_last_client) = match (&mfa, spread % 8) {
+            (Secret::Enrolled(at), 0) => (last_login_at.filter(|t| t < at), None, None),
+            (Secret::Enrolled(at), 1) => {
+                let used = at + (now - at) / 3;
+                (last_login_at.map(|t| if t < *at { t } else { t.min(used) }), Some(used), Some("vpn-gw1"))
+            }
+            (Secret::Enrolled(at), _) => {
+                (last_login_at, Some(last_login_at.unwrap_or(*at).max(*at)), Some(["vpn-gw1", "ssh-bastion", "mfadmin"][spread as usize % 3]))
+            }
+            _ => (last_login_at, None, None),
+        };
         let user = User {
             id,
             number: 0,
@@ -84,16 +103,16 @@ pub fn generate(service: &Service, count: usize, seed: u64, now: Timestamp) -> R
             username,
             org: org.to_lowercase(),
             role,
-            status: if rng.random_range(0..100) < 3 { Status::Disabled } else { Status::Active },
+            status,
             password_hash: Some(shared_hash.clone()),
             mfa: if matches!(mfa, Secret::None) { MfaState::after_reset(enforced) } else { unsealed() },
             lockout,
             recovery_codes: Vec::new(),
             created_at,
-            last_login_at: (rng.random_range(0..10) > 0).then(|| now - rng.random_range(60..86_400 * 90)),
+            last_login_at,
             mfa_enrolled_at,
-            mfa_last_used_at: None,
-            mfa_last_client: None,
+            mfa_last_used_at,
+            mfa_last_client: mfa_last_client.map(str::to_string),
             mfa_reset_at,
             version: 0,
         };

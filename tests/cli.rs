@@ -207,3 +207,69 @@ fn check_finds_an_index_entry_that_points_nowhere() {
         .code(1)
         .stdout(predicate::str::is_match("the user name index entry [^ ]+ points at no user").unwrap());
 }
+
+#[test]
+fn user_list_finds_factors_unused_for_an_age_and_shows_when_each_was_last_used() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "400", "--seed", "5"]).assert().success();
+    let all = json(mfadmin(dir.path()).args(["user", "list", "--output", "json"]));
+    let all = all.as_array().unwrap();
+    let at = |v: &Value| v.as_str().map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp());
+    // The rule, applied here to the full list: a confirmed factor, last used (or, never used,
+    // enrolled) before the cutoff.
+    let unused_since = |since: i64| -> Vec<String> {
+        let mut names: Vec<String> = all
+            .iter()
+            .filter(|u| u["mfa"] == "enrolled" || u["mfa"] == "locked")
+            .filter(|u| at(&u["mfa_last_used_at"]).max(at(&u["mfa_enrolled_at"])).is_none_or(|t| t < since))
+            .map(|u| u["username"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    for (age, secs) in [("180d", 180 * 86_400), ("26w", 26 * 7 * 86_400), ("2000h", 2000 * 3_600)] {
+        let found = json(mfadmin(dir.path()).args(["user", "list", "--unused-for", age, "--output", "json"]));
+        let mut names: Vec<String> = found.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect();
+        names.sort();
+        assert_eq!(names, unused_since(now() as i64 - secs), "{age}");
+        assert!(!names.is_empty() && names.len() < all.len(), "{age}: some factors are unused, not all");
+    }
+    for (bad, says) in [("180", "has no unit"), ("6m", "unknown unit"), ("0d", "no time at all"), ("soon", "not an age")] {
+        mfadmin(dir.path())
+            .args(["user", "list", "--unused-for", bad])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says).and(predicate::str::contains("180d")));
+    }
+
+    // The table: a column with the day, or never; the CSV and JSON carry the time and client.
+    let out = mfadmin(dir.path()).args(["user", "list", "--unused-for", "180d"]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("LAST LOGIN") && header.ends_with("MFA LAST USED"), "{header}");
+    let column = header.find("MFA LAST USED").unwrap();
+    for line in table.lines().skip(1) {
+        let cell = line.get(column..).unwrap_or_default();
+        let is_day = cell.len() == 10 && chrono::NaiveDate::parse_from_str(cell, "%Y-%m-%d").is_ok();
+        assert!(cell == "never" || is_day, "{line}");
+    }
+    assert!(table.lines().all(|l| l.chars().count() < 160), "the table stays narrow enough");
+    let csv = String::from_utf8(mfadmin(dir.path()).args(["user", "list", "--output", "csv"]).output().unwrap().stdout).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",mfa_reset_at,mfa_last_used_at,mfa_last_client"));
+    let used = all.iter().find(|u| u["mfa_last_used_at"].is_string() && u["mfa_last_client"].is_string()).expect("a demo user used a factor");
+    let (name, when, client) = (used["username"].as_str().unwrap(), used["mfa_last_used_at"].as_str().unwrap(), used["mfa_last_client"].as_str().unwrap());
+    assert!(csv.lines().any(|l| l.contains(name) && l.ends_with(&format!(",{when},{client}"))));
+
+    // user show: when and for which client, or never.
+    mfadmin(dir.path())
+        .args(["user", "show", name])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("mfa last used  {when} ({client})")));
+    let never = all.iter().find(|u| u["mfa"] == "enrolled" && u["mfa_last_used_at"].is_null()).expect("a demo factor never used");
+    mfadmin(dir.path())
+        .args(["user", "show", never["username"].as_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("mfa last used  never"));
+}

@@ -111,7 +111,7 @@ fn concurrent_single_resets_each_get_their_own_answer_and_are_durable() {
     let page = svc.list_users(&console(), &UserQuery { text: Some("member".into()), ..UserQuery::default() }, T0 + 30).unwrap();
     assert!(page.users.iter().all(|u| u.mfa == MfaStatus::NotEnrolled));
     let resets = svc
-        .audit_list(&console(), &mfadmin::service::AuditQuery { text: Some("mfa.reset".into()), limit: Some(1000) })
+        .audit_list(&console(), &mfadmin::service::AuditQuery { text: Some("mfa.reset".into()), limit: Some(1000), ..Default::default() })
         .unwrap();
     assert_eq!(resets.len(), 16);
     assert!(svc.audit_verify(&console()).unwrap().ok);

@@ -34,7 +34,7 @@ async fn csv(h: &Harness, query: &str, token: &str, content_type: &str, body: &s
 }
 
 fn newest_event(h: &Harness) -> mfadmin::service::AuditView {
-    let events = h.service().audit_list(&Harness::console(), &AuditQuery { text: None, limit: Some(1) }).unwrap();
+    let events = h.service().audit_list(&Harness::console(), &AuditQuery { text: None, limit: Some(1), ..Default::default() }).unwrap();
     events.into_iter().next().expect("an audit event")
 }
 

@@ -725,3 +725,62 @@ async fn unauthenticated_errors_never_leak_whether_a_user_exists_in_another_org(
     let strip = |v: &Value| v["detail"].as_str().unwrap().split('"').next().unwrap().to_string();
     assert_eq!(strip(&missing), strip(&hidden));
 }
+
+#[tokio::test]
+async fn users_list_takes_unused_for_in_seconds_or_days_and_the_audit_list_skips_actions() {
+    const DAY: i64 = 86_400;
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "aud", Role::Auditor, true);
+    for name in ["busy", "idle", "never"] {
+        h.add_user("Acme", name, Role::Member, true);
+    }
+    h.add_user("Acme", "plain", Role::Member, false);
+    let (busy, idle) = (h.enroll("busy"), h.enroll("idle"));
+    h.enroll("never");
+    let use_factor = async |name: &str, secret: &[u8]| {
+        let step = h.post("/api/v1/auth/login", None, json!({"username": name, "password": PASSWORD})).await.ok();
+        assert_eq!(step["status"], "mfa_required", "{step}");
+        h.post("/api/v1/auth/mfa", None, json!({"challenge": step["challenge"], "code": h.code(secret)})).await.ok();
+    };
+    h.advance(10 * DAY);
+    use_factor("idle", &idle).await;
+    h.advance(190 * DAY);
+    use_factor("busy", &busy).await;
+    let busy_used_at = h.now();
+    h.advance(DAY);
+    let token = h.login("aud").await;
+    let names = async |query: &str| -> Vec<String> {
+        let page = h.get(&format!("/api/v1/users?{query}"), Some(&token)).await.ok();
+        page["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names("unused_for=30d").await, ["idle", "never"], "not used since day 171");
+    assert_eq!(names(&format!("unused_for={}", 30 * DAY)).await, ["idle", "never"], "seconds");
+    assert_eq!(names("unused_for=28w").await, ["never"], "not used since day 5");
+    assert_eq!(names("unused_for=180d&q=IDL").await, ["idle"]);
+    assert_eq!(names("unused_for=").await.len(), 5, "empty is no filter");
+    for bad in ["soon", "0", "6m", "-1d"] {
+        let problem = h.get(&format!("/api/v1/users?unused_for={bad}"), Some(&token)).await.problem(400);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with("unused_for: ") && detail.contains("180d"), "{bad}: {detail}");
+    }
+    let user = h.get("/api/v1/users?q=busy", Some(&token)).await.ok()["users"][0].clone();
+    assert_eq!(user["mfa_last_used_at"], mfadmin::domain::user::rfc3339(busy_used_at));
+    assert!(user["mfa_last_client"].is_string(), "{user}");
+
+    let all = h.get("/api/v1/audit?limit=1000", Some(&token)).await.ok();
+    let all = all["events"].as_array().unwrap();
+    let count = |action: &str| all.iter().filter(|e| e["action"] == action).count();
+    assert!(count("user.add") == 5 && count("auth.mfa") >= 2, "{all:?}");
+    let some = h.get("/api/v1/audit?limit=1000&skip_actions=user.add,%20auth.mfa", Some(&token)).await.ok();
+    let some = some["events"].as_array().unwrap();
+    assert_eq!(some.len(), all.len() - count("user.add") - count("auth.mfa"));
+    assert!(some.iter().all(|e| e["action"] != "user.add" && e["action"] != "auth.mfa"));
+
+    let doc = h.get("/openapi.json", None).await.ok();
+    let params = |path: &str| -> Vec<String> {
+        doc["paths"][path]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(params("/api/v1/users").contains(&"unused_for".to_string()));
+    assert!(params("/api/v1/audit").contains(&"skip_actions".to_string()));
+}

@@ -202,7 +202,7 @@ fn scenario(backend: &dyn Backend, owner_secret: &[u8], helpdesk_secret: &[u8], 
 
     // The audit log: what the reset wrote, and the chain.
     seen.push(format!("helpdesk audit: {}", backend.audit_list(&hd, &AuditQuery::default()).unwrap_err()));
-    let events = backend.audit_list(&oz, &AuditQuery { text: Some("mfa.".into()), limit: Some(50) }).unwrap();
+    let events = backend.audit_list(&oz, &AuditQuery { text: Some("mfa.".into()), limit: Some(50), ..Default::default() }).unwrap();
     let events: Vec<String> = events
         .iter()
         .map(|e| format!("{} {} {:?} {:?} {:?} {:?}", e.actor, e.action, e.target, e.outcome, e.reason, e.detail))
@@ -299,7 +299,7 @@ fn exports(backend: &dyn Backend, oz: &Credential, hd: &Credential) -> Vec<Strin
     backend.audit_export(oz, AuditFormat::Jsonl, &mut jsonl).unwrap();
     let exported: Vec<AuditView> =
         String::from_utf8(jsonl).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    let mut listed = backend.audit_list(oz, &AuditQuery { text: None, limit: Some(1000) }).unwrap();
+    let mut listed = backend.audit_list(oz, &AuditQuery { text: None, limit: Some(1000), ..Default::default() }).unwrap();
     listed.reverse();
     assert!(exported.len() > 20, "{}", exported.len());
     assert_eq!(exported, listed, "the export is the log the owner may read, oldest first");
@@ -374,7 +374,7 @@ fn the_same_scenarios_give_the_same_results_in_process_and_over_http() {
         .collect();
     assert_eq!(sources.into_iter().collect::<Vec<_>>(), ["http:cli"]);
     let local_sources: std::collections::BTreeSet<String> = local_service
-        .audit_list(&Actor::console("test"), &AuditQuery { text: None, limit: Some(1000) })
+        .audit_list(&Actor::console("test"), &AuditQuery { text: None, limit: Some(1000), ..Default::default() })
         .unwrap()
         .into_iter()
         .filter(|e| e.actor == "oz" || e.actor == "hd")

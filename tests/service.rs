@@ -18,7 +18,7 @@ fn mfa_of(t: &TestStore, name: &str, now: i64) -> MfaStatus {
 
 fn audit_count(t: &TestStore, action: &str) -> usize {
     t.svc
-        .audit_list(&console(), &AuditQuery { text: None, limit: Some(100_000) })
+        .audit_list(&console(), &AuditQuery { text: None, limit: Some(100_000), ..Default::default() })
         .unwrap()
         .iter()
         .filter(|e| e.action == action)
@@ -44,7 +44,7 @@ fn a_reset_removes_factor_codes_and_sessions_and_is_audited_together() {
     assert!(user.mfa_reset_at.is_some());
     let err = t.svc.authenticate(&token, "test", T0 + 91).unwrap_err();
     assert!(matches!(err, Error::Unauthenticated(_)), "the session died with the reset: {err}");
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("mfa.reset".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("mfa.reset".into()), limit: None, ..Default::default() }).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].target.as_deref(), Some("alice"));
     assert_eq!(events[0].reason.as_deref(), Some("lost phone"));
@@ -146,7 +146,7 @@ fn a_bulk_reset_reports_every_target() {
     assert_eq!(report.results[4].username, None);
     assert_eq!(mfa_of(&t, "boss", T0 + 30), MfaStatus::Enrolled);
     assert_eq!(mfa_of(&t, "outsider", T0 + 30), MfaStatus::Enrolled);
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("ticket 12".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("ticket 12".into()), limit: None, ..Default::default() }).unwrap();
     let mut summary: Vec<_> = events.iter().map(|e| (e.target.clone().unwrap(), e.outcome.as_str())).collect();
     summary.sort();
     assert_eq!(
@@ -189,7 +189,7 @@ fn a_bulk_reset_reports_and_audits_in_the_order_given() {
     assert_eq!(report.results.iter().map(|r| r.target.clone()).collect::<Vec<_>>(), targets);
     assert_eq!(report.count(ResetOutcome::Reset), 10);
     assert_eq!(report.results[5].outcome, ResetOutcome::NotFound);
-    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("order".into()), limit: None }).unwrap();
+    let events = t.svc.audit_list(&console(), &AuditQuery { text: Some("order".into()), limit: None, ..Default::default() }).unwrap();
     let mut audited: Vec<_> = events.iter().map(|e| (e.seq, e.target.clone().unwrap())).collect();
     audited.sort();
     assert_eq!(audited.into_iter().map(|(_, target)| target).collect::<Vec<_>>(), names, "one event per user, in target order");
@@ -646,4 +646,75 @@ fn audit_verify_count(svc: &mfadmin::service::Service) -> u64 {
     let report = svc.audit_verify(&console()).unwrap();
     assert!(report.ok, "{report:?}");
     report.events
+}
+
+#[test]
+fn unused_for_finds_confirmed_factors_with_no_check_since_then_counting_a_never_used_one_from_its_enrollment() {
+    const DAY: i64 = 86_400;
+    let t = store();
+    for name in ["used100", "used10", "never", "again", "fresh", "nofactor"] {
+        add(&t.svc, name, Role::Member, "globex");
+    }
+    let (a, _) = enroll(&t.svc, "used100", T0);
+    let (b, _) = enroll(&t.svc, "used10", T0);
+    enroll(&t.svc, "never", T0);
+    let (d, _) = enroll(&t.svc, "again", T0);
+    login(&t.svc, "used100", Some(&a), T0 + 100 * DAY);
+    login(&t.svc, "used10", Some(&b), T0 + 10 * DAY);
+    // Used once, reset, enrolled again later and never used since: counts from the new enrollment.
+    login(&t.svc, "again", Some(&d), T0 + DAY);
+    t.svc.reset_mfa(&console(), &["again".into()], Some("new phone"), false, T0 + 2 * DAY).unwrap();
+    enroll(&t.svc, "again", T0 + 150 * DAY);
+    enroll(&t.svc, "fresh", T0 + 200 * DAY);
+
+    let now = T0 + 300 * DAY;
+    let names = |unused_for: Option<i64>, now: i64| -> Vec<String> {
+        let q = UserQuery { unused_for: unused_for.map(|d| (d * DAY) as u64), ..Default::default() };
+        t.svc.list_users(&console(), &q, now).unwrap().users.into_iter().map(|u| u.username).collect()
+    };
+    assert_eq!(names(None, now).len(), 6);
+    assert_eq!(names(Some(180), now), ["never", "used10", "used100"], "not used since day 120");
+    assert_eq!(names(Some(250), now), ["never", "used10"], "not used since day 50");
+    assert_eq!(names(Some(295), now), ["never"], "not used since day 5");
+    assert_eq!(names(Some(90), now), ["again", "fresh", "never", "used10", "used100"], "not used since day 210");
+    // The same query later finds more: the time is the listing's, never a cached one. Enrolled
+    // on day 150 is not "unused since day 150"; since day 151 it is.
+    assert_eq!(names(Some(180), now + 30 * DAY), ["never", "used10", "used100"]);
+    assert_eq!(names(Some(180), now + 31 * DAY), ["again", "never", "used10", "used100"]);
+    // A use takes a user out at once; the last use and its client are shown.
+    login(&t.svc, "used100", Some(&a), now);
+    assert_eq!(names(Some(180), now), ["never", "used10"]);
+    let u = t.svc.get_user(&console(), "used100", now).unwrap().user;
+    assert_eq!(u.mfa_last_used_at, Some(mfadmin::domain::user::rfc3339(now)));
+    assert_eq!(u.mfa_last_client.as_deref(), Some("test"));
+    // With other filters, and page by page.
+    let q = UserQuery { unused_for: Some((180 * DAY) as u64), text: Some("used".into()), ..Default::default() };
+    assert_eq!(t.svc.list_users(&console(), &q, now).unwrap().users.len(), 1);
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    loop {
+        let q = UserQuery { unused_for: Some((90 * DAY) as u64), limit: Some(1), cursor: cursor.clone(), ..Default::default() };
+        let page = t.svc.list_users(&console(), &q, now).unwrap();
+        assert_eq!(page.total, 4);
+        seen.extend(page.users.into_iter().map(|u| u.username));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["again", "fresh", "never", "used10"]);
+    // Not from memory alone: the filter is not cached under a time of its own.
+    assert!(t.svc.list_users_in_memory(&console(), &UserQuery { unused_for: Some(DAY as u64), ..Default::default() }, now).is_none());
+}
+
+#[test]
+fn an_age_is_days_weeks_or_hours_and_anything_else_says_how_to_write_one() {
+    use mfadmin::service::parse_unused_for;
+    assert_eq!(parse_unused_for("180d", false), Ok(180 * 86_400));
+    assert_eq!(parse_unused_for(" 26W ", false), Ok(26 * 7 * 86_400));
+    assert_eq!(parse_unused_for("12h", false), Ok(12 * 3_600));
+    assert_eq!(parse_unused_for("3600", true), Ok(3_600), "the HTTP API also takes seconds");
+    for bad in ["180", "", "d", "6m", "1.5d", "-3d", "0d", "36501d", "99999999999999999999999d"] {
+        let e = parse_unused_for(bad, false).unwrap_err();
+        assert!(e.contains("180d") || e.contains("at most"), "{bad:?}: {e}");
+    }
 }

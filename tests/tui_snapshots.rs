@@ -142,3 +142,28 @@ fn compact_layout_below_80x24() {
         }
     }
 }
+
+#[test]
+fn unused_factor_filter() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("u u");
+    snapshots("unused_filter", &app.state);
+}
+
+#[test]
+fn audit_view_with_validations_hidden_and_shown() {
+    use mfadmin::service::{ValidateRequest, Validator};
+    let fx = fixture(40);
+    for name in ["owner", "nobody"] {
+        let req = ValidateRequest { user: name.into(), realm: Some("Acme".into()), pass: "000000".into(), client: Some("vpn-gw1".into()), ..Default::default() };
+        fx.service.validate(&Validator::address("10.0.0.9"), &req, tui_common::NOW).unwrap();
+    }
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("tab");
+    insta::assert_snapshot!("audit_validations_hidden_120x40", render(&app.state, 120, 40));
+    insta::assert_snapshot!("audit_validations_hidden_80x24", render(&app.state, 80, 24));
+    app.press("V");
+    insta::assert_snapshot!("audit_validations_shown_120x40", render(&app.state, 120, 40));
+    insta::assert_snapshot!("audit_validations_shown_80x24", render(&app.state, 80, 24));
+}

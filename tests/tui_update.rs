@@ -308,7 +308,7 @@ fn reset_runs_for_exactly_the_marked_users_and_the_table_updates_in_place() {
     }
     let enrolled_after = fx.service.list_users(&fx.owner, &UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }, NOW).unwrap().total;
     assert_eq!(enrolled_after, before_enrolled - 3, "nobody else was reset");
-    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("mfa.reset".into()), limit: None }).unwrap();
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("mfa.reset".into()), limit: None, ..Default::default() }).unwrap();
     assert_eq!(events.len(), 3);
     for e in &events {
         assert_eq!((e.source.as_str(), e.actor.as_str(), e.reason.as_deref()), ("tui", "owner", Some("ticket 4711")));
@@ -565,7 +565,7 @@ fn login_walks_a_user_through_enrollment_then_accepts_a_recovery_code() {
     app.type_text(&recovery);
     app.press("enter");
     assert_eq!(app.state.screen, Screen::Main, "logged in with a recovery code");
-    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("auth.".into()), limit: None }).unwrap();
+    let events = fx.service.audit_list(&fx.owner, &AuditQuery { text: Some("auth.".into()), limit: None, ..Default::default() }).unwrap();
     assert!(events.iter().all(|e| e.source == "tui"));
     assert!(events.iter().any(|e| e.detail.as_deref() == Some("accepted a recovery code")));
 }
@@ -658,4 +658,63 @@ fn a_message_fades_after_its_lifetime_and_the_key_hints_come_back() {
     app.press("a");
     app.apply(Action::Tick(later + ERROR_LIFETIME + Duration::from_secs(1)));
     assert!(app.state.message.is_some());
+}
+
+#[test]
+fn u_cycles_the_unused_factor_filter_through_90_180_and_365_days_like_the_service() {
+    let fx = fixture(400);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let all = app.shown_names().len();
+    for days in [90u32, 180, 365] {
+        app.press("u");
+        assert_eq!(app.state.users.query().unused.map(|u| u.days), Some(days));
+        let expected = names(&fx.service, &fx.owner, UserQuery { unused_for: Some(u64::from(days) * 86_400), ..UserQuery::default() });
+        assert!(!expected.is_empty() && expected.len() < all, "{days}d: some factors are unused, not all");
+        assert_eq!(app.shown_names(), expected, "{days}d");
+    }
+    // With another quick filter, and off again after the last step.
+    app.press("r");
+    let expected =
+        names(&fx.service, &fx.owner, UserQuery { unused_for: Some(365 * 86_400), role: Some(Role::ALL[0]), ..UserQuery::default() });
+    assert_eq!(app.shown_names(), expected);
+    app.press("u");
+    assert_eq!(app.state.users.query().unused, None, "after 365 days: off");
+    app.press("esc");
+    assert_eq!(app.shown_names().len(), all);
+    // Marking what the filter shows is the bulk reset's input.
+    app.press("u u a");
+    assert_eq!(app.state.users.mark_count(), names(&fx.service, &fx.owner, UserQuery { unused_for: Some(180 * 86_400), ..UserQuery::default() }).len());
+}
+
+#[test]
+fn the_audit_view_hides_second_factor_checks_until_capital_v_shows_them() {
+    use mfadmin::service::{ValidateRequest, Validator};
+    let fx = fixture(60);
+    let enrolled = names(&fx.service, &fx.owner, UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() });
+    for name in enrolled.iter().take(3) {
+        let req = ValidateRequest { user: name.clone(), realm: Some("Acme".into()), pass: "000000".into(), client: Some("vpn".into()), ..Default::default() };
+        fx.service.validate(&Validator::address("10.0.0.9"), &req, NOW).unwrap();
+    }
+    let validations = |app: &App| app.state.audit.events.iter().filter(|e| e.action == "mfa.validate").count();
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("tab");
+    assert!(app.state.audit.loaded && !app.state.audit.events.is_empty());
+    assert_eq!(validations(&app), 0, "hidden at first");
+    let before = app.state.audit.events.len();
+    app.press("V");
+    assert!(app.state.audit.validations);
+    assert_eq!(validations(&app), 3);
+    assert_eq!(app.state.audit.events.len(), before + 3);
+    // A text filter keeps the choice.
+    app.press("/");
+    app.type_text("vpn");
+    app.press("enter");
+    assert_eq!(validations(&app), 3);
+    app.press("V");
+    assert_eq!(app.state.audit.events.len(), 0, "nothing but checks matched");
+    let effect = app.effects.iter().rev().find_map(|e| match e {
+        Effect::LoadAudit { validations, .. } => Some(*validations),
+        _ => None,
+    });
+    assert_eq!(effect, Some(false));
 }

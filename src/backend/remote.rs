@@ -265,7 +265,7 @@ impl Remote {
 
     /// The newest audit event the admin can see, to tell later events from earlier ones.
     fn audit_mark(&self, who: &Credential) -> Option<u64> {
-        let events = self.audit_list(who, &AuditQuery { text: None, limit: Some(1) }).ok()?;
+        let events = self.audit_list(who, &AuditQuery { text: None, limit: Some(1), ..AuditQuery::default() }).ok()?;
         Some(events.first().map_or(0, |e| e.seq))
     }
 }
@@ -339,6 +339,9 @@ impl Backend for Remote {
             }
             if let Some(status) = query.status {
                 q.append_pair("status", status.as_str());
+            }
+            if let Some(secs) = query.unused_for {
+                q.append_pair("unused_for", &secs.to_string());
             }
             let sort = serde_json::to_value(query.sort).ok().and_then(|v| v.as_str().map(str::to_string));
             q.append_pair("sort", sort.as_deref().unwrap_or("username"));
@@ -556,6 +559,9 @@ impl Backend for Remote {
                 q.append_pair("q", text);
             }
             q.append_pair("limit", &query.limit.unwrap_or(100).clamp(1, 1000).to_string());
+            if !query.skip_actions.is_empty() {
+                q.append_pair("skip_actions", &query.skip_actions.join(","));
+            }
         }
         let list: AuditList = self.call(self.client.get(url).bearer_auth(token_of(who)?))?;
         Ok(list.events)

@@ -74,6 +74,13 @@ impl Summary {
         self.factor.status(self.locked_until, org_enforces_mfa, now)
     }
 
+    /// Is there a confirmed factor that has not passed a check since `since`? A factor never used
+    /// counts from its enrollment (a factor enrolled again counts from then, not from the old
+    /// one's last use); one with neither time known counts as unused.
+    pub fn factor_unused_since(&self, since: Timestamp) -> bool {
+        self.factor == Factor::Enrolled && self.mfa_last_used_at.max(self.mfa_enrolled_at).is_none_or(|t| t < since)
+    }
+
     pub fn view(&self, org_enforces_mfa: bool, now: Timestamp) -> UserView {
         UserView {
             id: self.id,
@@ -184,13 +191,19 @@ pub struct Filter {
     /// Lower-cased text to find in the haystack.
     pub needle: Option<String>,
     pub mfa: Option<MfaStatus>,
+    /// Only users whose factor has not been used since this time (see
+    /// [`Summary::factor_unused_since`]). Never part of a cached filter: the time moves with the
+    /// clock, so every listing would cache a list of its own. The rest of the filter is cached,
+    /// and this check runs over its matches.
+    pub unused_since: Option<Timestamp>,
     pub sort: SortField,
 }
 
 impl Filter {
-    /// Does the answer depend on the clock (a lockout ends by itself)? Such filters are not cached.
+    /// Does the answer depend on the clock (a lockout ends by itself; "unused since" is computed
+    /// from it)? Such filters are not cached.
     fn depends_on_time(&self) -> bool {
-        self.mfa.is_some() || self.sort == SortField::Mfa
+        self.mfa.is_some() || self.sort == SortField::Mfa || self.unused_since.is_some()
     }
 }
 
@@ -324,6 +337,7 @@ impl Directory {
             && f.status.is_none_or(|st| st == s.status)
             && finder.is_none_or(|n| n.find(s.haystack.as_bytes()).is_some())
             && f.mfa.is_none_or(|m| m == s.mfa_status(self.enforces(&s.org), now))
+            && f.unused_since.is_none_or(|since| s.factor_unused_since(since))
     }
 
     fn key_of<'a>(&self, s: &'a Summary, field: SortField, now: Timestamp) -> Cow<'a, str> {
@@ -467,6 +481,12 @@ impl Directory {
     /// The match list of `filter`: from the cache, or computed (and cached unless it depends on
     /// the clock).
     fn match_list(&self, filter: &Filter, now: Timestamp) -> Arc<MatchList> {
+        if let Some(since) = filter.unused_since {
+            // A cheap check of two times per match of the rest of the filter, which is cached.
+            let rest = self.match_list(&Filter { unused_since: None, ..filter.clone() }, now);
+            let summaries = &self.summaries;
+            return Arc::new(rest.iter().copied().filter(|&s| summaries[s as usize].factor_unused_since(since)).collect());
+        }
         if filter.depends_on_time() {
             return Arc::new(self.compute(filter, now));
         }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::service::{
     ApiKeyView, AuditFormat, AuditQuery, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep,
     NewSession, NewUser, OrgView, Principal, ResetOutcome, ResetReport, ResetResult, SortField, UserDetail, UserPage,
-    UserQuery, VerifyReport,
+    UserQuery, VerifyReport, parse_unused_for,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -295,6 +295,11 @@ pub struct ListParams {
     pub org: Option<String>,
     pub mfa: Option<MfaStatus>,
     pub status: Option<Status>,
+    /// Only users whose confirmed factor has passed no check for this long (a factor never used
+    /// counts from its enrollment): seconds, or a number of days, weeks or hours (`180d`, `26w`,
+    /// `12h`).
+    #[param(example = "180d")]
+    pub unused_for: Option<String>,
     /// Sort field (default `username`).
     pub sort: Option<SortField>,
     /// Sort descending.
@@ -316,12 +321,17 @@ pub async fn list_users(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<L
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("limit={limit}: a page holds 1 to {MAX_PAGE} users")));
     }
+    let unused_for = match p.unused_for.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(text) => Some(parse_unused_for(text, true).map_err(|e| ApiError::bad_request(format!("unused_for: {e}")))?),
+        None => None,
+    };
     let query = UserQuery {
         text: p.q,
         role: p.role,
         org: p.org,
         mfa: p.mfa,
         status: p.status,
+        unused_for,
         sort: p.sort.unwrap_or_default(),
         descending: p.desc.unwrap_or(false),
         cursor: p.cursor.filter(|c| !c.trim().is_empty()),
@@ -916,6 +926,10 @@ pub struct AuditParams {
     pub q: Option<String>,
     /// How many events, newest first: 1 to 1000, default 100.
     pub limit: Option<usize>,
+    /// Actions to leave out, separated by commas (e.g. `mfa.validate`, one event per second-factor
+    /// check).
+    #[param(example = "mfa.validate")]
+    pub skip_actions: Option<String>,
 }
 
 /// The newest audit events of the caller's org.
@@ -933,7 +947,8 @@ pub async fn audit_list(State(state): S, caller: Caller, ApiQuery(p): ApiQuery<A
         return Err(ApiError::bad_request(format!("limit={limit}: ask for 1 to {MAX_AUDIT} events")));
     }
     let actor = caller.actor;
-    let query = AuditQuery { text: p.q, limit: Some(limit) };
+    let skip_actions = p.skip_actions.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+    let query = AuditQuery { text: p.q, limit: Some(limit), skip_actions };
     Ok(Json(AuditList { events: state.call(move |service, _| service.audit_list(&actor, &query)).await? }))
 }
 

@@ -63,6 +63,9 @@ pub struct AuditQuery {
     /// Case-insensitive substring of actor, action, target or reason.
     pub text: Option<String>,
     pub limit: Option<usize>,
+    /// Actions to leave out, such as `mfa.validate` (a VPN writes one per login, and they would
+    /// push everything else out of a page).
+    pub skip_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -121,7 +124,8 @@ impl Service {
                     .flatten()
                     .any(|s| contains_ci(s, n))
             });
-            if visible && matches {
+            let skipped = query.skip_actions.contains(&d.action);
+            if visible && matches && !skipped {
                 out.push(AuditView::new(&e));
             }
             out.len() < limit

@@ -23,7 +23,7 @@ pub use login::*;
 pub use orgs::*;
 pub use reset::*;
 pub use users::*;
-pub use validate::{ValidateRequest, Validation, Validator, serial_of};
+pub use validate::{VALIDATE_ACTION, ValidateRequest, Validation, Validator, serial_of};
 
 use crate::auth::seal::Sealer;
 use crate::config::Policy;

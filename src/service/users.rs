@@ -41,6 +41,9 @@ pub struct UserQuery {
     pub org: Option<String>,
     pub mfa: Option<MfaStatus>,
     pub status: Option<Status>,
+    /// Only users with a confirmed factor that has passed no check for this many seconds (one
+    /// never used counts from its enrollment): factors nobody uses, to reset.
+    pub unused_for: Option<u64>,
     pub sort: SortField,
     pub descending: bool,
     /// Continue after this cursor (from a previous page).
@@ -86,8 +89,38 @@ pub(super) fn may_create_users(actor: &Actor) -> Result<()> {
     }
 }
 
-/// The directory filter of a listing: the query within what the actor may see; and its cursor.
-pub(super) fn list_filter<'q>(actor: &Actor, query: &'q UserQuery) -> (Filter, Option<&'q str>) {
+/// The longest "unused for": a hundred years (longer ones are surely typos).
+pub const MAX_UNUSED_FOR: u64 = 100 * 365 * 86_400;
+
+/// An age such as `180d`, `26w` or `12h` (days, weeks, hours), in seconds; with `bare_seconds`, a
+/// plain number is seconds (what the HTTP API takes), else it is refused as ambiguous.
+pub fn parse_unused_for(text: &str, bare_seconds: bool) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let usage = "use a number of days, weeks or hours such as 180d, 26w or 12h";
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    if number.is_empty() {
+        return Err(format!("{text:?} is not an age: {usage}"));
+    }
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is too long ago: at most {}d", MAX_UNUSED_FOR / 86_400))?;
+    let per = match unit.trim().to_ascii_lowercase().as_str() {
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "h" => 3_600,
+        "" if bare_seconds => 1,
+        "" => return Err(format!("{text:?} has no unit: {usage}")),
+        _ => return Err(format!("{text:?} has an unknown unit {unit:?}: {usage}")),
+    };
+    match n.checked_mul(per) {
+        Some(0) => Err(format!("{text:?} is no time at all: {usage}")),
+        Some(secs) if secs <= MAX_UNUSED_FOR => Ok(secs),
+        _ => Err(format!("{text:?} is too long ago: at most {}d", MAX_UNUSED_FOR / 86_400)),
+    }
+}
+
+/// The directory filter of a listing at `now`: the query within what the actor may see; and its
+/// cursor.
+pub(super) fn list_filter<'q>(actor: &Actor, query: &'q UserQuery, now: Timestamp) -> (Filter, Option<&'q str>) {
     let needle = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
     let mut orgs: Vec<String> = actor.org().map(str::to_string).into_iter().collect();
     if let Some(named) = query.org.as_deref().map(user::org_key)
@@ -102,6 +135,7 @@ pub(super) fn list_filter<'q>(actor: &Actor, query: &'q UserQuery) -> (Filter, O
         status: query.status,
         needle,
         mfa: query.mfa,
+        unused_since: query.unused_for.map(|secs| now.saturating_sub(secs.min(MAX_UNUSED_FOR) as Timestamp)),
         sort: query.sort,
     };
     (filter, query.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()))
@@ -292,7 +326,7 @@ impl Service {
     /// The users the actor may see that match `query`, sorted and paged. The directory keeps the
     /// matches of recent filters, so a page is a seek by the cursor's key, not a scan.
     pub fn list_users(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Result<UserPage> {
-        let (filter, cursor) = list_filter(actor, query);
+        let (filter, cursor) = list_filter(actor, query, now);
         self.with_directory(|directory| {
             let after = list_cursor(directory, &filter, cursor, now)?;
             let page = directory.page(&filter, after.as_ref(), query.descending, query.limit.unwrap_or(usize::MAX), now);
@@ -303,7 +337,7 @@ impl Service {
     /// [`Service::list_users`] when it can answer from memory at once — the directory is built and
     /// the filter's matches are cached — else `None` (then call `list_users` where blocking is fine).
     pub fn list_users_in_memory(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Option<Result<UserPage>> {
-        let (filter, cursor) = list_filter(actor, query);
+        let (filter, cursor) = list_filter(actor, query, now);
         let guard = self.directory.try_read().ok()?;
         let DirectoryState::Built(directory) = &*guard else {
             return None;
@@ -328,7 +362,7 @@ impl Service {
         now: Timestamp,
         emit: &mut dyn FnMut(Vec<UserView>, usize, usize) -> bool,
     ) -> Result<()> {
-        let (filter, _) = list_filter(actor, &UserQuery::default());
+        let (filter, _) = list_filter(actor, &UserQuery::default(), now);
         let visible = |u: &User| filter.orgs.iter().all(|o| *o == u.org);
         let enforced = self.enforcement_map()?;
         let view = |u: &User| UserView::new(u, enforced.get(&u.org).copied().unwrap_or(false), now);

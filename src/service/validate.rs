@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::store::{Change, SessionKind};
 
 /// The audit action of every check.
-const ACTION: &str = "mfa.validate";
+pub const VALIDATE_ACTION: &str = "mfa.validate";
+const ACTION: &str = VALIDATE_ACTION;
 /// The longest `pass` looked at: a password of up to 1,024 bytes and a code.
 const MAX_PASS_LEN: usize = 1_100;
 /// The longest user name, realm, serial or client name looked at.

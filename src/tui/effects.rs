@@ -7,7 +7,7 @@ use super::table::Query;
 use crate::backend::{Backend, Credential, Login, PAGE};
 use crate::domain::user::Status;
 use crate::error::Error;
-use crate::service::{AuditQuery, UserQuery};
+use crate::service::{AuditQuery, UserQuery, VALIDATE_ACTION};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +47,8 @@ pub enum Effect {
     BeginEnroll(Uuid),
     ConfirmEnroll { user: Uuid, code: String },
     SetStatus { user: Uuid, status: Status },
-    LoadAudit { generation: u64, text: String },
+    /// The audit events `text` finds; without `validations`, none of the `mfa.validate` ones.
+    LoadAudit { generation: u64, text: String, validations: bool },
     VerifyAudit,
     LoadOrgs,
     SetEnforced { org: String, on: bool },
@@ -116,7 +117,8 @@ impl Control {
 /// The query a table filter asks the backend for.
 pub fn user_query(query: &Query) -> UserQuery {
     let text = Some(query.text.trim().to_string()).filter(|t| !t.is_empty());
-    UserQuery { text, role: query.role, mfa: query.mfa, ..UserQuery::default() }
+    let unused_for = query.unused.map(|u| u64::from(u.days) * 86_400);
+    UserQuery { text, role: query.role, mfa: query.mfa, unused_for, ..UserQuery::default() }
 }
 
 /// Carry out one effect against `backend` as `who`, reporting what happened (and any progress
@@ -207,8 +209,9 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         Effect::SetStatus { user, status } => {
             answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(Box::new(v))), |e| Action::UserChanged(Err(e)))
         }
-        Effect::LoadAudit { generation, text } => {
-            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT) };
+        Effect::LoadAudit { generation, text, validations } => {
+            let skip_actions = if validations { Vec::new() } else { vec![VALIDATE_ACTION.to_string()] };
+            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT), skip_actions };
             let events = read!(backend.audit_list(who, &query));
             answer(events, |v| Action::AuditLoaded { generation, result: Ok(v) }, |e| Action::AuditLoaded { generation, result: Err(e) })
         }

@@ -213,6 +213,7 @@ async fn event_loop(
     let runner = effects::Runner::new(backend, control, action_tx);
     let actor = |s: &State| s.session.as_ref().map(|s| s.who.clone());
     let apply = |state: &mut State, action: Action| {
+        state.now = crate::app::now();
         if let Some(effect) = update::update(state, action) {
             runner.spawn(effect, actor(state));
         }

@@ -161,6 +161,9 @@ pub struct AuditPane {
     pub cursor: usize,
     pub offset: usize,
     pub verify: Option<Result<VerifyReport, String>>,
+    /// Are second-factor checks (`mfa.validate`, one per VPN or SSH login) shown? Hidden at
+    /// first: they would bury every other event.
+    pub validations: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -357,6 +360,9 @@ pub struct State {
     pub message: Option<Message>,
     pub busy: usize,
     pub spinner: usize,
+    /// The wall clock (Unix seconds), set by the loop before every action (tests fix it): quick
+    /// filters on age count back from it, and the table shows times relative to it.
+    pub now: i64,
     pub quit: bool,
     pub crashed: Option<String>,
 }
@@ -385,6 +391,7 @@ impl State {
             message: None,
             busy: 0,
             spinner: 0,
+            now: crate::app::now(),
             quit: false,
             crashed: None,
         }

@@ -54,11 +54,30 @@ pub struct Query {
     pub text: String,
     pub role: Option<Role>,
     pub mfa: Option<MfaStatus>,
+    /// Only confirmed factors nobody has used for a while.
+    pub unused: Option<Unused>,
 }
 
 impl Query {
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty() && self.role.is_none() && self.mfa.is_none()
+        self.text.is_empty() && self.role.is_none() && self.mfa.is_none() && self.unused.is_none()
+    }
+}
+
+/// The quick filter for factors nobody uses: confirmed factors that have passed no check since
+/// `since`, `days` days before the filter was set (a factor never used counts from its
+/// enrollment, as in `mfadmin user list --unused-for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unused {
+    pub days: u32,
+    /// Unix seconds: `days` before the clock when the filter was set.
+    pub since: i64,
+}
+
+impl Unused {
+    /// The filter for `days` days back from `now`.
+    pub fn days_before(days: u32, now: i64) -> Unused {
+        Unused { days, since: now.saturating_sub(i64::from(days) * 86_400) }
     }
 }
 
@@ -478,7 +497,12 @@ impl UserTable {
 
     fn passes_quick(&self, r: u32) -> bool {
         let row = &self.rows[r as usize];
-        self.query.role.is_none_or(|q| q == row.role) && self.query.mfa.is_none_or(|m| m == row.mfa)
+        self.query.role.is_none_or(|q| q == row.role)
+            && self.query.mfa.is_none_or(|m| m == row.mfa)
+            && self.query.unused.is_none_or(|u| {
+                // NEVER is the smallest time: a factor with neither time counts as unused.
+                matches!(row.mfa, MfaStatus::Enrolled | MfaStatus::Locked) && row.mfa_last_used_at.max(row.mfa_enrolled_at) < u.since
+            })
     }
 
     fn hit(&self, r: u32) -> bool {
@@ -499,7 +523,7 @@ impl UserTable {
         let mut hits = vec![0u64; self.rows.len().div_ceil(64)];
         let mut first_at = std::mem::take(&mut self.first_at);
         first_at.resize(self.rows.len(), 0);
-        let quick = self.query.role.is_some() || self.query.mfa.is_some();
+        let quick = self.query.role.is_some() || self.query.mfa.is_some() || self.query.unused.is_some();
         // One character with a bit of its own is answered by the masks alone; other texts are
         // searched for, noting where each row's match starts.
         let by_mask = needle.len() == 1 && char_bit(needle[0]) != OTHER_CHARS;
@@ -759,6 +783,11 @@ impl UserTable {
 
     pub fn set_mfa(&mut self, mfa: Option<MfaStatus>) {
         self.query.mfa = mfa;
+        self.refilter_keeping_cursor();
+    }
+
+    pub fn set_unused(&mut self, unused: Option<Unused>) {
+        self.query.unused = unused;
         self.refilter_keeping_cursor();
     }
 

@@ -73,6 +73,7 @@ impl<'a> App<'a> {
     /// At the login screen.
     pub fn new(service: &'a Arc<Service>, options: Options) -> App<'a> {
         let mut state = State::new(options);
+        state.now = NOW;
         update(&mut state, Action::Resize(120, 40));
         let backend = Local::with_clock(service.clone(), "tui", "mfadmin", Clock::from_fn(|| NOW));
         App { state, service, backend, control: Control::default(), effects: Vec::new() }

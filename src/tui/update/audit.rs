@@ -8,7 +8,7 @@ use crate::tui::state::*;
 /// Load the audit events the filter finds, superseding any load running.
 pub(super) fn load(state: &mut State) -> Effect {
     state.audit.generation += 1;
-    Effect::LoadAudit { generation: state.audit.generation, text: state.audit.filter.clone() }
+    Effect::LoadAudit { generation: state.audit.generation, text: state.audit.filter.clone(), validations: state.audit.validations }
 }
 
 /// Move the audit cursor by `delta` rows, keeping it on the page.
@@ -36,6 +36,11 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         Command::Filter => state.audit.editing = true,
         Command::ClearFilter if !state.audit.filter.is_empty() => {
             state.audit.filter.clear();
+            return Some(load(state));
+        }
+        Command::ToggleValidations => {
+            state.audit.validations = !state.audit.validations;
+            state.info(if state.audit.validations { "second-factor checks shown" } else { "second-factor checks hidden" });
             return Some(load(state));
         }
         Command::Refresh => return Some(load(state).and(Effect::VerifyAudit)),

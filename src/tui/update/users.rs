@@ -8,7 +8,10 @@ use crate::domain::user::UserView;
 use crate::tui::action::Command;
 use crate::tui::effects::Effect;
 use crate::tui::state::*;
-use crate::tui::table::{Query, SORT_COLUMNS};
+use crate::tui::table::{Query, Unused, SORT_COLUMNS};
+
+/// What the quick filter for unused factors steps through, in days (then off again).
+pub const UNUSED_DAYS: [u32; 3] = [90, 180, 365];
 
 pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
     let page = state.page();
@@ -63,6 +66,12 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         Command::FilterMfa => {
             let next = cycle(&MfaStatus::ALL, t.query().mfa);
             t.set_mfa(next);
+            t.scroll_into_view(page);
+            return follow_filter(state);
+        }
+        Command::FilterUnused => {
+            let next = cycle(&UNUSED_DAYS, t.query().unused.map(|u| u.days));
+            t.set_unused(next.map(|days| Unused::days_before(days, state.now)));
             t.scroll_into_view(page);
             return follow_filter(state);
         }
@@ -169,6 +178,7 @@ pub(super) fn follow_filter(state: &mut State) -> Option<Effect> {
         wanted.text.to_lowercase().contains(&had.text.to_lowercase())
             && had.role.is_none_or(|r| wanted.role == Some(r))
             && had.mfa.is_none_or(|m| wanted.mfa == Some(m))
+            && had.unused.is_none_or(|h| wanted.unused.is_some_and(|w| w.days >= h.days))
     };
     // A store in this process streams every user at once: the table filters them itself.
     let local = state.badge.is_none();

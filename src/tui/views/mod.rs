@@ -181,3 +181,39 @@ fn when(rfc3339: Option<&str>, short: bool) -> String {
         }
     }
 }
+
+/// How long before `now` an RFC 3339 time was, in at most 8 characters: "today", "12d ago",
+/// "9w ago", "14mo ago", "3y ago"; "never" for none. A time that cannot be read is shown as it is.
+fn ago(rfc3339: Option<&str>, now: i64) -> String {
+    let Some(text) = rfc3339 else {
+        return "never".into();
+    };
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) else {
+        return when(Some(text), true);
+    };
+    let days = now.saturating_sub(t.timestamp()).max(0) / 86_400;
+    match days {
+        0 => "today".into(),
+        1..=13 => format!("{days}d ago"),
+        14..=69 => format!("{}w ago", days / 7),
+        70..=729 => format!("{}mo ago", days / 30),
+        _ => format!("{}y ago", days / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ago;
+
+    #[test]
+    fn ages_read_at_a_glance_and_fit_eight_columns() {
+        let now = 1_750_000_000;
+        let at = |days_back: i64| crate::domain::user::rfc3339(now - days_back * 86_400 - 5);
+        for (days, shown) in [(0, "today"), (1, "1d ago"), (13, "13d ago"), (14, "2w ago"), (69, "9w ago"), (70, "2mo ago"), (729, "24mo ago"), (730, "2y ago")] {
+            assert_eq!(ago(Some(&at(days)), now), shown);
+            assert!(shown.chars().count() <= 8);
+        }
+        assert_eq!(ago(None, now), "never");
+        assert_eq!(ago(Some(&crate::domain::user::rfc3339(now + 3_600)), now), "today", "a clock a little ahead is not the future");
+    }
+}

@@ -108,7 +108,14 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
         let title = match (&a.error, a.loaded) {
             (Some(e), _) => format!(" Audit log: {e} "),
             (None, false) => " Audit log (loading…) ".into(),
-            (None, true) => " Audit log, newest first ".into(),
+            (None, true) => {
+                let key = state.key_hint(Section::Audit, Command::ToggleValidations);
+                if a.validations {
+                    format!(" Audit log, newest first, validations shown ({key} to hide) ")
+                } else {
+                    format!(" Audit log, newest first, validations hidden ({key} to show) ")
+                }
+            }
         };
         table = table.block(Block::default().borders(Borders::ALL).border_style(t.border()).title(Span::styled(title, t.title())));
     }
@@ -176,6 +183,8 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
                 Span::styled(mfa_label(u.mfa), t.mfa(u.mfa)),
             ]));
             lines.push(field("MFA enrolled", when(u.mfa_enrolled_at.as_deref(), false)));
+            let client = u.mfa_last_client.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+            lines.push(field("MFA last used", format!("{}{client}", when(u.mfa_last_used_at.as_deref(), false))));
             lines.push(field("MFA reset", when(u.mfa_reset_at.as_deref(), false)));
             lines.push(field("recovery codes", format!("{} left", u.recovery_codes_left)));
             lines.push(field("created", when(Some(&u.created_at), false)));

@@ -1,6 +1,6 @@
 //! The user table: only the rows on screen are built, so 100,000 users draw like 10.
 
-use super::{fit, when};
+use super::{ago, fit, when};
 use crate::domain::mfa::MfaStatus;
 use crate::service::SortField;
 use crate::tui::layout::{self, Density};
@@ -57,7 +57,10 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
             (false, false) => format!("/{}", q.text),
             (false, true) => String::new(),
         };
-        let quick: Vec<String> = [q.role.map(|r| r.to_string()), q.mfa.map(|m| mfa_label(m).to_string())].into_iter().flatten().collect();
+        let quick: Vec<String> = [q.role.map(|r| r.to_string()), q.mfa.map(|m| mfa_label(m).to_string()), q.unused.map(|u| format!("unused {}d", u.days))]
+            .into_iter()
+            .flatten()
+            .collect();
         let line = format!("{text} {}", quick.join(" "));
         let w = (line.chars().count() as u16).min(area.width.saturating_sub(20));
         if w > 0 {
@@ -79,6 +82,8 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     spans.push(Span::styled(q.role.map_or("any".to_string(), |r| r.to_string()), if q.role.is_some() { t.key() } else { t.plain() }));
     spans.push(Span::raw("   MFA: "));
     spans.push(Span::styled(q.mfa.map_or("any", mfa_label), if q.mfa.is_some() { t.key() } else { t.plain() }));
+    spans.push(Span::raw("   unused: "));
+    spans.push(Span::styled(q.unused.map_or("off".to_string(), |u| format!("{}d", u.days)), if q.unused.is_some() { t.key() } else { t.plain() }));
     spans.push(Span::raw(format!("   sort: {} {arrow}", sort_label(sort))));
     if let Some(anchor) = state.users.anchor() {
         spans.push(Span::styled(format!("   range from {}", anchor.username), t.key()));
@@ -95,6 +100,7 @@ enum Column {
     Role,
     Mfa,
     LastLogin,
+    MfaUsed,
     Status,
 }
 
@@ -108,7 +114,7 @@ impl Column {
             Column::Role => SortField::Role,
             Column::Mfa => SortField::Mfa,
             Column::LastLogin => SortField::LastLogin,
-            Column::Status => return None,
+            Column::MfaUsed | Column::Status => return None,
         })
     }
 }
@@ -125,6 +131,7 @@ fn columns(density: Density) -> Vec<(Column, &'static str, Constraint)> {
             (C::Role, "ROLE", Constraint::Length(8)),
             (C::Mfa, "MFA", Constraint::Length(12)),
             (C::LastLogin, "LAST LOGIN", Constraint::Length(16)),
+            (C::MfaUsed, "MFA USED", Constraint::Length(8)),
             (C::Status, "STATUS", Constraint::Length(8)),
         ],
         Density::Narrow => vec![
@@ -133,6 +140,7 @@ fn columns(density: Density) -> Vec<(Column, &'static str, Constraint)> {
             (C::Role, "ROLE", Constraint::Length(8)),
             (C::Mfa, "MFA", Constraint::Length(12)),
             (C::LastLogin, "LAST LOGIN", Constraint::Length(10)),
+            (C::MfaUsed, "MFA USED", Constraint::Length(8)),
         ],
         Density::Compact => vec![(C::Username, "USER NAME", Constraint::Fill(1)), (C::Mfa, "MFA", Constraint::Length(12))],
     }
@@ -176,6 +184,9 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
                     Column::Role => Cell::from(u.role.as_str()),
                     Column::Mfa => Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) })),
                     Column::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
+                    // A user without a confirmed factor has nothing to use: no "never" then.
+                    Column::MfaUsed if u.mfa_last_used_at.is_none() && !matches!(u.mfa, MfaStatus::Enrolled | MfaStatus::Locked) => Cell::from("-"),
+                    Column::MfaUsed => Cell::from(ago(u.mfa_last_used_at.as_deref(), state.now)),
                     Column::Status => Cell::from(u.status.as_str()),
                 });
             }
