@@ -243,7 +243,7 @@ async fn a_failed_login_takes_as_long_for_a_known_user_as_for_an_unknown_one() {
     ));
     assert!(gap.abs() < 0.0005, "the gap tells whether the user exists: {:.3} ms", gap * 1e3);
     // The failure is still in the audit log.
-    let query = mfadmin::service::AuditQuery { text: Some("wrong password".into()), limit: Some(1000) };
+    let query = mfadmin::service::AuditQuery { text: Some("wrong password".into()), limit: Some(1000), ..Default::default() };
     let events = service.audit_list(&Harness::console(), &query).unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "auth.login" && e.target.as_deref() == Some("oz")).count(), 31);
 }
@@ -286,7 +286,7 @@ async fn the_console_label_is_a_claim_unless_the_session_was_made_by_mfadmin_s_o
         }
         h.send(req.body(Body::from(json!({"status": status}).to_string())).unwrap()).await.ok();
         status = if status == "disabled" { "active" } else { "disabled" };
-        let query = mfadmin::service::AuditQuery { text: None, limit: Some(1) };
+        let query = mfadmin::service::AuditQuery { text: None, limit: Some(1), ..Default::default() };
         let events = h.service().audit_list(&Harness::console(), &query).unwrap();
         let newest = &events[0];
         assert_eq!(newest.source, source, "{claim:?} on a session made with {token:.4}…: {newest:?}");
