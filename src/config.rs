@@ -513,14 +513,70 @@ impl Config {
     }
 }
 
+/// The config file of a system installation (the package's, read by its systemd unit).
+pub const SYSTEM_CONFIG: &str = "/etc/mfadmin/config.toml";
+/// The data directory of a system installation (the unit's `StateDirectory`).
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/mfadmin";
+/// The OS user a system installation runs the daemon as.
+pub const SYSTEM_USER: &str = "mfadmin";
+
+/// Where the config file and the data directory are when nothing says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub config: Option<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
+impl Defaults {
+    /// The system's paths when run as [`SYSTEM_USER`] or when `system_config` exists (so every
+    /// admin on a host with the package reaches the daemon's store); otherwise a person's own XDG
+    /// paths.
+    pub fn choose(os_user: Option<&str>, system_config: &Path, system_data_dir: &Path) -> Defaults {
+        // A config we may not even look at is still there: loading it then says why it cannot be read.
+        let config_present = system_config.try_exists().unwrap_or(true);
+        if os_user == Some(SYSTEM_USER) || config_present {
+            return Defaults { config: Some(system_config.to_path_buf()), data_dir: system_data_dir.to_path_buf() };
+        }
+        let dirs = directories::ProjectDirs::from("", "", "mfadmin");
+        Defaults {
+            config: dirs.as_ref().map(|d| d.config_dir().join("config.toml")),
+            data_dir: dirs.map_or_else(|| PathBuf::from(".mfadmin"), |d| d.data_dir().to_path_buf()),
+        }
+    }
+
+    /// The defaults of this process: its effective OS user and this host's files.
+    pub fn current() -> Defaults {
+        Defaults::choose(effective_user().as_deref(), Path::new(SYSTEM_CONFIG), Path::new(SYSTEM_DATA_DIR))
+    }
+}
+
+/// The name of the effective user (not `$USER`, which `su` and `sudo` may leave as it was).
+fn effective_user() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = vec![0u8; 16 * 1024];
+        // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length we pass); `pw_name`
+        // points into `buf`, which outlives the CStr read below.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut found);
+            if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+                return None;
+            }
+            Some(std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 pub fn default_data_dir() -> PathBuf {
-    directories::ProjectDirs::from("", "", "mfadmin")
-        .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(".mfadmin"))
+    Defaults::current().data_dir
 }
 
 pub fn default_config_path() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "mfadmin").map(|d| d.config_dir().join("config.toml"))
+    Defaults::current().config
 }
 
 #[cfg(test)]
@@ -554,5 +610,26 @@ mod tests {
         assert!(err.contains("MFADMIN_ALLOW_PLAIN_HTTP"), "{err}");
         let err = c.apply_env([("MFADMIN_TOTP_SKEW".to_string(), "x".to_string())].into_iter()).unwrap_err();
         assert!(err.contains("MFADMIN_TOTP_SKEW"));
+    }
+
+    #[test]
+    fn the_system_paths_apply_to_the_service_user_or_when_the_system_config_exists() {
+        let etc = tempfile::tempdir().unwrap();
+        let system_config = etc.path().join("config.toml");
+        let system_data = Path::new("/var/lib/mfadmin");
+
+        let person = Defaults::choose(Some("alice"), &system_config, system_data);
+        assert_ne!(person.data_dir, system_data, "a person without the system config keeps the XDG paths");
+        assert_ne!(person.config.as_deref(), Some(system_config.as_path()));
+        assert!(person.data_dir.ends_with("mfadmin"), "{}", person.data_dir.display());
+
+        let daemon = Defaults::choose(Some(SYSTEM_USER), &system_config, system_data);
+        assert_eq!(daemon, Defaults { config: Some(system_config.clone()), data_dir: system_data.into() });
+
+        std::fs::write(&system_config, "").unwrap();
+        let admin = Defaults::choose(Some("alice"), &system_config, system_data);
+        assert_eq!(admin, Defaults { config: Some(system_config.clone()), data_dir: system_data.into() });
+        let unknown = Defaults::choose(None, &system_config, system_data);
+        assert_eq!(unknown.data_dir, system_data);
     }
 }
