@@ -17,34 +17,29 @@ fn notify(state: NotifyState) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    if let Err(e) = sd_notify::notify(&[state.clone()]) {
+    if let Err(e) = sd_notify::notify(std::slice::from_ref(&state)) {
         tracing::warn!("could not tell systemd {state}: {e}");
     }
 }
 
 /// Raise the soft limit on open files to the hard limit (every connection and sled's files take
 /// one; the soft default of 1024 is too few for a busy server). Returns the limit now in force.
-pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+pub fn raise_open_file_limit() -> std::io::Result<libc::rlim_t> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if limit.rlim_cur < limit.rlim_max {
-                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                limit = raised;
-            }
+            limit = raised;
         }
-        Ok(limit.rlim_cur as u64)
     }
-    #[cfg(not(unix))]
-    Ok(0)
+    Ok(limit.rlim_cur)
 }
 
 #[cfg(test)]
@@ -64,6 +59,6 @@ mod tests {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
         let now = super::raise_open_file_limit().unwrap();
         assert_eq!(get().rlim_cur, hard);
-        assert_eq!(now, hard as u64);
+        assert_eq!(now, hard);
     }
 }
