@@ -5,7 +5,8 @@
 # The binary is built against glibc 2.28 with cargo-zigbuild when it and zig (the `ziglang` PyPI
 # package, in target/zig-venv) are there; MFADMIN_PLAIN_BUILD=1 or a missing tool falls back to a
 # plain `cargo build --release` (whose binary needs the build host's glibc).
-# MFADMIN_INSTALL_TOOLS=1 installs what is missing first (cargo-deb, cargo-zigbuild, ziglang).
+# MFADMIN_INSTALL_TOOLS=1 installs what is missing first (cargo-deb, cargo-zigbuild, ziglang);
+# MFADMIN_BINARY=PATH packages that binary instead of building one.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,7 +37,11 @@ zig_ok() {
     [[ ${MFADMIN_PLAIN_BUILD:-0} != 1 ]] && command -v cargo-zigbuild >/dev/null \
         && [[ -x $ZIG_VENV/bin/python ]] && "$ZIG_VENV/bin/python" -m ziglang version >/dev/null 2>&1
 }
-if zig_ok; then
+if [[ -n ${MFADMIN_BINARY:-} ]]; then
+    say "packaging the given binary $MFADMIN_BINARY (no build)"
+    BIN=$MFADMIN_BINARY
+    BASELINE=given
+elif zig_ok; then
     say "release build against glibc $GLIBC (cargo zigbuild)"
     # cargo-zigbuild finds zig through `python3 -m ziglang` of the venv first on PATH.
     PATH=$ZIG_VENV/bin:$PATH cargo zigbuild --release --locked --target "$TRIPLE.$GLIBC"

@@ -123,7 +123,7 @@ as_daemon() { chroot --userspec=mfadmin:mfadmin "$DEBROOT" env HOME=/var/lib/mfa
 cp "$DEB" "$DEBROOT/tmp/mfadmin.deb"
 check "dpkg -i the .deb" in_root dpkg -i /tmp/mfadmin.deb
 check "the mfadmin user and group exist" in_root getent passwd mfadmin
-check "/var/lib/mfadmin is the daemon's, mode 700" bash -c "[[ \$(stat -c '%U:%G %a' '$DEBROOT/var/lib/mfadmin') = 'mfadmin:mfadmin 700' ]]"
+check "/var/lib/mfadmin is the daemon's, mode 700" bash -c "chroot '$DEBROOT' stat -c '%U:%G %a' /var/lib/mfadmin | tee /dev/stderr | grep -qx 'mfadmin:mfadmin 700'"
 check "config.toml is a conffile" bash -c "chroot '$DEBROOT' dpkg-query -W -f='\${Conffiles}' mfadmin | grep -q /etc/mfadmin/config.toml"
 check "unit, sysusers, tmpfiles, completions, man pages installed" bash -c "cd '$DEBROOT' && ls lib/systemd/system/mfadmin.service usr/lib/sysusers.d/mfadmin.conf usr/lib/tmpfiles.d/mfadmin.conf usr/share/bash-completion/completions/mfadmin usr/share/zsh/vendor-completions/_mfadmin usr/share/fish/vendor_completions.d/mfadmin.fish usr/share/man/man1/mfadmin.1.gz usr/share/man/man1/mfadmin-serve.1.gz"
 
@@ -134,7 +134,8 @@ KEY=$(as_daemon mfadmin apikey create --user admin --name ci --role admin 2>"$LO
 if [[ $KEY == mfa_* || ${#KEY} -gt 20 ]]; then ok "mfadmin apikey create"; else bad "mfadmin apikey create" "$LOGS/apikey.log"; fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_daemon mfadmin serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
+# Started directly (not through a function, which would fork a shell): $! is the server itself.
+chroot --userspec=mfadmin:mfadmin "$DEBROOT" env HOME=/var/lib/mfadmin mfadmin serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
 SERVE_PID=$!
 ready() {
     for _ in $(seq 1 100); do
