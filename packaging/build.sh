@@ -60,7 +60,7 @@ mkdir -p "$ASSETS/completions" "$ASSETS/man" "$OUT"
 # ---- debug info apart, so the installed binary is small; the .debug file is an artifact of its own
 say "splitting debug info"
 objcopy --only-keep-debug "$BIN" "$OUT/mfadmin-$VERSION.debug"
-objcopy --strip-all --add-gnu-debuglink="$OUT/mfadmin-$VERSION.debug" "$BIN" "$ASSETS/mfadmin"
+objcopy --strip-all --remove-section=.comment --add-gnu-debuglink="$OUT/mfadmin-$VERSION.debug" "$BIN" "$ASSETS/mfadmin"
 chmod 755 "$ASSETS/mfadmin"
 
 # ---- completions and man pages, from the binary's own clap definitions
