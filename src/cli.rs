@@ -109,7 +109,7 @@ pub enum UserCommand {
     /// Show one user (by user name, email, id or number) and its recent audit events
     Show {
         user: String,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Add a user
@@ -137,7 +137,7 @@ pub enum UserCommand {
     },
     /// Export every user as CSV (importable again) or JSON
     Export {
-        #[arg(long, value_enum, default_value_t = Output::Csv)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Csv)]
         output: Output,
     },
 }
@@ -166,7 +166,7 @@ pub struct ListArgs {
     /// Show at most this many users
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
@@ -212,7 +212,7 @@ pub struct ResetArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
@@ -226,7 +226,7 @@ pub enum OnOff {
 pub enum OrgCommand {
     /// Show the orgs with their users and enforcement
     Show {
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Add an org
@@ -254,7 +254,7 @@ pub enum AuditCommand {
         filter: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Walk the hash chain and name the first broken link (exit 1 if broken)
@@ -264,8 +264,8 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
         format: AuditFormat,
         /// Write to this file instead of standard output
-        #[arg(long)]
-        file: Option<PathBuf>,
+        #[arg(long, short = 'o', visible_alias = "file", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -957,7 +957,7 @@ fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyh
                 return Ok(ExitCode::FAILURE);
             }
         }
-        AuditCommand::Export { format, file } => return audit_export(backend, who, format, file),
+        AuditCommand::Export { format, output } => return audit_export(backend, who, format, output),
     }
     Ok(ExitCode::SUCCESS)
 }

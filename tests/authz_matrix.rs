@@ -47,12 +47,13 @@ enum Target {
 }
 
 /// Routes anyone may call: logins and probes.
-const PUBLIC: [&str; 8] = [
+const PUBLIC: [&str; 9] = [
     "POST /api/v1/auth/login",
     "POST /api/v1/auth/mfa",
     "POST /api/v1/auth/enroll",
     "POST /api/v1/auth/enroll/confirm",
     "GET /healthz",
+    "GET /readyz",
     "GET /metrics",
     "POST /signinBody",
     "GET /openapi.json",

@@ -90,6 +90,16 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
+/// The TLS setup of a plain-http client: it trusts nothing, and is never used.
+fn no_tls_config() -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::invalid(format!("TLS setup: {e}")))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 impl Remote {
     /// A client of the server at `url` (e.g. `http://127.0.0.1:7070`). Checks the address and the
     /// TLS settings; does not contact the server yet.
@@ -127,6 +137,10 @@ impl Remote {
         }
         if base.scheme() == "https" || options.ca_file.is_some() {
             builder = builder.tls_backend_preconfigured(tls_config(options.ca_file.as_deref())?);
+        } else {
+            // Plain http never uses TLS; without this reqwest loads the system's trusted roots
+            // anyway, and fails on a minimal host that has none (no ca-certificates).
+            builder = builder.tls_backend_preconfigured(no_tls_config()?);
         }
         let client = builder.build().map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Remote { base, client, reconnect_for: options.reconnect_for.unwrap_or(RECONNECT) })

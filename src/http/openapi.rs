@@ -71,6 +71,7 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(backup::download))
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .merge(bulk)
 }
