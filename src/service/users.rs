@@ -60,6 +60,9 @@ pub struct UserPage {
 pub struct UserDetail {
     pub user: UserView,
     pub recent_audit: Vec<AuditView>,
+    /// The user has a password (without one it cannot log in; set one with `user set-password`).
+    #[serde(default)]
+    pub password_set: bool,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -219,6 +222,19 @@ impl Service {
                 user.username
             )));
         }
+        if status == Status::Disabled && user.role == Role::Owner && user.status == Status::Active {
+            let others = self.with_directory(|directory| {
+                directory.iter().any(|s| s.org == user.org && s.role == Role::Owner && s.status == Status::Active && s.id != user.id)
+            })?;
+            if !others {
+                let org = self.store.get_org(&user.org)?.map_or_else(|| user.org.clone(), |o| o.name);
+                return Err(Error::Conflict(format!(
+                    "{} is the last active Owner of the org {:?}: make another user Owner (or enable one) first, \
+                     or the org would have no one who may manage its Owners",
+                    user.username, org
+                )));
+            }
+        }
         let mut next = user.clone();
         next.status = status;
         let action = if status == Status::Active { "user.enable" } else { "user.disable" };
@@ -245,7 +261,7 @@ impl Service {
                 recent.len() < 10
             })?;
         }
-        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent })
+        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent, password_set: user.password_hash.is_some() })
     }
 
     /// The users the actor may see that match `query`, sorted and paged. The directory keeps the
