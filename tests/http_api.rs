@@ -553,7 +553,7 @@ async fn users_list_filters_sorts_and_pages_with_a_cursor() {
 #[tokio::test]
 async fn openapi_json_documents_every_route_and_every_documented_route_answers() {
     // The native API alone; the vendor-compatible routes are checked in tests/http_compat.rs.
-    let off = mfadmin::config::CompatConfig { flashback: false, entryguard: false, resolver: false, nps: false };
+    let off = mfadmin::config::CompatConfig { flashback: false, entryguard: false, resolver: false, nps: false, ..Default::default() };
     let h = Harness::with(|c| c.compat = off);
     let doc = h.get("/openapi.json", None).await.ok();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);

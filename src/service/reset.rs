@@ -3,6 +3,7 @@
 use crate::domain::audit::Outcome;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::policy;
+use crate::domain::role::Role;
 use crate::domain::user::User;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -63,12 +64,30 @@ impl ResetReport {
     }
 }
 
+/// A rule above the role table for resetting someone else's MFA: a vendor's document names the
+/// least role that may (its compatible route keeps to it), in the document's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetFloor {
+    /// The least role that may reset another user's MFA (Owner is above Admin).
+    pub minimum: Role,
+    /// Why, in the vendor's words: the detail of a denial.
+    pub rule: String,
+}
+
+impl ResetFloor {
+    /// The rule's denial of `actor` resetting another user, if it denies it.
+    fn denies(&self, actor: Role) -> Option<String> {
+        (actor > self.minimum).then(|| self.rule.clone())
+    }
+}
+
 /// [`Service::decide_reset`] of a target already resolved to `user` (or to no one).
 pub(super) fn decide_reset_of(
     actor: &Actor,
     target: &str,
     user: Option<User>,
     reason: Option<&str>,
+    floor: Option<&ResetFloor>,
     enforcement: &HashMap<String, bool>,
     now: Timestamp,
 ) -> (ResetResult, Option<Change>) {
@@ -89,7 +108,12 @@ pub(super) fn decide_reset_of(
     let enforced = enforcement.get(&user.org).copied().unwrap_or(false);
     let mut event = about(draft(actor, "mfa.reset", now), &user);
     event.reason = reason.map(str::to_string);
-    if let Err(policy::Denied(why)) = policy::may_reset(actor.role(), user.role, actor.user_id() == Some(user.id)) {
+    let is_self = actor.user_id() == Some(user.id);
+    let denied = match floor.and_then(|f| f.denies(actor.role())).filter(|_| !is_self) {
+        Some(rule) => Err(policy::Denied(rule)),
+        None => policy::may_reset(actor.role(), user.role, is_self),
+    };
+    if let Err(policy::Denied(why)) = denied {
         result.outcome = ResetOutcome::Denied;
         result.detail = Some(why.clone());
         event.outcome = Outcome::Denied;
@@ -169,12 +193,39 @@ impl Service {
         now: Timestamp,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport> {
+        self.reset_mfa_under(actor, targets, reason, dry_run, None, now, progress)
+    }
+
+    /// [`Service::reset_mfa`] where `floor`, when given, also decides who may reset someone else
+    /// (a vendor-compatible route keeps to its vendor's documented minimum role).
+    pub fn reset_mfa_floored(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+    ) -> Result<ResetReport> {
+        self.reset_mfa_under(actor, targets, reason, false, floor, now, &mut |_, _| {})
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reset_mfa_under(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        dry_run: bool,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
         let reason = self.check_reason(reason)?;
         if targets.is_empty() {
             return Err(Error::invalid("no users given to reset"));
         }
         let enforcement = self.enforcement_map()?;
-        let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+        let mut decided = self.decide_resets(actor, targets, reason.as_deref(), floor, &enforcement, now)?;
         skip_repeats(&mut decided);
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
@@ -204,7 +255,7 @@ impl Service {
                 // Someone changed one of these users meanwhile: decide each one again, alone.
                 for &i in &indexes {
                     let target = results[i].target.clone();
-                    results[i] = self.reset_one_again(actor, &target, reason.as_deref(), now);
+                    results[i] = self.reset_one_again(actor, &target, reason.as_deref(), floor, now);
                 }
                 flush = true;
             }
@@ -217,11 +268,18 @@ impl Service {
         Ok(ResetReport { dry_run, results })
     }
 
-    pub(super) fn reset_one_again(&self, actor: &Actor, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
+    pub(super) fn reset_one_again(
+        &self,
+        actor: &Actor,
+        target: &str,
+        reason: Option<&str>,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+    ) -> ResetResult {
         let mut last_error = String::new();
         for _ in 0..5 {
             let attempt = self.enforcement_map().and_then(|enf| {
-                let (result, change) = self.decide_reset(actor, target, reason, &enf, now)?;
+                let (result, change) = self.decide_reset(actor, target, reason, floor, &enf, now)?;
                 if let Some(change) = change {
                     self.store_commit(&[change])?;
                 }
@@ -254,6 +312,7 @@ impl Service {
         actor: &Actor,
         targets: &[String],
         reason: Option<&str>,
+        floor: Option<&ResetFloor>,
         enforcement: &HashMap<String, bool>,
         now: Timestamp,
     ) -> Result<Vec<(ResetResult, Option<Change>)>> {
@@ -261,7 +320,7 @@ impl Service {
         const SHARE: usize = 4096;
         let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> {
             let users = self.resolve_many(share)?;
-            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, target, user, reason, enforcement, now)).collect())
+            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, target, user, reason, floor, enforcement, now)).collect())
         };
         if targets.len() < 2 * SHARE {
             return decide(targets);
@@ -290,10 +349,11 @@ impl Service {
         actor: &Actor,
         target: &str,
         reason: Option<&str>,
+        floor: Option<&ResetFloor>,
         enforcement: &HashMap<String, bool>,
         now: Timestamp,
     ) -> Result<(ResetResult, Option<Change>)> {
-        Ok(decide_reset_of(actor, target, self.resolve(target)?, reason, enforcement, now))
+        Ok(decide_reset_of(actor, target, self.resolve(target)?, reason, floor, enforcement, now))
     }
 
     /// Reset the MFA of every target, or of none. Each target is decided as in
@@ -308,6 +368,18 @@ impl Service {
         reason: Option<&str>,
         now: Timestamp,
     ) -> Result<AllOrNothingReport> {
+        self.reset_mfa_all_or_nothing_floored(actor, targets, reason, None, now)
+    }
+
+    /// [`Service::reset_mfa_all_or_nothing`] with a [`ResetFloor`] over the role table.
+    pub fn reset_mfa_all_or_nothing_floored(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+    ) -> Result<AllOrNothingReport> {
         let reason = self.check_reason(reason)?;
         if targets.is_empty() {
             return Err(Error::invalid("no users given to reset"));
@@ -315,7 +387,7 @@ impl Service {
         // A user changed between deciding and committing: decide everything again.
         for _ in 0..5 {
             let enforcement = self.enforcement_map()?;
-            let mut decided = self.decide_resets(actor, targets, reason.as_deref(), &enforcement, now)?;
+            let mut decided = self.decide_resets(actor, targets, reason.as_deref(), floor, &enforcement, now)?;
             skip_repeats(&mut decided);
             let mut results = Vec::with_capacity(targets.len());
             let (mut resets, mut denials) = (Vec::new(), Vec::new());

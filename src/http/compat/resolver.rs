@@ -173,8 +173,12 @@ pub async fn reset_users(
         return error(StatusCode::BAD_REQUEST, message, Some(bad));
     }
     let why = reason(&headers, VENDOR);
+    let floor = VENDOR.floor(state.settings.compat.role_table);
+    let reset = move |service: &crate::service::Service, now| {
+        service.reset_mfa_all_or_nothing_floored(&actor, &targets, Some(&why), floor.as_ref(), now)
+    };
     let report =
-        match state.call(move |service, now| service.reset_mfa_all_or_nothing(&actor, &targets, Some(&why), now)).await
+        match state.call(reset).await
         {
             Ok(report) => report,
             Err(e) => return failure(e.into()),
