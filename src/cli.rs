@@ -56,7 +56,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// Your user name on the server [default: asked]
+    /// Your user name (or email) on the server [default: asked]
     #[arg(long)]
     pub username: Option<String>,
     /// Read the password (and then, when asked for, the code) from standard input, one a line
@@ -325,7 +325,7 @@ fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     };
     let username = match args.username {
         Some(u) => u,
-        None => ask("User name", args.password_stdin, false)?,
+        None => ask("User name or email", args.password_stdin, false)?,
     };
     let password = ask(&format!("Password for {username}"), args.password_stdin, true)?;
     let who = match remote.login_password(&username, &password)? {

@@ -295,8 +295,11 @@ impl World {
                 Some(t)
             }
             Caller::Key(role) => {
+                // Each key its own name: a user's keys are told apart by name.
+                static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let name = format!("matrix {}", KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
                 let owner = svc.act_as(&Harness::console(), "a-owner", "test").unwrap();
-                Some(svc.create_api_key(&owner, "matrix", role, now).unwrap().0)
+                Some(svc.create_api_key(&owner, &name, role, now).unwrap().0)
             }
         }
     }

@@ -117,6 +117,40 @@ async fn a_user_without_mfa_in_a_relaxed_org_gets_a_token_at_once_and_wrong_pass
 }
 
 #[tokio::test]
+async fn an_email_address_works_wherever_a_user_name_is_asked() {
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "ann", Role::Admin, true);
+    let login = |name: &str, password: &str| h.post("/api/v1/auth/login", None, json!({"username": name, "password": password}));
+    for given in ["ann@acme.example", "  ANN@Acme.Example "] {
+        let done = login(given, PASSWORD).await.ok();
+        assert_eq!((done["status"].as_str(), done["user"]["username"].as_str()), (Some("done"), Some("ann")), "{given}: {done}");
+    }
+    login("ann@acme.example", "wrong password").await.problem(401);
+    login("nobody@acme.example", PASSWORD).await.problem(401);
+
+    // Netwrix's sign-in, and the console and CLI (the in-process backend), take it too.
+    let r = h.post("/signinBody", None, json!({"Login": "ann@acme.example", "Password": PASSWORD})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let backend = mfadmin::backend::local::Local::new(h.state.service().clone(), "tui", "test");
+    let step = mfadmin::backend::Backend::login_password(&backend, "ann@acme.example", PASSWORD).unwrap();
+    assert!(matches!(&step, mfadmin::backend::Login::Done(who) if who.name == "ann"), "{step:?}");
+
+    // A user name may hold '@'; a user named like another's email is that user: names come first.
+    let named_like_an_email = mfadmin::service::NewUser {
+        username: "ann@acme.example".into(),
+        email: "someone.else@acme.example".into(),
+        display_name: "Not Ann".into(),
+        role: Role::Member,
+        org: "Acme".into(),
+        password: Some(PASSWORD.into()),
+    };
+    h.service().add_user(&Harness::console(), named_like_an_email, h.now()).unwrap();
+    let done = login("ann@acme.example", PASSWORD).await.ok();
+    assert_eq!(done["user"]["username"], "ann@acme.example");
+}
+
+#[tokio::test]
 async fn wrong_codes_lock_the_factor_with_retry_after() {
     let h = Harness::new();
     h.add_org("Acme", true);
