@@ -208,6 +208,15 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
             (Caller::User(_), Target::Myself) => Expect::Allow,
             (_, t) => reset_rule(caller, t),
         },
+        // The vendor routes keep to their documents too: only an Administrator (Owner or Admin)
+        // resets someone else ([compat] role_table = "vendor", the default).
+        "POST /mfa/reset" | "POST /api/v1/users/{id}/reset-mfa" | "PUT /user/users/mfa/reset" | "PUT /api/v1/ManagedAccount/ResetMFA/{id}" => {
+            let someone_else = !matches!((caller, target.unwrap()), (Caller::User(_), Target::Myself));
+            match reset_rule(caller, target.unwrap()) {
+                Expect::Allow if someone_else && !administers(role) => Expect::Deny,
+                rule => rule,
+            }
+        }
         r if TARGETED.contains(&r) => reset_rule(caller, target.unwrap()),
         "POST /api/v1/auth/logout" | "GET /api/v1/me" | "GET /api/v1/users" | "GET /api/v1/orgs" => Expect::Allow,
         "POST /api/v1/me/mfa/enroll" | "POST /api/v1/me/mfa/confirm" => allow(is_user),
@@ -337,9 +346,11 @@ impl World {
         let console = Harness::console();
         let owner = if target == Target::OtherOrg { "x-owner" } else { "a-owner" };
         let as_owner = svc.act_as(&console, owner, "test").unwrap();
-        svc.create_api_key(&as_owner, "victim", Role::Member, self.h.now()).unwrap();
+        static VICTIMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("victim {}", VICTIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        svc.create_api_key(&as_owner, &name, Role::Member, self.h.now()).unwrap();
         let keys = svc.list_api_keys(&console, self.h.now()).unwrap();
-        keys.into_iter().find(|k| k.owner == owner && k.name == "victim").unwrap().id
+        keys.into_iter().find(|k| k.owner == owner && k.name == name).unwrap().id
     }
 
     async fn call(&self, route: &str, caller: Caller, target: Option<Target>) -> Reply {
