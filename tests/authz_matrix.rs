@@ -76,7 +76,7 @@ const TARGETED: [&str; 13] = [
 ];
 
 /// Routes without a target user (the org ones take the caller's org or another).
-const UNTARGETED: [&str; 20] = [
+const UNTARGETED: [&str; 21] = [
     "POST /api/v1/auth/logout",
     "GET /api/v1/me",
     "GET /api/v1/users",
@@ -97,6 +97,7 @@ const UNTARGETED: [&str; 20] = [
     "GET /api/v1/backup",
     "PUT /user/org/mfa",
     "GET /user/users/me",
+    "GET /user/users",
 ];
 
 /// NPS's second login step takes the first step's challenge as its bearer: a login, not a caller.
@@ -233,7 +234,8 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         "GET /api/v1/apikeys" => allow(administers(role)),
         // A backup holds every org; this store has two, so only the console may (see src/backup.rs).
         "GET /api/v1/backup" => Expect::Deny,
-        "GET /user/users/me" => if is_user { Expect::Allow } else { Expect::Hide },
+        // An API key answers with the user who created it; the list is the org's (a Member's: itself).
+        "GET /user/users/me" | "GET /user/users" => Expect::Allow,
         other => panic!("no rule for {other}"),
     }
 }

@@ -1000,3 +1000,53 @@ fn the_role_table_setting_reads_vendor_or_mfadmin_and_nothing_else() {
     assert_eq!(read("[compat]\nrole_table = \"mfadmin\"").unwrap(), mfadmin::config::CompatRoles::Mfadmin);
     assert!(read("[compat]\nrole_table = \"lenient\"").unwrap_err().to_string().contains("unknown variant"));
 }
+
+// ------------------------------------------------------------------ Resolver's user list
+
+#[tokio::test]
+async fn resolver_lists_the_orgs_users_by_number_and_says_who_an_api_key_is() {
+    let h = Harness::new();
+    let p = people(&h, &[("ada", Role::Admin, false), ("mo", Role::Member, false), ("hal", Role::Helpdesk, false)]);
+    h.service().set_status(&Harness::console(), "mo", mfadmin::domain::user::Status::Disabled, h.now()).unwrap();
+    let ada = h.login("ada").await;
+
+    // Every user of the caller's org, by number, with the fields of Resolver's User Management.
+    let r = h.get("/user/users", Some(&ada)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let users = r.json();
+    let listed = users.as_array().unwrap();
+    let numbers: Vec<u64> = listed.iter().map(|u| u["id"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, p.number("ada"), p.number("mo"), p.number("hal")], "Acme's, never Globex's gina: {users}");
+    assert_eq!(keys(&listed[0]), set(&["id", "firstName", "lastName", "email", "lastLogin", "enabled", "admin"]));
+    let by_number = |n: u64| listed.iter().find(|u| u["id"] == n).unwrap().clone();
+    assert_eq!(by_number(1)["email"], "valentina@acme.example");
+    assert_eq!((by_number(p.number("mo"))["enabled"].as_bool(), by_number(p.number("mo"))["admin"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(by_number(p.number("ada"))["admin"], true);
+    assert!(by_number(p.number("ada"))["lastLogin"].is_string(), "ada just logged in");
+    assert!(by_number(1)["lastLogin"].is_null());
+
+    // A set of users by id: numbers or UUIDs; other orgs' ids are left out.
+    let uri = format!("/user/users?ids=1,{}&ids={}", p.id("hal"), p.number("gina"));
+    let picked: Vec<u64> = h.get(&uri, Some(&ada)).await.ok().as_array().unwrap().iter().map(|u| u["id"].as_u64().unwrap()).collect();
+    assert_eq!(picked, [1, p.number("hal")]);
+    let r = h.get("/user/users?ids=alice", Some(&ada)).await;
+    assert_eq!((r.status.as_u16(), r.json()["status"].as_u64()), (400, Some(400)));
+    assert!(r.json()["message"].as_str().unwrap().contains("Not a user id: alice"));
+    assert_eq!(h.get("/user/users?limit=5", Some(&ada)).await.status, 400);
+    assert_eq!(h.get("/user/users", None).await.status, 401);
+    // A Member sees itself alone.
+    let mel = {
+        h.add_user("Acme", "mel", Role::Member, true);
+        h.login("mel").await
+    };
+    let mine = h.get("/user/users", Some(&mel)).await.ok();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(mine[0]["email"], "mel@acme.example");
+
+    // `me` answers for an API key with the user who created it.
+    let key = h.post("/api/v1/apikeys", Some(&ada), json!({"name": "resolver-script", "role": "helpdesk"})).await.ok();
+    let key = key["key"].as_str().unwrap();
+    let me = h.get("/user/users/me", Some(key)).await.ok();
+    assert_eq!((me["username"].as_str(), me["number"].as_u64()), (Some("ada"), Some(p.number("ada"))));
+    assert_eq!(h.get("/user/users/me", Some(&ada)).await.ok()["username"], "ada");
+}

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::store::{Change, UserWrite};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use super::{Actor, AuditView, DirectoryState, Service, about, draft};
+use super::{Actor, AuditView, DirectoryState, Principal, Service, about, draft};
 
 /// Users handed over at a time by [`Service::stream_users`].
 pub(super) const STREAM_BATCH: usize = 2_000;
@@ -245,6 +245,19 @@ impl Service {
             ..Change::default()
         })?;
         self.view(&next, now)
+    }
+
+    /// The user behind the actor: itself, or for an API key the user who created it.
+    pub fn whoami(&self, actor: &Actor, now: Timestamp) -> Result<UserView> {
+        let id = match &actor.principal {
+            Principal::User { id, .. } => *id,
+            Principal::ApiKey { user_id, .. } => *user_id,
+            Principal::Console { .. } | Principal::Validator { .. } => {
+                return Err(Error::not_found("a user for the console operator or a validator"));
+            }
+        };
+        let user = self.store.get_user(id)?.filter(|u| actor.sees(u)).ok_or_else(|| Error::not_found("user"))?;
+        self.view(&user, now)
     }
 
     pub fn get_user(&self, actor: &Actor, reference: &str, now: Timestamp) -> Result<UserDetail> {
