@@ -526,7 +526,7 @@ async fn resolver_replays_the_swagger_calls_all_or_nothing() {
     assert_eq!((me["username"].as_str(), me["number"].as_u64()), (Some("ada"), Some(p.number("ada"))));
 
     // 401 without a token, on every Resolver route.
-    for (method, path) in [("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me")] {
+    for (method, path) in [("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me"), ("GET", "/user/users")] {
         let r = server.send(method, path, &[("Content-Type", "application/json")], Some(r#"{"ids": [1]}"#)).await;
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(keys(&r.json()), set(&["status", "error", "message"]));
@@ -736,8 +736,8 @@ async fn a_vendor_switched_off_answers_404_and_leaves_the_document() {
         (
             "Resolver",
             |c| c.compat.resolver = false,
-            vec![("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me")],
-            &["/user/users/mfa/reset", "/user/org/mfa", "/user/users/me"],
+            vec![("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me"), ("GET", "/user/users")],
+            &["/user/users/mfa/reset", "/user/org/mfa", "/user/users/me", "/user/users"],
         ),
         (
             "Netwrix Privilege Secure",
@@ -786,6 +786,7 @@ async fn every_compat_route_is_in_the_openapi_document_under_its_vendor() {
         ("/user/users/mfa/reset", "put", "Resolver", &["200", "400", "401", "403", "404"]),
         ("/user/org/mfa", "put", "Resolver", &["200", "403"]),
         ("/user/users/me", "get", "Resolver", &["200", "401"]),
+        ("/user/users", "get", "Resolver", &["200", "400", "401"]),
         ("/api/v1/ManagedAccount/ResetMFA/{id}", "put", "Netwrix Privilege Secure", &["200", "400", "403", "404"]),
         ("/signinBody", "post", "Netwrix Privilege Secure", &["200", "401"]),
         ("/signin2fa", "post", "Netwrix Privilege Secure", &["200", "401"]),
