@@ -752,3 +752,80 @@ async fn unauthenticated_errors_never_leak_whether_a_user_exists_in_another_org(
     let strip = |v: &Value| v["detail"].as_str().unwrap().split('"').next().unwrap().to_string();
     assert_eq!(strip(&missing), strip(&hidden));
 }
+
+// ------------------------------------------------------------------ the API document
+
+/// Every `$ref` in `value`, with where it was found.
+fn refs<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, inner) in fields {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => out.push((at.clone(), target)),
+                    _ => refs(inner, format!("{at}/{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().enumerate().for_each(|(i, inner)| refs(inner, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_api_document_resolves_every_ref_names_each_operation_once_and_shows_examples() {
+    let h = Harness::new();
+    let doc = h.get("/openapi.json", None).await.ok();
+    let mut found = Vec::new();
+    refs(&doc, String::new(), &mut found);
+    assert!(found.len() > 50, "{}", found.len());
+    for (at, target) in &found {
+        let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{at}: {target}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{at} refers to {target}, which is not in the document");
+    }
+    assert!(doc["components"]["schemas"]["AuditFormat"]["enum"].as_array().is_some_and(|e| e.len() == 2));
+
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(other) = ids.insert(id.to_string(), format!("{method} {path}")) {
+                panic!("operationId {id:?} names both {other} and {method} {path}");
+            }
+            // Swagger UI's "Try it out" starts from these: every body and parameter has an example.
+            for media in op["requestBody"]["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                assert!(media.get("example").is_some(), "{method} {path}: a request body without an example");
+            }
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                assert!(parameter.get("example").is_some(), "{method} {path}: parameter {} without an example", parameter["name"]);
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for media in response["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                    assert!(media.get("example").is_some(), "{method} {path} {status}: a response without an example");
+                }
+            }
+        }
+    }
+    assert!(ids.contains_key("me") && ids.contains_key("resolverMe"), "{ids:?}");
+
+    // The examples are of the right shape: the login example logs in once its user exists.
+    let login = &doc["paths"]["/api/v1/auth/login"]["post"]["requestBody"]["content"]["application/json"]["example"];
+    assert_eq!(login["username"], "alice", "{login}");
+    h.add_org("Acme", false);
+    h.service()
+        .add_user(
+            &Harness::console(),
+            mfadmin::service::NewUser {
+                username: "alice".into(),
+                email: "alice@acme.example".into(),
+                display_name: "Alice".into(),
+                role: Role::Member,
+                org: "Acme".into(),
+                password: Some(login["password"].as_str().unwrap().into()),
+            },
+            h.now(),
+        )
+        .unwrap();
+    assert_eq!(h.post("/api/v1/auth/login", None, login.clone()).await.ok()["status"], "done");
+    let export = &doc["paths"]["/api/v1/audit/export"]["get"]["parameters"][0];
+    assert_eq!((export["name"].as_str(), export["example"].as_str()), (Some("format"), Some("jsonl")));
+}
