@@ -72,8 +72,11 @@ fn status_of(value: &str) -> std::result::Result<Status, String> {
     }
 }
 
+/// The rows of a user CSV that parsed, each with its line and status, and those that did not.
+type ParsedRows = (Vec<(u64, NewUser, Status)>, Vec<RowError>);
+
 /// [`parse_user_csv`] with each row's status.
-fn parse_rows(input: &[u8]) -> Result<(Vec<(u64, NewUser, Status)>, Vec<RowError>)> {
+fn parse_rows(input: &[u8]) -> Result<ParsedRows> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
     let index: Vec<usize> = IMPORT_COLUMNS
