@@ -484,7 +484,7 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             println!("{key}");
             eprintln!(
                 "API key {name:?} for {user} {what}, valid until {}. It is shown only this once.",
-                crate::domain::user::rfc3339(expires)
+                table_time(&crate::domain::user::rfc3339(expires))
             );
             Ok(ExitCode::SUCCESS)
         }
