@@ -119,6 +119,19 @@ pub struct CompatConfig {
     pub resolver: bool,
     /// Netwrix Privilege Secure: `PUT /api/v1/ManagedAccount/ResetMFA/{id}`, `/signinBody`, `/signin2fa`.
     pub nps: bool,
+    /// Who may reset another user's MFA through these routes.
+    pub role_table: CompatRoles,
+}
+
+/// Who may reset another user's MFA through a vendor's route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompatRoles {
+    /// The vendor's documented minimum (an Owner or Admin for all four), then our role table.
+    #[default]
+    Vendor,
+    /// Our role table alone: a Helpdesk may reset Members, as through the native API.
+    Mfadmin,
 }
 
 /// The second-factor checks other systems make (`/validate/check`, `/validate/radiuscheck`).
@@ -252,7 +265,7 @@ impl Default for TuiConfig {
 
 impl Default for CompatConfig {
     fn default() -> Self {
-        CompatConfig { flashback: true, entryguard: true, resolver: true, nps: true }
+        CompatConfig { flashback: true, entryguard: true, resolver: true, nps: true, role_table: CompatRoles::Vendor }
     }
 }
 

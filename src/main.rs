@@ -61,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = || app::Context::from_args(&cli.global);
     let remote_flag = cli.global.remote.is_some();
     match cli.command {
-        Command::Cli(command) => cli::run(&ctx()?, remote_flag, command),
+        Command::Cli(command) => cli::run(&ctx()?, &cli.global, command),
         Command::Serve(args) => {
             app::local_only(remote_flag, "serve")?;
             http::serve(&ctx()?, args)

@@ -9,8 +9,8 @@ use crate::domain::user::{Status, UserView};
 use crate::error::{Error, Result};
 use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem};
 use crate::service::{
-    AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser, OrgView,
-    ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
+    ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser,
+    OrgView, ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode, Url};
@@ -613,6 +613,21 @@ impl Backend for Remote {
             out.write_all(&buf[..n]).map_err(|e| Error::Storage(format!("writing the export: {e}")))?;
             copied += n as u64;
         }
+    }
+
+    fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>> {
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            keys: Vec<ApiKeyView>,
+        }
+        let list: Keys = self.call(self.request(Method::GET, "api/v1/apikeys", Some(who))?)?;
+        Ok(list.keys)
+    }
+
+    fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()> {
+        let mut path = String::from("api/v1/apikeys/");
+        path.extend(url::form_urlencoded::byte_serialize(id.trim().as_bytes()));
+        self.send(self.request(Method::DELETE, &path, Some(who))?).map(|_| ())
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

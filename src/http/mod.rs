@@ -205,6 +205,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
     let doc = openapi::finish(doc);
     let (api, doc) = compat::mount(api, doc, &state.settings.compat, state.settings.bulk_body_limit_bytes);
+    let doc = openapi::with_examples(doc);
     let api = if state.validate.enabled { api.merge(validate::routes()) } else { api };
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)

@@ -2,7 +2,7 @@
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::role::Role;
-use crate::domain::user::User;
+use crate::domain::user::{Status, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::store::{Change, UserWrite};
@@ -59,6 +59,24 @@ pub type ParsedCsv = (Vec<(u64, NewUser)>, Vec<RowError>);
 
 /// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
 pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
+    let (rows, errors) = parse_rows(input)?;
+    Ok((rows.into_iter().map(|(line, new, _)| (line, new)).collect(), errors))
+}
+
+/// The status of a row: its `status` column (as `user export` writes it), `active` when absent or empty.
+fn status_of(value: &str) -> std::result::Result<Status, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "active" => Ok(Status::Active),
+        "disabled" => Ok(Status::Disabled),
+        other => Err(format!("{other:?} is not a status: use active or disabled")),
+    }
+}
+
+/// The rows of a user CSV that parsed, each with its line and status, and those that did not.
+type ParsedRows = (Vec<(u64, NewUser, Status)>, Vec<RowError>);
+
+/// [`parse_user_csv`] with each row's status.
+fn parse_rows(input: &[u8]) -> Result<ParsedRows> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
     let index: Vec<usize> = IMPORT_COLUMNS
@@ -69,6 +87,7 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
             })
         })
         .collect::<Result<_>>()?;
+    let status_column = headers.iter().position(|h| h.eq_ignore_ascii_case("status"));
     let (mut rows, mut errors) = (Vec::new(), Vec::new());
     for record in reader.records() {
         let record = match record {
@@ -93,9 +112,17 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
                 continue;
             }
         };
+        let status = match status_of(status_column.and_then(|i| record.get(i)).unwrap_or("")) {
+            Ok(s) => s,
+            Err(message) => {
+                errors.push(RowError { line, column: "status".into(), message });
+                continue;
+            }
+        };
         rows.push((
             line,
             NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None },
+            status,
         ));
     }
     Ok((rows, errors))
@@ -112,6 +139,19 @@ impl Service {
         check_only: bool,
         now: Timestamp,
     ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
+        self.import_with_status(actor, rows, &[], check_only, now)
+    }
+
+    /// [`Service::import_users`], each row with its status (`statuses[i]` for `rows[i]`; a row
+    /// past its end is active): an export imported again keeps its disabled users disabled.
+    fn import_with_status(
+        &self,
+        actor: &Actor,
+        rows: &[NewUser],
+        statuses: &[Status],
+        check_only: bool,
+        now: Timestamp,
+    ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
         may_create_users(actor)?;
         let mut problems = Vec::new();
         let mut users = Vec::with_capacity(rows.len());
@@ -119,7 +159,8 @@ impl Service {
         for (row, new) in rows.iter().enumerate() {
             let problem = |field: &'static str, message: String| ImportProblem { row, field, message };
             match self.prepare_user(actor, new, now) {
-                Ok(u) => {
+                Ok(mut u) => {
+                    u.status = statuses.get(row).copied().unwrap_or(Status::Active);
                     if !names.insert(u.username.to_lowercase()) {
                         problems.push(problem("username", format!("the user name {:?} appears twice in this import", u.username)));
                     } else if !emails.insert(u.email.to_lowercase()) {
@@ -142,7 +183,11 @@ impl Service {
         let mut change = Change::default();
         for (i, mut u) in users.into_iter().enumerate() {
             u.number = first + i as u64;
-            change.audit.push(about(draft(actor, "user.add", now), &u));
+            let mut event = about(draft(actor, "user.add", now), &u);
+            if u.status == Status::Disabled {
+                event.detail = Some("imported disabled".into());
+            }
+            change.audit.push(event);
             change.users.push(UserWrite { user: u, expected_version: None });
         }
         let count = change.users.len();
@@ -156,8 +201,8 @@ impl Service {
     /// others; `check_only` writes nothing.
     pub fn import_csv(&self, actor: &Actor, csv: &[u8], options: ImportOptions, now: Timestamp) -> Result<ImportReport> {
         may_create_users(actor)?;
-        let (rows, mut errors) = parse_user_csv(csv)?;
-        let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
+        let (rows, mut errors) = parse_rows(csv)?;
+        let users: Vec<NewUser> = rows.iter().map(|(_, u, _)| u.clone()).collect();
         // Check every row against the store first, so one run reports every problem.
         let problems = self.import_users(actor, &users, true, now)?.err().unwrap_or_default();
         let bad: HashSet<usize> = problems.iter().map(|p| p.row).collect();
@@ -172,8 +217,14 @@ impl Service {
                 list.join("\n")
             )));
         }
-        let valid: Vec<NewUser> = users.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, u)| u).collect();
-        let imported = match self.import_users(actor, &valid, options.check_only, now)? {
+        let (valid, statuses): (Vec<NewUser>, Vec<Status>) = users
+            .into_iter()
+            .zip(rows.iter().map(|(_, _, status)| *status))
+            .enumerate()
+            .filter(|(i, _)| !bad.contains(i))
+            .map(|(_, row)| row)
+            .unzip();
+        let imported = match self.import_with_status(actor, &valid, &statuses, options.check_only, now)? {
             Ok(count) => count,
             Err(problems) => {
                 return Err(Error::Conflict(format!(
