@@ -647,7 +647,7 @@ fn named_orgs(users: &[UserView], names: &HashMap<String, String>) -> Vec<UserVi
     users.iter().map(|u| UserView { org: org_name(names, &u.org).to_string(), ..u.clone() }).collect()
 }
 
-/// The fields of a user's JSON, in its order: CSV carries the same ones.
+/// The fields of a user's JSON: CSV carries the same ones.
 const USER_CSV_HEADER: [&str; 16] = [
     "id",
     "number",
@@ -662,9 +662,9 @@ const USER_CSV_HEADER: [&str; 16] = [
     "created_at",
     "last_login_at",
     "mfa_enrolled_at",
+    "mfa_reset_at",
     "mfa_last_used_at",
     "mfa_last_client",
-    "mfa_reset_at",
 ];
 
 fn user_csv_row(u: &UserView) -> Vec<String> {
@@ -683,9 +683,9 @@ fn user_csv_row(u: &UserView) -> Vec<String> {
         u.created_at.clone(),
         opt(&u.last_login_at),
         opt(&u.mfa_enrolled_at),
+        opt(&u.mfa_reset_at),
         opt(&u.mfa_last_used_at),
         opt(&u.mfa_last_client),
-        opt(&u.mfa_reset_at),
     ]
 }
 

@@ -265,7 +265,7 @@ fn user_list_finds_factors_unused_for_an_age_and_shows_when_each_was_last_used()
         .args(["user", "show", name])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("mfa last used  {when} ({client})")));
+        .stdout(predicate::str::contains(format!("mfa last used  {} ({client})", when.replacen('T', " ", 1))));
     let never = all.iter().find(|u| u["mfa"] == "enrolled" && u["mfa_last_used_at"].is_null()).expect("a demo factor never used");
     mfadmin(dir.path())
         .args(["user", "show", never["username"].as_str().unwrap()])
@@ -309,7 +309,7 @@ fn a_reset_naming_a_missing_user_changes_nothing_unless_told_to_skip_it() {
         .assert()
         .success()
         .stdout(predicate::str::contains("target,user_id,username,outcome,mfa_after,detail"))
-        .stdout(predicate::str::contains("nobody-at-all,,-,not found"))
+        .stdout(predicate::str::is_match("nobody-at-all,,[^,]*,not found").unwrap())
         .stdout(predicate::str::contains("username,").count(1));
     assert_ne!(mfa(names[2]), "enrolled");
 }
