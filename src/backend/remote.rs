@@ -132,7 +132,7 @@ impl Remote {
         let mut builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(Duration::from_secs(5)).no_proxy();
         if let Some(client) = options.client {
             let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(crate::http::extract::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
+            headers.insert(crate::api::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
             builder = builder.default_headers(headers);
         }
         if base.scheme() == "https" || options.ca_file.is_some() {
