@@ -101,6 +101,25 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
     Ok((rows, errors))
 }
 
+/// How far an import is: `done` of `total` in its current stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportProgress {
+    pub stage: ImportStage,
+    pub done: usize,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportStage {
+    /// Rows checked against the rules and the store.
+    Checking,
+    /// The users being written, in one transaction (`done` is 0 until it is over).
+    Writing,
+}
+
+/// Rows between two progress reports.
+const PROGRESS_EVERY: usize = 4_096;
+
 impl Service {
     /// Import many users at once: all of them, or (with a problem in any) none. Problems come as
     /// (index into `rows`, field, message); nothing is written when there are any, nor when
@@ -113,10 +132,79 @@ impl Service {
         now: Timestamp,
     ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
         may_create_users(actor)?;
+        let (users, problems) = self.check_import(actor, rows.iter(), now, &mut |_| {})?;
+        if !problems.is_empty() {
+            return Ok(Err(problems));
+        }
+        if check_only {
+            return Ok(Ok(users.len()));
+        }
+        self.write_import(actor, users, now, &mut |_| {}).map(Ok)
+    }
+
+    /// Import users from CSV text with the header `username,email,display_name,role,org` (other
+    /// columns are ignored): every row, or (with a problem in any) none, and then the error names
+    /// each bad row by line and column. `skip_invalid` imports the valid rows and reports the
+    /// others; `check_only` writes nothing.
+    pub fn import_csv(&self, actor: &Actor, csv: &[u8], options: ImportOptions, now: Timestamp) -> Result<ImportReport> {
+        self.import_csv_with_progress(actor, csv, options, now, &mut |_| {})
+    }
+
+    /// [`Service::import_csv`], reporting how far it is on the way.
+    pub fn import_csv_with_progress(
+        &self,
+        actor: &Actor,
+        csv: &[u8],
+        options: ImportOptions,
+        now: Timestamp,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportReport> {
+        may_create_users(actor)?;
+        let (rows, mut errors) = parse_user_csv(csv)?;
+        // Every row is checked against the store before anything is written, so one run reports
+        // every problem; the rows that pass are the users written.
+        let (users, problems) = self.check_import(actor, rows.iter().map(|(_, u)| u), now, progress)?;
+        errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.into(), message: p.message }));
+        drop(rows);
+        errors.sort_by_key(|e| e.line);
+        if !errors.is_empty() && !options.skip_invalid {
+            let list: Vec<String> = errors.iter().map(RowError::to_string).collect();
+            let rows = if errors.len() == 1 { "1 row".to_string() } else { format!("{} rows", errors.len()) };
+            return Err(Error::invalid(format!(
+                "nothing was imported: fix {rows}, or import the others alone (--skip-invalid; over HTTP \
+                 skip_invalid=true):\n{}",
+                list.join("\n")
+            )));
+        }
+        let imported = if options.check_only {
+            users.len()
+        } else {
+            self.write_import(actor, users, now, progress).map_err(|e| match e {
+                // Checked free a moment ago: someone else took the name or email since.
+                Error::Conflict(why) => {
+                    Error::Conflict(format!("the store changed during the import ({why}); nothing was imported, run it again"))
+                }
+                e => e,
+            })?
+        };
+        Ok(ImportReport { check_only: options.check_only, imported, skipped: errors })
+    }
+
+    /// Check each row (by its index) against the rules, the store and the rows before it: the
+    /// users of the rows that pass, and a problem for each row that does not.
+    fn check_import<'r>(
+        &self,
+        actor: &Actor,
+        rows: impl ExactSizeIterator<Item = &'r NewUser>,
+        now: Timestamp,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<(Vec<User>, Vec<ImportProblem>)> {
+        let total = rows.len();
         let mut problems = Vec::new();
-        let mut users = Vec::with_capacity(rows.len());
-        let (mut names, mut emails) = (HashSet::new(), HashSet::new());
-        for (row, new) in rows.iter().enumerate() {
+        let mut users = Vec::with_capacity(total);
+        let (mut names, mut emails) = (HashSet::with_capacity(total), HashSet::with_capacity(total));
+        progress(ImportProgress { stage: ImportStage::Checking, done: 0, total });
+        for (row, new) in rows.enumerate() {
             let problem = |field: &'static str, message: String| ImportProblem { row, field, message };
             match self.prepare_user(actor, new, now) {
                 Ok(u) => {
@@ -131,58 +219,28 @@ impl Service {
                 Err(("", e)) => return Err(e),
                 Err((field, e)) => problems.push(problem(field, e.to_string())),
             }
+            if (row + 1) % PROGRESS_EVERY == 0 {
+                progress(ImportProgress { stage: ImportStage::Checking, done: row + 1, total });
+            }
         }
-        if !problems.is_empty() {
-            return Ok(Err(problems));
-        }
-        if check_only {
-            return Ok(Ok(users.len()));
-        }
-        let first = self.store.allocate_numbers(users.len() as u64)?;
-        let mut change = Change::default();
+        progress(ImportProgress { stage: ImportStage::Checking, done: total, total });
+        Ok((users, problems))
+    }
+
+    /// Write checked users, each with its audit event, in one unit of work: all or none.
+    fn write_import(&self, actor: &Actor, users: Vec<User>, now: Timestamp, progress: &mut dyn FnMut(ImportProgress)) -> Result<usize> {
+        let total = users.len();
+        progress(ImportProgress { stage: ImportStage::Writing, done: 0, total });
+        let first = self.store.allocate_numbers(total as u64)?;
+        let mut change = Change { users: Vec::with_capacity(total), audit: Vec::with_capacity(total), ..Change::default() };
         for (i, mut u) in users.into_iter().enumerate() {
             u.number = first + i as u64;
             change.audit.push(about(draft(actor, "user.add", now), &u));
             change.users.push(UserWrite { user: u, expected_version: None });
         }
-        let count = change.users.len();
         self.commit(change)?;
-        Ok(Ok(count))
-    }
-
-    /// Import users from CSV text with the header `username,email,display_name,role,org` (other
-    /// columns are ignored): every row, or (with a problem in any) none, and then the error names
-    /// each bad row by line and column. `skip_invalid` imports the valid rows and reports the
-    /// others; `check_only` writes nothing.
-    pub fn import_csv(&self, actor: &Actor, csv: &[u8], options: ImportOptions, now: Timestamp) -> Result<ImportReport> {
-        may_create_users(actor)?;
-        let (rows, mut errors) = parse_user_csv(csv)?;
-        let users: Vec<NewUser> = rows.iter().map(|(_, u)| u.clone()).collect();
-        // Check every row against the store first, so one run reports every problem.
-        let problems = self.import_users(actor, &users, true, now)?.err().unwrap_or_default();
-        let bad: HashSet<usize> = problems.iter().map(|p| p.row).collect();
-        errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.into(), message: p.message }));
-        errors.sort_by_key(|e| e.line);
-        if !errors.is_empty() && !options.skip_invalid {
-            let list: Vec<String> = errors.iter().map(RowError::to_string).collect();
-            let rows = if errors.len() == 1 { "1 row".to_string() } else { format!("{} rows", errors.len()) };
-            return Err(Error::invalid(format!(
-                "nothing was imported: fix {rows}, or import the others alone (--skip-invalid; over HTTP \
-                 skip_invalid=true):\n{}",
-                list.join("\n")
-            )));
-        }
-        let valid: Vec<NewUser> = users.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, u)| u).collect();
-        let imported = match self.import_users(actor, &valid, options.check_only, now)? {
-            Ok(count) => count,
-            Err(problems) => {
-                return Err(Error::Conflict(format!(
-                    "the store changed during the import ({}); nothing was imported, run it again",
-                    problems[0].message
-                )));
-            }
-        };
-        Ok(ImportReport { check_only: options.check_only, imported, skipped: errors })
+        progress(ImportProgress { stage: ImportStage::Writing, done: total, total });
+        Ok(total)
     }
 
     /// Write many prepared users (demo data) in batches, with one audit event for all of them.

@@ -304,11 +304,15 @@ impl Service {
     }
 
     fn commit_group(&self, units: Vec<(u64, Vec<Change>)>) -> Vec<(u64, Result<()>)> {
-        let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
-        let mut results: Vec<(u64, Result<()>)> = match self.store_commit(&all) {
-            Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
-            Err(e) if units.len() == 1 => vec![(units[0].0, Err(e))],
-            Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+        let mut results: Vec<(u64, Result<()>)> = if let [(ticket, changes)] = units.as_slice() {
+            // Alone: committed as it is (an import's unit can hold a million users; no copy).
+            vec![(*ticket, self.store_commit(changes))]
+        } else {
+            let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+            match self.store_commit(&all) {
+                Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
+                Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+            }
         };
         if results.iter().any(|(_, r)| r.is_ok())
             && let Err(e) = self.store.flush()
