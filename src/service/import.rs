@@ -9,6 +9,7 @@ use crate::store::{Change, UserWrite};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use super::{Actor, DirectoryState, NewUser, Principal, Service, about, draft, may_create_users};
+use crate::domain::directory::Summary;
 
 /// A CSV row that cannot be imported: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -232,13 +233,13 @@ impl Service {
         let total = users.len();
         progress(ImportProgress { stage: ImportStage::Writing, done: 0, total });
         let first = self.store.allocate_numbers(total as u64)?;
-        let mut change = Change { users: Vec::with_capacity(total), audit: Vec::with_capacity(total), ..Change::default() };
-        for (i, mut u) in users.into_iter().enumerate() {
+        let mut users = users;
+        for (i, u) in users.iter_mut().enumerate() {
             u.number = first + i as u64;
-            change.audit.push(about(draft(actor, "user.add", now), &u));
-            change.users.push(UserWrite { user: u, expected_version: None });
+            u.version = 1;
         }
-        self.commit(change)?;
+        self.store.add_users(&users, &|u| about(draft(actor, "user.add", now), u))?;
+        self.note_in_directory(|| users.iter().map(Summary::of).collect(), std::iter::empty());
         progress(ImportProgress { stage: ImportStage::Writing, done: total, total });
         Ok(total)
     }

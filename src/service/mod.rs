@@ -346,6 +346,12 @@ impl Service {
                 .collect::<Vec<_>>()
         };
         let orgs = changes.iter().flat_map(|c| &c.orgs).map(|o| (o.key.clone(), o.mfa_enforced));
+        self.note_in_directory(summaries, orgs);
+        Ok(())
+    }
+
+    /// Note users and orgs just written in the directory (if it is built or being built).
+    fn note_in_directory(&self, summaries: impl FnOnce() -> Vec<Summary>, orgs: impl Iterator<Item = (String, bool)>) {
         let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &mut *guard {
             DirectoryState::NotBuilt => {}
@@ -360,7 +366,6 @@ impl Service {
                 directory.upsert_many(summaries());
             }
         }
-        Ok(())
     }
 
     /// Build the user directory now, if it is not built yet (`mfadmin serve` does this in the

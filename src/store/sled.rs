@@ -6,7 +6,7 @@ use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -18,6 +18,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+mod import;
 
 const META_SCHEMA: &str = "schema_version";
 const META_AUDIT_HEAD: &str = "audit_head";
@@ -168,6 +170,7 @@ impl SledStore {
             )));
         }
         store.bring_up_to_date(version)?;
+        store.take_back_import()?;
         Ok(store)
     }
 
@@ -1099,6 +1102,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn add_users(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft) -> Result<()> {
+        self.import_new_users(users, audit)
     }
 
     fn load_new_users(&self, mut users: Vec<User>) -> Result<()> {

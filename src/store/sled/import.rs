@@ -1,0 +1,303 @@
+//! Many new users into a sled store in use (a bulk import): all or none, through an undo record.
+//!
+//! One sled transaction holds every page it rewrites until it ends (about 12 KiB a user: a
+//! million-row import would need 12 GiB), so an import is written like a new store's load instead,
+//! tree by tree in key order, in small batches, while no commit runs. Before the first write, the
+//! store records which user numbers and audit events the import adds and a copy of every index
+//! bucket it changes; if the import stops half-way (an error, or the process killed), that record
+//! takes it back: at once, or when the store is next opened.
+
+use super::{META_AUDIT_HEAD, SledStore, peek_user, storage};
+use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::user::User;
+use crate::error::{Error, Result};
+use crate::store::buckets::{self, Bucket};
+use crate::store::codec::{decode, encode, encode_audit, encode_user};
+use crate::store::names::{FILL, NameBucket, SPLIT_ABOVE};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Present while an import writes: what it adds, to take it back.
+pub(super) const META_UNFINISHED_IMPORT: &str = "unfinished_import";
+/// The index buckets as they were before the unfinished import, by index tag and bucket key.
+const UNDO_TREE: &str = "import_undo";
+const NAMES: u8 = b'n';
+const EMAILS: u8 = b'e';
+const NUMBERS: u8 = b'#';
+
+/// What an import adds beside its index buckets: the users numbered `first..=last`, and the audit
+/// events after `audit_head`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    first_number: u64,
+    last_number: u64,
+    audit_head: Option<(u64, [u8; 32])>,
+}
+
+/// An index bucket the import rewrites: its tree tag, key, bytes before (`None`: there was none) and after.
+type BucketWrite = (u8, Vec<u8>, Option<sled::IVec>, Vec<u8>);
+
+impl SledStore {
+    /// Add `users` (new, numbered) and an audit event for each, all or none, durably.
+    pub(super) fn import_new_users(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft) -> Result<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        // No commit runs meanwhile: whatever is written from here until the end is this import's.
+        let _alone = self.gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let buckets = self.planned_buckets(users)?;
+        let journal = Journal {
+            first_number: users.iter().map(|u| u.number).min().unwrap_or(0),
+            last_number: users.iter().map(|u| u.number).max().unwrap_or(0),
+            audit_head: self.audit_head_now()?,
+        };
+        let undo = self.db.open_tree(UNDO_TREE).map_err(storage)?;
+        undo.clear().map_err(storage)?;
+        let mut saved: Vec<(Vec<u8>, Vec<u8>)> = buckets
+            .iter()
+            .map(|(tag, key, before, _)| {
+                let mut undo_key = vec![*tag];
+                undo_key.extend_from_slice(key);
+                // A leading 0 marks "there was no bucket", a 1 the bytes that were there.
+                let value = match before {
+                    Some(bytes) => [&[1u8][..], bytes].concat(),
+                    None => vec![0u8],
+                };
+                (undo_key, value)
+            })
+            .collect();
+        saved.sort_unstable();
+        super::write_in_order(&undo, saved.into_iter())?;
+        self.meta.insert(META_UNFINISHED_IMPORT, encode(&journal)).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        match self.write_import(users, audit, &journal, buckets) {
+            Ok(()) => {
+                self.meta.remove(META_UNFINISHED_IMPORT).map_err(storage)?;
+                self.db.drop_tree(UNDO_TREE).map_err(storage)?;
+                self.db.flush().map_err(storage)?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(undo_error) = self.take_back_import() {
+                    tracing::error!(error = %undo_error, "an import that failed could not be taken back now; it will be when the store is next opened");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Every index bucket the import changes, as it will be; refused (before anything is written)
+    /// when an id, user name, email or number is taken or comes twice.
+    fn planned_buckets(&self, users: &[User]) -> Result<Vec<BucketWrite>> {
+        let mut ids: Vec<uuid::Uuid> = users.iter().map(|u| u.id).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+            return Err(Error::Conflict(format!("the user id {} comes twice; no user was written", pair[0])));
+        }
+        for id in &ids {
+            if self.users.contains_key(id.as_bytes()).map_err(storage)? {
+                return Err(Error::Conflict(format!("the user id {id} is already taken; no user was written")));
+            }
+        }
+        drop(ids);
+        let mut writes = Vec::new();
+        let emails = users.iter().map(|u| (u.email.to_lowercase(), u.id));
+        self.plan_hashed(&mut writes, EMAILS, &self.email_index, emails, |e: &String| buckets::email_bucket(e.as_bytes()).to_vec(), |e| {
+            format!("the email {e:?} is already used by another user; no user was written")
+        })?;
+        let numbers = users.iter().map(|u| (u.number, u.id));
+        self.plan_hashed(&mut writes, NUMBERS, &self.number_index, numbers, |n: &u64| buckets::number_bucket(*n).to_vec(), |n| {
+            format!("the user number {n} is already taken; no user was written")
+        })?;
+        self.plan_names(&mut writes, users)?;
+        Ok(writes)
+    }
+
+    /// The buckets of an index looked up by exact key (emails, numbers) with the new entries in them.
+    fn plan_hashed<K: Ord + Serialize + serde::de::DeserializeOwned>(
+        &self,
+        writes: &mut Vec<BucketWrite>,
+        tag: u8,
+        tree: &sled::Tree,
+        entries: impl Iterator<Item = (K, uuid::Uuid)>,
+        bucket_of: impl Fn(&K) -> Vec<u8>,
+        taken: impl Fn(&K) -> String,
+    ) -> Result<()> {
+        let mut grouped: BTreeMap<Vec<u8>, Vec<(K, uuid::Uuid)>> = BTreeMap::new();
+        for (key, id) in entries {
+            grouped.entry(bucket_of(&key)).or_default().push((key, id));
+        }
+        for (bucket_key, new) in grouped {
+            let before = tree.get(&bucket_key).map_err(storage)?;
+            let mut bucket: Bucket<K> = match &before {
+                Some(bytes) => decode("index bucket", &bucket_key, bytes)?,
+                None => Bucket::new(),
+            };
+            for (key, id) in new {
+                if bucket.find(&key).is_some() {
+                    return Err(Error::Conflict(taken(&key)));
+                }
+                bucket.insert(key, id);
+            }
+            writes.push((tag, bucket_key, before, encode(&bucket)));
+        }
+        Ok(())
+    }
+
+    /// The user-name buckets with the new names in them; a bucket grown past its bound is cut into
+    /// buckets of [`FILL`] names, the first keeping its key.
+    fn plan_names(&self, writes: &mut Vec<BucketWrite>, users: &[User]) -> Result<()> {
+        let mut new: Vec<(String, uuid::Uuid)> = users.iter().map(|u| (u.username.to_lowercase(), u.id)).collect();
+        new.sort_unstable();
+        if let Some(pair) = new.windows(2).find(|p| p[0].0 == p[1].0) {
+            return Err(Error::Conflict(format!("the user name {:?} comes twice; no user was written", pair[0].0)));
+        }
+        let mut new = new.into_iter().peekable();
+        while let Some((first, first_id)) = new.next() {
+            let (key, before) = match self.by_name.range::<&[u8], _>(..=first.as_bytes()).next_back().transpose().map_err(storage)? {
+                Some((key, bytes)) => (key.to_vec(), Some(bytes)),
+                None => (Vec::new(), None),
+            };
+            let mut bucket: NameBucket = match &before {
+                Some(bytes) => decode("user name index bucket", &key, bytes)?,
+                None => NameBucket::default(),
+            };
+            let mut add = |name: String, id| {
+                if bucket.entries.find(name.as_str()).is_some() {
+                    return Err(Error::Conflict(format!("the user name {name:?} is already taken; no user was written")));
+                }
+                bucket.entries.insert(name, id);
+                Ok(())
+            };
+            add(first, first_id)?;
+            while let Some((name, _)) = new.peek()
+                && bucket.upper.as_deref().is_none_or(|upper| name.as_str() < upper)
+            {
+                let (name, id) = new.next().expect("peeked");
+                add(name, id)?;
+            }
+            if bucket.entries.0.len() <= SPLIT_ABOVE {
+                writes.push((NAMES, key, before, encode(&bucket)));
+                continue;
+            }
+            // Cut into buckets of FILL names; each ends where the next starts, the last where this one did.
+            let mut chunks: Vec<Vec<(String, uuid::Uuid)>> = Vec::new();
+            let mut entries = std::mem::take(&mut bucket.entries.0).into_iter().peekable();
+            while entries.peek().is_some() {
+                chunks.push(entries.by_ref().take(FILL).collect());
+            }
+            let keys: Vec<Vec<u8>> =
+                std::iter::once(key.clone()).chain(chunks.iter().skip(1).map(|c| c[0].0.clone().into_bytes())).collect();
+            let last_upper = bucket.upper.take();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let upper = match keys.get(i + 1) {
+                    Some(next) => Some(String::from_utf8(next.clone()).expect("a user name")),
+                    None => last_upper.clone(),
+                };
+                let piece = NameBucket { upper, entries: Bucket(chunk) };
+                let before = if i == 0 { before.clone() } else { None };
+                writes.push((NAMES, keys[i].clone(), before, encode(&piece)));
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_head_now(&self) -> Result<Option<(u64, [u8; 32])>> {
+        match self.meta.get(META_AUDIT_HEAD).map_err(storage)? {
+            Some(bytes) => decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The writes of an import, tree by tree, each in key order.
+    fn write_import(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft, journal: &Journal, buckets: Vec<BucketWrite>) -> Result<()> {
+        let mut by_id: Vec<&User> = users.iter().collect();
+        by_id.sort_unstable_by_key(|u| u.id);
+        super::write_in_order(&self.users, by_id.into_iter().map(|u| (u.id.as_bytes().to_vec(), encode_user(u, None))))?;
+        let mut head = journal.audit_head;
+        let events = users.iter().map(|u| {
+            let draft = audit(u);
+            let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
+            let bytes = encode_audit(seq, prev, &draft);
+            head = Some((seq, AuditEvent::hash_of(seq, &prev, &draft)));
+            (seq.to_be_bytes().to_vec(), bytes)
+        });
+        super::write_in_order(&self.audit, events)?;
+        let mut by_tree: BTreeMap<u8, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        for (tag, key, _, bytes) in buckets {
+            by_tree.entry(tag).or_default().push((key, bytes));
+        }
+        for (tag, mut pairs) in by_tree {
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            super::write_in_order(self.index_tree(tag)?, pairs.into_iter())?;
+        }
+        if let Some(h) = &head {
+            self.meta.insert(META_AUDIT_HEAD, encode(h)).map_err(storage)?;
+        }
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    fn index_tree(&self, tag: u8) -> Result<&sled::Tree> {
+        match tag {
+            NAMES => Ok(&self.by_name),
+            EMAILS => Ok(&self.email_index),
+            NUMBERS => Ok(&self.number_index),
+            _ => Err(Error::Corrupt(format!("the undo record of an unfinished import names an unknown index ({tag})"))),
+        }
+    }
+
+    /// Take back an import that did not finish, if there is one: its users, their audit events and
+    /// their index entries go, the buckets it changed are put back. Done again from the start if
+    /// it stops, so it may stop anywhere. Returns whether there was one.
+    pub(super) fn take_back_import(&self) -> Result<bool> {
+        let Some(bytes) = self.meta.get(META_UNFINISHED_IMPORT).map_err(storage)? else {
+            return Ok(false);
+        };
+        let journal: Journal = decode("meta", META_UNFINISHED_IMPORT.as_bytes(), &bytes)?;
+        tracing::warn!(
+            first = journal.first_number,
+            last = journal.last_number,
+            "taking back an import of users that did not finish"
+        );
+        let undo = self.db.open_tree(UNDO_TREE).map_err(storage)?;
+        for item in undo.iter() {
+            let (key, value) = item.map_err(storage)?;
+            let damaged = || Error::Corrupt("the undo record of an unfinished import is damaged; restore a backup".to_string());
+            let (&tag, bucket_key) = key.split_first().ok_or_else(damaged)?;
+            let tree = self.index_tree(tag)?;
+            match value.split_first() {
+                Some((0, _)) => tree.remove(bucket_key).map(|_| ()).map_err(storage)?,
+                Some((1, old)) => tree.insert(bucket_key, old).map(|_| ()).map_err(storage)?,
+                _ => return Err(damaged()),
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.users.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let number = match peek_user(&key, &bytes) {
+                Some(head) => head.number,
+                None => super::decode_user(&key, &bytes)?.number,
+            };
+            if (journal.first_number..=journal.last_number).contains(&number) {
+                batch.remove(key);
+            }
+        }
+        self.users.apply_batch(batch).map_err(storage)?;
+        let after = journal.audit_head.map_or(1, |(seq, _)| seq + 1);
+        let mut batch = sled::Batch::default();
+        for item in self.audit.range(after.to_be_bytes()..) {
+            batch.remove(item.map_err(storage)?.0);
+        }
+        self.audit.apply_batch(batch).map_err(storage)?;
+        match &journal.audit_head {
+            Some(h) => self.meta.insert(META_AUDIT_HEAD, encode(h)).map(|_| ()).map_err(storage)?,
+            None => self.meta.remove(META_AUDIT_HEAD).map(|_| ()).map_err(storage)?,
+        }
+        self.db.flush().map_err(storage)?;
+        self.meta.remove(META_UNFINISHED_IMPORT).map_err(storage)?;
+        self.db.drop_tree(UNDO_TREE).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(true)
+    }
+}
