@@ -7,7 +7,8 @@ use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::store::{Change, UserWrite};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use super::{Actor, DirectoryState, NewUser, Principal, Service, about, draft, may_create_users};
 use crate::domain::directory::Summary;
 
@@ -60,6 +61,20 @@ pub type ParsedCsv = (Vec<(u64, NewUser)>, Vec<RowError>);
 
 /// Parse user CSV (header `username,email,display_name,role,org`; other columns are ignored).
 pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    each_user_row(input, |line, row| {
+        match row {
+            Ok(new) => rows.push((line, new)),
+            Err(e) => errors.push(e),
+        }
+        Ok(())
+    })?;
+    Ok((rows, errors))
+}
+
+/// Parse user CSV row by row, handing each row (by its line) to `visit`, parsed or not: a million
+/// rows need not be held at once.
+fn each_user_row(input: &[u8], mut visit: impl FnMut(u64, std::result::Result<NewUser, RowError>) -> Result<()>) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
     let index: Vec<usize> = IMPORT_COLUMNS
@@ -70,36 +85,33 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
             })
         })
         .collect::<Result<_>>()?;
-    let (mut rows, mut errors) = (Vec::new(), Vec::new());
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                errors.push(RowError { line, column: "-".into(), message: format!("not valid CSV: {e}") });
+                visit(line, Err(RowError { line, column: "-".into(), message: format!("not valid CSV: {e}") }))?;
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Ok(());
+                }
                 continue;
             }
-        };
+        }
         let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize| super::csv_uncell(record.get(index[i]).unwrap_or("")).to_string();
         let missing = IMPORT_COLUMNS.iter().enumerate().find(|(i, _)| field(*i).is_empty());
         if let Some((_, column)) = missing {
-            errors.push(RowError { line, column: column.to_string(), message: "is empty".into() });
+            visit(line, Err(RowError { line, column: column.to_string(), message: "is empty".into() }))?;
             continue;
         }
-        let role = match field(3).parse::<Role>() {
-            Ok(r) => r,
-            Err(message) => {
-                errors.push(RowError { line, column: "role".into(), message });
-                continue;
-            }
+        let row = match field(3).parse::<Role>() {
+            Ok(role) => Ok(NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None }),
+            Err(message) => Err(RowError { line, column: "role".into(), message }),
         };
-        rows.push((
-            line,
-            NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None },
-        ));
+        visit(line, row)?;
     }
-    Ok((rows, errors))
 }
 
 /// How far an import is: `done` of `total` in its current stage.
@@ -121,6 +133,82 @@ pub enum ImportStage {
 /// Rows between two progress reports.
 const PROGRESS_EVERY: usize = 4_096;
 
+/// The rows of an import checked so far: the users of those that pass, and the user names and
+/// emails seen, to refuse a second row with either. Those are kept as 64-bit hashes pointing at
+/// the user that has them (a million rows would otherwise hold two million more strings); a hash
+/// met again is compared with that user, and the rare distinct text with the same hash is kept whole.
+struct ImportCheck<'a> {
+    service: &'a Service,
+    actor: &'a Actor,
+    now: Timestamp,
+    users: Vec<User>,
+    hasher: std::hash::RandomState,
+    names: HashMap<u64, u32>,
+    emails: HashMap<u64, u32>,
+    other_texts: HashSet<(bool, String)>,
+}
+
+impl<'a> ImportCheck<'a> {
+    fn new(service: &'a Service, actor: &'a Actor, now: Timestamp, rows: usize) -> ImportCheck<'a> {
+        ImportCheck {
+            service,
+            actor,
+            now,
+            users: Vec::with_capacity(rows),
+            hasher: std::hash::RandomState::new(),
+            names: HashMap::with_capacity(rows),
+            emails: HashMap::with_capacity(rows),
+            other_texts: HashSet::new(),
+        }
+    }
+
+    /// Check one row against the rules, the store and the rows before it: a problem (its field and
+    /// what is wrong), or none and the user is kept.
+    fn row(&mut self, new: &NewUser) -> Result<Option<(&'static str, String)>> {
+        let u = match self.service.prepare_user(self.actor, new, self.now) {
+            Ok(u) => u,
+            Err(("", e)) => return Err(e),
+            Err((field, e)) => return Ok(Some((field, e.to_string()))),
+        };
+        let (name, email) = (u.username.to_lowercase(), u.email.to_lowercase());
+        if self.seen(false, &name) {
+            return Ok(Some(("username", format!("the user name {:?} appears twice in this import", u.username))));
+        }
+        if self.seen(true, &email) {
+            return Ok(Some(("email", format!("the email {:?} appears twice in this import", u.email))));
+        }
+        let at = u32::try_from(self.users.len()).map_err(|_| Error::invalid("an import holds at most 4,294,967,295 rows"))?;
+        self.note(false, name, at);
+        self.note(true, email, at);
+        self.users.push(u);
+        Ok(None)
+    }
+
+    fn text_of(&self, email: bool, at: u32) -> String {
+        let u = &self.users[at as usize];
+        if email { u.email.to_lowercase() } else { u.username.to_lowercase() }
+    }
+
+    fn seen(&self, email: bool, text: &str) -> bool {
+        let map = if email { &self.emails } else { &self.names };
+        match map.get(&self.hasher.hash_one(text)) {
+            Some(&at) if self.text_of(email, at) == text => true,
+            Some(_) => self.other_texts.contains(&(email, text.to_string())),
+            None => false,
+        }
+    }
+
+    fn note(&mut self, email: bool, text: String, at: u32) {
+        let hash = self.hasher.hash_one(&text);
+        let map = if email { &mut self.emails } else { &mut self.names };
+        if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(hash) {
+            slot.insert(at);
+        } else {
+            self.other_texts.insert((email, text));
+        }
+    }
+}
+
 impl Service {
     /// Import many users at once: all of them, or (with a problem in any) none. Problems come as
     /// (index into `rows`, field, message); nothing is written when there are any, nor when
@@ -133,14 +221,20 @@ impl Service {
         now: Timestamp,
     ) -> Result<std::result::Result<usize, Vec<ImportProblem>>> {
         may_create_users(actor)?;
-        let (users, problems) = self.check_import(actor, rows.iter(), now, &mut |_| {})?;
+        let mut check = ImportCheck::new(self, actor, now, rows.len());
+        let mut problems = Vec::new();
+        for (row, new) in rows.iter().enumerate() {
+            if let Some((field, message)) = check.row(new)? {
+                problems.push(ImportProblem { row, field, message });
+            }
+        }
         if !problems.is_empty() {
             return Ok(Err(problems));
         }
         if check_only {
-            return Ok(Ok(users.len()));
+            return Ok(Ok(check.users.len()));
         }
-        self.write_import(actor, users, now, &mut |_| {}).map(Ok)
+        self.write_import(actor, check.users, now, &mut |_| {}).map(Ok)
     }
 
     /// Import users from CSV text with the header `username,email,display_name,role,org` (other
@@ -161,12 +255,30 @@ impl Service {
         progress: &mut dyn FnMut(ImportProgress),
     ) -> Result<ImportReport> {
         may_create_users(actor)?;
-        let (rows, mut errors) = parse_user_csv(csv)?;
+        // About one row a line (a quoted line break is rare): enough for a progress bar.
+        let total = memchr::memchr_iter(b'\n', csv).count().saturating_sub(1);
+        let mut check = ImportCheck::new(self, actor, now, total);
+        let mut errors = Vec::new();
+        let mut done = 0;
+        progress(ImportProgress { stage: ImportStage::Checking, done, total });
         // Every row is checked against the store before anything is written, so one run reports
         // every problem; the rows that pass are the users written.
-        let (users, problems) = self.check_import(actor, rows.iter().map(|(_, u)| u), now, progress)?;
-        errors.extend(problems.into_iter().map(|p| RowError { line: rows[p.row].0, column: p.field.into(), message: p.message }));
-        drop(rows);
+        each_user_row(csv, |line, row| {
+            match row {
+                Ok(new) => {
+                    if let Some((field, message)) = check.row(&new)? {
+                        errors.push(RowError { line, column: field.into(), message });
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+            done += 1;
+            if done % PROGRESS_EVERY == 0 {
+                progress(ImportProgress { stage: ImportStage::Checking, done, total: total.max(done) });
+            }
+            Ok(())
+        })?;
+        progress(ImportProgress { stage: ImportStage::Checking, done, total: done });
         errors.sort_by_key(|e| e.line);
         if !errors.is_empty() && !options.skip_invalid {
             let list: Vec<String> = errors.iter().map(RowError::to_string).collect();
@@ -177,6 +289,7 @@ impl Service {
                 list.join("\n")
             )));
         }
+        let users = check.users;
         let imported = if options.check_only {
             users.len()
         } else {
@@ -189,43 +302,6 @@ impl Service {
             })?
         };
         Ok(ImportReport { check_only: options.check_only, imported, skipped: errors })
-    }
-
-    /// Check each row (by its index) against the rules, the store and the rows before it: the
-    /// users of the rows that pass, and a problem for each row that does not.
-    fn check_import<'r>(
-        &self,
-        actor: &Actor,
-        rows: impl ExactSizeIterator<Item = &'r NewUser>,
-        now: Timestamp,
-        progress: &mut dyn FnMut(ImportProgress),
-    ) -> Result<(Vec<User>, Vec<ImportProblem>)> {
-        let total = rows.len();
-        let mut problems = Vec::new();
-        let mut users = Vec::with_capacity(total);
-        let (mut names, mut emails) = (HashSet::with_capacity(total), HashSet::with_capacity(total));
-        progress(ImportProgress { stage: ImportStage::Checking, done: 0, total });
-        for (row, new) in rows.enumerate() {
-            let problem = |field: &'static str, message: String| ImportProblem { row, field, message };
-            match self.prepare_user(actor, new, now) {
-                Ok(u) => {
-                    if !names.insert(u.username.to_lowercase()) {
-                        problems.push(problem("username", format!("the user name {:?} appears twice in this import", u.username)));
-                    } else if !emails.insert(u.email.to_lowercase()) {
-                        problems.push(problem("email", format!("the email {:?} appears twice in this import", u.email)));
-                    } else {
-                        users.push(u);
-                    }
-                }
-                Err(("", e)) => return Err(e),
-                Err((field, e)) => problems.push(problem(field, e.to_string())),
-            }
-            if (row + 1) % PROGRESS_EVERY == 0 {
-                progress(ImportProgress { stage: ImportStage::Checking, done: row + 1, total });
-            }
-        }
-        progress(ImportProgress { stage: ImportStage::Checking, done: total, total });
-        Ok((users, problems))
     }
 
     /// Write checked users, each with its audit event, in one unit of work: all or none.

@@ -45,6 +45,26 @@ impl SledStore {
         }
         // No commit runs meanwhile: whatever is written from here until the end is this import's.
         let _alone = self.gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (journal, buckets) = self.begin_import(users)?;
+        match self.write_import(users, audit, &journal, buckets) {
+            Ok(()) => {
+                self.meta.remove(META_UNFINISHED_IMPORT).map_err(storage)?;
+                self.db.drop_tree(UNDO_TREE).map_err(storage)?;
+                self.db.flush().map_err(storage)?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(undo_error) = self.take_back_import() {
+                    tracing::error!(error = %undo_error, "an import that failed could not be taken back now; it will be when the store is next opened");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Check an import and record, durably, how to take it back: what it will add, and the index
+    /// buckets it changes as they are now. Nothing else is written yet.
+    fn begin_import(&self, users: &[User]) -> Result<(Journal, Vec<BucketWrite>)> {
         let buckets = self.planned_buckets(users)?;
         let journal = Journal {
             first_number: users.iter().map(|u| u.number).min().unwrap_or(0),
@@ -70,20 +90,7 @@ impl SledStore {
         super::write_in_order(&undo, saved.into_iter())?;
         self.meta.insert(META_UNFINISHED_IMPORT, encode(&journal)).map_err(storage)?;
         self.db.flush().map_err(storage)?;
-        match self.write_import(users, audit, &journal, buckets) {
-            Ok(()) => {
-                self.meta.remove(META_UNFINISHED_IMPORT).map_err(storage)?;
-                self.db.drop_tree(UNDO_TREE).map_err(storage)?;
-                self.db.flush().map_err(storage)?;
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(undo_error) = self.take_back_import() {
-                    tracing::error!(error = %undo_error, "an import that failed could not be taken back now; it will be when the store is next opened");
-                }
-                Err(e)
-            }
-        }
+        Ok((journal, buckets))
     }
 
     /// Every index bucket the import changes, as it will be; refused (before anything is written)
@@ -299,5 +306,153 @@ impl SledStore {
         self.db.drop_tree(UNDO_TREE).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Outcome;
+    use crate::domain::mfa::MfaState;
+    use crate::domain::user::{Org, Status};
+    use crate::store::{Change, Store, UserWrite};
+
+    fn user(name: &str, number: u64) -> User {
+        User {
+            id: uuid::Uuid::new_v4(),
+            number,
+            username: name.into(),
+            email: format!("{name}@example.org"),
+            display_name: name.into(),
+            org: "acme".into(),
+            role: crate::domain::role::Role::Member,
+            status: Status::Active,
+            password_hash: None,
+            mfa: MfaState::NotEnrolled,
+            lockout: Default::default(),
+            recovery_codes: Vec::new(),
+            created_at: 0,
+            last_login_at: None,
+            mfa_enrolled_at: None,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
+            mfa_reset_at: None,
+            version: 1,
+        }
+    }
+
+    fn event(u: &User) -> AuditDraft {
+        AuditDraft {
+            at: 0,
+            actor: "console:test".into(),
+            action: "user.add".into(),
+            target_id: Some(u.id),
+            target: Some(u.username.clone()),
+            org: Some(u.org.clone()),
+            outcome: Outcome::Success,
+            reason: None,
+            detail: None,
+            source: "cli".into(),
+        }
+    }
+
+    /// A store with some users added one commit at a time, as a site has before its import.
+    fn store_with_users(dir: &std::path::Path) -> (SledStore, Vec<User>) {
+        let store = SledStore::create(dir).unwrap();
+        let org = Org { key: "acme".into(), name: "Acme".into(), mfa_enforced: false, created_at: 0 };
+        store.commit(&[Change { orgs: vec![org], ..Change::default() }]).unwrap();
+        let before: Vec<User> = (0..300).map(|i| user(&format!("m{i:03}"), i + 1)).collect();
+        for u in &before {
+            let write = UserWrite { user: u.clone(), expected_version: None };
+            store.commit(&[Change { users: vec![write], audit: vec![event(u)], ..Change::default() }]).unwrap();
+        }
+        (store, before)
+    }
+
+    fn names(store: &SledStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all = Vec::new();
+        for tree in [&store.by_name, &store.email_index, &store.number_index, &store.users, &store.audit, &store.meta] {
+            all.extend(tree.iter().map(|item| {
+                let (k, v) = item.unwrap();
+                (k.to_vec(), v.to_vec())
+            }));
+        }
+        all
+    }
+
+    /// Names before, between and after the stored ones, many into one bucket: every one is found
+    /// through the indexes, every bucket covers its range, and each user has its audit event.
+    #[test]
+    fn an_import_into_a_store_in_use_is_found_through_every_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, before) = store_with_users(dir.path());
+        let head = store.audit_head_now().unwrap().unwrap().0;
+        let new: Vec<User> = (0..5_000u64).map(|i| user(&format!("{}{:04}", ["a", "m1", "z"][(i % 3) as usize], i), 1_000 + i)).collect();
+        store.add_users(&new, &event).unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        for u in before.iter().chain(&new) {
+            assert_eq!(store.user_id_by_name(&u.username).unwrap(), Some(u.id), "{}", u.username);
+            assert_eq!(store.user_id_by_email(&u.email).unwrap(), Some(u.id));
+            assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
+        }
+        assert_eq!(store.audit_head_now().unwrap().unwrap().0, head + 5_000);
+        assert!(store.meta.get(META_UNFINISHED_IMPORT).unwrap().is_none());
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == UNDO_TREE.as_bytes()), "no undo tree is left");
+        // A later commit still places names among the buckets the import wrote.
+        let late = user("m1zz", 9_999);
+        store.commit(&[Change { users: vec![UserWrite { user: late.clone(), expected_version: None }], ..Change::default() }]).unwrap();
+        assert_eq!(store.user_id_by_name("m1zz").unwrap(), Some(late.id));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    /// A taken name, email or number, or a name twice, refuses the whole import with nothing written.
+    #[test]
+    fn a_refused_import_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, before) = store_with_users(dir.path());
+        let all_before = names(&store);
+        let fresh = |i: u64| user(&format!("new{i}"), 2_000 + i);
+        let mut taken_name = fresh(1);
+        taken_name.username = "M007".into();
+        let mut taken_email = fresh(2);
+        taken_email.email = before[9].email.to_uppercase();
+        let mut taken_number = fresh(3);
+        taken_number.number = before[4].number;
+        let twice = fresh(4);
+        for (bad, what) in [(taken_name, "user name"), (taken_email, "email"), (taken_number, "number"), (twice.clone(), "comes twice")] {
+            let mut users: Vec<User> = (10..200).map(fresh).collect();
+            users.push(bad);
+            if what == "comes twice" {
+                users.push(User { id: uuid::Uuid::new_v4(), number: 9_000, email: "other@example.org".into(), ..twice.clone() });
+            }
+            let refused = store.add_users(&users, &event);
+            assert!(matches!(&refused, Err(Error::Conflict(m)) if m.contains(what) && m.contains("no user was written")), "{what}: {refused:?}");
+            assert_eq!(names(&store), all_before, "{what}: nothing changed");
+        }
+    }
+
+    /// An import stopped after any of its writes (the process killed) is taken back when the store
+    /// is next opened: the store is as before, and the same import then succeeds.
+    #[test]
+    fn an_import_stopped_half_way_is_taken_back_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let new: Vec<User> = (0..2_000u64).map(|i| user(&format!("k{i:04}"), 500 + i)).collect();
+        let all_before = {
+            let (store, _) = store_with_users(dir.path());
+            let all_before = names(&store);
+            let (journal, buckets) = store.begin_import(&new).unwrap();
+            // Every write done, but the record of an unfinished import still there: as if killed
+            // just before the end. Each write before it is a subset of this one.
+            store.write_import(&new, &event, &journal, buckets).unwrap();
+            store.db.flush().unwrap();
+            all_before
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(names(&store), all_before, "the store is as it was before the import");
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == UNDO_TREE.as_bytes()));
+        store.add_users(&new, &event).unwrap();
+        assert_eq!(store.user_id_by_name("k1999").unwrap(), Some(new[1_999].id));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 }
