@@ -36,6 +36,10 @@ struct Journal {
 
 /// An index bucket the import rewrites: its tree tag, key, bytes before (`None`: there was none) and after.
 type BucketWrite = (u8, Vec<u8>, Option<sled::IVec>, Vec<u8>);
+/// An index bucket as the import writes it: its tree tag, key and bytes.
+type NewBucket = (u8, Vec<u8>, Vec<u8>);
+/// Key and value pairs to write into one tree.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl SledStore {
     /// Add `users` (new, numbered) and an audit event for each, all or none, durably.
@@ -64,7 +68,7 @@ impl SledStore {
 
     /// Check an import and record, durably, how to take it back: what it will add, and the index
     /// buckets it changes as they are now. Nothing else is written yet.
-    fn begin_import(&self, users: &[User]) -> Result<(Journal, Vec<BucketWrite>)> {
+    fn begin_import(&self, users: &[User]) -> Result<(Journal, Vec<NewBucket>)> {
         let buckets = self.planned_buckets(users)?;
         let journal = Journal {
             first_number: users.iter().map(|u| u.number).min().unwrap_or(0),
@@ -90,7 +94,8 @@ impl SledStore {
         super::write_in_order(&undo, saved.into_iter())?;
         self.meta.insert(META_UNFINISHED_IMPORT, encode(&journal)).map_err(storage)?;
         self.db.flush().map_err(storage)?;
-        Ok((journal, buckets))
+        // The buckets as they were are in the undo record now: only the new ones are kept.
+        Ok((journal, buckets.into_iter().map(|(tag, key, _, bytes)| (tag, key, bytes)).collect()))
     }
 
     /// Every index bucket the import changes, as it will be; refused (before anything is written)
@@ -217,7 +222,7 @@ impl SledStore {
     }
 
     /// The writes of an import, tree by tree, each in key order.
-    fn write_import(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft, journal: &Journal, buckets: Vec<BucketWrite>) -> Result<()> {
+    fn write_import(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft, journal: &Journal, buckets: Vec<NewBucket>) -> Result<()> {
         let mut by_id: Vec<&User> = users.iter().collect();
         by_id.sort_unstable_by_key(|u| u.id);
         super::write_in_order(&self.users, by_id.into_iter().map(|u| (u.id.as_bytes().to_vec(), encode_user(u, None))))?;
@@ -230,8 +235,8 @@ impl SledStore {
             (seq.to_be_bytes().to_vec(), bytes)
         });
         super::write_in_order(&self.audit, events)?;
-        let mut by_tree: BTreeMap<u8, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
-        for (tag, key, _, bytes) in buckets {
+        let mut by_tree: BTreeMap<u8, Pairs> = BTreeMap::new();
+        for (tag, key, bytes) in buckets {
             by_tree.entry(tag).or_default().push((key, bytes));
         }
         for (tag, mut pairs) in by_tree {
