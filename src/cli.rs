@@ -795,7 +795,7 @@ impl ProgressBar {
                 let filled = (p.done * Self::WIDTH).checked_div(p.total).unwrap_or(Self::WIDTH);
                 format!("checking [{}{}] {} of {} rows", "#".repeat(filled), ".".repeat(Self::WIDTH - filled), p.done, p.total)
             }
-            ImportStage::Writing if p.done < p.total => format!("writing {} users in one transaction...", p.total),
+            ImportStage::Writing if p.done < p.total => format!("writing {} users (all or none)...", p.total),
             ImportStage::Writing => format!("written {} users", p.total),
         };
         let mut err = std::io::stderr().lock();

@@ -126,7 +126,7 @@ pub struct ImportProgress {
 pub enum ImportStage {
     /// Rows checked against the rules and the store.
     Checking,
-    /// The users being written, in one transaction (`done` is 0 until it is over).
+    /// The users being written, all or none (`done` is 0 until it is over).
     Writing,
 }
 
