@@ -4,7 +4,10 @@
 # users, each with its current code, each durable before it is answered) at 1 and at 8
 # connections, ROUNDS times each, alternating. 127.0.0.1 only; stops by itself.
 #
-# Environment: USERS=100000  CHECKS=30000  ROUNDS=3  PORT=7393  WORK=dir (default: mktemp -d)
+# Environment: MFADMIN=path (default target/release/mfadmin, built if missing)  USERS=100000  CHECKS=30000  ROUNDS=3  PORT=7393  WORK=dir (default: mktemp -d)
+#              PEER=dir of a running, seeded privacyIDEA 3.14 (../shared/peers/privacyidea/
+#              setup_privacyidea.sh; NUSERS=600 is enough): its /validate/check is measured in the
+#              same run, first, with 1 and 8 clients on distinct users (PI_USERS=600 of them)
 # Prints one JSON line per run (checks, accepted, per_second, p50_ms, p99_ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,15 +15,24 @@ USERS=${USERS:-100000}
 CHECKS=${CHECKS:-30000}
 ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-7393}
-cargo build --release --bin mfadmin
-cargo bench --bench validate_load --no-run 2>/dev/null
+MFADMIN=${MFADMIN:-target/release/mfadmin}
+[ -x "$MFADMIN" ] || cargo build --release --bin mfadmin
+MFADMIN=$(realpath "$MFADMIN")
+ls target/release/deps/validate_load-* >/dev/null 2>&1 || cargo bench --bench validate_load --no-run
 LOAD=$(ls -t target/release/deps/validate_load-* | grep -v '\.d$' | head -n 1)
-MFADMIN=$(realpath target/release/mfadmin)
 WORK=${WORK:-$(mktemp -d)}
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
 M() { "$MFADMIN" --data-dir "$WORK/data" "$@"; }
+
+if [ -n "${PEER:-}" ]; then
+  PEERS=${PEERS:-$(pwd)/../shared/peers/privacyidea}
+  PI_USERS=${PI_USERS:-600}
+  echo "== privacyIDEA 3.14 /validate/check (users 1..$PI_USERS, a third with 1 client, the rest with 8)" >&2
+  "$PEER/venv/bin/python" "$PEERS/pi_load.py" validate 1 $((PI_USERS / 3)) 1
+  "$PEER/venv/bin/python" "$PEERS/pi_load.py" validate $((PI_USERS / 3 + 1)) "$PI_USERS" 8
+fi
 
 echo "== init + user import of $USERS people, $CHECKS enrolled ($WORK)" >&2
 printf 'bench-owner-password\n' | M init --org Acme --owner root --password-stdin >/dev/null

@@ -7,6 +7,9 @@ use crate::service::{AuditView, OrgView, ResetResult};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The header with which mfadmin's own console and CLI say, in remote mode, which they are.
+pub const CLIENT_HEADER: &str = "x-mfadmin-client";
+
 /// An RFC 7807 problem: what went wrong, for the person who reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {

@@ -20,10 +20,12 @@ use std::sync::Arc;
 /// The flags every command takes.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
-    /// Directory of the store and its key file [default: the platform data directory]
+    /// Directory of the store and its key file [default: /var/lib/mfadmin for the mfadmin user or when
+    /// /etc/mfadmin/config.toml exists, otherwise the platform data directory]
     #[arg(long, global = true, env = "MFADMIN_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Config file [default: the platform config directory's mfadmin/config.toml, if present]
+    /// Config file [default: /etc/mfadmin/config.toml for the mfadmin user or when it exists, otherwise
+    /// the platform config directory's mfadmin/config.toml, if present]
     #[arg(long, global = true, env = "MFADMIN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Key file that seals TOTP secrets [default: DATA_DIR/mfadmin.key]

@@ -1,6 +1,6 @@
 //! The scriptable command line: parses arguments, calls the service, prints tables, JSON or CSV.
 
-use crate::app::{Context, TokenFile, ensure_demo_store, local_only, now, remote_backend, remote_options};
+use crate::app::{Context, GlobalArgs, TokenFile, ensure_demo_store, local_only, now, remote_backend, remote_options};
 use crate::auth::totp;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -16,6 +16,7 @@ use crate::backend::{list_all, Backend, Credential, Login};
 use crate::demo;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,7 +41,7 @@ pub enum Command {
     Audit(AuditCommand),
     /// Verify the store offline: every index against the records, and the audit chain (exit 1 on a problem)
     Check,
-    /// Create API keys for scripts that call `mfadmin serve`
+    /// Create, list and revoke API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
     /// Write a consistent backup of the whole store to FILE (in-process, or --remote through a server)
@@ -55,7 +56,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// Your user name on the server [default: asked]
+    /// Your user name (or email) on the server [default: asked]
     #[arg(long)]
     pub username: Option<String>,
     /// Read the password (and then, when asked for, the code) from standard input, one a line
@@ -109,7 +110,7 @@ pub enum UserCommand {
     /// Show one user (by user name, email, id or number) and its recent audit events
     Show {
         user: String,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Add a user
@@ -124,7 +125,8 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Import users from CSV with the header username,email,display_name,role,org
+    /// Import users from CSV with the header username,email,display_name,role,org (and optionally
+    /// status: active or disabled; other columns, such as those `user export` adds, are ignored)
     Import {
         /// CSV file, or - for standard input
         file: PathBuf,
@@ -137,7 +139,7 @@ pub enum UserCommand {
     },
     /// Export every user as CSV (importable again) or JSON
     Export {
-        #[arg(long, value_enum, default_value_t = Output::Csv)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Csv)]
         output: Output,
     },
 }
@@ -166,7 +168,7 @@ pub struct ListArgs {
     /// Show at most this many users
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
@@ -179,8 +181,9 @@ pub struct AddArgs {
     pub display_name: Option<String>,
     #[arg(long, default_value = "member")]
     pub role: Role,
+    /// The user's org [default: the only org, when the store has one]
     #[arg(long)]
-    pub org: String,
+    pub org: Option<String>,
     /// Set a password, read from the first line of standard input
     #[arg(long)]
     pub password_stdin: bool,
@@ -212,7 +215,11 @@ pub struct ResetArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    /// Reset the users that exist even when some named ones do not (by default a list naming an
+    /// unknown user changes nothing)
+    #[arg(long)]
+    pub skip_missing: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
@@ -226,7 +233,7 @@ pub enum OnOff {
 pub enum OrgCommand {
     /// Show the orgs with their users and enforcement
     Show {
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Add an org
@@ -254,7 +261,7 @@ pub enum AuditCommand {
         filter: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Walk the hash chain and name the first broken link (exit 1 if broken)
@@ -264,8 +271,8 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
         format: AuditFormat,
         /// Write to this file instead of standard output
-        #[arg(long)]
-        file: Option<PathBuf>,
+        #[arg(long, short = 'o', visible_alias = "file", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -284,6 +291,13 @@ pub enum ApikeyCommand {
         #[arg(long)]
         validate_only: bool,
     },
+    /// List the unexpired API keys (never the keys themselves), with the ids that revoke them
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Revoke an API key by its id (from `mfadmin apikey list`)
+    Revoke { id: String },
 }
 
 
@@ -315,7 +329,7 @@ fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     };
     let username = match args.username {
         Some(u) => u,
-        None => ask("User name", args.password_stdin, false)?,
+        None => ask("User name or email", args.password_stdin, false)?,
     };
     let password = ask(&format!("Password for {username}"), args.password_stdin, true)?;
     let who = match remote.login_password(&username, &password)? {
@@ -374,14 +388,36 @@ fn logout(ctx: &Context) -> anyhow::Result<ExitCode> {
 /// The store's page cache for `user import` at most, in MiB.
 const IMPORT_CACHE_MB: u64 = 32;
 
-/// Run a command of the CLI; the exit code says how it went. `remote_flag`: `--remote` was given
-/// on the command line (the commands that work on the store itself refuse it).
-pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result<ExitCode> {
+/// The command line to suggest as a next step: `mfadmin`, with the `--data-dir` and `--config`
+/// that were given (as flags or in the environment), so the hint works as it is printed.
+fn suggested(global: &GlobalArgs) -> String {
+    let mut line = String::from("mfadmin");
+    for (flag, value) in [("--data-dir", &global.data_dir), ("--config", &global.config)] {
+        if let Some(path) = value {
+            line.push_str(&format!(" {flag} {}", shell_word(&path.to_string_lossy())));
+        }
+    }
+    line
+}
+
+/// `word` as one word for a POSIX shell: as it is when that is safe, else in single quotes.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Run a command of the CLI; the exit code says how it went. The commands that work on the store
+/// itself refuse `--remote` (`global.remote`).
+pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
     let actor = Actor::console("cli");
+    let remote_flag = global.remote.is_some();
     match command {
         Command::Init(args) => {
             local_only(remote_flag, "init")?;
-            init(ctx, &actor, args)
+            init(ctx, &actor, args, &suggested(global))
         }
         Command::Demo(args) => {
             local_only(remote_flag, "demo")?;
@@ -397,7 +433,7 @@ pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result
         }
         Command::User(cmd) => {
             let (backend, who) = ctx.backend()?;
-            user_cmd(backend.as_ref(), &who, cmd)
+            user_cmd(backend.as_ref(), &who, cmd, &suggested(global))
         }
         Command::Mfa(cmd) => {
             let (backend, who) = ctx.backend()?;
@@ -433,6 +469,22 @@ pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Apikey(ApikeyCommand::List { output }) => {
+            let (backend, who) = ctx.backend()?;
+            let keys = backend.api_keys(&who)?;
+            let names = org_names(backend.as_ref(), &who);
+            print_api_keys(&keys, &names, output)?;
+            if output == Output::Table {
+                eprintln!("{}", count(keys.len(), "API key", "API keys"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apikey(ApikeyCommand::Revoke { id }) => {
+            let (backend, who) = ctx.backend()?;
+            backend.revoke_api_key(&who, &id)?;
+            println!("Revoked the API key {}; scripts that use it are refused from now on", id.trim());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apikey(ApikeyCommand::Create { user, name, role, validate_only }) => {
             local_only(remote_flag, "apikey create")?;
             let service = ctx.open_service()?;
@@ -447,7 +499,7 @@ pub fn run(ctx: &Context, remote_flag: bool, command: Command) -> anyhow::Result
             println!("{key}");
             eprintln!(
                 "API key {name:?} for {user} {what}, valid until {}. It is shown only this once.",
-                crate::domain::user::rfc3339(expires)
+                table_time(&crate::domain::user::rfc3339(expires))
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -465,7 +517,17 @@ fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
         bail!("no terminal to ask for the password: pass it on standard input with --password-stdin");
     }
-    let first = rpassword::prompt_password(format!("{prompt}: "))?;
+    // A password the store would refuse is refused before it is typed a second time.
+    let mut first = rpassword::prompt_password(format!("{prompt}: "))?;
+    let mut tries = 1;
+    while let Err(why) = crate::auth::password::check_strength(&first) {
+        if tries == 3 {
+            bail!("{why}");
+        }
+        eprintln!("{why}; try again.");
+        first = rpassword::prompt_password(format!("{prompt}: "))?;
+        tries += 1;
+    }
     let again = rpassword::prompt_password("Again: ")?;
     if first != again {
         bail!("the two passwords differ");
@@ -473,7 +535,7 @@ fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     Ok(first)
 }
 
-fn init(ctx: &Context, actor: &Actor, args: InitArgs) -> anyhow::Result<ExitCode> {
+fn init(ctx: &Context, actor: &Actor, args: InitArgs, mfadmin: &str) -> anyhow::Result<ExitCode> {
     use crate::domain::user as u;
     let email = args.email.clone().unwrap_or_else(|| format!("{}@localhost.localdomain", args.owner));
     // Check everything before creating anything, so a mistake leaves no half-made store.
@@ -501,7 +563,7 @@ fn init(ctx: &Context, actor: &Actor, args: InitArgs) -> anyhow::Result<ExitCode
     println!("Key file: {} (mode 0600; back it up: without it the TOTP secrets cannot be opened)", ctx.config.key_file().display());
     let enrollment = service.begin_enrollment(actor, &args.owner, &ctx.config.totp.issuer, t)?;
     print_enrollment(&enrollment);
-    println!("Then confirm with: mfadmin mfa confirm {} CODE", args.owner);
+    println!("Then confirm with: {mfadmin} mfa confirm {} CODE", shell_word(&args.owner));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -568,16 +630,46 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-const USER_CSV_HEADER: [&str; 15] = [
+/// An RFC 3339 time (`2026-12-01T19:44:20Z`) as tables show it: `2026-12-01 19:44:20Z`.
+fn table_time(rfc3339: &str) -> String {
+    rfc3339.replacen('T', " ", 1)
+}
+
+/// "1 user", "2 users".
+fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
+/// Org keys (lower-cased) to the names the orgs were given; empty when the orgs cannot be read.
+fn org_names(backend: &dyn Backend, who: &Credential) -> HashMap<String, String> {
+    backend
+        .orgs(who)
+        .map(|orgs| orgs.into_iter().map(|o| (crate::domain::user::org_key(&o.name), o.name)).collect())
+        .unwrap_or_default()
+}
+
+/// The name `org` (a key) was given, for output.
+fn org_name<'a>(names: &'a HashMap<String, String>, org: &'a str) -> &'a str {
+    names.get(org).map_or(org, String::as_str)
+}
+
+/// The users' org as its given name (user records keep the lower-cased key).
+fn named_orgs(users: &[UserView], names: &HashMap<String, String>) -> Vec<UserView> {
+    users.iter().map(|u| UserView { org: org_name(names, &u.org).to_string(), ..u.clone() }).collect()
+}
+
+/// The fields of a user's JSON: CSV carries the same ones.
+const USER_CSV_HEADER: [&str; 16] = [
     "id",
     "number",
     "username",
     "email",
     "display_name",
-    "role",
     "org",
+    "role",
     "status",
     "mfa",
+    "recovery_codes_left",
     "created_at",
     "last_login_at",
     "mfa_enrolled_at",
@@ -594,10 +686,11 @@ fn user_csv_row(u: &UserView) -> Vec<String> {
         u.username.clone(),
         u.email.clone(),
         u.display_name.clone(),
-        u.role.to_string(),
         u.org.clone(),
+        u.role.to_string(),
         u.status.as_str().into(),
         u.mfa.to_string(),
+        u.recovery_codes_left.to_string(),
         u.created_at.clone(),
         opt(&u.last_login_at),
         opt(&u.mfa_enrolled_at),
@@ -607,6 +700,7 @@ fn user_csv_row(u: &UserView) -> Vec<String> {
     ]
 }
 
+/// Users in the chosen form; `users` carry org names already (see [`named_orgs`]).
 fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => print_json(&users)?,
@@ -631,7 +725,7 @@ fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
                         u.role.to_string(),
                         u.status.as_str().into(),
                         u.mfa.to_string(),
-                        u.last_login_at.as_deref().map_or("never".into(), |t| t.replace('T', " ").replace('Z', "")),
+                        u.last_login_at.as_deref().map_or("never".into(), table_time),
                         // The day is enough to find factors nobody uses, and keeps the table narrow.
                         u.mfa_last_used_at.as_deref().map_or("never".into(), |t| t.chars().take(10).collect()),
                     ]
@@ -643,11 +737,53 @@ fn print_users(users: &[UserView], output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_api_keys(keys: &[crate::service::ApiKeyView], names: &HashMap<String, String>, output: Output) -> anyhow::Result<()> {
+    let keys: Vec<_> = keys.iter().map(|k| crate::service::ApiKeyView { org: org_name(names, &k.org).to_string(), ..k.clone() }).collect();
+    if output == Output::Json {
+        return print_json(&keys);
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let time = |t: &str| if output == Output::Table { table_time(t) } else { t.to_string() };
+            vec![
+                k.id.clone(),
+                k.name.clone(),
+                k.role.to_string(),
+                k.owner.clone(),
+                k.org.clone(),
+                time(&k.created_at),
+                time(&k.expires_at),
+                k.validate_only.to_string(),
+            ]
+        })
+        .collect();
+    if output == Output::Csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        w.write_record(["id", "name", "role", "owner", "org", "created_at", "expires_at", "validate_only"])?;
+        for r in &rows {
+            w.write_record(r)?;
+        }
+        w.flush()?;
+    } else {
+        print_table(&["ID", "NAME", "ROLE", "OWNER", "ORG", "CREATED", "EXPIRES", "VALIDATE ONLY"], &rows);
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ users
 
-fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand, mfadmin: &str) -> anyhow::Result<ExitCode> {
+    let names = org_names(backend, who);
     match cmd {
         UserCommand::List(a) => {
+            if let Some(org) = a.org.as_deref()
+                && !names.contains_key(&crate::domain::user::org_key(org))
+            {
+                let mut known: Vec<&str> = names.values().map(String::as_str).collect();
+                known.sort_unstable();
+                bail!("there is no org {org:?} (the orgs: {}); see `mfadmin org show`", known.join(", "));
+            }
             let query = UserQuery {
                 text: a.filter,
                 role: a.role,
@@ -668,19 +804,25 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
                 let users = users.into_iter().take(query.limit.unwrap_or(usize::MAX)).collect();
                 crate::service::UserPage { users, next_cursor: None, total }
             };
-            print_users(&page.users, a.output)?;
+            print_users(&named_orgs(&page.users, &names), a.output)?;
             if a.output == Output::Table {
                 eprintln!("{} shown of {} matching", page.users.len(), page.total);
             }
         }
         UserCommand::Show { user, output } => {
-            let detail = backend.user_detail(who, &user)?;
+            let mut detail = backend.user_detail(who, &user)?;
+            detail.user.org = org_name(&names, &detail.user.org).to_string();
             match output {
                 Output::Json => print_json(&detail)?,
                 Output::Csv => print_users(std::slice::from_ref(&detail.user), Output::Csv)?,
                 Output::Table => {
                     let u = &detail.user;
-                    let never = || "never".to_string();
+                    let when = |t: &Option<String>| t.as_deref().map_or("never".to_string(), table_time);
+                    let password = if detail.password_set {
+                        "set".to_string()
+                    } else {
+                        format!("not set: cannot log in until one is set (`{mfadmin} user set-password {}`)", shell_word(&u.username))
+                    };
                     for (k, v) in [
                         ("id", u.id.to_string()),
                         ("number", u.number.to_string()),
@@ -690,17 +832,17 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
                         ("org", u.org.clone()),
                         ("role", u.role.to_string()),
                         ("status", u.status.as_str().into()),
+                        ("password", password),
                         ("mfa", u.mfa.to_string()),
                         ("recovery codes left", u.recovery_codes_left.to_string()),
-                        ("created", u.created_at.clone()),
-                        ("last login", u.last_login_at.clone().unwrap_or_else(never)),
-                        ("mfa enrolled", u.mfa_enrolled_at.clone().unwrap_or_else(never)),
+                        ("created", table_time(&u.created_at)),
+                        ("last login", when(&u.last_login_at)),
+                        ("mfa enrolled", when(&u.mfa_enrolled_at)),
                         ("mfa last used", match (&u.mfa_last_used_at, &u.mfa_last_client) {
-                            (Some(at), Some(client)) => format!("{at} ({client})"),
-                            (Some(at), None) => at.clone(),
-                            (None, _) => never(),
+                            (Some(at), Some(client)) => format!("{} ({client})", table_time(at)),
+                            (at, _) => when(at),
                         }),
-                        ("mfa reset", u.mfa_reset_at.clone().unwrap_or_else(never)),
+                        ("mfa reset", when(&u.mfa_reset_at)),
                     ] {
                         println!("{k:>20}  {v}");
                     }
@@ -720,11 +862,35 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
             println!("Enabled {}", v.username);
         }
         UserCommand::Add(a) => {
+            let org = match a.org {
+                Some(org) => org,
+                None => {
+                    let mut orgs: Vec<&String> = names.values().collect();
+                    orgs.sort();
+                    match orgs.as_slice() {
+                        [only] => only.to_string(),
+                        [] => bail!("there is no org to add the user to: create one with `{mfadmin} org add NAME`"),
+                        several => bail!(
+                            "the store has several orgs ({}): name the user's with --org",
+                            several.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
+                }
+            };
             let password = if a.password_stdin { Some(read_password(true, "")?) } else { None };
+            let has_password = password.is_some();
             let display_name = a.display_name.unwrap_or_else(|| a.username.clone());
-            let new = NewUser { username: a.username, email: a.email, display_name, role: a.role, org: a.org, password };
+            let new = NewUser { username: a.username, email: a.email, display_name, role: a.role, org, password };
             let view = backend.add_user(who, new)?;
-            println!("Added {} (#{}, {})", view.username, view.number, view.id);
+            println!("Added {} (#{}, {}) to {}", view.username, view.number, view.id, org_name(&names, &view.org));
+            if !has_password {
+                println!(
+                    "{} has no password, so cannot log in yet: set one with `{mfadmin} user set-password {}` \
+                     (or add the user with --password-stdin)",
+                    view.username,
+                    shell_word(&view.username)
+                );
+            }
         }
         UserCommand::SetPassword { user, password_stdin } => {
             let password = read_password(password_stdin, &format!("New password for {user}"))?;
@@ -736,7 +902,7 @@ fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand) -> anyhow
         }
         UserCommand::Export { output } => {
             let users = list_all(backend, who, &UserQuery::default())?;
-            print_users(&users, if output == Output::Table { Output::Csv } else { output })?;
+            print_users(&named_orgs(&users, &names), if output == Output::Table { Output::Csv } else { output })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -764,12 +930,12 @@ fn import(backend: &dyn Backend, who: &Credential, file: &Path, options: ImportO
     }
     let skipped = match report.skipped.len() {
         0 => String::new(),
-        n => format!("; skipped {n} rows"),
+        n => format!("; skipped {}", count(n, "row", "rows")),
     };
     if report.check_only {
-        println!("Checked: {} users would be imported{skipped}; nothing was changed", report.imported);
+        println!("Checked: {} would be imported{skipped}; nothing was changed", count(report.imported, "user", "users"));
     } else {
-        println!("Imported {} users{skipped}", report.imported);
+        println!("Imported {}{skipped}", count(report.imported, "user", "users"));
     }
     Ok(if report.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -841,10 +1007,17 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
     let mut targets = Vec::new();
     for u in &args.users {
         if u == "-" {
+            let mut first = true;
             for line in std::io::stdin().lock().lines() {
                 let line = line?;
                 let line = line.trim();
-                if !line.is_empty() && !line.starts_with('#') {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                // A list cut from a CSV or a table starts with its column's name.
+                let header = first && ["id", "username", "user", "email", "number"].iter().any(|h| line.eq_ignore_ascii_case(h));
+                first = false;
+                if !header {
                     targets.push(line.to_string());
                 }
             }
@@ -856,15 +1029,37 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
         bail!("no users given: name them, or pass - and give one per line on standard input");
     }
     let reason = args.reason.as_deref();
-    if !args.dry_run && !args.yes {
-        // Decide first (without changing anything) so the question can say what will happen.
-        let plan = backend.reset_mfa(who, &targets, reason, true, &mut |_, _| {})?;
+    // Decide first (without changing anything), so that a list naming someone who does not exist
+    // (a typo, perhaps of the user meant) changes nothing, and the question can say what will happen.
+    let plan = if args.dry_run || (args.skip_missing && args.yes) {
+        None
+    } else {
+        Some(backend.reset_mfa(who, &targets, reason, true, &mut |_, _| {})?)
+    };
+    if let Some(plan) = &plan
+        && !args.skip_missing
+    {
+        let missing: Vec<&str> =
+            plan.results.iter().filter(|r| r.outcome == ResetOutcome::NotFound).map(|r| r.target.as_str()).collect();
+        if !missing.is_empty() {
+            print_reset(plan, args.output)?;
+            let shown: Vec<&str> = missing.iter().take(5).copied().collect();
+            bail!(
+                "{} not found ({}{}), so nothing was changed: correct the list, or add --skip-missing to reset the \
+                 users that exist",
+                count(missing.len(), "user named was", "users named were"),
+                shown.join(", "),
+                if missing.len() > shown.len() { ", …" } else { "" }
+            );
+        }
+    }
+    if let Some(plan) = plan.as_ref().filter(|_| !args.yes) {
         let will = plan.count(ResetOutcome::Reset);
         if !std::io::stdin().is_terminal() || args.users.iter().any(|u| u == "-") {
             bail!("refusing to reset {will} users without confirmation: add --yes (or look first with --dry-run)");
         }
-        print_reset(&plan, Output::Table)?;
-        eprint!("Reset MFA for {will} users? Type yes to confirm: ");
+        print_reset(plan, Output::Table)?;
+        eprint!("Reset MFA for {}? Type yes to confirm: ", count(will, "user", "users"));
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
@@ -879,7 +1074,11 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
         }
     })?;
     print_reset(&report, args.output)?;
-    let clean = report.results.iter().all(|r| matches!(r.outcome, ResetOutcome::Reset | ResetOutcome::Skipped));
+    let clean = report.results.iter().all(|r| match r.outcome {
+        ResetOutcome::Reset | ResetOutcome::Skipped => true,
+        ResetOutcome::NotFound => args.skip_missing,
+        _ => false,
+    });
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -897,6 +1096,7 @@ fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
             };
             vec![
                 r.target.clone(),
+                r.user_id.map(|id| id.to_string()).unwrap_or_default(),
                 r.username.clone().unwrap_or_else(|| "-".into()),
                 outcome,
                 r.mfa_after.map_or("-".into(), |m| m.to_string()),
@@ -906,19 +1106,23 @@ fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
         .collect();
     if output == Output::Csv {
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-        w.write_record(["target", "username", "outcome", "mfa_after", "detail"])?;
+        w.write_record(["target", "user_id", "username", "outcome", "mfa_after", "detail"])?;
         for r in &rows {
             w.write_record(csv_row(r))?;
         }
         w.flush()?;
     } else {
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|mut r| {
+            r.remove(1);
+            r
+        }).collect();
         print_table(&["TARGET", "USER", "OUTCOME", "MFA AFTER", "DETAIL"], &rows);
     }
     let c = |o| report.count(o);
     eprintln!(
-        "{}{} reset, {} skipped, {} denied, {} not found, {} failed{}",
+        "{}{}, {} skipped, {} denied, {} not found, {} failed{}",
         if report.dry_run { "dry run, nothing changed: " } else { "" },
-        c(ResetOutcome::Reset),
+        if report.dry_run { format!("{} would reset", c(ResetOutcome::Reset)) } else { format!("{} reset", c(ResetOutcome::Reset)) },
         c(ResetOutcome::Skipped),
         c(ResetOutcome::Denied),
         c(ResetOutcome::NotFound),
@@ -939,6 +1143,13 @@ fn org_cmd(backend: &dyn Backend, who: &Credential, cmd: OrgCommand) -> anyhow::
             let orgs = backend.orgs(who)?;
             if output == Output::Json {
                 print_json(&orgs)?;
+            } else if output == Output::Csv {
+                let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                w.write_record(["name", "mfa_enforced", "users", "enrolled"])?;
+                for o in &orgs {
+                    w.write_record([o.name.clone(), o.mfa_enforced.to_string(), o.users.to_string(), o.enrolled.to_string()])?;
+                }
+                w.flush()?;
             } else {
                 let rows: Vec<Vec<String>> = orgs
                     .iter()
@@ -972,7 +1183,7 @@ fn print_audit(events: &[AuditView]) {
         .map(|e| {
             vec![
                 e.seq.to_string(),
-                e.at.replace('T', " ").replace('Z', ""),
+                table_time(&e.at),
                 e.actor.clone(),
                 e.action.clone(),
                 e.target.clone().unwrap_or_default(),
@@ -1015,7 +1226,7 @@ fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyh
                 return Ok(ExitCode::FAILURE);
             }
         }
-        AuditCommand::Export { format, file } => return audit_export(backend, who, format, file),
+        AuditCommand::Export { format, output } => return audit_export(backend, who, format, output),
     }
     Ok(ExitCode::SUCCESS)
 }

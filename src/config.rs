@@ -119,6 +119,19 @@ pub struct CompatConfig {
     pub resolver: bool,
     /// Netwrix Privilege Secure: `PUT /api/v1/ManagedAccount/ResetMFA/{id}`, `/signinBody`, `/signin2fa`.
     pub nps: bool,
+    /// Who may reset another user's MFA through these routes.
+    pub role_table: CompatRoles,
+}
+
+/// Who may reset another user's MFA through a vendor's route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompatRoles {
+    /// The vendor's documented minimum (an Owner or Admin for all four), then our role table.
+    #[default]
+    Vendor,
+    /// Our role table alone: a Helpdesk may reset Members, as through the native API.
+    Mfadmin,
 }
 
 /// The second-factor checks other systems make (`/validate/check`, `/validate/radiuscheck`).
@@ -145,48 +158,6 @@ pub struct ValidateConfig {
     /// Checks a minute from one client address (a RADIUS server asks for everyone). Each user is
     /// also held to `server.auth_rate_per_account`.
     pub rate_per_client: u32,
-}
-
-/// An address or a CIDR range (`127.0.0.1`, `10.0.0.0/8`, `::1`), as `validate.allow_from` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddrRange {
-    net: std::net::IpAddr,
-    prefix: u8,
-}
-
-impl AddrRange {
-    pub fn parse(s: &str) -> Result<AddrRange, String> {
-        let bad = || format!("{s:?} is not an address or a range such as 127.0.0.1, 10.0.0.0/8 or ::1");
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (s.trim(), None),
-        };
-        let net: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(AddrRange { net, prefix })
-    }
-
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        let bits = |ip: std::net::IpAddr| -> (u128, u8) {
-            match ip {
-                std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
-                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                    Some(v4) => (u128::from(u32::from(v4)) << 96, 32),
-                    None => (u128::from(v6), 128),
-                },
-            }
-        };
-        let ((net, width), (ip, ip_width)) = (bits(self.net), bits(ip));
-        if width != ip_width {
-            return false;
-        }
-        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
-        net & mask == ip & mask
-    }
 }
 
 impl Default for ValidateConfig {
@@ -294,7 +265,7 @@ impl Default for TuiConfig {
 
 impl Default for CompatConfig {
     fn default() -> Self {
-        CompatConfig { flashback: true, entryguard: true, resolver: true, nps: true }
+        CompatConfig { flashback: true, entryguard: true, resolver: true, nps: true, role_table: CompatRoles::Vendor }
     }
 }
 
@@ -482,7 +453,7 @@ impl Config {
             }
         }
         for range in &self.validate.allow_from {
-            AddrRange::parse(range).map_err(|e| format!("validate.allow_from: {e}"))?;
+            IpRange::parse(range).map_err(|e| format!("validate.allow_from: {e}"))?;
         }
         if self.lockout.threshold == 0 {
             return Err("lockout.threshold must be at least 1".into());
@@ -560,7 +531,7 @@ impl Config {
     }
 }
 
-/// An address or a CIDR range of them, as `[server] trusted_proxies` lists them.
+/// An address or a CIDR range of them, as `[server] trusted_proxies` and `[validate] allow_from` list them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpRange {
     base: std::net::IpAddr,
@@ -605,14 +576,70 @@ impl IpRange {
     }
 }
 
+/// The config file of a system installation (the package's, read by its systemd unit).
+pub const SYSTEM_CONFIG: &str = "/etc/mfadmin/config.toml";
+/// The data directory of a system installation (the unit's `StateDirectory`).
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/mfadmin";
+/// The OS user a system installation runs the daemon as.
+pub const SYSTEM_USER: &str = "mfadmin";
+
+/// Where the config file and the data directory are when nothing says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub config: Option<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
+impl Defaults {
+    /// The system's paths when run as [`SYSTEM_USER`] or when `system_config` exists (so every
+    /// admin on a host with the package reaches the daemon's store); otherwise a person's own XDG
+    /// paths.
+    pub fn choose(os_user: Option<&str>, system_config: &Path, system_data_dir: &Path) -> Defaults {
+        // A config we may not even look at is still there: loading it then says why it cannot be read.
+        let config_present = system_config.try_exists().unwrap_or(true);
+        if os_user == Some(SYSTEM_USER) || config_present {
+            return Defaults { config: Some(system_config.to_path_buf()), data_dir: system_data_dir.to_path_buf() };
+        }
+        let dirs = directories::ProjectDirs::from("", "", "mfadmin");
+        Defaults {
+            config: dirs.as_ref().map(|d| d.config_dir().join("config.toml")),
+            data_dir: dirs.map_or_else(|| PathBuf::from(".mfadmin"), |d| d.data_dir().to_path_buf()),
+        }
+    }
+
+    /// The defaults of this process: its effective OS user and this host's files.
+    pub fn current() -> Defaults {
+        Defaults::choose(effective_user().as_deref(), Path::new(SYSTEM_CONFIG), Path::new(SYSTEM_DATA_DIR))
+    }
+}
+
+/// The name of the effective user (not `$USER`, which `su` and `sudo` may leave as it was).
+fn effective_user() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = vec![0u8; 16 * 1024];
+        // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length we pass); `pw_name`
+        // points into `buf`, which outlives the CStr read below.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut found);
+            if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+                return None;
+            }
+            Some(std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 pub fn default_data_dir() -> PathBuf {
-    directories::ProjectDirs::from("", "", "mfadmin")
-        .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(".mfadmin"))
+    Defaults::current().data_dir
 }
 
 pub fn default_config_path() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "mfadmin").map(|d| d.config_dir().join("config.toml"))
+    Defaults::current().config
 }
 
 #[cfg(test)]
@@ -663,5 +690,26 @@ mod tests {
         assert!(err.contains("MFADMIN_ALLOW_PLAIN_HTTP"), "{err}");
         let err = c.apply_env([("MFADMIN_TOTP_SKEW".to_string(), "x".to_string())].into_iter()).unwrap_err();
         assert!(err.contains("MFADMIN_TOTP_SKEW"));
+    }
+
+    #[test]
+    fn the_system_paths_apply_to_the_service_user_or_when_the_system_config_exists() {
+        let etc = tempfile::tempdir().unwrap();
+        let system_config = etc.path().join("config.toml");
+        let system_data = Path::new("/var/lib/mfadmin");
+
+        let person = Defaults::choose(Some("alice"), &system_config, system_data);
+        assert_ne!(person.data_dir, system_data, "a person without the system config keeps the XDG paths");
+        assert_ne!(person.config.as_deref(), Some(system_config.as_path()));
+        assert!(person.data_dir.ends_with("mfadmin"), "{}", person.data_dir.display());
+
+        let daemon = Defaults::choose(Some(SYSTEM_USER), &system_config, system_data);
+        assert_eq!(daemon, Defaults { config: Some(system_config.clone()), data_dir: system_data.into() });
+
+        std::fs::write(&system_config, "").unwrap();
+        let admin = Defaults::choose(Some("alice"), &system_config, system_data);
+        assert_eq!(admin, Defaults { config: Some(system_config.clone()), data_dir: system_data.into() });
+        let unknown = Defaults::choose(None, &system_config, system_data);
+        assert_eq!(unknown.data_dir, system_data);
     }
 }

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod packaging;
 pub mod service;
 pub mod store;
 pub mod tui;

@@ -1,7 +1,7 @@
 //! The `mfadmin` binary: parse the command line and hand it to the front end it names.
 
-use clap::{Parser, Subcommand};
-use mfadmin::{app, cli, http, tui};
+use clap::{CommandFactory, Parser, Subcommand};
+use mfadmin::{app, cli, http, packaging, tui};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,16 @@ enum Command {
     Serve(http::ServeArgs),
     /// Open the full-screen console
     Tui(tui::TuiArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        #[arg(value_enum)]
+        shell: packaging::CompletionShell,
+    },
+    /// Write the man pages: mfadmin.1 and one per subcommand into DIR, or mfadmin.1 to standard output
+    Man {
+        /// Directory for the pages (created if needed) [default: mfadmin.1 to standard output]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,15 +56,30 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = app::Context::from_args(&cli.global)?;
+    // Completions and man pages come from the definitions alone, without reading a config, so a
+    // package build can run them anywhere.
+    let ctx = || app::Context::from_args(&cli.global);
     let remote_flag = cli.global.remote.is_some();
     match cli.command {
-        Command::Cli(command) => cli::run(&ctx, remote_flag, command),
+        Command::Cli(command) => cli::run(&ctx()?, &cli.global, command),
         Command::Serve(args) => {
             app::local_only(remote_flag, "serve")?;
-            http::serve(&ctx, args)
+            http::serve(&ctx()?, args)
         }
-        Command::Tui(args) => tui::run(&ctx, args),
+        Command::Tui(args) => tui::run(&ctx()?, args),
+        Command::Completions { shell } => {
+            packaging::completions(shell, Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            packaging::man_page(Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            let pages = packaging::man_pages(Cli::command(), &dir)?;
+            eprintln!("{pages} man pages in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -47,12 +47,13 @@ enum Target {
 }
 
 /// Routes anyone may call: logins and probes.
-const PUBLIC: [&str; 8] = [
+const PUBLIC: [&str; 9] = [
     "POST /api/v1/auth/login",
     "POST /api/v1/auth/mfa",
     "POST /api/v1/auth/enroll",
     "POST /api/v1/auth/enroll/confirm",
     "GET /healthz",
+    "GET /readyz",
     "GET /metrics",
     "POST /signinBody",
     "GET /openapi.json",
@@ -76,7 +77,7 @@ const TARGETED: [&str; 13] = [
 ];
 
 /// Routes without a target user (the org ones take the caller's org or another).
-const UNTARGETED: [&str; 20] = [
+const UNTARGETED: [&str; 21] = [
     "POST /api/v1/auth/logout",
     "GET /api/v1/me",
     "GET /api/v1/users",
@@ -97,6 +98,7 @@ const UNTARGETED: [&str; 20] = [
     "GET /api/v1/backup",
     "PUT /user/org/mfa",
     "GET /user/users/me",
+    "GET /user/users",
 ];
 
 /// NPS's second login step takes the first step's challenge as its bearer: a login, not a caller.
@@ -214,6 +216,15 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
             (Caller::User(_), Target::Myself) => Expect::Allow,
             (_, t) => reset_rule(caller, t),
         },
+        // The vendor routes keep to their documents too: only an Administrator (Owner or Admin)
+        // resets someone else ([compat] role_table = "vendor", the default).
+        "POST /mfa/reset" | "POST /api/v1/users/{id}/reset-mfa" | "PUT /user/users/mfa/reset" | "PUT /api/v1/ManagedAccount/ResetMFA/{id}" => {
+            let someone_else = !matches!((caller, target.unwrap()), (Caller::User(_), Target::Myself));
+            match reset_rule(caller, target.unwrap()) {
+                Expect::Allow if someone_else && !administers(role) => Expect::Deny,
+                rule => rule,
+            }
+        }
         r if TARGETED.contains(&r) => reset_rule(caller, target.unwrap()),
         "POST /api/v1/auth/logout" | "GET /api/v1/me" | "GET /api/v1/users" | "GET /api/v1/orgs" => Expect::Allow,
         "POST /api/v1/me/mfa/enroll" | "POST /api/v1/me/mfa/confirm" => allow(is_user),
@@ -230,7 +241,8 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         "GET /api/v1/apikeys" => allow(administers(role)),
         // A backup holds every org; this store has two, so only the console may (see src/backup.rs).
         "GET /api/v1/backup" => Expect::Deny,
-        "GET /user/users/me" => if is_user { Expect::Allow } else { Expect::Hide },
+        // An API key answers with the user who created it; the list is the org's (a Member's: itself).
+        "GET /user/users/me" | "GET /user/users" => Expect::Allow,
         other => panic!("no rule for {other}"),
     }
 }
@@ -301,8 +313,11 @@ impl World {
                 Some(t)
             }
             Caller::Key(role) => {
+                // Each key its own name: a user's keys are told apart by name.
+                static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let name = format!("matrix {}", KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
                 let owner = svc.act_as(&Harness::console(), "a-owner", "test").unwrap();
-                Some(svc.create_api_key(&owner, "matrix", role, now).unwrap().0)
+                Some(svc.create_api_key(&owner, &name, role, now).unwrap().0)
             }
         }
     }
@@ -340,9 +355,11 @@ impl World {
         let console = Harness::console();
         let owner = if target == Target::OtherOrg { "x-owner" } else { "a-owner" };
         let as_owner = svc.act_as(&console, owner, "test").unwrap();
-        svc.create_api_key(&as_owner, "victim", Role::Member, self.h.now()).unwrap();
+        static VICTIMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("victim {}", VICTIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        svc.create_api_key(&as_owner, &name, Role::Member, self.h.now()).unwrap();
         let keys = svc.list_api_keys(&console, self.h.now()).unwrap();
-        keys.into_iter().find(|k| k.owner == owner && k.name == "victim").unwrap().id
+        keys.into_iter().find(|k| k.owner == owner && k.name == name).unwrap().id
     }
 
     async fn call(&self, route: &str, caller: Caller, target: Option<Target>) -> Reply {

@@ -144,7 +144,7 @@ fn import_names_line_and_column_and_imports_nothing_unless_told() {
         .stdout(predicate::str::contains("Imported 2 users; skipped 3 rows"));
     let eve = json(mfadmin(dir.path()).args(["user", "show", "eve", "--output", "json"]));
     assert_eq!(eve["user"]["role"], "helpdesk");
-    assert_eq!(eve["user"]["org"], "globex");
+    assert_eq!(eve["user"]["org"], "Globex", "the org as it was given, not its lower-cased key");
     mfadmin(dir.path())
         .args(["user", "import", "-"])
         .write_stdin("name,mail\nx,y\n")
@@ -265,11 +265,246 @@ fn user_list_finds_factors_unused_for_an_age_and_shows_when_each_was_last_used()
         .args(["user", "show", name])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("mfa last used  {when} ({client})")));
+        .stdout(predicate::str::contains(format!("mfa last used  {} ({client})", when.replacen('T', " ", 1))));
     let never = all.iter().find(|u| u["mfa"] == "enrolled" && u["mfa_last_used_at"].is_null()).expect("a demo factor never used");
     mfadmin(dir.path())
         .args(["user", "show", never["username"].as_str().unwrap()])
         .assert()
         .success()
         .stdout(predicate::str::contains("mfa last used  never"));
+}
+
+/// A store with org Acme (and its owner root, password set) and no other user.
+fn acme(dir: &std::path::Path) {
+    mfadmin(dir)
+        .args(["init", "--org", "Acme", "--owner", "root", "--password-stdin", "--no-enforce-mfa"])
+        .write_stdin("a long enough password\n")
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_reset_naming_a_missing_user_changes_nothing_unless_told_to_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "100"]).assert().success();
+    let users = json(mfadmin(dir.path()).args(["user", "list", "--mfa", "enrolled", "--role", "member", "--output", "json"]));
+    let names: Vec<&str> = users.as_array().unwrap().iter().take(3).map(|u| u["username"].as_str().unwrap()).collect();
+    let mfa = |name: &str| json(mfadmin(dir.path()).args(["user", "show", name, "--output", "json"]))["user"]["mfa"].clone();
+
+    let typo = format!("{}x", names[1]);
+    mfadmin(dir.path())
+        .args(["mfa", "reset", names[0], names[1], &typo, "--reason", "r", "--yes"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("not found"))
+        .stderr(predicate::str::contains(format!("not found ({typo})")).and(predicate::str::contains("nothing was changed")));
+    assert_eq!(mfa(names[0]), "enrolled");
+    assert_eq!(mfa(names[1]), "enrolled");
+
+    // A list from standard input may start with its column's name; with --skip-missing the users
+    // that exist are reset and the exit code says all went as asked.
+    mfadmin(dir.path())
+        .args(["mfa", "reset", "-", "--reason", "r", "--yes", "--skip-missing", "--output", "csv"])
+        .write_stdin(format!("username\n{}\nnobody-at-all\n", names[2]))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("target,user_id,username,outcome,mfa_after,detail"))
+        .stdout(predicate::str::is_match("nobody-at-all,,[^,]*,not found").unwrap())
+        .stdout(predicate::str::contains("username,").count(1));
+    assert_ne!(mfa(names[2]), "enrolled");
+}
+
+#[test]
+fn api_keys_are_listed_and_revoked_and_a_name_is_used_once_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    acme(dir.path());
+    let create = |name: &str| mfadmin(dir.path()).args(["apikey", "create", "--user", "root", "--name", name, "--role", "admin"]).output().unwrap();
+    let first = create("nightly");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let key = String::from_utf8(first.stdout).unwrap().trim().to_string();
+    let again = create("nightly");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has an API key named \"nightly\""));
+    assert!(create("weekly").status.success());
+
+    let keys = json(mfadmin(dir.path()).args(["apikey", "list", "--output", "json"]));
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.iter().map(|k| k["name"].as_str().unwrap()).collect::<Vec<_>>(), ["nightly", "weekly"]);
+    assert!(keys.iter().all(|k| k["org"] == "Acme" && k["owner"] == "root" && k["role"] == "admin"));
+    assert!(!keys.iter().any(|k| k.to_string().contains(&key)), "the key itself is never listed");
+    let csv = String::from_utf8(mfadmin(dir.path()).args(["apikey", "list", "--output", "csv"]).output().unwrap().stdout).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let fields: Vec<&str> = keys[0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(header.iter().copied().collect::<std::collections::BTreeSet<_>>(), fields.iter().copied().collect(), "CSV and JSON carry the same fields");
+
+    let id = keys[0]["id"].as_str().unwrap();
+    mfadmin(dir.path()).args(["apikey", "revoke", id]).assert().success().stdout(predicate::str::contains("Revoked"));
+    mfadmin(dir.path()).args(["apikey", "list"]).assert().success().stdout(predicate::str::contains("nightly").not());
+    mfadmin(dir.path()).args(["apikey", "revoke", id]).assert().code(1).stderr(predicate::str::contains("not found"));
+    // Revoked, the name is free again.
+    assert!(create("nightly").status.success());
+}
+
+#[test]
+fn adding_a_user_says_what_a_missing_password_means_and_the_only_org_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    acme(dir.path());
+    mfadmin(dir.path())
+        .args(["user", "add", "bob", "--email", "bob@acme.example"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("to Acme"))
+        .stdout(predicate::str::contains("bob has no password, so cannot log in yet"))
+        .stdout(predicate::str::contains("user set-password bob"));
+    mfadmin(dir.path()).args(["user", "show", "bob"]).assert().success().stdout(predicate::str::is_match(r"password  not set").unwrap());
+    assert_eq!(json(mfadmin(dir.path()).args(["user", "show", "bob", "--output", "json"]))["password_set"], false);
+    mfadmin(dir.path()).args(["user", "show", "root"]).assert().success().stdout(predicate::str::is_match(r"password  set\n").unwrap());
+    mfadmin(dir.path())
+        .args(["user", "add", "cy", "--email", "cy@acme.example", "--password-stdin"])
+        .write_stdin("another long password\n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no password").not());
+
+    mfadmin(dir.path()).args(["org", "add", "Globex"]).assert().success();
+    mfadmin(dir.path())
+        .args(["user", "add", "dee", "--email", "dee@acme.example"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("several orgs (Acme, Globex)").and(predicate::str::contains("--org")));
+}
+
+#[test]
+fn an_unknown_org_is_an_error_and_the_last_active_owner_stays_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    acme(dir.path());
+    mfadmin(dir.path())
+        .args(["user", "list", "--org", "nosuch"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no org \"nosuch\"").and(predicate::str::contains("Acme")));
+    mfadmin(dir.path()).args(["user", "list", "--org", "ACME"]).assert().success().stdout(predicate::str::contains("root"));
+
+    mfadmin(dir.path())
+        .args(["user", "disable", "root"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("root is the last active Owner of the org \"Acme\""));
+    mfadmin(dir.path()).args(["user", "add", "ann", "--email", "ann@acme.example", "--role", "owner"]).assert().success();
+    mfadmin(dir.path()).args(["user", "disable", "root"]).assert().success();
+    mfadmin(dir.path()).args(["user", "disable", "ann"]).assert().code(1).stderr(predicate::str::contains("last active Owner"));
+}
+
+#[test]
+fn export_then_import_keeps_each_users_status() {
+    let dir = tempfile::tempdir().unwrap();
+    acme(dir.path());
+    mfadmin(dir.path()).args(["user", "add", "ann", "--email", "ann@acme.example"]).assert().success();
+    mfadmin(dir.path()).args(["user", "add", "ben", "--email", "ben@acme.example"]).assert().success();
+    mfadmin(dir.path()).args(["user", "disable", "ben"]).assert().success();
+    let export = mfadmin(dir.path()).args(["user", "export"]).output().unwrap().stdout;
+
+    let other = tempfile::tempdir().unwrap();
+    mfadmin(other.path())
+        .args(["init", "--org", "acme", "--owner", "boss", "--password-stdin", "--no-enforce-mfa"])
+        .write_stdin("a long enough password\n")
+        .assert()
+        .success();
+    let export = String::from_utf8(export).unwrap();
+    let without_root: String = export.lines().filter(|l| !l.contains(",root,")).map(|l| format!("{l}\n")).collect();
+    mfadmin(other.path()).args(["user", "import", "-"]).write_stdin(without_root).assert().success().stdout(predicate::str::contains("Imported 2 users"));
+    let status = |name: &str| json(mfadmin(other.path()).args(["user", "show", name, "--output", "json"]))["user"]["status"].clone();
+    assert_eq!(status("ann"), "active");
+    assert_eq!(status("ben"), "disabled", "a disabled user stays disabled");
+    mfadmin(other.path())
+        .args(["user", "import", "-"])
+        .write_stdin("username,email,display_name,role,org,status\ncal,cal@acme.example,Cal,member,acme,sleeping\n")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("line 2, column status"));
+}
+
+#[test]
+fn times_read_one_way_in_tables_and_rfc3339_in_json_and_csv_matches_json() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "30", "--seed", "5"]).assert().success();
+    let table_time = predicate::str::is_match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ").unwrap();
+    mfadmin(dir.path()).args(["user", "list"]).assert().success().stdout(table_time.clone());
+    mfadmin(dir.path()).args(["audit", "list"]).assert().success().stdout(table_time.clone());
+    let users = json(mfadmin(dir.path()).args(["user", "list", "--output", "json"]));
+    let first = &users.as_array().unwrap()[0];
+    let name = first["username"].as_str().unwrap();
+    mfadmin(dir.path()).args(["user", "show", name]).assert().success().stdout(table_time);
+    let created = first["created_at"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(created).is_ok(), "{created}");
+    assert!(users.as_array().unwrap().iter().all(|u| u["org"].as_str().unwrap().chars().next().unwrap().is_uppercase()), "orgs as given");
+
+    let fields: std::collections::BTreeSet<String> = first.as_object().unwrap().keys().cloned().collect();
+    let csv = String::from_utf8(mfadmin(dir.path()).args(["user", "list", "--output", "csv"]).output().unwrap().stdout).unwrap();
+    let header: std::collections::BTreeSet<String> = csv.lines().next().unwrap().split(',').map(str::to_string).collect();
+    assert_eq!(header, fields, "user CSV and JSON carry the same fields");
+    let orgs = String::from_utf8(mfadmin(dir.path()).args(["org", "show", "--output", "csv"]).output().unwrap().stdout).unwrap();
+    let org_json = json(mfadmin(dir.path()).args(["org", "show", "--output", "json"]));
+    let org_fields: std::collections::BTreeSet<String> = org_json[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(orgs.lines().next().unwrap().split(',').map(str::to_string).collect::<std::collections::BTreeSet<_>>(), org_fields);
+    let report = json(mfadmin(dir.path()).args(["mfa", "reset", name, "--dry-run", "--reason", "x", "--output", "json"]));
+    let result_fields: std::collections::BTreeSet<String> = report["results"][0].as_object().unwrap().keys().cloned().collect();
+    let csv = String::from_utf8(mfadmin(dir.path()).args(["mfa", "reset", name, "--dry-run", "--reason", "x", "--output", "csv"]).output().unwrap().stdout).unwrap();
+    assert_eq!(csv.lines().next().unwrap().split(',').map(str::to_string).collect::<std::collections::BTreeSet<_>>(), result_fields);
+}
+
+/// `init` in a terminal (tmux): a short password is refused before it is asked again, and the
+/// next step it prints names the same --data-dir and --config.
+#[test]
+fn init_checks_the_password_length_first_and_its_hint_repeats_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, config) = (dir.path().join("data"), dir.path().join("my config.toml"));
+    std::fs::write(&config, "").unwrap();
+    let socket = format!("mfadmin-cli-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux").arg("-L").arg(&socket).args(args).env_remove("TMUX").output().expect("tmux runs");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux").arg("-L").arg(&self.0).arg("kill-server").output();
+        }
+    }
+    let _kill = Kill(socket.clone());
+    let out = dir.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_mfadmin");
+    let script = format!(
+        "\"$0\" --data-dir '{}' --config '{}' init --org Acme --owner root > '{}'; echo done",
+        data.display(),
+        config.display(),
+        out.display()
+    );
+    tmux(&["-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "30", "-s", "t", "sh", "-c", &format!("{script}; sleep 60"), bin]);
+    let wait_for = |needle: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", "t:0"]);
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(start.elapsed().as_secs() < 30, "waited for {needle:?}; the screen:\n{screen}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for("Password for root:");
+    tmux(&["send-keys", "-t", "t:0", "-l", "short"]);
+    tmux(&["send-keys", "-t", "t:0", "Enter"]);
+    let screen = wait_for("try again");
+    assert!(screen.contains("at least") && !screen.contains("Again:"), "{screen}");
+    tmux(&["send-keys", "-t", "t:0", "-l", "a long enough password"]);
+    tmux(&["send-keys", "-t", "t:0", "Enter"]);
+    wait_for("Again:");
+    tmux(&["send-keys", "-t", "t:0", "-l", "a long enough password"]);
+    tmux(&["send-keys", "-t", "t:0", "Enter"]);
+    wait_for("done");
+    let printed = std::fs::read_to_string(&out).unwrap();
+    let hint = format!("Then confirm with: mfadmin --data-dir {} --config '{}' mfa confirm root CODE", data.display(), config.display());
+    assert!(printed.contains(&hint), "{printed}");
 }

@@ -117,6 +117,27 @@ async fn a_user_without_mfa_in_a_relaxed_org_gets_a_token_at_once_and_wrong_pass
 }
 
 #[tokio::test]
+async fn an_email_address_works_wherever_a_user_name_is_asked() {
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "ann", Role::Admin, true);
+    let login = |name: &str, password: &str| h.post("/api/v1/auth/login", None, json!({"username": name, "password": password}));
+    for given in ["ann@acme.example", "  ANN@Acme.Example "] {
+        let done = login(given, PASSWORD).await.ok();
+        assert_eq!((done["status"].as_str(), done["user"]["username"].as_str()), (Some("done"), Some("ann")), "{given}: {done}");
+    }
+    login("ann@acme.example", "wrong password").await.problem(401);
+    login("nobody@acme.example", PASSWORD).await.problem(401);
+
+    // Netwrix's sign-in, and the console and CLI (the in-process backend), take it too.
+    let r = h.post("/signinBody", None, json!({"Login": "ann@acme.example", "Password": PASSWORD})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let backend = mfadmin::backend::local::Local::new(h.state.service().clone(), "tui", "test");
+    let step = mfadmin::backend::Backend::login_password(&backend, "ann@acme.example", PASSWORD).unwrap();
+    assert!(matches!(&step, mfadmin::backend::Login::Done(who) if who.name == "ann"), "{step:?}");
+}
+
+#[tokio::test]
 async fn wrong_codes_lock_the_factor_with_retry_after() {
     let h = Harness::new();
     h.add_org("Acme", true);
@@ -560,7 +581,7 @@ async fn users_list_filters_sorts_and_pages_with_a_cursor() {
 #[tokio::test]
 async fn openapi_json_documents_every_route_and_every_documented_route_answers() {
     // The native API alone; the vendor-compatible routes are checked in tests/http_compat.rs.
-    let off = mfadmin::config::CompatConfig { flashback: false, entryguard: false, resolver: false, nps: false };
+    let off = mfadmin::config::CompatConfig { flashback: false, entryguard: false, resolver: false, nps: false, ..Default::default() };
     let h = Harness::with(|c| c.compat = off);
     let doc = h.get("/openapi.json", None).await.ok();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
@@ -598,6 +619,7 @@ async fn openapi_json_documents_every_route_and_every_documented_route_answers()
         ("delete", "/api/v1/apikeys/{id}"),
         ("get", "/api/v1/backup"),
         ("get", "/healthz"),
+        ("get", "/readyz"),
         ("get", "/metrics"),
     ];
     let mut documented = Vec::new();
@@ -617,7 +639,9 @@ async fn openapi_json_documents_every_route_and_every_documented_route_answers()
     let mut want: Vec<(String, String)> = expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     want.sort();
     assert_eq!(documented, want);
-    // Every documented operation is routed (a routed one answers something other than "no route").
+    // Every documented operation is routed (a routed one answers something other than "no route");
+    // /readyz answers 503 until the user directory is read, as `serve` does at start.
+    h.state.warm_directory().unwrap();
     for (method, path) in &documented {
         let uri = path.replace("{id}", &uuid::Uuid::new_v4().to_string()).replace("{org}", "acme");
         let r = h.call(method.to_uppercase().parse().unwrap(), &uri, None, None).await;
@@ -783,4 +807,81 @@ async fn users_list_takes_unused_for_in_seconds_or_days_and_the_audit_list_skips
     };
     assert!(params("/api/v1/users").contains(&"unused_for".to_string()));
     assert!(params("/api/v1/audit").contains(&"skip_actions".to_string()));
+}
+
+// ------------------------------------------------------------------ the API document
+
+/// Every `$ref` in `value`, with where it was found.
+fn refs<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, inner) in fields {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => out.push((at.clone(), target)),
+                    _ => refs(inner, format!("{at}/{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().enumerate().for_each(|(i, inner)| refs(inner, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_api_document_resolves_every_ref_names_each_operation_once_and_shows_examples() {
+    let h = Harness::new();
+    let doc = h.get("/openapi.json", None).await.ok();
+    let mut found = Vec::new();
+    refs(&doc, String::new(), &mut found);
+    assert!(found.len() > 50, "{}", found.len());
+    for (at, target) in &found {
+        let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{at}: {target}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{at} refers to {target}, which is not in the document");
+    }
+    assert!(doc["components"]["schemas"]["AuditFormat"]["enum"].as_array().is_some_and(|e| e.len() == 2));
+
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(other) = ids.insert(id.to_string(), format!("{method} {path}")) {
+                panic!("operationId {id:?} names both {other} and {method} {path}");
+            }
+            // Swagger UI's "Try it out" starts from these: every body and parameter has an example.
+            for media in op["requestBody"]["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                assert!(media.get("example").is_some(), "{method} {path}: a request body without an example");
+            }
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                assert!(parameter.get("example").is_some(), "{method} {path}: parameter {} without an example", parameter["name"]);
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for media in response["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                    assert!(media.get("example").is_some(), "{method} {path} {status}: a response without an example");
+                }
+            }
+        }
+    }
+    assert!(ids.contains_key("me") && ids.contains_key("resolverMe"), "{ids:?}");
+
+    // The examples are of the right shape: the login example logs in once its user exists.
+    let login = &doc["paths"]["/api/v1/auth/login"]["post"]["requestBody"]["content"]["application/json"]["example"];
+    assert_eq!(login["username"], "alice", "{login}");
+    h.add_org("Acme", false);
+    h.service()
+        .add_user(
+            &Harness::console(),
+            mfadmin::service::NewUser {
+                username: "alice".into(),
+                email: "alice@acme.example".into(),
+                display_name: "Alice".into(),
+                role: Role::Member,
+                org: "Acme".into(),
+                password: Some(login["password"].as_str().unwrap().into()),
+            },
+            h.now(),
+        )
+        .unwrap();
+    assert_eq!(h.post("/api/v1/auth/login", None, login.clone()).await.ok()["status"], "done");
+    let export = &doc["paths"]["/api/v1/audit/export"]["get"]["parameters"][0];
+    assert_eq!((export["name"].as_str(), export["example"].as_str()), (Some("format"), Some("jsonl")));
 }

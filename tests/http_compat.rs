@@ -472,17 +472,23 @@ async fn resolver_replays_the_swagger_calls_all_or_nothing() {
     );
     assert_eq!((user(&h, "mo").mfa.as_str(), user(&h, "max").mfa.as_str()), ("enrolled", "enrolled"));
 
-    // 403 names the ids the caller may not reset, and nothing is reset: not even the one it may.
+    // 403 names the ids the caller may not reset, and nothing is reset: a Helpdesk is no
+    // Administrator, so it may reset no one else here (the document: "Only Administrators").
     let body = json!({"ids": [mo, p.id("ada"), p.number("olga")]}).to_string();
     let r = send("PUT", "/user/users/mfa/reset", format!("Bearer {hal}"), body).await;
     assert_eq!(r.status, 403);
     let (ada_id, olga_n) = (p.id("ada"), p.number("olga"));
     assert_eq!(
         r.json(),
-        json!({"status": 403, "error": "Forbidden", "ids": [ada_id, olga_n], "message": format!(
-            "You may not reset the MFA of id {ada_id}, {olga_n} (a helpdesk cannot reset the MFA of an admin; a helpdesk cannot reset the MFA of an owner); no MFA was reset"
+        json!({"status": 403, "error": "Forbidden", "ids": [mo, ada_id, olga_n], "message": format!(
+            "You may not reset the MFA of id {mo}, {ada_id}, {olga_n} (only Administrators (Owners and Admins) can reset MFA for users on their Org); no MFA was reset"
         )})
     );
+    // An Admin may not reset an Owner (the role table), and again nothing is reset.
+    let body = json!({"ids": [mo, olga_n]}).to_string();
+    let r = send("PUT", "/user/users/mfa/reset", auth.clone(), body).await;
+    assert_eq!((r.status.as_u16(), &r.json()["ids"]), (403, &json!([olga_n])));
+    assert!(r.json()["message"].as_str().unwrap().contains("an admin cannot reset the MFA of an owner"), "{}", r.text());
     assert_eq!(user(&h, "mo").mfa.as_str(), "enrolled");
     let denied: Vec<Value> = reset_events(&server, &ada, "ada").await;
     assert_eq!(
@@ -529,7 +535,7 @@ async fn resolver_replays_the_swagger_calls_all_or_nothing() {
     assert_eq!((me["username"].as_str(), me["number"].as_u64()), (Some("ada"), Some(p.number("ada"))));
 
     // 401 without a token, on every Resolver route.
-    for (method, path) in [("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me")] {
+    for (method, path) in [("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me"), ("GET", "/user/users")] {
         let r = server.send(method, path, &[("Content-Type", "application/json")], Some(r#"{"ids": [1]}"#)).await;
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(keys(&r.json()), set(&["status", "error", "message"]));
@@ -584,6 +590,7 @@ async fn nps_replays_the_curl_and_powershell_examples_with_every_status_it_lists
             ("cy", Role::Member, true),
             ("dee", Role::Member, true),
             ("eve", Role::Member, false),
+            ("olga", Role::Owner, true),
         ],
     );
     let server = Server::start(&h).await;
@@ -615,15 +622,16 @@ async fn nps_replays_the_curl_and_powershell_examples_with_every_status_it_lists
     .await;
     server.json("GET", "/api/v1/me", &bob_session, None).await.problem(401);
 
-    // The PowerShell example: signinBody, then the code at `sigin2fa` (sic), then the reset.
+    // The PowerShell example (an Administrator, as the document requires): signinBody, then the
+    // code at `sigin2fa` (sic), then the reset.
     let powershell = [
         ("User-Agent", "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1.19041.1"),
         ("Content-Type", "application/x-www-form-urlencoded"),
     ];
-    let login = format!("{{\r\n    \"Login\":  \"hal\",\r\n    \"Password\":  \"{PASSWORD}\"\r\n}}"); // ConvertTo-Json $Login
-    let token = as_powershell_sees_it(&server.send("POST", "/signinBody", &powershell, Some(&login)).await);
+    let admin_login = format!("{{\r\n    \"Login\":  \"ada\",\r\n    \"Password\":  \"{PASSWORD}\"\r\n}}"); // ConvertTo-Json $Login
+    let token = as_powershell_sees_it(&server.send("POST", "/signinBody", &powershell, Some(&admin_login)).await);
     h.advance(30);
-    let mfa_code = h.code(p.secret("hal").unwrap());
+    let mfa_code = h.code(p.secret("ada").unwrap());
     let bearer = format!("Bearer {token}");
     let headers = [powershell[0], powershell[1], ("Authorization", bearer.as_str())];
     let token = as_powershell_sees_it(&server.send("POST", "/sigin2fa", &headers, Some(&mfa_code)).await);
@@ -631,9 +639,10 @@ async fn nps_replays_the_curl_and_powershell_examples_with_every_status_it_lists
     let r = server.send("PUT", &reset(&p.id("dee")), &[powershell[0], ("Authorization", &bearer)], None).await;
     assert_eq!((r.status.as_u16(), r.body.len()), (200, 0), "{}", r.text());
     let events = reset_events(&server, &ada, "dee").await;
-    assert_eq!((events[0]["actor"].as_str(), events[0]["source"].as_str()), (Some("hal"), Some("http:nps")));
+    assert_eq!((events[0]["actor"].as_str(), events[0]["source"].as_str()), (Some("ada"), Some("http:nps")));
     let logins = server.json("GET", "/api/v1/audit?q=auth.login", &ada, None).await.ok();
     assert_eq!(logins["events"][0]["source"], "http:nps");
+    let login = format!("{{\r\n    \"Login\":  \"hal\",\r\n    \"Password\":  \"{PASSWORD}\"\r\n}}");
 
     // The correctly spelt `/signin2fa`, the code as a JSON string; a wrong code is a 401 ProblemDetails.
     let step = as_powershell_sees_it(&server.send("POST", "/signinBody", &[], Some(&login)).await);
@@ -664,8 +673,14 @@ async fn nps_replays_the_curl_and_powershell_examples_with_every_status_it_lists
     // 403 User is not an Administrator.
     let r = server.send("PUT", &reset(&p.id("ada")), &[("Authorization", &format!("Bearer {hal}"))], None).await;
     let body = nps_problem(&r, 403, "User is not an Administrator", &reset(&p.id("ada")));
-    assert_eq!(body["detail"], "a helpdesk cannot reset the MFA of an admin");
+    assert_eq!(body["detail"], "only an Administrator (an Owner or Admin) can reset another user's MFA");
     assert_eq!(user(&h, "ada").mfa.as_str(), "enrolled");
+    // An Administrator whom the role table refuses (an Admin resetting an Owner) is told so, not
+    // that it is no Administrator.
+    let r = server.send("PUT", &reset(&p.id("olga")), &[("Authorization", &key)], None).await;
+    let body = nps_problem(&r, 403, "Role does not allow resetting this user", &reset(&p.id("olga")));
+    assert_eq!(body["detail"], "an admin cannot reset the MFA of an owner");
+    assert_eq!(user(&h, "olga").mfa.as_str(), "enrolled");
     // 404 User not found: unknown, another org's, malformed.
     for id in [Uuid::new_v4().to_string(), p.id("gina"), "not-a-uuid".to_string()] {
         let r = server.send("PUT", &reset(&id), &[("Authorization", &key)], None).await;
@@ -730,8 +745,8 @@ async fn a_vendor_switched_off_answers_404_and_leaves_the_document() {
         (
             "Resolver",
             |c| c.compat.resolver = false,
-            vec![("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me")],
-            &["/user/users/mfa/reset", "/user/org/mfa", "/user/users/me"],
+            vec![("PUT", "/user/users/mfa/reset"), ("PUT", "/user/org/mfa"), ("GET", "/user/users/me"), ("GET", "/user/users")],
+            &["/user/users/mfa/reset", "/user/org/mfa", "/user/users/me", "/user/users"],
         ),
         (
             "Netwrix Privilege Secure",
@@ -780,6 +795,7 @@ async fn every_compat_route_is_in_the_openapi_document_under_its_vendor() {
         ("/user/users/mfa/reset", "put", "Resolver", &["200", "400", "401", "403", "404"]),
         ("/user/org/mfa", "put", "Resolver", &["200", "403"]),
         ("/user/users/me", "get", "Resolver", &["200", "401"]),
+        ("/user/users", "get", "Resolver", &["200", "400", "401"]),
         ("/api/v1/ManagedAccount/ResetMFA/{id}", "put", "Netwrix Privilege Secure", &["200", "400", "403", "404"]),
         ("/signinBody", "post", "Netwrix Privilege Secure", &["200", "401"]),
         ("/signin2fa", "post", "Netwrix Privilege Secure", &["200", "401"]),
@@ -801,7 +817,7 @@ async fn every_compat_route_is_in_the_openapi_document_under_its_vendor() {
         assert_eq!(r.status, expected, "{method} {path}: {}", r.text());
     }
     let nps = &doc["paths"]["/api/v1/ManagedAccount/ResetMFA/{id}"]["put"];
-    assert_eq!(nps["responses"]["403"]["description"], "User is not an Administrator (our role table decides)");
+    assert!(nps["responses"]["403"]["description"].as_str().unwrap().starts_with("User is not an Administrator"), "{nps}");
     assert_eq!(doc["components"]["securitySchemes"]["nps_api_key"]["in"], "header");
     let tags: Vec<&str> = doc["tags"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     for tag in ["Flashback", "EntryGuard", "Resolver", "Netwrix Privilege Secure"] {
@@ -923,4 +939,128 @@ async fn a_store_that_cannot_write_gives_each_vendors_500() {
 
     fail.store(false, Ordering::SeqCst);
     assert_eq!(user(&h, "valentina").mfa.as_str(), "enrolled", "nothing was written");
+}
+
+// ------------------------------------------------------------------ each vendor's minimum role
+
+/// Log in through the router: password, then (for an enrolled user) a fresh code.
+async fn login_oneshot(h: &Harness, username: &str, secret: Option<&[u8]>) -> String {
+    let Some(secret) = secret else {
+        return h.login(username).await;
+    };
+    h.advance(30);
+    let step = h.post("/api/v1/auth/login", None, json!({"username": username, "password": PASSWORD})).await.ok();
+    let session = h.post("/api/v1/auth/mfa", None, json!({"challenge": step["challenge"], "code": h.code(secret)})).await.ok();
+    session["token"].as_str().unwrap().to_string()
+}
+
+/// A Helpdesk resets a Member through each vendor's route: (status, body) of each, in the order
+/// Flashback, EntryGuard, Resolver, NPS; and whether each Member is still enrolled after.
+async fn helpdesk_resets_members(h: &Harness) -> (Vec<(u16, Value)>, Vec<bool>) {
+    h.add_org("Acme", false);
+    h.add_user("Acme", "hal", Role::Helpdesk, true);
+    let members: Vec<UserView> = (1..=4).map(|i| h.add_user("Acme", &format!("m{i}"), Role::Member, false)).collect();
+    for m in &members {
+        h.enroll(&m.username);
+    }
+    let hal = login_oneshot(h, "hal", None).await;
+    let replies = [
+        h.call(Method::POST, "/mfa/reset", Some(&hal), Some(json!({"resetUserId": members[0].id}))).await,
+        h.call(Method::POST, &format!("/api/v1/users/{}/reset-mfa", members[1].id), Some(&hal), None).await,
+        h.call(Method::PUT, "/user/users/mfa/reset", Some(&hal), Some(json!({"ids": [members[2].number]}))).await,
+        h.call(Method::PUT, &format!("/api/v1/ManagedAccount/ResetMFA/{}", members[3].id), Some(&hal), None).await,
+    ];
+    let answers = replies.iter().map(|r| (r.status.as_u16(), if r.body.is_empty() { Value::Null } else { r.json() })).collect();
+    let enrolled = members.iter().map(|m| user(h, &m.username).mfa.as_str() == "enrolled").collect();
+    (answers, enrolled)
+}
+
+#[tokio::test]
+async fn each_vendor_route_requires_its_documents_minimum_role_unless_told_to_use_ours() {
+    // By default a Helpdesk is refused by all four, in each vendor's words, and no one is reset.
+    let h = Harness::new();
+    let (answers, enrolled) = helpdesk_resets_members(&h).await;
+    assert_eq!(answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [403, 403, 403, 403], "{answers:?}");
+    assert_eq!(answers[0].1["error"], "Insufficient permissions. OWNER or ADMINISTRATOR role required to reset another user's MFA.");
+    assert_eq!(answers[1].1["message"], "User does not have ORG_ADMIN role");
+    assert!(answers[2].1["message"].as_str().unwrap().contains("only Administrators"), "{}", answers[2].1);
+    assert_eq!(answers[3].1["title"], "User is not an Administrator");
+    assert_eq!(enrolled, [true, true, true, true]);
+    // The refusals are audited as denials, with the vendor's rule as the reason.
+    let denied = h.service().audit_list(&Harness::console(), &mfadmin::service::AuditQuery { text: Some("mfa.reset".into()), limit: Some(10), ..Default::default() }).unwrap();
+    assert_eq!(denied.len(), 4);
+    assert!(denied.iter().all(|e| e.outcome.as_str() == "denied" && e.actor == "hal"), "{denied:?}");
+
+    // The rule is about resetting someone else: one's own reset is refused for its own reason
+    // (it needs the current password, at /api/v1/me/mfa/reset), not for the role.
+    h.add_user("Acme", "mel", Role::Member, true);
+    let secret = h.enroll("mel");
+    let mel = login_oneshot(&h, "mel", Some(&secret)).await;
+    let r = h.call(Method::POST, "/mfa/reset", Some(&mel), None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("current password") && !r.text().contains("ADMINISTRATOR"), "{}", r.text());
+
+    // `[compat] role_table = "mfadmin"`: our role table alone, as before; a Helpdesk resets Members.
+    let h = Harness::with(|c| c.compat.role_table = mfadmin::config::CompatRoles::Mfadmin);
+    let (answers, enrolled) = helpdesk_resets_members(&h).await;
+    assert_eq!(answers.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [200, 200, 200, 200], "{answers:?}");
+    assert_eq!(enrolled, [false, false, false, false]);
+}
+
+#[test]
+fn the_role_table_setting_reads_vendor_or_mfadmin_and_nothing_else() {
+    let read = |text: &str| toml::from_str::<Config>(text).map(|c| c.compat.role_table);
+    assert_eq!(read("").unwrap(), mfadmin::config::CompatRoles::Vendor);
+    assert_eq!(read("[compat]\nrole_table = \"mfadmin\"").unwrap(), mfadmin::config::CompatRoles::Mfadmin);
+    assert!(read("[compat]\nrole_table = \"lenient\"").unwrap_err().to_string().contains("unknown variant"));
+}
+
+// ------------------------------------------------------------------ Resolver's user list
+
+#[tokio::test]
+async fn resolver_lists_the_orgs_users_by_number_and_says_who_an_api_key_is() {
+    let h = Harness::new();
+    let p = people(&h, &[("ada", Role::Admin, false), ("mo", Role::Member, false), ("hal", Role::Helpdesk, false)]);
+    h.service().set_status(&Harness::console(), "mo", mfadmin::domain::user::Status::Disabled, h.now()).unwrap();
+    let ada = h.login("ada").await;
+
+    // Every user of the caller's org, by number, with the fields of Resolver's User Management.
+    let r = h.get("/user/users", Some(&ada)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let users = r.json();
+    let listed = users.as_array().unwrap();
+    let numbers: Vec<u64> = listed.iter().map(|u| u["id"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, p.number("ada"), p.number("mo"), p.number("hal")], "Acme's, never Globex's gina: {users}");
+    assert_eq!(keys(&listed[0]), set(&["id", "firstName", "lastName", "email", "lastLogin", "enabled", "admin"]));
+    let by_number = |n: u64| listed.iter().find(|u| u["id"] == n).unwrap().clone();
+    assert_eq!(by_number(1)["email"], "valentina@acme.example");
+    assert_eq!((by_number(p.number("mo"))["enabled"].as_bool(), by_number(p.number("mo"))["admin"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(by_number(p.number("ada"))["admin"], true);
+    assert!(by_number(p.number("ada"))["lastLogin"].is_string(), "ada just logged in");
+    assert!(by_number(1)["lastLogin"].is_null());
+
+    // A set of users by id: numbers or UUIDs; other orgs' ids are left out.
+    let uri = format!("/user/users?ids=1,{}&ids={}", p.id("hal"), p.number("gina"));
+    let picked: Vec<u64> = h.get(&uri, Some(&ada)).await.ok().as_array().unwrap().iter().map(|u| u["id"].as_u64().unwrap()).collect();
+    assert_eq!(picked, [1, p.number("hal")]);
+    let r = h.get("/user/users?ids=alice", Some(&ada)).await;
+    assert_eq!((r.status.as_u16(), r.json()["status"].as_u64()), (400, Some(400)));
+    assert!(r.json()["message"].as_str().unwrap().contains("Not a user id: alice"));
+    assert_eq!(h.get("/user/users?limit=5", Some(&ada)).await.status, 400);
+    assert_eq!(h.get("/user/users", None).await.status, 401);
+    // A Member sees itself alone.
+    let mel = {
+        h.add_user("Acme", "mel", Role::Member, true);
+        h.login("mel").await
+    };
+    let mine = h.get("/user/users", Some(&mel)).await.ok();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(mine[0]["email"], "mel@acme.example");
+
+    // `me` answers for an API key with the user who created it.
+    let key = h.post("/api/v1/apikeys", Some(&ada), json!({"name": "resolver-script", "role": "helpdesk"})).await.ok();
+    let key = key["key"].as_str().unwrap();
+    let me = h.get("/user/users/me", Some(key)).await.ok();
+    assert_eq!((me["username"].as_str(), me["number"].as_u64()), (Some("ada"), Some(p.number("ada"))));
+    assert_eq!(h.get("/user/users/me", Some(&ada)).await.ok()["username"], "ada");
 }

@@ -425,6 +425,7 @@ fn json(text: &str) -> Value {
 fn cli_login_list_reset_and_logout_through_a_running_server() {
     let site = Site::new();
     let secret = site.init(200);
+    let key = site.ok(&["apikey", "create", "--user", "alice", "--name", "nightly", "--role", "helpdesk"], "");
     let server = site.serve();
     let url = server.url.as_str();
 
@@ -442,14 +443,18 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     let users = json(&site.ok(&["user", "list", "--remote", url, "--mfa", "enrolled", "--output", "json"], ""));
     let names: Vec<String> = users.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect();
     assert!(names.len() > 3, "{names:?}");
-    assert!(users.as_array().unwrap().iter().all(|u| u["org"] == "acme"), "alice sees her org only");
+    assert!(users.as_array().unwrap().iter().all(|u| u["org"] == "Acme"), "alice sees her org only, named as it was given");
     let targets: Vec<&str> = names.iter().filter(|n| *n != "alice").take(2).map(String::as_str).collect();
 
     let mut args = vec!["mfa", "reset", "--remote", url, "--reason", "cli remote", "--yes", "--output", "json"];
     args.extend(&targets);
     args.push("no-such-user");
-    let (ok, out, _) = site.run(&args, "", &[]);
-    assert!(!ok, "a not-found target makes the exit code 1");
+    let (ok, _, err) = site.run(&args, "", &[]);
+    assert!(!ok && err.contains("nothing was changed") && err.contains("no-such-user"), "a list naming no one changes nothing: {err}");
+    assert!(site.ok(&["mfa", "status", "--remote", url, targets[0]], "").contains(": enrolled"));
+    args.push("--skip-missing");
+    let (ok, out, err) = site.run(&args, "", &[]);
+    assert!(ok, "--skip-missing resets the others: {err}");
     let report = json(&out);
     let outcomes: Vec<&str> = report["results"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["reset", "reset", "not_found"], "{report}");
@@ -466,7 +471,7 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     let out = site.ok(&add, "a long enough password\n");
     assert!(out.starts_with("Added xavier (#"), "{out}");
     let xavier = json(&site.ok(&["user", "show", "xavier", "--remote", url, "--output", "json"], ""));
-    assert_eq!((xavier["user"]["org"].as_str(), xavier["user"]["role"].as_str()), (Some("acme"), Some("helpdesk")));
+    assert_eq!((xavier["user"]["org"].as_str(), xavier["user"]["role"].as_str()), (Some("Acme"), Some("helpdesk")));
     let (ok, _, err) = site.run(&add, "a long enough password\n", &[]);
     assert!(!ok && err.contains("already taken"), "{err}");
     site.ok(&["user", "set-password", "xavier", "--password-stdin", "--remote", url], "another long password\n");
@@ -496,6 +501,17 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     let mut reader = csv::Reader::from_path(&file).unwrap();
     let seqs: Vec<String> = reader.records().map(|r| r.unwrap()[0].to_string()).collect();
     assert_eq!(seqs, exported.iter().map(|e| e["seq"].to_string()).collect::<Vec<_>>());
+
+    // API keys are listed and revoked through the server too.
+    let keys = json(&site.ok(&["apikey", "list", "--remote", url, "--output", "json"], ""));
+    let nightly = keys.as_array().unwrap().iter().find(|k| k["name"] == "nightly").expect("the key is listed").clone();
+    assert_eq!((nightly["owner"].as_str(), nightly["org"].as_str()), (Some("alice"), Some("Acme")));
+    assert!(!keys.to_string().contains(key.trim()), "a list never shows a key itself");
+    let id = nightly["id"].as_str().unwrap();
+    assert!(site.ok(&["apikey", "revoke", id, "--remote", url], "").contains("Revoked"));
+    assert!(!site.ok(&["apikey", "list", "--remote", url], "").contains("nightly"));
+    let (ok, _, err) = site.run(&["user", "list", "--remote", url], "", &[("MFADMIN_TOKEN", key.trim())]);
+    assert!(!ok && err.contains("log in again"), "the revoked key no longer works: {err}");
 
     // Logout revokes the token on the server and deletes the file.
     let token = std::fs::read_to_string(&site.token_file).unwrap();

@@ -359,9 +359,17 @@ fn tokens_expire_and_logout_revokes() {
     let t = store();
     add(&t.svc, "hal", Role::Member, "globex");
     let (token, _) = login(&t.svc, "hal", None, T0);
-    let lifetime = t.svc.policy().session_secs;
-    assert!(t.svc.authenticate(&token, "test", T0 + lifetime - 1).is_ok());
+    let (lifetime, idle) = (t.svc.policy().session_secs, t.svc.policy().session_idle_secs);
+    // Used now and then, a session lasts its lifetime and no longer.
+    let mut at = T0;
+    while at + idle / 2 < T0 + lifetime {
+        at += idle / 2;
+        assert!(t.svc.authenticate(&token, "test", at).is_ok(), "used every {} s, alive at +{} s", idle / 2, at - T0);
+    }
     assert!(t.svc.authenticate(&token, "test", T0 + lifetime).unwrap_err().to_string().contains("expired"));
+    // Left unused for the idle timeout, it ends before its lifetime.
+    let (idle_token, _) = login(&t.svc, "hal", None, T0);
+    assert!(t.svc.authenticate(&idle_token, "test", T0 + idle).unwrap_err().to_string().contains("unused"));
     t.svc.logout(&token).unwrap();
     assert!(t.svc.authenticate(&token, "test", T0 + 1).unwrap_err().to_string().contains("unknown or revoked"));
 }

@@ -5,7 +5,7 @@ use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::app::Clock;
 use crate::service::{
-    Actor, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, LoginStep, NewUser,
+    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, LoginStep, NewUser,
     OrgView, ResetReport, Service, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use std::sync::Arc;
@@ -172,6 +172,14 @@ impl Backend for Local {
 
     fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()> {
         self.service.audit_export_to(&self.actor(who)?, format, out).map(|_| ())
+    }
+
+    fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>> {
+        self.service.list_api_keys(&self.actor(who)?, self.clock.now())
+    }
+
+    fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()> {
+        self.service.revoke_api_key(&self.actor(who)?, id, self.clock.now())
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

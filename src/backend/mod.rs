@@ -9,7 +9,7 @@ use crate::domain::role::Role;
 use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::service::{
-    Actor, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, NewUser, OrgView,
+    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, NewUser, OrgView,
     ResetReport, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 
@@ -145,6 +145,11 @@ pub trait Backend: Send + Sync {
     /// Every audit event `who` may read, oldest first, written to `out` as it arrives (not
     /// gathered first: the log can be long).
     fn audit_export(&self, who: &Credential, format: AuditFormat, out: &mut dyn std::io::Write) -> Result<()>;
+
+    /// The unexpired API keys `who` may see (never the keys themselves).
+    fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>>;
+    /// Revoke the API key with this id (from [`Backend::api_keys`]).
+    fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()>;
 
     /// A consistent backup of the whole store, as the bytes of a backup file.
     fn backup(&self, who: &Credential) -> Result<Vec<u8>>;

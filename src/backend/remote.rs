@@ -9,8 +9,8 @@ use crate::domain::user::{Status, UserView};
 use crate::error::{Error, Result};
 use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem};
 use crate::service::{
-    AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser, OrgView,
-    ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
+    ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser,
+    OrgView, ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode, Url};
@@ -90,6 +90,16 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
+/// The TLS setup of a plain-http client: it trusts nothing, and is never used.
+fn no_tls_config() -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::invalid(format!("TLS setup: {e}")))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 impl Remote {
     /// A client of the server at `url` (e.g. `http://127.0.0.1:7070`). Checks the address and the
     /// TLS settings; does not contact the server yet.
@@ -122,11 +132,15 @@ impl Remote {
         let mut builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(Duration::from_secs(5)).no_proxy();
         if let Some(client) = options.client {
             let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(crate::http::extract::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
+            headers.insert(crate::api::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
             builder = builder.default_headers(headers);
         }
         if base.scheme() == "https" || options.ca_file.is_some() {
             builder = builder.tls_backend_preconfigured(tls_config(options.ca_file.as_deref())?);
+        } else {
+            // Plain http never uses TLS; without this reqwest loads the system's trusted roots
+            // anyway, and fails on a minimal host that has none (no ca-certificates).
+            builder = builder.tls_backend_preconfigured(no_tls_config()?);
         }
         let client = builder.build().map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Remote { base, client, reconnect_for: options.reconnect_for.unwrap_or(RECONNECT) })
@@ -599,6 +613,21 @@ impl Backend for Remote {
             out.write_all(&buf[..n]).map_err(|e| Error::Storage(format!("writing the export: {e}")))?;
             copied += n as u64;
         }
+    }
+
+    fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>> {
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            keys: Vec<ApiKeyView>,
+        }
+        let list: Keys = self.call(self.request(Method::GET, "api/v1/apikeys", Some(who))?)?;
+        Ok(list.keys)
+    }
+
+    fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()> {
+        let mut path = String::from("api/v1/apikeys/");
+        path.extend(url::form_urlencoded::byte_serialize(id.trim().as_bytes()));
+        self.send(self.request(Method::DELETE, &path, Some(who))?).map(|_| ())
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

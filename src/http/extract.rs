@@ -18,8 +18,7 @@ use uuid::Uuid;
 /// Every HTTP request acts through this door; it is written into each audit event.
 pub const SOURCE: &str = "http";
 
-/// The header with which mfadmin's own console and CLI say, in remote mode, which they are.
-pub const CLIENT_HEADER: &str = "x-mfadmin-client";
+pub use crate::api::CLIENT_HEADER;
 
 /// The audit source of a request: `http:tui` or `http:cli` when mfadmin's console or CLI says so
 /// in [`CLIENT_HEADER`], otherwise `http`. Only these two values are taken from the client.

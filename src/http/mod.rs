@@ -13,6 +13,7 @@ pub mod native;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod system;
 pub mod validate;
 
 use crate::app::{Clock, Context};
@@ -134,6 +135,8 @@ pub struct AppState {
     /// Password hashing (argon2, ~20 ms of CPU each) runs under these permits, one fewer than the
     /// cores, so a storm of logins cannot take every core from listing and resets.
     hashing: tokio::sync::Semaphore,
+    /// Set once the user directory has been read (`/readyz`).
+    directory_ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -142,7 +145,28 @@ impl AppState {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hashing = tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1));
         let validate = validate::ValidateSettings::from_config(&settings.validate);
-        Arc::new(AppState { service: Arc::new(service), settings, clock, metrics: Metrics::default(), limits, validate, hashing })
+        Arc::new(AppState {
+            service: Arc::new(service),
+            settings,
+            clock,
+            metrics: Metrics::default(),
+            limits,
+            validate,
+            hashing,
+            directory_ready: Default::default(),
+        })
+    }
+
+    /// Read the user directory now (blocking), so the first listing need not; `/readyz` answers
+    /// 200 from then on.
+    pub fn warm_directory(&self) -> crate::error::Result<()> {
+        self.service.warm_directory()?;
+        self.directory_ready.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    pub fn directory_ready(&self) -> bool {
+        self.directory_ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -176,11 +200,12 @@ impl AppState {
 }
 
 /// The whole application: the native API, the enabled vendor-compatible routes, `/openapi.json`,
-/// `/docs`, `/healthz`, `/metrics`.
+/// `/docs`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
     let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
     let doc = openapi::finish(doc);
     let (api, doc) = compat::mount(api, doc, &state.settings.compat, state.settings.bulk_body_limit_bytes);
+    let doc = openapi::with_examples(doc);
     let api = if state.validate.enabled { api.merge(validate::routes()) } else { api };
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(error::no_route)
@@ -416,6 +441,10 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
     }
     init_logging(&config.server)?;
+    match system::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
     let addr = listen_addr(&config.server.listen, config.server.allow_non_loopback)?;
     let key_file = config.key_file();
     if crate::auth::seal::key_file_is_too_open(&key_file) {
@@ -442,6 +471,7 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let signal = shutdown_signal();
         tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
+        system::notify_ready();
         run(listener, state, signal, grace).await
     })?;
     Ok(ExitCode::SUCCESS)
@@ -457,7 +487,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let app = router(state.clone());
     // Answer at once; read the user directory in the background, so the first listing need not.
-    let warming = state.service().clone();
+    let warming = state.clone();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         match warming.warm_directory() {
@@ -468,6 +498,7 @@ pub async fn run(
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        system::notify_stopping();
         tracing::info!("shutting down: no new connections; finishing the requests in flight");
         let _ = stopping_tx.send(());
     };

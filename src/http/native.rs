@@ -39,6 +39,7 @@ type S = State<Arc<AppState>>;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// The user name, or the user's email address.
     #[schema(example = "alice")]
     pub username: String,
     #[schema(format = Password)]

@@ -8,6 +8,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::Response;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
+use serde_json::Value;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,7 +21,7 @@ use utoipa_axum::routes;
             Log in with `POST /api/v1/auth/login` (then `/api/v1/auth/mfa` with a code), or use an API key; \
             press **Authorize** and paste the token. Errors are `application/problem+json` (RFC 7807)."
     ),
-    components(schemas(Problem, crate::service::SortField)),
+    components(schemas(Problem, crate::service::SortField, crate::service::AuditFormat)),
     tags(
         (name = "auth", description = "Log in (password, then code), enroll at login, log out"),
         (name = "users", description = "Users of the caller's org"),
@@ -71,6 +72,7 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(backup::download))
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .merge(bulk)
 }
@@ -122,6 +124,130 @@ fn add_common_problems(op: &mut Operation) {
         add("422", "The JSON does not fit: a missing or unknown field, or a value of the wrong type");
     }
     add("500", "The server failed; the detail is in its log under the request id");
+}
+
+/// Give every operation of the finished document (vendor routes too) an example of each request
+/// body, parameter and response body that has none, built from its schema, so Swagger UI's "Try it
+/// out" starts from a request of the right shape.
+pub fn with_examples(doc: Document) -> Document {
+    let Ok(mut json) = serde_json::to_value(&doc) else {
+        return doc;
+    };
+    let schemas = json.pointer("/components/schemas").cloned().unwrap_or(Value::Null);
+    if let Some(paths) = json.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in item.values_mut().filter_map(Value::as_object_mut) {
+                add_examples(op, &schemas);
+            }
+        }
+    }
+    serde_json::from_value(json).unwrap_or(doc)
+}
+
+fn add_examples(op: &mut serde_json::Map<String, Value>, schemas: &Value) {
+    for parameter in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        if parameter.get("example").is_none() && parameter.get("examples").is_none() {
+            let name = parameter["name"].as_str().unwrap_or("").to_string();
+            let example = example_of(&parameter["schema"], &name, schemas, 0, true);
+            parameter["example"] = example;
+        }
+    }
+    let request = op.get_mut("requestBody").and_then(|b| b.get_mut("content")).and_then(Value::as_object_mut);
+    for media in request.into_iter().flat_map(|c| c.values_mut()) {
+        give_example(media, schemas, true);
+    }
+    let responses = op.get_mut("responses").and_then(Value::as_object_mut);
+    for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+        for media in response.get_mut("content").and_then(Value::as_object_mut).into_iter().flat_map(|c| c.values_mut()) {
+            give_example(media, schemas, false);
+        }
+    }
+}
+
+fn give_example(media: &mut Value, schemas: &Value, request: bool) {
+    if media.get("example").is_none() && media.get("examples").is_none() {
+        let example = example_of(&media["schema"], "", schemas, 0, request);
+        media["example"] = example;
+    }
+}
+
+/// An example value of `schema`: its own example, else one made from its type. A request example
+/// holds the required properties and those with an example of their own; a response's, all.
+fn example_of(schema: &Value, name: &str, schemas: &Value, depth: usize, request: bool) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(example) = schema.get("example") {
+        return example.clone();
+    }
+    if let Some(first) = schema.get("examples").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let target = reference.rsplit('/').next().unwrap_or("");
+        return example_of(&schemas[target], name, schemas, depth + 1, request);
+    }
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(variants) = schema.get(key).and_then(Value::as_array) {
+            let chosen = variants.iter().find(|v| v.get("type") != Some(&Value::from("null")));
+            return chosen.map_or(Value::Null, |v| example_of(v, name, schemas, depth + 1, request));
+        }
+    }
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        let mut merged = serde_json::Map::new();
+        for part in parts {
+            if let Value::Object(fields) = example_of(part, name, schemas, depth + 1, request) {
+                merged.extend(fields);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(types) => types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "",
+    };
+    match kind {
+        "object" => {
+            let required: Vec<&str> =
+                schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let mut fields = serde_json::Map::new();
+            for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+                let wanted = !request || required.contains(&field.as_str()) || property.get("example").is_some();
+                if wanted {
+                    fields.insert(field.clone(), example_of(property, field, schemas, depth + 1, request));
+                }
+            }
+            Value::Object(fields)
+        }
+        "array" => Value::Array(vec![example_of(&schema["items"], name, schemas, depth + 1, request)]),
+        "integer" | "number" => schema.get("minimum").filter(|m| m.as_f64().is_some_and(|m| m > 0.0)).cloned().unwrap_or(Value::from(1)),
+        "boolean" => Value::Bool(false),
+        "string" => Value::from(string_example(schema["format"].as_str().unwrap_or(""), name)),
+        "null" => Value::Null,
+        _ => Value::Object(serde_json::Map::new()),
+    }
+}
+
+/// A string that reads like the field it fills.
+fn string_example(format: &str, name: &str) -> &'static str {
+    match (format, name) {
+        ("uuid", _) | (_, "id") => "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ("date-time", _) => "2026-12-01T19:44:20Z",
+        (_, n) if n.ends_with("_at") => "2026-12-01T19:44:20Z",
+        ("password", _) | (_, "password") => "correct horse battery",
+        (_, "email") => "alice@acme.example",
+        (_, "username" | "owner" | "target" | "actor") => "alice",
+        (_, "org") => "Acme",
+        (_, "reason") => "lost phone, ticket 4711",
+        (_, "code") => "123456",
+        (_, "challenge" | "token" | "key") => "3q2-7w_Xx0c1Jk4fTg9vYzB5aL8mN6pQ",
+        _ => "text",
+    }
 }
 
 #[cfg(test)]

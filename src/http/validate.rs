@@ -5,7 +5,7 @@
 use super::AppState;
 use super::compat::VendorBody;
 use super::ratelimit::RateLimiter;
-use crate::config::{AddrRange, UnknownUser, ValidateConfig};
+use crate::config::{IpRange, UnknownUser, ValidateConfig};
 use crate::error::Error;
 use crate::service::{ValidateRequest, Validation, Validator};
 use axum::body::Bytes;
@@ -31,7 +31,7 @@ const ERR_USER: u32 = 904;
 #[derive(Debug)]
 pub struct ValidateSettings {
     pub enabled: bool,
-    pub allow_from: Vec<AddrRange>,
+    pub allow_from: Vec<IpRange>,
     pub unknown_user: UnknownUser,
     per_client: RateLimiter,
 }
@@ -41,7 +41,7 @@ impl ValidateSettings {
         ValidateSettings {
             enabled: config.enabled,
             // Checked when the config was read.
-            allow_from: config.allow_from.iter().filter_map(|r| AddrRange::parse(r).ok()).collect(),
+            allow_from: config.allow_from.iter().filter_map(|r| IpRange::parse(r).ok()).collect(),
             unknown_user: config.unknown_user,
             per_client: RateLimiter::new(config.rate_per_client),
         }

@@ -43,6 +43,7 @@ impl Service {
         }
         user::validate_name("API key name", name).map_err(Error::invalid)?;
         let user = self.store.get_user(*id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.refuse_taken_key_name(&user, name, now)?;
         let mut event = about(draft(actor, "apikey.create", now), &user);
         event.detail = Some(format!("key {name:?} with role {role}"));
         let kind = SessionKind::ApiKey { name: name.to_string(), role };
@@ -60,10 +61,32 @@ impl Service {
         }
         user::validate_name("API key name", name).map_err(Error::invalid)?;
         let user = self.store.get_user(*id)?.ok_or_else(|| Error::not_found("user"))?;
+        self.refuse_taken_key_name(&user, name, now)?;
         let mut event = about(draft(actor, "apikey.create", now), &user);
         event.detail = Some(format!("validate-only key {name:?}"));
         let kind = SessionKind::ValidateKey { name: name.to_string() };
         self.put_token(&user, kind, self.policy.api_key_secs, now, &actor.source, Change { audit: vec![event], ..Change::default() })
+    }
+
+    /// A user's unexpired keys have different names, so a name in a list or a revocation means one key.
+    fn refuse_taken_key_name(&self, user: &user::User, name: &str, now: Timestamp) -> Result<()> {
+        let wanted = name.trim();
+        for (hash, session) in self.store.sessions_of(user.id)? {
+            let taken = match &session.kind {
+                SessionKind::ApiKey { name, .. } | SessionKind::ValidateKey { name } => name.trim().eq_ignore_ascii_case(wanted),
+                _ => false,
+            };
+            if taken && session.expires_at > now {
+                return Err(Error::Conflict(format!(
+                    "{} already has an API key named {wanted:?} (id {}): revoke it first (`mfadmin apikey revoke {}`) \
+                     or choose another name",
+                    user.username,
+                    api_key_id(&hash),
+                    api_key_id(&hash)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The unexpired API keys of the actor's org (every org for the console), for an Owner or Admin.

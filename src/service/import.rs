@@ -2,7 +2,7 @@
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::role::Role;
-use crate::domain::user::User;
+use crate::domain::user::{Status, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::store::{Change, UserWrite};
@@ -64,7 +64,7 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
     let (mut rows, mut errors) = (Vec::new(), Vec::new());
     each_user_row(input, |line, row| {
         match row {
-            Ok(new) => rows.push((line, new)),
+            Ok((new, _)) => rows.push((line, new)),
             Err(e) => errors.push(e),
         }
         Ok(())
@@ -72,9 +72,21 @@ pub fn parse_user_csv(input: &[u8]) -> Result<ParsedCsv> {
     Ok((rows, errors))
 }
 
+/// The status of a row: its `status` column (as `user export` writes it), `active` when absent or empty.
+fn status_of(value: &str) -> std::result::Result<Status, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "active" => Ok(Status::Active),
+        "disabled" => Ok(Status::Disabled),
+        other => Err(format!("{other:?} is not a status: use active or disabled")),
+    }
+}
+
+/// A parsed row: the user, and the status it is imported with.
+type Row = std::result::Result<(NewUser, Status), RowError>;
+
 /// Parse user CSV row by row, handing each row (by its line) to `visit`, parsed or not: a million
 /// rows need not be held at once.
-fn each_user_row(input: &[u8], mut visit: impl FnMut(u64, std::result::Result<NewUser, RowError>) -> Result<()>) -> Result<()> {
+fn each_user_row(input: &[u8], mut visit: impl FnMut(u64, Row) -> Result<()>) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let headers = reader.headers().map_err(|e| Error::invalid(format!("line 1: cannot read the CSV header: {e}")))?.clone();
     let index: Vec<usize> = IMPORT_COLUMNS
@@ -85,6 +97,7 @@ fn each_user_row(input: &[u8], mut visit: impl FnMut(u64, std::result::Result<Ne
             })
         })
         .collect::<Result<_>>()?;
+    let status_column = headers.iter().position(|h| h.eq_ignore_ascii_case("status"));
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -106,9 +119,12 @@ fn each_user_row(input: &[u8], mut visit: impl FnMut(u64, std::result::Result<Ne
             visit(line, Err(RowError { line, column: column.to_string(), message: "is empty".into() }))?;
             continue;
         }
-        let row = match field(3).parse::<Role>() {
-            Ok(role) => Ok(NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None }),
-            Err(message) => Err(RowError { line, column: "role".into(), message }),
+        let row = match (field(3).parse::<Role>(), status_of(status_column.and_then(|i| record.get(i)).unwrap_or(""))) {
+            (Ok(role), Ok(status)) => {
+                Ok((NewUser { username: field(0), email: field(1), display_name: field(2), role, org: field(4), password: None }, status))
+            }
+            (Err(message), _) => Err(RowError { line, column: "role".into(), message }),
+            (_, Err(message)) => Err(RowError { line, column: "status".into(), message }),
         };
         visit(line, row)?;
     }
@@ -164,9 +180,9 @@ impl<'a> ImportCheck<'a> {
 
     /// Check one row against the rules, the store and the rows before it: a problem (its field and
     /// what is wrong), or none and the user is kept.
-    fn row(&mut self, new: &NewUser) -> Result<Option<(&'static str, String)>> {
+    fn row(&mut self, new: &NewUser, status: Status) -> Result<Option<(&'static str, String)>> {
         let u = match self.service.prepare_user(self.actor, new, self.now) {
-            Ok(u) => u,
+            Ok(u) => User { status, ..u },
             Err(("", e)) => return Err(e),
             Err((field, e)) => return Ok(Some((field, e.to_string()))),
         };
@@ -224,7 +240,7 @@ impl Service {
         let mut check = ImportCheck::new(self, actor, now, rows.len());
         let mut problems = Vec::new();
         for (row, new) in rows.iter().enumerate() {
-            if let Some((field, message)) = check.row(new)? {
+            if let Some((field, message)) = check.row(new, Status::Active)? {
                 problems.push(ImportProblem { row, field, message });
             }
         }
@@ -265,8 +281,8 @@ impl Service {
         // every problem; the rows that pass are the users written.
         each_user_row(csv, |line, row| {
             match row {
-                Ok(new) => {
-                    if let Some((field, message)) = check.row(&new)? {
+                Ok((new, status)) => {
+                    if let Some((field, message)) = check.row(&new, status)? {
                         errors.push(RowError { line, column: field.into(), message });
                     }
                 }
@@ -314,7 +330,13 @@ impl Service {
             u.number = first + i as u64;
             u.version = 1;
         }
-        self.store.add_users(&users, &|u| about(draft(actor, "user.add", now), u))?;
+        self.store.add_users(&users, &|u| {
+            let mut event = about(draft(actor, "user.add", now), u);
+            if u.status == Status::Disabled {
+                event.detail = Some("imported disabled".into());
+            }
+            event
+        })?;
         self.note_in_directory(|| users.iter().map(Summary::of).collect(), std::iter::empty());
         progress(ImportProgress { stage: ImportStage::Writing, done: total, total });
         Ok(total)

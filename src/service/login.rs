@@ -263,7 +263,13 @@ impl Service {
     /// all get the same answer, after the same time.
     pub fn login_password(&self, username: &str, password_given: &str, source: &str, now: Timestamp) -> Result<LoginStep> {
         let denied = || Error::Unauthenticated("wrong user name or password".into());
-        let user = match self.store.user_id_by_name(username.trim())? {
+        // Where a user name is asked, an email address works too (EntryGuard's users log in with it).
+        let name = username.trim();
+        let id = match self.store.user_id_by_name(name)? {
+            None if name.contains('@') => self.store.user_id_by_email(name)?,
+            id => id,
+        };
+        let user = match id {
             Some(id) => self.store.get_user(id)?,
             None => None,
         };

@@ -3,6 +3,7 @@
 use crate::domain::audit::Outcome;
 use crate::domain::mfa::MfaStatus;
 use crate::domain::policy;
+use crate::domain::role::Role;
 use crate::domain::user::User;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -63,10 +64,35 @@ impl ResetReport {
     }
 }
 
+/// A rule above the role table for resetting someone else's MFA: a vendor's document names the
+/// least role that may (its compatible route keeps to it), in the document's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetFloor {
+    /// The least role that may reset another user's MFA (Owner is above Admin).
+    pub minimum: Role,
+    /// Why, in the vendor's words: the detail of a denial.
+    pub rule: String,
+}
+
+impl ResetFloor {
+    /// The rule's denial of `actor` resetting another user, if it denies it.
+    fn denies(&self, actor: Role) -> Option<String> {
+        (actor > self.minimum).then(|| self.rule.clone())
+    }
+}
+
+/// What decides a reset beside the role table: whether the actor showed its password (without
+/// which it may not reset itself), and a vendor route's floor for resetting others.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Rules<'a> {
+    pub own_confirmed: bool,
+    pub floor: Option<&'a ResetFloor>,
+}
+
 /// [`Service::decide_reset`] of a target already resolved to `user` (or to no one).
 pub(super) fn decide_reset_of(
     actor: &Actor,
-    own_confirmed: bool,
+    rules: Rules<'_>,
     target: &str,
     user: Option<User>,
     reason: Option<&str>,
@@ -91,8 +117,13 @@ pub(super) fn decide_reset_of(
     let mut event = about(draft(actor, "mfa.reset", now), &user);
     event.reason = reason.map(str::to_string);
     let is_self = actor.user_id() == Some(user.id);
-    let decision = policy::may_reset(actor.role(), user.role, is_self).and_then(|()| {
-        if is_self && !own_confirmed {
+    let floor = rules.floor.and_then(|f| f.denies(actor.role())).filter(|_| !is_self);
+    let decision = match floor {
+        Some(rule) => Err(policy::Denied(rule)),
+        None => policy::may_reset(actor.role(), user.role, is_self),
+    }
+    .and_then(|()| {
+        if is_self && !rules.own_confirmed {
             // A stolen session alone must not drop the account's second factor (see Service::reset_own_mfa).
             Err(policy::Denied(
                 "resetting your own MFA needs your current password: use POST /api/v1/me/mfa/reset with current_password".into(),
@@ -181,7 +212,20 @@ impl Service {
         now: Timestamp,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport> {
-        self.run_resets(actor, false, targets, reason, dry_run, now, progress)
+        self.run_resets(actor, Rules::default(), targets, reason, dry_run, now, progress)
+    }
+
+    /// [`Service::reset_mfa`] where `floor`, when given, also decides who may reset someone else
+    /// (a vendor-compatible route keeps to its vendor's documented minimum role).
+    pub fn reset_mfa_floored(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+    ) -> Result<ResetReport> {
+        self.run_resets(actor, Rules { own_confirmed: false, floor }, targets, reason, false, now, &mut |_, _| {})
     }
 
     /// Reset the actor's own MFA, after checking its current password (ASVS 2.1.6); the console
@@ -200,16 +244,17 @@ impl Service {
             return Err(Error::Forbidden(why));
         }
         self.step_up(actor, &user, current_password, "reset your own MFA", now)?;
-        self.run_resets(actor, true, &[id.to_string()], reason, dry_run, now, &mut |_, _| {})
+        let rules = Rules { own_confirmed: true, floor: None };
+        self.run_resets(actor, rules, &[id.to_string()], reason, dry_run, now, &mut |_, _| {})
     }
 
-    /// [`Service::reset_mfa_with_progress`]; `own_confirmed` says the actor showed its password,
-    /// without which it may not reset itself.
+    /// [`Service::reset_mfa_with_progress`] under `rules`: whether the actor showed its password
+    /// (without which it may not reset itself), and a vendor route's floor.
     #[allow(clippy::too_many_arguments)]
     fn run_resets(
         &self,
         actor: &Actor,
-        own_confirmed: bool,
+        rules: Rules<'_>,
         targets: &[String],
         reason: Option<&str>,
         dry_run: bool,
@@ -221,7 +266,7 @@ impl Service {
             return Err(Error::invalid("no users given to reset"));
         }
         let enforcement = self.enforcement_map()?;
-        let mut decided = self.decide_resets(actor, own_confirmed, targets, reason.as_deref(), &enforcement, now)?;
+        let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), &enforcement, now)?;
         skip_repeats(&mut decided);
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
@@ -251,7 +296,7 @@ impl Service {
                 // Someone changed one of these users meanwhile: decide each one again, alone.
                 for &i in &indexes {
                     let target = results[i].target.clone();
-                    results[i] = self.reset_one_again(actor, own_confirmed, &target, reason.as_deref(), now);
+                    results[i] = self.reset_one_again(actor, rules, &target, reason.as_deref(), now);
                 }
                 flush = true;
             }
@@ -264,11 +309,11 @@ impl Service {
         Ok(ResetReport { dry_run, results })
     }
 
-    pub(super) fn reset_one_again(&self, actor: &Actor, own_confirmed: bool, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
+    pub(super) fn reset_one_again(&self, actor: &Actor, rules: Rules<'_>, target: &str, reason: Option<&str>, now: Timestamp) -> ResetResult {
         let mut last_error = String::new();
         for _ in 0..5 {
             let attempt = self.enforcement_map().and_then(|enf| {
-                let (result, change) = self.decide_reset(actor, own_confirmed, target, reason, &enf, now)?;
+                let (result, change) = self.decide_reset(actor, rules, target, reason, &enf, now)?;
                 if let Some(change) = change {
                     self.store_commit(&[change])?;
                 }
@@ -299,7 +344,7 @@ impl Service {
     pub(super) fn decide_resets(
         &self,
         actor: &Actor,
-        own_confirmed: bool,
+        rules: Rules<'_>,
         targets: &[String],
         reason: Option<&str>,
         enforcement: &HashMap<String, bool>,
@@ -309,7 +354,7 @@ impl Service {
         const SHARE: usize = 4096;
         let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> {
             let users = self.resolve_many(share)?;
-            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, own_confirmed, target, user, reason, enforcement, now)).collect())
+            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, rules, target, user, reason, enforcement, now)).collect())
         };
         if targets.len() < 2 * SHARE {
             return decide(targets);
@@ -336,13 +381,13 @@ impl Service {
     pub(super) fn decide_reset(
         &self,
         actor: &Actor,
-        own_confirmed: bool,
+        rules: Rules<'_>,
         target: &str,
         reason: Option<&str>,
         enforcement: &HashMap<String, bool>,
         now: Timestamp,
     ) -> Result<(ResetResult, Option<Change>)> {
-        Ok(decide_reset_of(actor, own_confirmed, target, self.resolve(target)?, reason, enforcement, now))
+        Ok(decide_reset_of(actor, rules, target, self.resolve(target)?, reason, enforcement, now))
     }
 
     /// Reset the MFA of every target, or of none. Each target is decided as in
@@ -357,6 +402,18 @@ impl Service {
         reason: Option<&str>,
         now: Timestamp,
     ) -> Result<AllOrNothingReport> {
+        self.reset_mfa_all_or_nothing_floored(actor, targets, reason, None, now)
+    }
+
+    /// [`Service::reset_mfa_all_or_nothing`] with a [`ResetFloor`] over the role table.
+    pub fn reset_mfa_all_or_nothing_floored(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        floor: Option<&ResetFloor>,
+        now: Timestamp,
+    ) -> Result<AllOrNothingReport> {
         let reason = self.check_reason(reason)?;
         if targets.is_empty() {
             return Err(Error::invalid("no users given to reset"));
@@ -364,7 +421,8 @@ impl Service {
         // A user changed between deciding and committing: decide everything again.
         for _ in 0..5 {
             let enforcement = self.enforcement_map()?;
-            let mut decided = self.decide_resets(actor, false, targets, reason.as_deref(), &enforcement, now)?;
+            let rules = Rules { own_confirmed: false, floor };
+            let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), &enforcement, now)?;
             skip_repeats(&mut decided);
             let mut results = Vec::with_capacity(targets.len());
             let (mut resets, mut denials) = (Vec::new(), Vec::new());

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::store::{Change, UserWrite};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use super::{Actor, AuditView, DirectoryState, Service, about, draft};
+use super::{Actor, AuditView, DirectoryState, Principal, Service, about, draft};
 
 /// Users handed over at a time by [`Service::stream_users`].
 pub(super) const STREAM_BATCH: usize = 2_000;
@@ -64,6 +64,9 @@ pub struct UserPage {
 pub struct UserDetail {
     pub user: UserView,
     pub recent_audit: Vec<AuditView>,
+    /// The user has a password (without one it cannot log in; set one with `user set-password`).
+    #[serde(default)]
+    pub password_set: bool,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -294,6 +297,19 @@ impl Service {
                 user.username
             )));
         }
+        if status == Status::Disabled && user.role == Role::Owner && user.status == Status::Active {
+            let others = self.with_directory(|directory| {
+                directory.iter().any(|s| s.org == user.org && s.role == Role::Owner && s.status == Status::Active && s.id != user.id)
+            })?;
+            if !others {
+                let org = self.store.get_org(&user.org)?.map_or_else(|| user.org.clone(), |o| o.name);
+                return Err(Error::Conflict(format!(
+                    "{} is the last active Owner of the org {:?}: make another user Owner (or enable one) first, \
+                     or the org would have no one who may manage its Owners",
+                    user.username, org
+                )));
+            }
+        }
         let mut next = user.clone();
         next.status = status;
         let action = if status == Status::Active { "user.enable" } else { "user.disable" };
@@ -304,6 +320,19 @@ impl Service {
             ..Change::default()
         })?;
         self.view(&next, now)
+    }
+
+    /// The user behind the actor: itself, or for an API key the user who created it.
+    pub fn whoami(&self, actor: &Actor, now: Timestamp) -> Result<UserView> {
+        let id = match &actor.principal {
+            Principal::User { id, .. } => *id,
+            Principal::ApiKey { user_id, .. } => *user_id,
+            Principal::Console { .. } | Principal::Validator { .. } => {
+                return Err(Error::not_found("a user for the console operator or a validator"));
+            }
+        };
+        let user = self.store.get_user(id)?.filter(|u| actor.sees(u)).ok_or_else(|| Error::not_found("user"))?;
+        self.view(&user, now)
     }
 
     pub fn get_user(&self, actor: &Actor, reference: &str, now: Timestamp) -> Result<UserDetail> {
@@ -320,7 +349,7 @@ impl Service {
                 recent.len() < 10
             })?;
         }
-        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent })
+        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent, password_set: user.password_hash.is_some() })
     }
 
     /// The users the actor may see that match `query`, sorted and paged. The directory keeps the

@@ -2,12 +2,15 @@
 # Schemathesis against a live `mfadmin serve` (the real binary, 127.0.0.1 only, an Owner's API key):
 # every operation of /openapi.json with generated input; no 5xx, and every answer fits its documented
 # status codes, content type and schema. Usage: tests/schemathesis/run.sh [MAX_EXAMPLES] (default 25).
-# Needs `st` on PATH or in $MFADMIN_ST (.ci/run installs it into a venv under ~/.cache).
+# Needs `st` on PATH or in $MFADMIN_ST, and openapi-spec-validator on PATH or in $MFADMIN_OSV, which
+# first checks the served document against the OpenAPI spec (.ci/run installs both into a venv).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 examples="${1:-25}"
 st="${MFADMIN_ST:-st}"
 command -v "$st" >/dev/null || { echo "schemathesis (st) is not installed: see .ci/run" >&2; exit 1; }
+osv="${MFADMIN_OSV:-openapi-spec-validator}"
+command -v "$osv" >/dev/null || { echo "openapi-spec-validator is not installed: see .ci/run" >&2; exit 1; }
 cargo build --locked --quiet
 bin="$PWD/target/debug/mfadmin"
 work="$(mktemp -d)"
@@ -42,6 +45,11 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$addr" ] || { cat "$work/serve.log" >&2; echo "mfadmin serve did not start" >&2; exit 1; }
+
+# The document itself first: valid OpenAPI 3.1 (every $ref resolves, operation ids are unique).
+python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+  "http://$addr/openapi.json" > "$work/openapi.json"
+"$osv" "$work/openapi.json"
 
 # Logout, and deleting a key the run found in GET /api/v1/apikeys, would revoke the key the rest of
 # the run uses; so would a new password for the key's creator (any user number can name it). All

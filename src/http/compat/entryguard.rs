@@ -103,7 +103,7 @@ fn forbidden(actor: &Actor, why: &str) -> String {
         (status = 200, description = "MFA reset", body = EntryGuardMessage),
         (status = 400, description = "MFA is not enabled for this user (or the X-Reset-Reason header is not valid)", body = EntryGuardError),
         (status = 401, description = "Missing or invalid authentication token", body = EntryGuardError),
-        (status = 403, description = "User does not have ORG_ADMIN role (our role table decides: Owner, Admin, or Helpdesk for Members)", body = EntryGuardError),
+        (status = 403, description = "User does not have ORG_ADMIN role (an Owner or Admin), or the role table refuses (an Admin resetting an Owner)", body = EntryGuardError),
         (status = 404, description = "User with the specified ID does not exist in this organization", body = EntryGuardError),
         (status = 429, description = "Rate limit exceeded (failed authentications from this address); see Retry-After", body = EntryGuardError),
         (status = 500, description = "Server error occurred", body = EntryGuardError),
@@ -129,7 +129,7 @@ pub async fn reset_mfa(
     let Ok(id) = parse_uuid(&given) else {
         return not_found();
     };
-    let result = match reset_one(&state, actor.clone(), id.to_string(), reason(&headers, VENDOR)).await {
+    let result = match reset_one(&state, VENDOR, actor.clone(), id.to_string(), reason(&headers, VENDOR)).await {
         Ok(result) => result,
         Err(e) => return errors.failure(e.into()),
     };

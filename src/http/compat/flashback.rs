@@ -108,7 +108,7 @@ fn forbidden(actor: &Actor, own: bool, why: &str) -> String {
     format!("Insufficient permissions. {}.", why.trim_end_matches('.'))
 }
 
-/// Reset MFA Configuration: your own, or (Owner or Admin, per the role table) another user's in your org.
+/// Reset MFA Configuration: your own, or (an Owner or Admin) another user's in your org.
 #[utoipa::path(
     post, path = "/mfa/reset", tag = "Flashback", security(("bearer" = [])),
     params(("X-Reset-Reason" = Option<String>, Header, description = "Reason for the audit log (default \"Flashback-compatible API\")")),
@@ -163,7 +163,7 @@ pub async fn reset(
             );
         }
     };
-    let result = match reset_one(&state, actor.clone(), target, reason(&headers, VENDOR)).await {
+    let result = match reset_one(&state, VENDOR, actor.clone(), target, reason(&headers, VENDOR)).await {
         Ok(result) => result,
         Err(e) => return failure(e.into()),
     };

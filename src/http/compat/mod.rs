@@ -13,8 +13,9 @@ pub mod resolver;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::bearer_token;
-use crate::config::CompatConfig;
-use crate::service::{Actor, ResetResult};
+use crate::config::{CompatConfig, CompatRoles};
+use crate::domain::role::Role;
+use crate::service::{Actor, ResetFloor, ResetResult};
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +65,27 @@ impl Vendor {
     /// The reason recorded when the request gives none (the vendors' APIs have no reason field).
     pub fn default_reason(self) -> String {
         format!("{}-compatible API", self.name())
+    }
+
+    /// The least role the vendor's document requires to reset another user's MFA, in its words.
+    fn requirement(self) -> (Role, &'static str) {
+        match self {
+            Vendor::Flashback => (Role::Admin, "the OWNER or ADMINISTRATOR role is required to reset another user's MFA"),
+            Vendor::EntryGuard => (Role::Admin, "the ORG_ADMIN role (an Owner or Admin) is required to reset another user's MFA"),
+            Vendor::Resolver => (Role::Admin, "only Administrators (Owners and Admins) can reset MFA for users on their Org"),
+            Vendor::Nps => (Role::Admin, "only an Administrator (an Owner or Admin) can reset another user's MFA"),
+        }
+    }
+
+    /// The rule over the role table that the vendor's routes keep to under `roles`.
+    pub fn floor(self, roles: CompatRoles) -> Option<ResetFloor> {
+        match roles {
+            CompatRoles::Mfadmin => None,
+            CompatRoles::Vendor => {
+                let (minimum, rule) = self.requirement();
+                Some(ResetFloor { minimum, rule: rule.to_string() })
+            }
+        }
     }
 
     fn description(self) -> &'static str {
@@ -184,15 +206,19 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Reset one user's MFA through the service, as the native single reset does; the one result.
+/// Reset one user's MFA through the service, as the native single reset does, but keeping to the
+/// vendor's documented minimum role unless `[compat] role_table = "mfadmin"`; the one result.
 pub(crate) async fn reset_one(
     state: &AppState,
+    vendor: Vendor,
     actor: Actor,
     target: String,
     reason: String,
 ) -> Result<ResetResult, ApiError> {
-    let report =
-        state.call(move |service, now| service.reset_mfa(&actor, &[target], Some(&reason), false, now)).await?;
+    let floor = vendor.floor(state.settings.compat.role_table);
+    let report = state
+        .call(move |service, now| service.reset_mfa_floored(&actor, &[target], Some(&reason), floor.as_ref(), now))
+        .await?;
     state.metrics.record_resets(&report);
     report.results.into_iter().next().ok_or_else(|| ApiError::internal("a reset returned no result"))
 }

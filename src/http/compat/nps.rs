@@ -7,6 +7,7 @@ use crate::http::AppState;
 use crate::http::error::{PROBLEM_JSON, Problem};
 use crate::http::extract::{ClientAddr, bearer_token, parse_uuid};
 use crate::http::ratelimit::AuthLimits;
+use crate::domain::role::Role;
 use crate::service::{LoginStep, ResetOutcome};
 use axum::Json;
 use axum::body::Bytes;
@@ -26,6 +27,8 @@ const VENDOR: Vendor = Vendor::Nps;
 pub const ERROR_RESETTING: &str = "Error resetting MFA";
 pub const NOT_ADMINISTRATOR: &str = "User is not an Administrator";
 pub const USER_NOT_FOUND: &str = "User not found";
+/// Our title for an Administrator refused by the role table (an Admin resetting an Owner).
+pub const ROLE_TOO_LOW: &str = "Role does not allow resetting this user";
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -112,7 +115,7 @@ fn failure(f: Failure) -> Response {
         (status = 200, description = "Success (no body)"),
         (status = 400, description = "Error resetting MFA (e.g. the user has no MFA to reset)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No API key or token, or an unknown, expired or revoked one", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "User is not an Administrator (our role table decides)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "User is not an Administrator (an Owner or Admin); an Administrator the role table refuses (an Admin resetting an Owner) gets the title: Role does not allow resetting this user", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "User not found", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The server failed", body = Problem, content_type = "application/problem+json"),
@@ -132,7 +135,9 @@ pub async fn reset_mfa(
     let Ok(id) = parse_uuid(&given) else {
         return not_found();
     };
-    let result = match reset_one(&state, actor, id.to_string(), reason(&headers, VENDOR)).await {
+    // The document's title is for a caller who is no Administrator; an Admin refused an Owner is one.
+    let administrator = matches!(actor.role(), Role::Owner | Role::Admin);
+    let result = match reset_one(&state, VENDOR, actor, id.to_string(), reason(&headers, VENDOR)).await {
         Ok(result) => result,
         Err(e) => return failure(e.into()),
     };
@@ -144,6 +149,7 @@ pub async fn reset_mfa(
             ERROR_RESETTING,
             "MFA is not set up for this user; there is nothing to reset",
         ),
+        ResetOutcome::Denied if administrator => problem(StatusCode::FORBIDDEN, ROLE_TOO_LOW, detail),
         ResetOutcome::Denied => problem(StatusCode::FORBIDDEN, NOT_ADMINISTRATOR, detail),
         ResetOutcome::NotFound => not_found(),
         ResetOutcome::Failed | ResetOutcome::Unknown => {

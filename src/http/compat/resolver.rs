@@ -1,5 +1,6 @@
 //! Resolver's user API (seeds 002 and 003): `PUT /user/users/mfa/reset {"ids": [...]}` resets all
 //! the ids or none, `PUT /user/org/mfa {"isMfaEnforced": bool}` sets the caller's org, and
+//! `GET /user/users` lists the org's users as Resolver's User Management shows them and
 //! `GET /user/users/me` says who the caller is. Ids are the users' numbers (the documents' `1`)
 //! or their UUIDs.
 
@@ -11,7 +12,7 @@ use crate::http::native::MAX_BULK_IDS;
 use crate::service::{Actor, AllOrNothingReport, ResetOutcome};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
@@ -30,7 +31,119 @@ pub const ONLY_ADMINS_ENFORCE: &str = "Only Administrators can enforce multi-fac
 
 pub fn routes(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
     let bulk = OpenApiRouter::new().routes(routes!(reset_users)).layer(DefaultBodyLimit::max(bulk_body_limit));
-    OpenApiRouter::new().routes(routes!(set_org_mfa)).routes(routes!(me)).merge(bulk)
+    OpenApiRouter::new().routes(routes!(set_org_mfa)).routes(routes!(list_users)).routes(routes!(me)).merge(bulk)
+}
+
+/// The most ids one `GET /user/users?ids=` names.
+const MAX_LISTED_IDS: usize = 1_000;
+
+/// A user as Resolver's User Management lists one: name, email, last login, access, admin.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolverUser {
+    /// The user's number: the id `PUT /user/users/mfa/reset` takes.
+    #[schema(example = 1)]
+    pub id: u64,
+    /// The display name's first word.
+    #[schema(example = "Valentina")]
+    pub first_name: String,
+    /// The rest of the display name (empty for a one-word name).
+    #[schema(example = "Rodriguez")]
+    pub last_name: String,
+    #[schema(example = "valentina.rodriguez@email.com")]
+    pub email: String,
+    /// RFC 3339; null: never.
+    #[schema(example = "2026-11-22T18:31:00Z")]
+    pub last_login: Option<String>,
+    /// Enable User Access: false for a disabled user.
+    pub enabled: bool,
+    /// Admin: an Owner or Admin of the org.
+    pub admin: bool,
+}
+
+impl ResolverUser {
+    fn of(u: &UserView) -> ResolverUser {
+        let name = u.display_name.trim();
+        let (first, last) = name.split_once(' ').map_or((name, ""), |(f, l)| (f, l.trim()));
+        ResolverUser {
+            id: u.number,
+            first_name: first.to_string(),
+            last_name: last.to_string(),
+            email: u.email.clone(),
+            last_login: u.last_login_at.clone(),
+            enabled: u.status == crate::domain::user::Status::Active,
+            admin: matches!(u.role, crate::domain::role::Role::Owner | crate::domain::role::Role::Admin),
+        }
+    }
+}
+
+/// The ids of `?ids=1,2&ids=3` (numbers or UUIDs), or `None` for every user; anything else is refused.
+fn listed_ids(query: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    let mut ids: Option<Vec<String>> = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key != "ids" {
+            return Err(format!("Unknown query parameter {key:?}; this endpoint takes only ids"));
+        }
+        for id in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let target = target_of(&Value::String(id.to_string()))
+                .ok_or_else(|| format!("Not a user id: {id}. Ids are user numbers such as 1, or UUIDs"))?;
+            ids.get_or_insert_with(Vec::new).push(target);
+        }
+    }
+    match ids {
+        Some(ids) if ids.len() > MAX_LISTED_IDS => Err(format!("ids names {} users; name at most {MAX_LISTED_IDS}", ids.len())),
+        ids => Ok(ids),
+    }
+}
+
+/// Retrieve a set of users by id: the org's users (the caller alone, for a Member), or those of
+/// `ids` among them; an id that names no user of the org is left out.
+#[utoipa::path(
+    get, path = "/user/users", tag = "Resolver", security(("bearer" = [])), operation_id = "resolverListUsers",
+    params(("ids" = Option<String>, Query, description = "User numbers or UUIDs, comma-separated (or the parameter repeated); at most 1,000. Without it, every user of your org", example = "1,2")),
+    responses(
+        (status = 200, description = "The users, by number", body = Vec<ResolverUser>,
+            example = json!([{"id": 1, "firstName": "Valentina", "lastName": "Rodriguez", "email": "valentina.rodriguez@email.com", "lastLogin": null, "enabled": true, "admin": false}])),
+        (status = 400, description = "An id is neither a number nor a UUID, too many ids, or another parameter", body = ResolverError),
+        (status = 401, description = "No token, or an unknown, expired or revoked one", body = ResolverError),
+        (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = ResolverError),
+        (status = 500, description = "The server failed", body = ResolverError),
+    )
+)]
+pub async fn list_users(
+    State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let actor = match authenticate(&state, &headers, &client, VENDOR).await {
+        Ok(actor) => actor,
+        Err(e) => return failure(e.into()),
+    };
+    let ids = match listed_ids(query.as_deref()) {
+        Ok(ids) => ids,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why, None),
+    };
+    let listed = state
+        .call(move |service, now| match ids {
+            None => Ok(service.list_users(&actor, &crate::service::UserQuery { sort: crate::service::SortField::Number, ..Default::default() }, now)?.users),
+            Some(ids) => {
+                let mut users = Vec::new();
+                for id in ids {
+                    match service.get_user(&actor, &id, now) {
+                        Ok(detail) => users.push(detail.user),
+                        Err(crate::error::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(users)
+            }
+        })
+        .await;
+    match listed {
+        Ok(users) => vendor_json(StatusCode::OK, &users.iter().map(ResolverUser::of).collect::<Vec<_>>()),
+        Err(e) => failure(e.into()),
+    }
 }
 
 /// The users to reset.
@@ -173,8 +286,12 @@ pub async fn reset_users(
         return error(StatusCode::BAD_REQUEST, message, Some(bad));
     }
     let why = reason(&headers, VENDOR);
+    let floor = VENDOR.floor(state.settings.compat.role_table);
+    let reset = move |service: &crate::service::Service, now| {
+        service.reset_mfa_all_or_nothing_floored(&actor, &targets, Some(&why), floor.as_ref(), now)
+    };
     let report =
-        match state.call(move |service, now| service.reset_mfa_all_or_nothing(&actor, &targets, Some(&why), now)).await
+        match state.call(reset).await
         {
             Ok(report) => report,
             Err(e) => return failure(e.into()),
@@ -244,13 +361,13 @@ pub async fn set_org_mfa(
     }
 }
 
-/// Who am I: the caller's user record, with its `number`.
+/// Who am I: the caller's user record, with its `number` (for an API key, its creator's).
 #[utoipa::path(
-    get, path = "/user/users/me", tag = "Resolver", security(("bearer" = [])),
+    get, path = "/user/users/me", tag = "Resolver", security(("bearer" = [])), operation_id = "resolverMe",
     responses(
-        (status = 200, description = "The caller", body = UserView),
+        (status = 200, description = "The caller (for an API key, the user who created it)", body = UserView),
         (status = 401, description = "No token, or an unknown, expired or revoked one", body = ResolverError),
-        (status = 404, description = "The token is an API key, which is not a user", body = ResolverError),
+        (status = 404, description = "The token's user is gone", body = ResolverError),
         (status = 429, description = "Too many failed authentications from this address; see Retry-After", body = ResolverError),
         (status = 500, description = "The server failed", body = ResolverError),
     )
@@ -260,11 +377,8 @@ pub async fn me(State(state): State<Arc<AppState>>, ClientAddr(client): ClientAd
         Ok(actor) => actor,
         Err(e) => return failure(e.into()),
     };
-    let Some(id) = actor.user_id() else {
-        return error(StatusCode::NOT_FOUND, "This token is an API key, which is not a user; log in as a user", None);
-    };
-    match state.call(move |service, now| service.get_user(&actor, &id.to_string(), now)).await {
-        Ok(detail) => vendor_json(StatusCode::OK, &detail.user),
+    match state.call(move |service, now| service.whoami(&actor, now)).await {
+        Ok(user) => vendor_json(StatusCode::OK, &user),
         Err(e) => failure(e.into()),
     }
 }
