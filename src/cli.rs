@@ -429,7 +429,7 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             let mut config = ctx.config.clone();
             config.store.cache_mb = config.store.cache_mb.min(IMPORT_CACHE_MB);
             let (backend, who) = Context { config }.backend()?;
-            user_cmd(backend.as_ref(), &who, cmd)
+            user_cmd(backend.as_ref(), &who, cmd, &suggested(global))
         }
         Command::User(cmd) => {
             let (backend, who) = ctx.backend()?;
