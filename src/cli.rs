@@ -7,7 +7,7 @@ use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::error::Error;
 use crate::service::{
-    audit_csv_row, csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, NewUser, ResetOutcome, ResetReport,
+    audit_csv_row, csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, ImportProgress, ImportStage, NewUser, ResetOutcome, ResetReport,
     SortField, UserQuery, AUDIT_CSV_HEADER,
 };
 use crate::domain::user::UserView;
@@ -385,6 +385,9 @@ fn logout(ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The store's page cache for `user import` at most, in MiB.
+const IMPORT_CACHE_MB: u64 = 32;
+
 /// The command line to suggest as a next step: `mfadmin`, with the `--data-dir` and `--config`
 /// that were given (as flags or in the environment), so the hint works as it is printed.
 fn suggested(global: &GlobalArgs) -> String {
@@ -419,6 +422,14 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
         Command::Demo(args) => {
             local_only(remote_flag, "demo")?;
             demo_cmd(ctx, &actor, args)
+        }
+        Command::User(cmd @ UserCommand::Import { .. }) => {
+            // An import reads and writes each page of the store about once: a large page cache
+            // would only hold pages it does not need again (a million rows into 100,000: 1.28 GB resident with 128 MiB, 1.03 GB with 32 MiB, and faster).
+            let mut config = ctx.config.clone();
+            config.store.cache_mb = config.store.cache_mb.min(IMPORT_CACHE_MB);
+            let (backend, who) = Context { config }.backend()?;
+            user_cmd(backend.as_ref(), &who, cmd, &suggested(global))
         }
         Command::User(cmd) => {
             let (backend, who) = ctx.backend()?;
@@ -904,7 +915,16 @@ fn import(backend: &dyn Backend, who: &Credential, file: &Path, options: ImportO
     } else {
         csv = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
-    let report = backend.import_users(who, &csv, options)?;
+    let mut bar = std::io::stderr().is_terminal().then(ProgressBar::default);
+    let report = backend.import_users_with_progress(who, &csv, options, &mut |p| {
+        if let Some(bar) = &mut bar {
+            bar.show(p);
+        }
+    });
+    if let Some(bar) = &mut bar {
+        bar.clear();
+    }
+    let report = report?;
     for e in &report.skipped {
         eprintln!("skipped {e}");
     }
@@ -918,6 +938,44 @@ fn import(backend: &dyn Backend, who: &Credential, file: &Path, options: ImportO
         println!("Imported {}{skipped}", count(report.imported, "user", "users"));
     }
     Ok(if report.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A one-line progress bar on standard error (a terminal), redrawn at most ten times a second.
+#[derive(Default)]
+struct ProgressBar {
+    drawn: Option<(std::time::Instant, ImportStage)>,
+}
+
+impl ProgressBar {
+    const WIDTH: usize = 30;
+
+    fn show(&mut self, p: ImportProgress) {
+        let now = std::time::Instant::now();
+        let stage_changed = self.drawn.is_none_or(|(_, stage)| stage != p.stage);
+        if !stage_changed && p.done < p.total && self.drawn.is_some_and(|(at, _)| now - at < std::time::Duration::from_millis(100)) {
+            return;
+        }
+        self.drawn = Some((now, p.stage));
+        let line = match p.stage {
+            ImportStage::Checking => {
+                let filled = (p.done * Self::WIDTH).checked_div(p.total).unwrap_or(Self::WIDTH);
+                format!("checking [{}{}] {} of {} rows", "#".repeat(filled), ".".repeat(Self::WIDTH - filled), p.done, p.total)
+            }
+            ImportStage::Writing if p.done < p.total => format!("writing {} users (all or none)...", p.total),
+            ImportStage::Writing => format!("written {} users", p.total),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+
+    fn clear(&mut self) {
+        if self.drawn.is_some() {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
 }
 
 // ------------------------------------------------------------------ mfa

@@ -5,7 +5,7 @@ use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::app::Clock;
 use crate::service::{
-    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep, NewUser,
+    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, LoginStep, NewUser,
     OrgView, ResetReport, Service, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use std::sync::Arc;
@@ -119,6 +119,16 @@ impl Backend for Local {
 
     fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport> {
         self.service.import_csv(&self.actor(who)?, csv, options, self.clock.now())
+    }
+
+    fn import_users_with_progress(
+        &self,
+        who: &Credential,
+        csv: &[u8],
+        options: ImportOptions,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportReport> {
+        self.service.import_csv_with_progress(&self.actor(who)?, csv, options, self.clock.now(), progress)
     }
 
     fn reset_mfa(

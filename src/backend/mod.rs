@@ -9,7 +9,7 @@ use crate::domain::role::Role;
 use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::service::{
-    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewUser, OrgView,
+    Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, NewUser, OrgView,
     ResetReport, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 
@@ -110,6 +110,17 @@ pub trait Backend: Send + Sync {
     /// Import users from CSV text (header `username,email,display_name,role,org`): all or none,
     /// unless `options.skip_invalid`; nothing at all with `options.check_only`.
     fn import_users(&self, who: &Credential, csv: &[u8], options: ImportOptions) -> Result<ImportReport>;
+    /// [`Backend::import_users`], reporting how far it is on the way where the backend can see it
+    /// (in process; a server does not say until it answers).
+    fn import_users_with_progress(
+        &self,
+        who: &Credential,
+        csv: &[u8],
+        options: ImportOptions,
+        _progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportReport> {
+        self.import_users(who, csv, options)
+    }
 
     /// Reset the MFA of every target, reporting `progress(done, total)` on the way. One result per
     /// target, in order; a result the backend cannot confirm is `unknown`, never guessed.

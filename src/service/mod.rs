@@ -304,11 +304,15 @@ impl Service {
     }
 
     fn commit_group(&self, units: Vec<(u64, Vec<Change>)>) -> Vec<(u64, Result<()>)> {
-        let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
-        let mut results: Vec<(u64, Result<()>)> = match self.store_commit(&all) {
-            Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
-            Err(e) if units.len() == 1 => vec![(units[0].0, Err(e))],
-            Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+        let mut results: Vec<(u64, Result<()>)> = if let [(ticket, changes)] = units.as_slice() {
+            // Alone: committed as it is (an import's unit can hold a million users; no copy).
+            vec![(*ticket, self.store_commit(changes))]
+        } else {
+            let all: Vec<Change> = units.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+            match self.store_commit(&all) {
+                Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
+                Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
+            }
         };
         if results.iter().any(|(_, r)| r.is_ok())
             && let Err(e) = self.store.flush()
@@ -342,6 +346,12 @@ impl Service {
                 .collect::<Vec<_>>()
         };
         let orgs = changes.iter().flat_map(|c| &c.orgs).map(|o| (o.key.clone(), o.mfa_enforced));
+        self.note_in_directory(summaries, orgs);
+        Ok(())
+    }
+
+    /// Note users and orgs just written in the directory (if it is built or being built).
+    fn note_in_directory(&self, summaries: impl FnOnce() -> Vec<Summary>, orgs: impl Iterator<Item = (String, bool)>) {
         let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &mut *guard {
             DirectoryState::NotBuilt => {}
@@ -356,7 +366,6 @@ impl Service {
                 directory.upsert_many(summaries());
             }
         }
-        Ok(())
     }
 
     /// Build the user directory now, if it is not built yet (`mfadmin serve` does this in the

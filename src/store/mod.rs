@@ -128,6 +128,18 @@ pub trait Store: Send + Sync {
     fn commit(&self, changes: &[Change]) -> Result<()>;
     /// Make everything committed so far durable.
     fn flush(&self) -> Result<()>;
+    /// Add many new users (numbered), each with the audit event `audit` makes for it, all or none,
+    /// and make them durable: a bulk import into a store in use. Refused, with nothing written,
+    /// when any id, user name, email or number is taken.
+    fn add_users(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft) -> Result<()> {
+        let change = Change {
+            users: users.iter().map(|u| UserWrite { user: u.clone(), expected_version: None }).collect(),
+            audit: users.iter().map(audit).collect(),
+            ..Change::default()
+        };
+        self.commit(&[change])?;
+        self.flush()
+    }
     /// Write many new users (with their numbers) into a store that no one else uses yet, such as a
     /// demo store being generated: faster and smaller on disk than [`Store::commit`], but not one
     /// transaction. Whatever a commit would refuse is refused before anything is written; the store

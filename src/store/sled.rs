@@ -6,7 +6,7 @@ use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
 use super::{Change, Session, Store, TokenHash};
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -18,6 +18,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+mod import;
 
 const META_SCHEMA: &str = "schema_version";
 const META_AUDIT_HEAD: &str = "audit_head";
@@ -168,6 +170,7 @@ impl SledStore {
             )));
         }
         store.bring_up_to_date(version)?;
+        store.take_back_import()?;
         Ok(store)
     }
 
@@ -526,8 +529,22 @@ struct NameHints {
     missing: RefCell<Vec<String>>,
 }
 
+/// The index buckets one run of a transaction has read, changed there: each is read and decoded
+/// once and written once, at the end of the run ([`Tx::write_buckets`]), however many users of the
+/// run it holds. Buckets made by splits are found here too, so a name finds its bucket in a step or
+/// two even when many names of one commit fall into one stored bucket (a bulk import into a small
+/// store): walked from the stored bucket bucket by bucket, each name would pass every split before.
+#[derive(Default)]
+struct TxBuckets {
+    /// User-name buckets by key, with whether this run changed them.
+    names: std::collections::BTreeMap<String, (NameBucket, bool)>,
+    emails: HashMap<Vec<u8>, Bucket<String>>,
+    numbers: HashMap<Vec<u8>, Bucket<u64>>,
+}
+
 struct Tx<'a> {
     hints: &'a NameHints,
+    buckets: RefCell<TxBuckets>,
     users: &'a TransactionalTree,
     by_name: &'a TransactionalTree,
     email_index: &'a TransactionalTree,
@@ -592,59 +609,88 @@ impl Tx<'_> {
     }
 
     /// Move `id`'s entry in a bucketed index from `old` (bucket, key) to `new`, in this
-    /// transaction. False, when `new` is another entry's key.
-    fn move_entry<K: Ord + Serialize + DeserializeOwned>(
+    /// transaction's copy of the buckets (`pick` chooses the index). False, when `new` is another
+    /// entry's key.
+    fn move_entry<K: Ord + DeserializeOwned>(
         &self,
-        tree: &TransactionalTree,
-        what: &str,
+        (tree, what): (&TransactionalTree, &str),
+        pick: fn(&mut TxBuckets) -> &mut HashMap<Vec<u8>, Bucket<K>>,
         old: Option<(&[u8], &K)>,
         (new_bucket, new_key): (&[u8], K),
         id: Uuid,
     ) -> Result<bool, Abort> {
+        let mut buckets = self.buckets.borrow_mut();
+        let cached = pick(&mut buckets);
         if let Some((bucket, key)) = old {
-            self.edit_bucket(tree, what, bucket, |b: &mut Bucket<K>| b.remove(key))?;
+            Self::cached_bucket(cached, tree, what, bucket)?.remove(key);
         }
-        let mut free = false;
-        self.edit_bucket(tree, what, new_bucket, |b| free = b.insert(new_key, id))?;
-        Ok(free)
+        Ok(Self::cached_bucket(cached, tree, what, new_bucket)?.insert(new_key, id))
     }
 
-    /// Change one bucket of a bucketed index; a bucket left empty is removed.
-    fn edit_bucket<K: Ord + Serialize + DeserializeOwned>(
-        &self,
+    /// The bucket under `key` as this run sees it, read from the store the first time.
+    fn cached_bucket<'c, K: DeserializeOwned>(
+        cached: &'c mut HashMap<Vec<u8>, Bucket<K>>,
         tree: &TransactionalTree,
         what: &str,
         key: &[u8],
-        edit: impl FnOnce(&mut Bucket<K>),
-    ) -> Result<(), Abort> {
-        let mut bucket = match tree.get(key)? {
-            Some(bytes) => tx_decode(what, key, &bytes)?,
-            None => Bucket::new(),
-        };
-        edit(&mut bucket);
-        if bucket.0.is_empty() {
-            tree.remove(key)?;
-        } else {
-            tree.insert(key, encode(&bucket))?;
+    ) -> Result<&'c mut Bucket<K>, Abort> {
+        if !cached.contains_key(key) {
+            let bucket = match tree.get(key)? {
+                Some(bytes) => tx_decode(what, key, &bytes)?,
+                None => Bucket::new(),
+            };
+            cached.insert(key.to_vec(), bucket);
         }
-        Ok(())
+        Ok(cached.get_mut(key).expect("just inserted"))
     }
 
-    /// The bucket of the user-name index that holds `name` (or would), with its key, as this
-    /// transaction sees it. `None` when `name` has no hint or its bucket now starts after it: the
-    /// name is noted as missing and the transaction must run again.
-    fn name_bucket(&self, name: &str) -> Result<Option<(String, NameBucket)>, Abort> {
+    /// Write every bucket this run changed; a bucket left empty is removed (a user-name bucket
+    /// stays: removing it would move the bound of the bucket before it).
+    fn write_buckets(&self) -> Result<(), Abort> {
+        let buckets = self.buckets.borrow();
+        for (key, (bucket, changed)) in &buckets.names {
+            if *changed {
+                self.by_name.insert(key.as_bytes(), encode(bucket))?;
+            }
+        }
+        fn write<K: Serialize>(tree: &TransactionalTree, cached: &HashMap<Vec<u8>, Bucket<K>>) -> Result<(), Abort> {
+            for (key, bucket) in cached {
+                if bucket.0.is_empty() {
+                    tree.remove(key.as_slice())?;
+                } else {
+                    tree.insert(key.as_slice(), encode(bucket))?;
+                }
+            }
+            Ok(())
+        }
+        write(self.email_index, &buckets.emails)?;
+        write(self.number_index, &buckets.numbers)
+    }
+
+    /// The key of the user-name bucket that holds `name` (or would), as this transaction sees it;
+    /// the bucket is then in `self.buckets`. `None` when `name` has no hint or its bucket now starts
+    /// after it: the name is noted as missing and the transaction must run again.
+    fn name_bucket(&self, name: &str) -> Result<Option<String>, Abort> {
         if let Some(hint) = self.hints.known.get(name) {
-            let mut key = hint.clone();
+            let mut buckets = self.buckets.borrow_mut();
+            // Buckets between the hint and the name are either in this run's copy (read or split
+            // off here) or after the nearest one there, which says where it ends.
+            let mut key = match buckets.names.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(name))).next_back() {
+                Some((nearest, _)) if nearest.as_str() > hint.as_str() => nearest.clone(),
+                _ => hint.clone(),
+            };
             loop {
-                let bucket: NameBucket = match self.by_name.get(key.as_bytes())? {
-                    Some(bytes) => tx_decode("user name index bucket", key.as_bytes(), &bytes)?,
-                    // The first bucket is missing only while the index is empty.
-                    None if key.is_empty() => NameBucket::default(),
-                    None => break,
-                };
-                match bucket.place(&key, name) {
-                    Place::Here => return Ok(Some((key, bucket))),
+                if !buckets.names.contains_key(&key) {
+                    let bucket: NameBucket = match self.by_name.get(key.as_bytes())? {
+                        Some(bytes) => tx_decode("user name index bucket", key.as_bytes(), &bytes)?,
+                        // The first bucket is missing only while the index is empty.
+                        None if key.is_empty() => NameBucket::default(),
+                        None => break,
+                    };
+                    buckets.names.insert(key.clone(), (bucket, false));
+                }
+                match buckets.names[&key].0.place(&key, name) {
+                    Place::Here => return Ok(Some(key)),
                     Place::After(next) if next > key.as_str() => key = next.to_owned(),
                     Place::After(_) => {
                         return Err(abort(Error::Corrupt(format!(
@@ -662,29 +708,28 @@ impl Tx<'_> {
     /// Move `user`'s entry in the user-name index from `old` to `new`; refused when `new` is taken.
     /// Left undone when a bucket has to be looked up first (see [`NameHints`]).
     fn move_name(&self, old: Option<&str>, new: String, user: &User) -> Result<(), Abort> {
-        let Some((_, bucket)) = self.name_bucket(&new)? else {
+        let Some(key) = self.name_bucket(&new)? else {
             return Ok(());
         };
-        if bucket.entries.find(&new).is_some() {
+        if self.buckets.borrow().names[&key].0.entries.find(&new).is_some() {
             return Err(abort(Error::Conflict(format!("the user name {:?} is already taken", user.username))));
         }
         if let Some(old) = old {
-            let Some((key, mut bucket)) = self.name_bucket(old)? else {
+            let Some(old_key) = self.name_bucket(old)? else {
                 return Ok(());
             };
+            let mut buckets = self.buckets.borrow_mut();
+            let (bucket, changed) = buckets.names.get_mut(&old_key).expect("found above");
             bucket.entries.remove(old);
-            self.by_name.insert(key.as_bytes(), encode(&bucket))?;
+            *changed = true;
         }
-        // Read again: the old name may have left the same bucket.
-        let Some((key, mut bucket)) = self.name_bucket(&new)? else {
-            return Ok(());
-        };
+        let mut buckets = self.buckets.borrow_mut();
+        let (bucket, changed) = buckets.names.get_mut(&key).expect("found above");
         bucket.entries.insert(new, user.id);
-        // A bucket left empty stays: removing it would move the bound of the bucket before it.
+        *changed = true;
         if let Some((split_key, upper_half)) = bucket.split() {
-            self.by_name.insert(split_key.as_bytes(), encode(&upper_half))?;
+            buckets.names.insert(split_key, (upper_half, true));
         }
-        self.by_name.insert(key.as_bytes(), encode(&bucket))?;
         Ok(())
     }
 
@@ -747,14 +792,16 @@ impl Tx<'_> {
         if old_email.as_deref() != Some(email_key.as_str()) {
             let old = old_email.as_ref().map(|e| (buckets::email_bucket(e.as_bytes()), e));
             let new = (&buckets::email_bucket(email_key.as_bytes())[..], email_key);
-            if !self.move_entry(self.email_index, "email index bucket", old.as_ref().map(|(b, e)| (&b[..], *e)), new, user.id)? {
+            let index = (self.email_index, "email index bucket");
+            if !self.move_entry(index, |b| &mut b.emails, old.as_ref().map(|(b, e)| (&b[..], *e)), new, user.id)? {
                 return Err(abort(Error::Conflict(format!("the email {:?} is already used by another user", user.email))));
             }
         }
         if old_number != Some(user.number) {
             let old = old_number.map(|n| (buckets::number_bucket(n), n));
             let new = (&buckets::number_bucket(user.number)[..], user.number);
-            if !self.move_entry(self.number_index, "number index bucket", old.as_ref().map(|(b, n)| (&b[..], n)), new, user.id)? {
+            let index = (self.number_index, "number index bucket");
+            if !self.move_entry(index, |b| &mut b.numbers, old.as_ref().map(|(b, n)| (&b[..], n)), new, user.id)? {
                 return Err(abort(Error::Conflict(format!("the user number {} is already taken", user.number))));
             }
         }
@@ -1006,7 +1053,19 @@ impl Store for SledStore {
         for _ in 0..16 {
             let result = trees.transaction(|(users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta)| {
                 hints.missing.borrow_mut().clear();
-                let tx = Tx { hints: &hints, users, by_name, email_index, number_index, orgs, audit, sessions, user_sessions, meta };
+                let tx = Tx {
+                    hints: &hints,
+                    buckets: RefCell::default(),
+                    users,
+                    by_name,
+                    email_index,
+                    number_index,
+                    orgs,
+                    audit,
+                    sessions,
+                    user_sessions,
+                    meta,
+                };
                 let mut head: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
                     Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
                     None => None,
@@ -1019,6 +1078,7 @@ impl Store for SledStore {
                     // Some name was not placed: write nothing this time.
                     return Err(abort(Error::WriteConflict));
                 }
+                tx.write_buckets()?;
                 if head != before
                     && let Some(h) = &head {
                         meta.insert(META_AUDIT_HEAD, encode(h))?;
@@ -1042,6 +1102,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn add_users(&self, users: &[User], audit: &dyn Fn(&User) -> AuditDraft) -> Result<()> {
+        self.import_new_users(users, audit)
     }
 
     fn load_new_users(&self, mut users: Vec<User>) -> Result<()> {
@@ -1490,6 +1554,31 @@ mod tests {
         let one_by_one: Vec<Option<Uuid>> = asked.iter().map(|n| store.user_id_by_name(n).unwrap()).collect();
         assert_eq!(store.user_ids_by_name(&asked).unwrap(), one_by_one);
         assert_eq!(one_by_one.iter().filter(|id| id.is_some()).count(), users.len() + 2);
+    }
+
+    /// Thousands of names in one commit into a store of a few names (an import into a new store)
+    /// split one bucket again and again within the transaction: every bucket stays within its
+    /// bound, covers its range, and every name and email is found.
+    #[test]
+    fn many_names_in_one_commit_are_all_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::create(dir.path()).unwrap();
+        add(&store, &[named("m", 1), named("zz", 2)]).unwrap();
+        let users: Vec<User> = (0..3_000u64).map(|i| named(&format!("n{:05}", (i * 7_919) % 3_000), 10 + i)).collect();
+        add(&store, &users).unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        for item in store.by_name.iter() {
+            let (key, bytes) = item.unwrap();
+            let bucket: NameBucket = decode("bucket", &key, &bytes).unwrap();
+            assert!(bucket.entries.0.len() <= names::SPLIT_ABOVE, "a bucket of {} names", bucket.entries.0.len());
+        }
+        assert!(store.by_name.len() >= 3_002 / names::SPLIT_ABOVE, "{} buckets", store.by_name.len());
+        for u in &users {
+            assert_eq!(store.user_id_by_name(&u.username).unwrap(), Some(u.id), "{}", u.username);
+            assert_eq!(store.user_id_by_email(&u.email).unwrap(), Some(u.id), "{}", u.email);
+        }
+        let again = add(&store, &[named("N01234", 9_999)]);
+        assert!(matches!(&again, Err(Error::Conflict(m)) if m.contains("already taken")), "{again:?}");
     }
 
     /// Commits from several threads at once, adding users whose names fall in the same buckets and
