@@ -105,20 +105,6 @@ impl Sealer {
     }
 }
 
-/// Is the key file readable or writable by anyone but its owner?
-pub fn key_file_is_too_open(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +114,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         let sealer = Sealer::create_key_file(&path).unwrap();
-        assert!(!key_file_is_too_open(&path), "created with mode 0600");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "created with mode 0600");
+        }
         let sealed = sealer.seal(b"JBSWY3DPEHPK3PXP", b"user-1");
         assert!(!sealed.windows(16).any(|w| w == b"JBSWY3DPEHPK3PXP"));
         let loaded = Sealer::load(&path).unwrap();

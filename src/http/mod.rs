@@ -446,15 +446,7 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
     let addr = listen_addr(&config.server.listen, config.server.allow_non_loopback)?;
-    let key_file = config.key_file();
-    if crate::auth::seal::key_file_is_too_open(&key_file) {
-        anyhow::bail!(
-            "the key file {} can be read or written by other users; it unseals every TOTP secret. \
-             Run `chmod 600 {}` and start again",
-            key_file.display(),
-            key_file.display()
-        );
-    }
+    // Opening the store refuses a data directory or key file that others can reach.
     let service = ctx.open_service()?;
     let state = AppState::new(service, Settings::from_config(&config), Clock::system());
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
