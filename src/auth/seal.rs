@@ -1,8 +1,11 @@
-//! Sealing secrets at rest with XChaCha20-Poly1305 under a key kept in its own file (mode 0600).
+//! Sealing secrets at rest with XChaCha20-Poly1305 under a key kept in its own file (mode 0600),
+//! and keys for message authentication (the audit chain, backups) derived from the same file.
 
 use crate::error::{Error, Result};
 use chacha20poly1305::aead::{Aead, Generate, Key, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +19,12 @@ const NONCE_LEN: usize = 24;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// The key file's key, kept to derive the keys of [`Sealer::mac`].
+    key: Zeroizing<[u8; 32]>,
 }
+
+/// HMAC-SHA256, keyed by [`Sealer::mac`].
+pub type MacSha256 = Hmac<Sha256>;
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,7 +35,25 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer with a fresh random key that is not written anywhere (for tests and benchmarks).
     pub fn ephemeral() -> Sealer {
-        Sealer { cipher: XChaCha20Poly1305::new(&Key::<XChaCha20Poly1305>::generate()) }
+        Sealer::from_key(&Key::<XChaCha20Poly1305>::generate())
+    }
+
+    fn from_key(key: &Key<XChaCha20Poly1305>) -> Sealer {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        bytes.copy_from_slice(key.as_slice());
+        Sealer { cipher: XChaCha20Poly1305::new(key), key: bytes }
+    }
+
+    /// An HMAC-SHA256 keyed for one `purpose` (such as `"audit-chain"` or `"backup"`) by a key
+    /// derived from the key file: whoever can write the store but not read the key file cannot
+    /// forge what it authenticates, and a key for one purpose says nothing about another's.
+    pub fn mac(&self, purpose: &str) -> MacSha256 {
+        let mut derive = <MacSha256 as hmac::KeyInit>::new_from_slice(&self.key[..]).expect("HMAC takes a key of any length");
+        derive.update(b"mfadmin mac key v1\0");
+        derive.update(purpose.as_bytes());
+        let mut derived = Zeroizing::new([0u8; 32]);
+        derived.copy_from_slice(&derive.finalize().into_bytes());
+        <MacSha256 as hmac::KeyInit>::new_from_slice(&derived[..]).expect("HMAC takes a key of any length")
     }
 
     /// Create a new key file at `path`, readable only by its owner. Refuses to overwrite one.
@@ -52,7 +78,7 @@ impl Sealer {
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_all())
             .map_err(|e| Error::KeyFile(format!("cannot write the key file {}: {e}", path.display())))?;
-        Ok(Sealer { cipher: XChaCha20Poly1305::new(&key) })
+        Ok(Sealer::from_key(&key))
     }
 
     /// Load the key file at `path`.
@@ -77,7 +103,7 @@ impl Sealer {
         );
         let key = Key::<XChaCha20Poly1305>::try_from(bytes.as_slice())
             .map_err(|_| Error::KeyFile(format!("the key file {} is damaged", path.display())))?;
-        Ok(Sealer { cipher: XChaCha20Poly1305::new(&key) })
+        Ok(Sealer::from_key(&key))
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -127,6 +153,18 @@ mod tests {
         let other = Sealer::ephemeral();
         let err = other.open(&sealed, b"user-1").unwrap_err().to_string();
         assert!(err.contains("does not belong to this store"), "{err}");
+    }
+
+    #[test]
+    fn mac_keys_follow_the_key_file_and_the_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let tag = |s: &Sealer, purpose: &str| s.mac(purpose).chain_update(b"event").finalize().into_bytes();
+        let created = Sealer::create_key_file(&path).unwrap();
+        let loaded = Sealer::load(&path).unwrap();
+        assert_eq!(tag(&created, "audit-chain"), tag(&loaded, "audit-chain"), "the same key file gives the same key");
+        assert_ne!(tag(&loaded, "audit-chain"), tag(&loaded, "backup"), "each purpose has its own key");
+        assert_ne!(tag(&loaded, "audit-chain"), tag(&Sealer::ephemeral(), "audit-chain"), "another key file, another key");
     }
 
     #[test]
