@@ -19,4 +19,5 @@ pub mod http;
 pub mod packaging;
 pub mod service;
 pub mod store;
+pub mod store_move;
 pub mod tui;

@@ -182,8 +182,8 @@ impl Backend for Local {
         self.service.revoke_api_key(&self.actor(who)?, id, self.clock.now())
     }
 
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
-        Ok(crate::backup::take(&self.service, &self.actor(who)?, self.clock.now())?.encode())
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()> {
+        crate::backup::take(&self.service, &self.actor(who)?, self.clock.now(), out).map(|_| ())
     }
 }
 

@@ -151,8 +151,8 @@ pub trait Backend: Send + Sync {
     /// Revoke the API key with this id (from [`Backend::api_keys`]).
     fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()>;
 
-    /// A consistent backup of the whole store, as the bytes of a backup file.
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>>;
+    /// A consistent backup of the whole store, written to `out` as it is made (never whole in memory).
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()>;
 }
 
 /// Every user `query` finds, page by page (its cursor and limit are ignored).

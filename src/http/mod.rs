@@ -67,6 +67,9 @@ pub struct Settings {
     /// `Host` names accepted (lower case, without port); `None`: any.
     pub allowed_hosts: Option<Vec<String>>,
     pub metrics_public: bool,
+    /// Where a backup asked for over HTTP is written before it is sent (the data directory: on
+    /// disk, never whole in memory).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Settings {
@@ -88,6 +91,7 @@ impl Settings {
             trusted_proxies: config.server.trusted_proxies.iter().filter_map(|p| IpRange::parse(p).ok()).collect(),
             allowed_hosts: allowed_hosts(&config.server),
             metrics_public: config.server.metrics_public,
+            spool_dir: config.data_dir(),
         }
     }
 }
