@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod backup;
+pub mod backup_schedule;
 pub mod cli;
 pub mod config;
 pub mod demo;

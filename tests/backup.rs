@@ -371,7 +371,7 @@ fn pg_schema(test: &str) -> Option<PgSchema> {
     let name = format!("mfadmin_backup_{}_{test}", std::process::id());
     admin.connect(postgres::NoTls).expect("the test database answers").batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options={}", enc(&format!("-c search_path={name}")));
+    let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
     Some(PgSchema { url, admin, name })
 }
 

@@ -141,6 +141,8 @@ pub struct AppState {
     hashing: tokio::sync::Semaphore,
     /// Set once the user directory has been read (`/readyz`).
     directory_ready: std::sync::atomic::AtomicBool,
+    /// How the scheduled backups are going (`/readyz`, `/metrics`).
+    pub backups: Arc<crate::backup_schedule::BackupStatus>,
 }
 
 impl AppState {
@@ -158,6 +160,7 @@ impl AppState {
             validate,
             hashing,
             directory_ready: Default::default(),
+            backups: Default::default(),
         })
     }
 
@@ -453,9 +456,10 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Opening the store refuses a data directory or key file that others can reach.
     let service = ctx.open_service()?;
     let state = AppState::new(service, Settings::from_config(&config), Clock::system());
+    let backups = crate::backup_schedule::start(state.service().clone(), &config.backup, state.backups.clone())?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
@@ -469,7 +473,12 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
         system::notify_ready();
         run(listener, state, signal, grace).await
-    })?;
+    });
+    // A backup being written is finished (whole, or not kept) before the process ends.
+    if let Some(backups) = backups {
+        backups.stop();
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
