@@ -471,3 +471,84 @@ fn store_migrate_moves_to_postgresql_and_back() {
     assert_eq!(counts_of(&svc), (on_pg_counts.0, on_pg_counts.1, on_pg_counts.2 + 1), "with the second migration's event");
     totp_still_validates(&svc, &secret, 120);
 }
+
+// ---------------------------------------------------------------- scheduled backups
+
+fn readyz_backup(server: &Server) -> String {
+    let (status, body) = reliability_support::http(server.addr, "GET", "/readyz", None, None).expect("/readyz answers");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(status == 200 || status == 503, "{status} {body}");
+    body["backup"].as_str().unwrap_or_default().to_string()
+}
+
+fn backups_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+/// With `[backup]`, `mfadmin serve` takes backups as scheduled (every second here), each whole,
+/// private and restorable, keeps the newest `keep`, and says so in /readyz and /metrics; when one
+/// cannot be written it says that loudly, and carries on once it can again.
+#[test]
+fn serve_takes_checks_and_prunes_scheduled_backups() {
+    let fixture = Fixture::new(20);
+    let data = fixture.copy();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let backups_env = backups.to_str().unwrap().to_string();
+    let mut server = Server::start(
+        data.path(),
+        &[("MFADMIN_BACKUP_DIRECTORY", backups_env.as_str()), ("MFADMIN_BACKUP_SCHEDULE", "1s"), ("MFADMIN_BACKUP_KEEP", "2")],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "waited a minute for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Four backups taken (each has its store.backup event in the next one), two kept.
+    let taken = || {
+        let files = backups_in(&backups);
+        files.last().and_then(|f| std::fs::read(f).ok()).map_or(0, |b| b.windows(12).filter(|w| w == b"store.backup").count())
+    };
+    wait_for("four scheduled backups", &|| taken() >= 4);
+    assert_eq!(readyz_backup(&server), "ok");
+    let (status, metrics) = reliability_support::http(server.addr, "GET", "/metrics", Some(&fixture.token), None).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("mfadmin_backup_failures_total 0"), "{metrics}");
+    assert!(!metrics.contains("mfadmin_backup_last_success_timestamp_seconds 0\n"), "{metrics}");
+    let files = backups_in(&backups);
+    assert!(files.len() <= 2 && !files.is_empty(), "kept {files:?}");
+    assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "backup")), "no partial file is left: {files:?}");
+
+    // The directory cannot be written (a file where it was): failing, loudly, and then back.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&backups, &moved).unwrap();
+    std::fs::write(&backups, b"not a directory").unwrap();
+    wait_for("a failure in /readyz", &|| readyz_backup(&server).starts_with("failing"));
+    let (_, metrics) = reliability_support::http(server.addr, "GET", "/metrics", Some(&fixture.token), None).unwrap();
+    assert!(!String::from_utf8_lossy(&metrics).contains("mfadmin_backup_failures_total 0"));
+    std::fs::remove_file(&backups).unwrap();
+    std::fs::rename(&moved, &backups).unwrap();
+    wait_for("a good backup again", &|| readyz_backup(&server) == "ok");
+    assert_eq!(server.stop().code(), Some(0));
+    let log = server.drain().join("\n");
+    assert!(log.contains("SCHEDULED BACKUP FAILED"), "{log}");
+
+    // Each kept backup restores, with everything the fixture holds.
+    let sealer = Sealer::load(&key_file(data.path())).unwrap();
+    for file in backups_in(&backups) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        backup::verify(std::fs::File::open(&file).unwrap(), Some(&sealer)).unwrap();
+        let target = empty_with_key(data.path());
+        run_ok(mfadmin(target.path()).arg("restore").arg(&file));
+        assert_eq!(check_invariants(&open(target.path()), &fixture).unwrap().untouched, 20);
+    }
+}
