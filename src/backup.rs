@@ -89,17 +89,23 @@ pub fn copy_store(from: &dyn Store, to: &dyn Store, now: Timestamp) -> Result<Co
             tx.send(Sent::End).map_err(|_| stopped())?;
             Ok::<Counts, Error>(counts)
         });
+        let mut reader_gone = false;
         let written = to.import(&mut || match rx.recv() {
             Ok(Sent::Record(record)) => Ok(Some(record)),
             Ok(Sent::End) => Ok(None),
-            Err(_) => Err(Error::Storage("reading the store stopped part-way".into())),
+            Err(_) => {
+                reader_gone = true;
+                Err(Error::Storage("reading the store stopped part-way".into()))
+            }
         });
         drop(rx);
         let read = reading.join().unwrap_or_else(|_| Err(Error::Storage("reading the store failed".into())));
-        // The reader's own error says more than the writer's "stopped part-way".
-        let counts = read?;
-        written?;
-        Ok(counts)
+        // Whichever side stopped first says why; the other only saw it stop.
+        match (read, written) {
+            (Ok(counts), Ok(())) => Ok(counts),
+            (Err(e), _) if reader_gone => Err(e),
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+        }
     })
 }
 

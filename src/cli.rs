@@ -507,13 +507,23 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup(args) => crate::backup::backup_cmd(ctx, args),
-        Command::Restore(args) => crate::backup::restore_cmd(ctx, args),
+        // These pass over the store once, as an import does: a large page cache would only hold
+        // pages read once, and grow the process with the store.
+        Command::Backup(args) => crate::backup::backup_cmd(&one_pass(ctx), args),
+        Command::Restore(args) => crate::backup::restore_cmd(&one_pass(ctx), args),
         Command::Store(command) => {
-            crate::app::local_only(remote_flag, "store")?;
-            crate::store_move::run(ctx, command)
+            local_only(remote_flag, "store")?;
+            crate::store_move::run(&one_pass(ctx), command)
         }
     }
+}
+
+/// `ctx` with the store's page cache kept at [`IMPORT_CACHE_MB`], for commands that read or write
+/// each page of the store about once.
+fn one_pass(ctx: &Context) -> Context {
+    let mut config = ctx.config.clone();
+    config.store.cache_mb = config.store.cache_mb.min(IMPORT_CACHE_MB);
+    Context { config }
 }
 
 fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
