@@ -235,7 +235,7 @@ fn written(e: std::io::Error) -> Error {
 
 /// A backup being read: format 2 record by record, or format 1 whole.
 pub enum Opened<R: Read> {
-    Records(BackupReader<R>),
+    Records(Box<BackupReader<R>>),
     Trees(Snapshot),
 }
 
@@ -278,7 +278,7 @@ pub fn open<R: Read>(mut input: R, sealer: Option<&Sealer>) -> Result<Opened<R>>
         ));
     }
     reader.header = Some(header);
-    Ok(Opened::Records(reader))
+    Ok(Opened::Records(Box::new(reader)))
 }
 
 /// Reads a format-2 backup record by record (see [`open`]).
