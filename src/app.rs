@@ -183,8 +183,13 @@ impl Context {
                 return Err(Error::Remote {
                     status: 403,
                     detail: format!(
-                        "a server holds the store and listens on {}, but this OS user may not use that socket ({e}):                          only root, the server's user and members of its socket group ([server] socket_group,                          `mfadmin` by default) may. Ask an administrator to add you to it (usermod -aG mfadmin                          USER, then log in again), or log in to the server as a user of the store                          (mfadmin login --remote URL)",
-                        path.display()
+                        "a server listens on {}, but this OS user may not use that socket ({e}): only root, the \
+                         server's user and members of its socket group ({:?}, [server] socket_group) may. Ask an \
+                         administrator to add you to it (usermod -aG {} USER, then log in again), or log in to the \
+                         server as a user of the store (mfadmin login --remote URL)",
+                        path.display(),
+                        self.config.server.socket_group,
+                        self.config.server.socket_group,
                     ),
                 });
             }

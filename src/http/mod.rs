@@ -467,7 +467,15 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let socket = match config.socket() {
             Some(path) => {
-                let bound = socket::bind(&path, &config.server.socket_group)?;
+                let bound = match socket::bind(&path, &config.server.socket_group) {
+                    Ok(bound) => bound,
+                    // A socket set in the config must be had; the default one is a convenience.
+                    Err(e) if config.server.socket.is_none() => {
+                        tracing::warn!("not listening on a local socket: {e:#}; set [server] socket to choose one");
+                        return serve_tcp(listener, None, state, grace, &config.data_dir()).await;
+                    }
+                    Err(e) => return Err(e),
+                };
                 tracing::info!(socket = %path.display(), group = %config.server.socket_group, "listening on the local socket");
                 if config.store.kind == crate::config::StoreKind::Sled {
                     crate::store::owner::record(&config.store_dir(), Some(&path));
@@ -484,12 +492,24 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        let signal = shutdown_signal();
-        tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
-        system::notify_ready();
-        run_with_socket(listener, socket, state, signal, grace).await
+        serve_tcp(listener, socket, state, grace, &config.data_dir()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Say where the server listens, tell systemd it is ready, and serve until a signal.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    socket: Option<LocalSocket>,
+    state: Arc<AppState>,
+    grace: Duration,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %data_dir.display(), "listening on http://{local} (API docs at http://{local}/docs)");
+    system::notify_ready();
+    run_with_socket(listener, socket, state, signal, grace).await
 }
 
 /// The server's own uid (the socket always admits it).

@@ -24,7 +24,11 @@ pub struct Owner {
 impl Owner {
     /// This process, with its command read from its arguments.
     pub fn this_process(socket: Option<&Path>) -> Owner {
-        Owner { pid: std::process::id(), command: command_of(std::env::args().skip(1)), socket: socket.map(Path::to_path_buf) }
+        // Another program that opened the store (a test, a tool linking the library) has no
+        // mfadmin command.
+        let is_mfadmin = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n == "mfadmin")).unwrap_or(false);
+        let command = if is_mfadmin { command_of(std::env::args().skip(1)) } else { String::new() };
+        Owner { pid: std::process::id(), command, socket: socket.map(Path::to_path_buf) }
     }
 
     pub fn is_server(&self) -> bool {
@@ -36,7 +40,7 @@ impl Owner {
         let what = match self.command.as_str() {
             "serve" => "the server `mfadmin serve`".to_string(),
             "tui" => "the console `mfadmin tui`".to_string(),
-            "" => "an mfadmin process".to_string(),
+            "" => return format!(" (PID {})", self.pid),
             other => format!("`mfadmin {other}`"),
         };
         format!(": {what} (PID {})", self.pid)
