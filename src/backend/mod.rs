@@ -3,6 +3,7 @@
 //! knows which of the two it has; authorization stays in the service either way.
 
 pub mod local;
+pub mod on_demand;
 pub mod remote;
 
 use crate::domain::role::Role;
