@@ -122,7 +122,7 @@ fn alive(pid: u32) -> bool {
 
 /// The error for a store in `store_dir` that another process holds, naming it when it can.
 pub fn locked(store_dir: &Path) -> Error {
-    let dir = store_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(store_dir).to_path_buf();
+    let dir = store_dir.to_path_buf();
     match read(store_dir) {
         Some(owner) if owner.pid != std::process::id() => Error::StoreLocked { dir, holder: owner.holder(), advice: owner.advice() },
         _ => Error::StoreLocked {
