@@ -482,7 +482,7 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
                 Some(LocalSocket {
                     bound,
-                    policy: socket::PeerPolicy { own_uid: unsafe_uid(), group: config.server.socket_group.clone() },
+                    policy: socket::PeerPolicy { own_uid: own_uid(), group: config.server.socket_group.clone() },
                     info: socket::ServerInfo {
                         data_dir: config.data_dir(),
                         pid: std::process::id(),
@@ -513,7 +513,7 @@ async fn serve_tcp(
 }
 
 /// The server's own uid (the socket always admits it).
-fn unsafe_uid() -> u32 {
+fn own_uid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }

@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::ffi::{CStr, CString};
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +178,6 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<Bound> {
     Ok(Bound { listener, path: path.to_path_buf(), inode })
 }
 
-use std::os::unix::fs::DirBuilderExt as _;
 
 /// Serve `app` on the socket until `shutdown` completes, then let the open connections finish.
 /// Each connection's peer is looked up once, when it connects.
