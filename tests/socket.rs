@@ -4,6 +4,7 @@
 //! itself; the socket file is the group's, a stale one is replaced and a live one refused. The
 //! refusal of other OS users is tested as root by `tests/socket_peers/run.sh`.
 
+mod http_support;
 mod remote_support;
 
 use remote_support::Site;
@@ -172,4 +173,38 @@ fn the_consoles_store_is_open_only_while_someone_is_logged_in() {
     backend.logout(&who).unwrap();
     assert!(!backend.is_open());
     assert!(free(), "after logout it is free again");
+}
+
+/// The router as the socket serves it: a request that carries an admitted peer acts as the console
+/// operator without a token; a refused peer is answered 403 saying who may connect and how to be
+/// let in; the socket's info is there only for socket peers; over TCP nothing changes.
+#[tokio::test]
+async fn the_router_lets_an_admitted_peer_act_as_the_console_and_refuses_the_rest() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use mfadmin::http::socket::{ServerInfo, SocketPeer, INFO_PATH};
+    let h = http_support::Harness::new();
+    let info = ServerInfo { data_dir: h.dir.path().to_path_buf(), pid: 7, version: "test".into() };
+    let request = |path: &str, peer: Option<SocketPeer>| {
+        let mut req = Request::builder().uri(path).header("host", "localhost").header("x-mfadmin-client", "cli");
+        if let Some(peer) = peer {
+            req = req.extension(peer);
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let admitted = SocketPeer::new(1234, "carol".into(), true, "ops", info.clone());
+    let me = h.send(request("/api/v1/me", Some(admitted.clone()))).await.ok();
+    assert_eq!(me["name"], "console:carol", "{me}");
+    let said = h.send(request(INFO_PATH, Some(admitted))).await.ok();
+    assert_eq!(serde_json::from_value::<ServerInfo>(said).unwrap(), info);
+
+    let refused = SocketPeer::new(1235, "mallory".into(), false, "ops", info);
+    let problem = h.send(request("/api/v1/me", Some(refused.clone()))).await.problem(403);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("mallory (uid 1235)") && detail.contains("usermod -aG ops mallory"), "{detail}");
+    h.send(request(INFO_PATH, Some(refused))).await.problem(403);
+
+    // Over TCP: no token, no console; and no socket info.
+    h.send(request("/api/v1/me", None)).await.problem(401);
+    h.send(request(INFO_PATH, None)).await.problem(404);
 }

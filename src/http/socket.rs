@@ -48,6 +48,14 @@ pub struct SocketPeer {
     server: Arc<ServerInfo>,
 }
 
+impl SocketPeer {
+    /// The peer `uid` (named `os_user`) of a connection to the server of `server`, let in or not,
+    /// where `group`'s members may connect.
+    pub fn new(uid: u32, os_user: String, allowed: bool, group: &str, server: ServerInfo) -> SocketPeer {
+        SocketPeer { uid, os_user, allowed, group: group.into(), server: Arc::new(server) }
+    }
+}
+
 /// What [`INFO_PATH`] answers.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -224,7 +232,7 @@ pub async fn serve(
                     if !allowed {
                         tracing::warn!(uid, os_user = %os_user, "refusing the socket to an OS user outside its group");
                     }
-                    let peer = SocketPeer { uid, os_user, allowed, group, server };
+                    let peer = SocketPeer { uid, os_user, allowed, group: group.clone(), server: server.clone() };
                     let service = app.map_request(move |mut req: axum::http::Request<Incoming>| {
                         req.extensions_mut().insert(peer.clone());
                         req
