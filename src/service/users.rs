@@ -342,9 +342,10 @@ impl Service {
         }
         let mut recent = Vec::new();
         if policy::may_read_audit(actor.role()) || actor.user_id() == Some(user.id) {
+            let links = self.chain_links()?;
             self.store.scan_audit(true, &mut |e| {
                 if e.draft.target_id == Some(user.id) {
-                    recent.push(AuditView::new(&e));
+                    recent.push(AuditView::new(&e, &links));
                 }
                 recent.len() < 10
             })?;

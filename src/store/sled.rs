@@ -5,8 +5,8 @@ use super::buckets::{self, Bucket};
 use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
-use super::{Change, Session, Store, TokenHash};
-use crate::domain::audit::{AuditDraft, AuditEvent};
+use super::{Change, Session, Store, TokenHash, META_AUDIT_KEYED_FROM};
+use crate::domain::audit::{AuditDraft, AuditEvent, ChainKey, Linker};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -109,6 +109,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Every write takes this shared; a snapshot takes it exclusively, so none interleaves with one.
     gate: std::sync::RwLock<()>,
+    /// The audit chain's key, once a service handed it over (see [`Store::set_audit_key`]).
+    chain_key: std::sync::OnceLock<ChainKey>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -260,6 +262,7 @@ impl SledStore {
             user_sessions: tree("user_sessions")?,
             meta: tree("meta")?,
             gate: std::sync::RwLock::new(()),
+            chain_key: std::sync::OnceLock::new(),
             db,
         })
     }
@@ -557,7 +560,7 @@ struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    fn apply(&self, change: &Change, head: &mut Option<(u64, [u8; 32])>) -> Result<(), Abort> {
+    fn apply(&self, change: &Change, head: &mut Option<(u64, [u8; 32])>, linker: &Linker) -> Result<(), Abort> {
         for write in &change.users {
             self.put_user(&write.user, write.expected_version)?;
         }
@@ -603,7 +606,7 @@ impl Tx<'_> {
         for draft in &change.audit {
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             self.audit.insert(&seq.to_be_bytes(), encode_audit(seq, prev, draft))?;
-            *head = Some((seq, AuditEvent::hash_of(seq, &prev, draft)));
+            *head = Some((seq, linker.hash_of(seq, &prev, draft)));
         }
         Ok(())
     }
@@ -980,6 +983,40 @@ impl Store for SledStore {
         }
     }
 
+    fn set_audit_key(&self, key: ChainKey) {
+        let _ = self.chain_key.set(key);
+    }
+
+    fn begin_keyed_chain(&self, head: Option<(u64, [u8; 32])>, keyed_head: Option<[u8; 32]>) -> Result<bool> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keyed = self
+            .meta
+            .transaction(|meta| {
+                if meta.get(META_AUDIT_KEYED_FROM)?.is_some() {
+                    return Ok(true);
+                }
+                let now: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
+                    Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
+                    None => None,
+                };
+                if now != head {
+                    return Ok(false);
+                }
+                let from = head.map_or(1, |(seq, _)| seq + 1);
+                meta.insert(META_AUDIT_KEYED_FROM, &from.to_be_bytes())?;
+                if let (Some((seq, _)), Some(hash)) = (head, keyed_head) {
+                    meta.insert(META_AUDIT_HEAD, encode(&(seq, hash)))?;
+                }
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => storage(e),
+            })?;
+        self.db.flush().map_err(storage)?;
+        Ok(keyed)
+    }
+
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(name).map_err(storage)?.map(|v| v.to_vec()))
     }
@@ -1071,8 +1108,13 @@ impl Store for SledStore {
                     None => None,
                 };
                 let before = head;
+                let linker = if changes.iter().any(|c| !c.audit.is_empty()) {
+                    super::linker_for_new_events(meta.get(META_AUDIT_KEYED_FROM)?.is_some(), self.chain_key.get()).map_err(abort)?
+                } else {
+                    Linker::Plain
+                };
                 for change in changes {
-                    tx.apply(change, &mut head)?;
+                    tx.apply(change, &mut head, &linker)?;
                 }
                 if !hints.missing.borrow().is_empty() {
                     // Some name was not placed: write nothing this time.
