@@ -1,6 +1,7 @@
 //! Reading, exporting and verifying the audit log.
 
 use crate::domain::audit::{AuditEvent, BrokenLink, ChainCheck, ChainLinks, Linker, Outcome};
+use crate::auth::seal::Sealer;
 use crate::domain::policy;
 use crate::domain::user;
 use crate::error::{Error, Result};
@@ -120,6 +121,54 @@ pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
         e.prev_hash.clone(),
         e.hash.clone(),
     ])
+}
+
+/// The first line of a signature file of `mfadmin audit export --signed`; the second is
+/// `hmac-sha256 <hex>`, the MAC of the export's bytes under the key file's `audit-export` key.
+pub const EXPORT_SIGNATURE_HEADER: &str = "mfadmin audit export signature v1";
+
+/// Where the signature of the export at `path` is kept: beside it, with `.sig` added.
+pub fn signature_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sig");
+    name.into()
+}
+
+/// The MAC of everything `export` reads, under the key file's export key.
+fn export_mac(sealer: &Sealer, export: &mut dyn std::io::Read) -> std::io::Result<crate::auth::seal::MacSha256> {
+    use hmac::Mac;
+    let mut mac = sealer.mac("audit-export");
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match export.read(&mut buf)? {
+            0 => return Ok(mac),
+            n => mac.update(&buf[..n]),
+        }
+    }
+}
+
+/// The text of the signature file for the export `export` reads.
+pub fn sign_export(sealer: &Sealer, export: &mut dyn std::io::Read) -> std::io::Result<String> {
+    use hmac::Mac;
+    let tag = export_mac(sealer, export)?.finalize().into_bytes();
+    Ok(format!("{EXPORT_SIGNATURE_HEADER}\nhmac-sha256 {}\n", hex::encode(tag)))
+}
+
+/// Check an export against its signature file's text, with the key file it was signed with.
+pub fn check_export(sealer: &Sealer, export: &mut dyn std::io::Read, signature: &str) -> Result<()> {
+    use hmac::Mac;
+    let mut lines = signature.lines();
+    let tag = match (lines.next(), lines.next().and_then(|l| l.strip_prefix("hmac-sha256 "))) {
+        (Some(EXPORT_SIGNATURE_HEADER), Some(hex_tag)) => hex::decode(hex_tag.trim())
+            .map_err(|_| Error::invalid("the signature file's MAC is not hexadecimal: the file is damaged"))?,
+        _ => return Err(Error::invalid(format!("not a signature of `mfadmin audit export --signed` (it must begin with {EXPORT_SIGNATURE_HEADER:?})"))),
+    };
+    let mac = export_mac(sealer, export).map_err(|e| Error::Storage(format!("reading the export: {e}")))?;
+    mac.verify_slice(&tag).map_err(|_| {
+        Error::invalid(
+            "the export does NOT match its signature: it was changed after it was exported, or it was signed with another key file",
+        )
+    })
 }
 
 impl Service {
