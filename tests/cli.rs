@@ -583,3 +583,33 @@ fn a_signed_export_is_checked_against_its_signature() {
     mfadmin(dir.path()).args(["audit", "verify", "--file"]).arg(&export).assert().code(1).stderr(predicate::str::contains("cannot read the signature"));
     mfadmin(dir.path()).args(["audit", "export", "--signed"]).assert().code(2).stderr(predicate::str::contains("--output"));
 }
+
+#[test]
+fn expired_sessions_are_deleted_when_the_store_is_opened() {
+    use mfadmin::store::{Change, Session, SessionKind, Store};
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "3"]).assert().success();
+    let (expired, live) = ([1u8; 32], [2u8; 32]);
+    {
+        let store = mfadmin::store::sled::SledStore::open(&dir.path().join("store")).unwrap();
+        let mut user = None;
+        store.scan_users(&mut |u| {
+            user = Some(u.id);
+            false
+        })
+        .unwrap();
+        let user = user.unwrap();
+        let at = now() as i64;
+        let sessions_put = vec![
+            (expired, Session::new(user, SessionKind::MfaChallenge, at - 600, at - 300, "test")),
+            (live, Session::new(user, SessionKind::Session, at, at + 3_600, "test")),
+        ];
+        store.commit(&[Change { sessions_put, ..Change::default() }]).unwrap();
+        store.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    mfadmin(dir.path()).args(["user", "list"]).assert().success();
+    let store = mfadmin::store::sled::SledStore::open(&dir.path().join("store")).unwrap();
+    assert!(store.get_session(&expired).unwrap().is_none(), "the expired challenge went");
+    assert!(store.get_session(&live).unwrap().is_some(), "the live session stays");
+}

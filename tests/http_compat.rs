@@ -880,6 +880,9 @@ impl Store for FailingStore {
     fn audit_head(&self) -> CoreResult<Option<(u64, [u8; 32])>> {
         self.inner.audit_head()
     }
+    fn delete_expired_sessions(&self, now: i64, max: usize) -> CoreResult<usize> {
+        self.inner.delete_expired_sessions(now, max)
+    }
     fn set_audit_key(&self, key: mfadmin::domain::audit::ChainKey) {
         self.inner.set_audit_key(key)
     }

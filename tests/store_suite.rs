@@ -140,6 +140,7 @@ on_both_stores!(
     removing_the_keyed_marker_with_the_rewrite_is_reported,
     a_plain_chain_is_checked_then_keyed_from_its_next_event,
     a_broken_plain_chain_is_not_keyed,
+    expired_sessions_are_deleted_in_bounded_passes_and_left_out_of_backups,
 );
 
 fn acme() -> Org {
@@ -853,4 +854,42 @@ fn a_broken_plain_chain_is_not_keyed(f: Fresh) {
     assert_eq!(f.store.get_meta("audit_keyed_from").unwrap(), None, "a chain that does not verify is not keyed");
     let report = svc.audit_verify(&Actor::console("cli")).unwrap();
     assert_eq!((report.ok, report.broken_at), (false, Some(4)), "{report:?}");
+}
+
+// ------------------------------------------------------------------ expired sessions
+
+fn expired_sessions_are_deleted_in_bounded_passes_and_left_out_of_backups(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (1..=3).map(|n| named(&format!("s{n}"), n)).collect();
+    add(store, &users).unwrap();
+    let now = 1_000;
+    let kinds = [SessionKind::Session, SessionKind::MfaChallenge, SessionKind::EnrollChallenge, SessionKind::ApiKey { name: "k".into(), role: Role::Helpdesk }];
+    let mut puts = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        for (j, u) in users.iter().enumerate() {
+            let expires_at = if j == 0 { now + 500 } else { now - 1 - i as i64 };
+            puts.push(([(10 * i + j) as u8; 32], Session::new(u.id, kind.clone(), 0, expires_at, "test")));
+        }
+    }
+    store.commit(&[Change { sessions_put: puts.clone(), ..Change::default() }]).unwrap();
+    let expired = puts.iter().filter(|(_, s)| s.expires_at <= now).count();
+    assert_eq!(expired, 8);
+    // A backup taken now leaves the expired ones out, and restores with lists that agree.
+    let snapshot = store.snapshot(now).unwrap();
+    assert_eq!(snapshot.counts().sessions, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let restored = mfadmin::store::sled::restore(&snapshot, &dir.path().join("store")).unwrap();
+    assert_eq!(restored.check_indexes().unwrap(), Vec::<String>::new());
+    assert_eq!(restored.sessions_of(users[0].id).unwrap().len(), 4);
+    assert!(restored.sessions_of(users[1].id).unwrap().is_empty());
+    // Deleted a bounded number a pass, until none is left; the live ones stay.
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 5);
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 3);
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 0);
+    for (hash, session) in &puts {
+        assert_eq!(store.get_session(hash).unwrap().is_some(), session.expires_at > now, "{session:?}");
+    }
+    assert_eq!(store.sessions_of(users[0].id).unwrap().len(), 4);
+    assert!(store.sessions_of(users[2].id).unwrap().is_empty());
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }

@@ -23,6 +23,7 @@ pub use login::*;
 pub use orgs::*;
 pub use reset::*;
 pub use users::*;
+pub use sessions::{EXPIRED_PASS_EVERY, EXPIRED_PER_PASS};
 pub use validate::{VALIDATE_ACTION, ValidateRequest, Validation, Validator, serial_of};
 
 use crate::auth::seal::Sealer;

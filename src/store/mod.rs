@@ -140,6 +140,10 @@ pub trait Store: Send + Sync {
     /// a revoked session never comes back). Callers write at most once a minute per session.
     fn touch_session(&self, hash: &TokenHash, seen: &Session, at: Timestamp) -> Result<()>;
     fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>>;
+    /// Delete at most `max` sessions, challenges and API keys that expired by `now` (and their
+    /// entries in their user's list): a bounded pass, run at open and now and then by the server.
+    /// Returns how many went.
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize>;
 
     /// Visit audit events in sequence order (or newest first) until `visit` returns false.
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()>;

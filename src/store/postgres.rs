@@ -399,6 +399,11 @@ impl PgStore {
 /// Visit the rows of `query` in `tx`, in batches.
 fn scan_in(tx: &mut Transaction<'_>, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
     let portal = tx.bind(query, &[]).map_err(pg)?;
+    scan_portal(tx, portal, visit)
+}
+
+/// Visit the rows of a bound `portal` in `tx`, in batches.
+fn scan_portal(tx: &mut Transaction<'_>, portal: postgres::Portal, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
     loop {
         let rows = tx.query_portal(&portal, SCAN_BATCH).map_err(pg)?;
         for row in &rows {
@@ -664,6 +669,18 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
+        let limit = int8(max as u64, "count of sessions")?;
+        let mut conn = self.conn()?;
+        let deleted = conn
+            .execute_typed(
+                "DELETE FROM sessions WHERE hash IN (SELECT hash FROM sessions WHERE expires_at <= $1 LIMIT $2)",
+                &[(&now, Type::INT8), (&limit, Type::INT8)],
+            )
+            .map_err(pg)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let query = if newest_first { "SELECT seq, record FROM audit ORDER BY seq DESC" } else { "SELECT seq, record FROM audit ORDER BY seq" };
         self.scan(query, &mut |row| {
@@ -842,7 +859,9 @@ impl Store for PgStore {
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
             let mut sessions = Vec::new();
-            scan_in(tx, "SELECT hash, user_id, record FROM sessions", &mut |r| {
+            // A backup carries no session, challenge or key that has expired.
+            let portal = tx.bind("SELECT hash, user_id, record FROM sessions WHERE expires_at > $1", &[&taken_at]).map_err(pg)?;
+            scan_portal(tx, portal, &mut |r| {
                 let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
                 sessions.push((hash, r.get(1), r.get(2)));
                 Ok(())

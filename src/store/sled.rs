@@ -955,6 +955,27 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
+        let mut expired: Vec<TokenHash> = Vec::new();
+        for item in self.sessions.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let Ok(hash) = TokenHash::try_from(key.as_ref()) else { continue };
+            if decode_session(&hash, &bytes)?.expires_at <= now {
+                expired.push(hash);
+                if expired.len() >= max {
+                    break;
+                }
+            }
+        }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let count = expired.len();
+        self.commit(&[Change { sessions_delete: expired, ..Change::default() }])?;
+        self.flush()?;
+        Ok(count)
+    }
+
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
             let (key, bytes) = item.map_err(storage)?;
@@ -1197,8 +1218,42 @@ pub(super) fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
                 .collect::<Result<Vec<_>>>()?;
             trees.push(TreeDump { name: name.to_vec(), entries });
         }
+        leave_out_expired_sessions(&mut trees, taken_at)?;
         Ok(Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees })
     })
+}
+
+/// A backup carries no session, challenge or key that expired by the time it was taken: drop them
+/// from the `sessions` tree, and from their users' lists.
+fn leave_out_expired_sessions(trees: &mut [TreeDump], taken_at: i64) -> Result<()> {
+    let mut gone: std::collections::HashSet<TokenHash> = std::collections::HashSet::new();
+    if let Some(sessions) = trees.iter_mut().find(|t| t.name == b"sessions") {
+        let mut kept = Vec::with_capacity(sessions.entries.len());
+        for (key, value) in std::mem::take(&mut sessions.entries) {
+            let hash = TokenHash::try_from(key.as_slice()).map_err(|_| Error::Corrupt(format!("a session has a damaged key {}", hex::encode(&key))))?;
+            if decode_session(&hash, &value)?.expires_at <= taken_at {
+                gone.insert(hash);
+            } else {
+                kept.push((key, value));
+            }
+        }
+        sessions.entries = kept;
+    }
+    if gone.is_empty() {
+        return Ok(());
+    }
+    if let Some(lists) = trees.iter_mut().find(|t| t.name == b"user_sessions") {
+        let mut kept = Vec::with_capacity(lists.entries.len());
+        for (user, value) in std::mem::take(&mut lists.entries) {
+            let mut list: Vec<TokenHash> = decode("session list", &user, &value)?;
+            list.retain(|h| !gone.contains(h));
+            if !list.is_empty() {
+                kept.push((user, encode(&list)));
+            }
+        }
+        lists.entries = kept;
+    }
+    Ok(())
 }
 
 /// Write `snapshot` as a new store in `dir`, which must not hold one, and check it opens.
