@@ -613,3 +613,26 @@ fn expired_sessions_are_deleted_when_the_store_is_opened() {
     assert!(store.get_session(&expired).unwrap().is_none(), "the expired challenge went");
     assert!(store.get_session(&live).unwrap().is_some(), "the live session stays");
 }
+
+#[test]
+fn every_setting_has_a_variable_and_an_unknown_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "2"]).assert().success();
+    // A full name (generated from the settings) and a documented short one both apply.
+    mfadmin(dir.path()).env("MFADMIN_TOTP_SKEW", "9").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("totp.skew = 9"));
+    mfadmin(dir.path()).env("MFADMIN_RESET_BATCH_SIZE", "0").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("reset.batch_size = 0"));
+    mfadmin(dir.path()).env("MFADMIN_BATCH_SIZE", "0").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("reset.batch_size = 0"));
+    mfadmin(dir.path())
+        .env("MFADMIN_SERVER_LOG_FORMAT", "xml")
+        .args(["user", "list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("MFADMIN_SERVER_LOG_FORMAT (server.log_format)"));
+    mfadmin(dir.path())
+        .env("MFADMIN_LISTN", "127.0.0.1:1")
+        .env("MFADMIN_TOKEN_FILE", dir.path().join("t"))
+        .args(["user", "list"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning: MFADMIN_LISTN is not an mfadmin setting").and(predicate::str::contains("TOKEN_FILE").not()));
+}
