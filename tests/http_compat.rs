@@ -880,6 +880,9 @@ impl Store for FailingStore {
     fn audit_head(&self) -> CoreResult<Option<(u64, [u8; 32])>> {
         self.inner.audit_head()
     }
+    fn count_sessions(&self, now: i64, counts: &dyn Fn(&Session) -> bool) -> CoreResult<u64> {
+        self.inner.count_sessions(now, counts)
+    }
     fn delete_expired_sessions(&self, now: i64, max: usize) -> CoreResult<usize> {
         self.inner.delete_expired_sessions(now, max)
     }

@@ -618,7 +618,7 @@ fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
     let users: Vec<User> = (1..=300).map(|n| named(&format!("b{n}"), n)).collect();
     add(store, &users).unwrap();
     write(store, &users[7], 1).unwrap();
-    let session = Session::new(users[3].id, SessionKind::Session, 0, 100, "test");
+    let session = Session::new(users[3].id, SessionKind::Session, 0, 1_900_000_000, "test");
     let audit = (0..5).map(|n| draft(n, "test")).collect();
     store.commit(&[Change { sessions_put: vec![([3; 32], session.clone())], audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
     let next = store.allocate_numbers(1).unwrap();

@@ -34,6 +34,12 @@ impl Service {
         Ok(deleted)
     }
 
+    /// Login sessions in use at `now`: not expired, and not idle for longer than the idle timeout.
+    pub fn active_session_count(&self, now: Timestamp) -> Result<u64> {
+        let idle = self.policy.session_idle_secs;
+        self.store.count_sessions(now, &|s| s.kind == SessionKind::Session && (idle <= 0 || now - s.last_seen_at < idle))
+    }
+
     /// The bearer token of `session` is being used at `now`: refuse it when it is a login session
     /// unused for longer than the idle timeout; otherwise note the use (at most once a minute).
     pub(super) fn note_use(&self, bearer: &str, session: &Session, now: Timestamp) -> Result<()> {

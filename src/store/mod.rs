@@ -144,6 +144,8 @@ pub trait Store: Send + Sync {
     /// entries in their user's list): a bounded pass, run at open and now and then by the server.
     /// Returns how many went.
     fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize>;
+    /// How many sessions, challenges and keys that have not expired by `now` `counts` says yes to.
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64>;
 
     /// Visit audit events in sequence order (or newest first) until `visit` returns false.
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()>;

@@ -669,6 +669,19 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64> {
+        let mut n = 0;
+        self.reading(|tx| {
+            let portal = tx.bind("SELECT hash, record FROM sessions WHERE expires_at > $1", &[&now]).map_err(pg)?;
+            scan_portal(tx, portal, &mut |r| {
+                let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
+                n += u64::from(counts(&decode_session(&hash, r.get(1))?));
+                Ok(())
+            })
+        })?;
+        Ok(n)
+    }
+
     fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
         let limit = int8(max as u64, "count of sessions")?;
         let mut conn = self.conn()?;

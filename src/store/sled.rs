@@ -955,6 +955,17 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let Ok(hash) = TokenHash::try_from(key.as_ref()) else { continue };
+            let session = decode_session(&hash, &bytes)?;
+            n += u64::from(session.expires_at > now && counts(&session));
+        }
+        Ok(n)
+    }
+
     fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
         let mut expired: Vec<TokenHash> = Vec::new();
         for item in self.sessions.iter() {
