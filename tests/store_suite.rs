@@ -893,3 +893,27 @@ fn expired_sessions_are_deleted_in_bounded_passes_and_left_out_of_backups(f: Fre
     assert!(store.sessions_of(users[2].id).unwrap().is_empty());
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
+
+/// The figure in docs/reliability.md: how long opening a store written before the chain was keyed
+/// takes, for N events (the plain chain is walked once, then keyed in one small transaction).
+/// Run with `cargo test --release --test store_suite keying_figures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn keying_figures() {
+    for n in [100_000usize, 1_000_000] {
+        let Some(f) = fresh(Kind::Sled, "keying_figures") else { return };
+        for start in (0..n).step_by(10_000) {
+            f.store.commit(&[Change { audit: (start..start + 10_000).map(|i| draft(i, "old")).collect(), ..Change::default() }]).unwrap();
+        }
+        f.store.flush().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let svc = service_on(f.store.clone(), keys.path());
+        let keyed = started.elapsed();
+        let started = std::time::Instant::now();
+        let report = svc.audit_verify(&Actor::console("cli")).unwrap();
+        let verified = started.elapsed();
+        assert!(report.ok && report.events == n as u64, "{report:?}");
+        println!("{n} events: keyed at open in {} ms; audit verify (keyed) {} ms", keyed.as_millis(), verified.as_millis());
+    }
+}
