@@ -245,9 +245,10 @@ impl Service {
     /// A service over `store`, checking that `sealer` holds the key this store was created with.
     /// The store's audit chain is keyed here if it is not yet (see [`Service::key_audit_chain`]).
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, policy: Policy) -> Result<Service> {
+        // The key check first: a store is never handed the chain key of another key file.
+        let anchored = key_check(store.as_ref(), &sealer)?;
         let chain_key = sealer.mac("audit-chain");
         store.set_audit_key(chain_key.clone());
-        let anchored = key_check(store.as_ref(), &sealer)?;
         let service = Service {
             store,
             sealer,
