@@ -14,7 +14,7 @@ const SHORT_SECTIONS: [&str; 2] = ["server", "reset"];
 
 /// `MFADMIN_*` variables that are not settings but are read elsewhere: by the command line (the
 /// config file, the remote token), the console, the packaging and CI scripts, and the tests.
-const NOT_SETTINGS: [&str; 19] = [
+const NOT_SETTINGS: [&str; 20] = [
     "MFADMIN_CONFIG",
     "MFADMIN_TOKEN",
     "MFADMIN_TUI_TIMINGS",
@@ -23,6 +23,7 @@ const NOT_SETTINGS: [&str; 19] = [
     "MFADMIN_INSTALL_TOOLS",
     "MFADMIN_PLAIN_BUILD",
     "MFADMIN_OSV",
+    "MFADMIN_ST",
     "MFADMIN_DEBROOT_CACHE",
     "MFADMIN_DEBIAN_SUITE",
     "MFADMIN_DEBIAN_MIRROR",
