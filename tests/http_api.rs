@@ -902,3 +902,28 @@ async fn the_api_document_resolves_every_ref_names_each_operation_once_and_shows
     let export = &doc["paths"]["/api/v1/audit/export"]["get"]["parameters"][0];
     assert_eq!((export["name"].as_str(), export["example"].as_str()), (Some("format"), Some("jsonl")));
 }
+
+/// While serving, expired sessions and challenges go at every pass of the background task; live
+/// ones stay.
+#[tokio::test]
+async fn the_server_deletes_expired_sessions_as_it_runs() {
+    use mfadmin::store::{Change, Session, SessionKind};
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    let user = h.add_user("Acme", "oz", Role::Owner, true);
+    let now = h.state.now();
+    let store = h.state.service().store().clone();
+    let sessions_put = vec![
+        ([1u8; 32], Session::new(user.id, SessionKind::MfaChallenge, now - 600, now - 300, "test")),
+        ([2u8; 32], Session::new(user.id, SessionKind::Session, now, now + 3_600, "test")),
+    ];
+    store.commit(&[Change { sessions_put, ..Change::default() }]).unwrap();
+    let sweeper = tokio::spawn(mfadmin::http::delete_expired_sessions_every(h.state.clone(), std::time::Duration::from_millis(50)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.get_session(&[1u8; 32]).unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the expired challenge is still there after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    assert!(store.get_session(&[2u8; 32]).unwrap().is_some(), "the live session stays");
+}

@@ -487,7 +487,7 @@ pub async fn run(
             Err(e) => tracing::warn!("reading the user directory failed (a listing will try again): {e}"),
         }
     });
-    let sweeper = tokio::spawn(delete_expired_sessions_now_and_then(state.clone()));
+    let sweeper = tokio::spawn(delete_expired_sessions_every(state.clone(), crate::service::EXPIRED_PASS_EVERY));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -518,10 +518,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Every [`crate::service::EXPIRED_PASS_EVERY`], delete the sessions, challenges and keys that have
-/// expired (a bounded pass each time; opening the store made the first).
-async fn delete_expired_sessions_now_and_then(state: Arc<AppState>) {
-    let every = crate::service::EXPIRED_PASS_EVERY;
+/// Every `every` (`serve`: [`crate::service::EXPIRED_PASS_EVERY`]), delete the sessions,
+/// challenges and keys that have expired (a bounded pass each time; opening the store made the
+/// first). Runs until it is aborted.
+pub async fn delete_expired_sessions_every(state: Arc<AppState>, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
