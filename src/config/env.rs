@@ -37,6 +37,10 @@ const NOT_SETTINGS: [&str; 20] = [
     "MFADMIN_TEST_BIN",
 ];
 
+/// Settings for which an empty value is itself a setting, as in the file (`socket = ""`: no
+/// socket); for any other setting that has no default, an empty variable unsets it.
+const EMPTY_IS_A_VALUE: [&str; 1] = ["server.socket"];
+
 /// Prefixes of families of such variables (the tests' PostgreSQL, CI's own).
 const NOT_SETTINGS_PREFIXES: [&str; 2] = ["MFADMIN_TEST_", "MFADMIN_CI_"];
 
@@ -122,7 +126,7 @@ fn parse(key: &EnvKey, text: &str) -> Result<Value, String> {
         Value::Array(_) => {
             Ok(Value::Array(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect()))
         }
-        Value::Null if text.trim().is_empty() => Ok(Value::Null),
+        Value::Null if text.trim().is_empty() && !EMPTY_IS_A_VALUE.contains(&key.dotted().as_str()) => Ok(Value::Null),
         _ => Ok(Value::String(text.to_string())),
     }
 }
@@ -237,9 +241,11 @@ mod tests {
         assert_eq!(c.store.kind, crate::config::StoreKind::Postgres);
         assert_eq!(c.store.url.as_deref(), Some("postgres://u@h/db"));
         assert_eq!(c.session.challenge_seconds, 120);
-        // Empty text unsets a setting that has no default.
+        // Empty text unsets a setting that has no default, except where empty is a value of its own.
         apply(&mut c, vars(&[("MFADMIN_STORE_URL", "")])).unwrap();
         assert_eq!(c.store.url, None);
+        apply(&mut c, vars(&[("MFADMIN_SERVER_SOCKET", "")])).unwrap();
+        assert_eq!(c.server.socket, Some(std::path::PathBuf::new()), "an empty socket is no socket, as in the file");
     }
 
     #[test]
