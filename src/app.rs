@@ -235,7 +235,12 @@ impl Context {
         crate::store::private::check_private(&self.config.data_dir(), &self.config.key_file())?;
         let store = crate::store::open_configured(&self.config)?;
         let sealer = Sealer::load(&self.config.key_file())?;
-        Service::new(store, sealer, self.config.policy())
+        let service = Service::new(store, sealer, self.config.policy())?;
+        // Expired sessions and challenges go whenever the store is opened; a failure here stops nothing.
+        if let Err(e) = service.delete_expired_sessions(now()) {
+            tracing::warn!("cannot delete expired sessions: {e}");
+        }
+        Ok(service)
     }
 
     /// Create a new store and key file. Refuses when either exists.

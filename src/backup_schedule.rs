@@ -86,21 +86,10 @@ impl BackupStatus {
         if self.last_success.load(Ordering::Relaxed) == 0 { "pending".into() } else { "ok".into() }
     }
 
-    /// Prometheus lines: when the last good backup was taken, and how many failed.
-    pub fn render_metrics(&self) -> String {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return String::new();
-        }
-        format!(
-            "# HELP mfadmin_backup_last_success_timestamp_seconds When the last scheduled backup was written and checked (0: none yet).\n\
-             # TYPE mfadmin_backup_last_success_timestamp_seconds gauge\n\
-             mfadmin_backup_last_success_timestamp_seconds {}\n\
-             # HELP mfadmin_backup_failures_total Scheduled backups that failed.\n\
-             # TYPE mfadmin_backup_failures_total counter\n\
-             mfadmin_backup_failures_total {}\n",
-            self.last_success.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed)
-        )
+    /// When the last good backup was taken (Unix seconds, 0 before the first) and how many
+    /// failed, for `/metrics`; `None` when the server takes no backups.
+    pub fn figures(&self) -> Option<(i64, u64)> {
+        self.enabled.load(Ordering::Relaxed).then(|| (self.last_success.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed)))
     }
 
     fn succeeded(&self, at: i64) {

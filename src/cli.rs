@@ -268,8 +268,14 @@ pub enum AuditCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Walk the hash chain and name the first broken link (exit 1 if broken)
-    Verify,
+    /// Walk the hash chain and name the first broken link (exit 1 if broken); with --file, check a
+    /// signed export against its signature instead
+    Verify {
+        /// A file written by `audit export --signed`: check it against FILE.sig with the key file
+        /// (exit 1 if it was changed)
+        #[arg(long, value_name = "EXPORT")]
+        file: Option<PathBuf>,
+    },
     /// Export every event, oldest first
     Export {
         #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
@@ -277,6 +283,10 @@ pub enum AuditCommand {
         /// Write to this file instead of standard output
         #[arg(long, short = 'o', visible_alias = "file", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Also write FILE.sig, a MAC of the export under the key file, so that whoever holds the
+        /// key file can check a copy later with `audit verify --file FILE`
+        #[arg(long, requires = "output")]
+        signed: bool,
     },
 }
 
@@ -446,6 +456,19 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
         Command::Org(cmd) => {
             let (backend, who) = ctx.backend()?;
             org_cmd(backend.as_ref(), &who, cmd)
+        }
+        Command::Audit(AuditCommand::Verify { file: Some(export) }) => verify_signed_export(ctx, &export),
+        Command::Audit(AuditCommand::Export { format, output: Some(output), signed: true }) => {
+            // The key first: nothing is exported that could not be signed.
+            let sealer = load_key_for_signing(ctx)?;
+            let (backend, who) = ctx.backend()?;
+            let code = audit_export(backend.as_ref(), &who, format, Some(output.clone()))?;
+            let mut file = std::fs::File::open(&output).with_context(|| format!("cannot read back {}", output.display()))?;
+            let signature = crate::service::sign_export(&sealer, &mut file).with_context(|| format!("cannot read back {}", output.display()))?;
+            let sig_path = crate::service::signature_path(&output);
+            std::fs::write(&sig_path, signature).with_context(|| format!("cannot write {}", sig_path.display()))?;
+            eprintln!("Signed: {} (check a copy with `mfadmin audit verify --file {}`)", sig_path.display(), output.display());
+            Ok(code)
         }
         Command::Audit(cmd) => {
             let (backend, who) = ctx.backend()?;
@@ -1231,7 +1254,7 @@ fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyh
                 Output::Table => print_audit(&events),
             }
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify { .. } => {
             let report = backend.audit_verify(who)?;
             if report.ok {
                 println!("The audit chain verifies: {} events, every link intact.", report.events);
@@ -1244,9 +1267,34 @@ fn audit_cmd(backend: &dyn Backend, who: &Credential, cmd: AuditCommand) -> anyh
                 return Ok(ExitCode::FAILURE);
             }
         }
-        AuditCommand::Export { format, output } => return audit_export(backend, who, format, output),
+        AuditCommand::Export { format, output, .. } => return audit_export(backend, who, format, output),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key file, to sign or check an audit export with.
+fn load_key_for_signing(ctx: &Context) -> anyhow::Result<crate::auth::seal::Sealer> {
+    crate::auth::seal::Sealer::load(&ctx.config.key_file())
+        .map_err(|e| anyhow::anyhow!("{e}\nSigning and checking audit exports needs the store's key file (--key-file)"))
+}
+
+/// `audit verify --file EXPORT`: the export against EXPORT.sig, with the key file.
+fn verify_signed_export(ctx: &Context, export: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let sealer = load_key_for_signing(ctx)?;
+    let sig_path = crate::service::signature_path(export);
+    let signature = std::fs::read_to_string(&sig_path)
+        .with_context(|| format!("cannot read the signature {} (written by `mfadmin audit export --signed`)", sig_path.display()))?;
+    let mut file = std::fs::File::open(export).with_context(|| format!("cannot read {}", export.display()))?;
+    match crate::service::check_export(&sealer, &mut file, &signature) {
+        Ok(()) => {
+            println!("{} is as mfadmin exported it: its signature {} matches under this key file.", export.display(), sig_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}: {e}", export.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Every audit event, oldest first, to standard output or a file, written as it arrives.

@@ -1,5 +1,7 @@
 //! Settings: defaults, overridden by the config file, then `MFADMIN_*` variables, then flags.
 
+pub mod env;
+
 use crate::domain::mfa::LockoutPolicy;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -402,63 +404,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Apply `MFADMIN_*` variables from `vars` (normally the process environment).
+    /// Apply the `MFADMIN_*` variables among `vars` (see [`env`]): every setting has one. A variable
+    /// that is no setting is named in a warning on standard error, and changes nothing.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
-        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
-            v.trim().parse().map_err(|_| format!("{name}={v:?} is not a valid number"))
-        }
-        fn list(v: &str) -> Vec<String> {
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
-        }
-        fn flag(name: &str, v: &str) -> Result<bool, String> {
-            match v.trim().to_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(format!("{name}={v:?}: expected true or false")),
-            }
-        }
-        for (name, v) in vars {
-            match name.as_str() {
-                "MFADMIN_DATA_DIR" => self.data_dir = Some(v.into()),
-                "MFADMIN_KEY_FILE" => self.key_file = Some(v.into()),
-                "MFADMIN_REMOTE" => self.remote = Some(v).filter(|v| !v.trim().is_empty()),
-                "MFADMIN_REMOTE_CA_FILE" => self.remote_ca_file = Some(v.into()),
-                "MFADMIN_ALLOW_PLAIN_HTTP" => self.allow_plain_http = flag(&name, &v)?,
-                "MFADMIN_TOKEN_FILE" => self.token_file = Some(v.into()),
-                "MFADMIN_REASON_REQUIRED" => self.reset.reason_required = flag(&name, &v)?,
-                "MFADMIN_BATCH_SIZE" => self.reset.batch_size = num(&name, &v)?,
-                "MFADMIN_TOTP_SKEW" => self.totp.skew = num(&name, &v)?,
-                "MFADMIN_TOTP_ISSUER" => self.totp.issuer = v,
-                "MFADMIN_LOCKOUT_THRESHOLD" => self.lockout.threshold = num(&name, &v)?,
-                "MFADMIN_LOCKOUT_BASE_SECONDS" => self.lockout.base_seconds = num(&name, &v)?,
-                "MFADMIN_LOCKOUT_MAX_SECONDS" => self.lockout.max_seconds = num(&name, &v)?,
-                "MFADMIN_SESSION_LIFETIME_MINUTES" => self.session.lifetime_minutes = num(&name, &v)?,
-                "MFADMIN_SESSION_IDLE_MINUTES" => self.session.idle_minutes = num(&name, &v)?,
-                "MFADMIN_BODY_READ_TIMEOUT_SECONDS" => self.server.body_read_timeout_seconds = num(&name, &v)?,
-                "MFADMIN_MAX_CONNECTIONS_PER_CLIENT" => self.server.max_connections_per_client = num(&name, &v)?,
-                "MFADMIN_AUTH_SOFT_DELAY_MS" => self.server.auth_soft_delay_ms = num(&name, &v)?,
-                "MFADMIN_TRUSTED_PROXIES" => self.server.trusted_proxies = list(&v),
-                "MFADMIN_ALLOWED_HOSTS" => self.server.allowed_hosts = list(&v),
-                "MFADMIN_METRICS_PUBLIC" => self.server.metrics_public = flag(&name, &v)?,
-                "MFADMIN_LISTEN" => self.server.listen = v,
-                "MFADMIN_ALLOW_NON_LOOPBACK" => self.server.allow_non_loopback = flag(&name, &v)?,
-                "MFADMIN_STORE_CACHE_MB" => self.store.cache_mb = num(&name, &v)?,
-                "MFADMIN_STORE_KIND" => {
-                    self.store.kind = match v.trim().to_lowercase().as_str() {
-                        "sled" => StoreKind::Sled,
-                        "postgres" => StoreKind::Postgres,
-                        _ => return Err(format!("{name}={v:?}: expected sled or postgres")),
-                    }
-                }
-                "MFADMIN_STORE_URL" => self.store.url = Some(v).filter(|v| !v.trim().is_empty()),
-                "MFADMIN_STORE_POOL_SIZE" => self.store.pool_size = num(&name, &v)?,
-                "MFADMIN_STORE_CA_FILE" => self.store.ca_file = Some(v.into()),
-                "MFADMIN_TUI_STORE_CACHE_MB" => self.tui.store_cache_mb = num(&name, &v)?,
-                "MFADMIN_BACKUP_DIRECTORY" => self.backup.directory = Some(v).filter(|v| !v.trim().is_empty()).map(PathBuf::from),
-                "MFADMIN_BACKUP_SCHEDULE" => self.backup.schedule = v,
-                "MFADMIN_BACKUP_KEEP" => self.backup.keep = num(&name, &v)?,
-                _ => {}
-            }
+        for name in env::apply(self, vars)? {
+            eprintln!("warning: {name} is not an mfadmin setting and is ignored (settings are MFADMIN_<SECTION>_<KEY>; see config.example.toml)");
         }
         self.validate()
     }

@@ -508,3 +508,131 @@ fn init_checks_the_password_length_first_and_its_hint_repeats_the_flags() {
     let hint = format!("Then confirm with: mfadmin --data-dir {} --config '{}' mfa confirm root CODE", data.display(), config.display());
     assert!(printed.contains(&hint), "{printed}");
 }
+
+/// Rewrite the stored audit log of the sled store in `dir` as someone who can write its files
+/// but cannot read the key file: one event's reason changes, and every link after it and the head
+/// are recomputed with plain SHA-256, consistently.
+fn rewrite_audit_plainly(dir: &std::path::Path) {
+    use mfadmin::domain::audit::AuditEvent;
+    let tagged = |value: &dyn Fn() -> Vec<u8>| [vec![0u8], value()].concat();
+    let db = sled::open(dir.join("store")).unwrap();
+    let audit = db.open_tree("audit").unwrap();
+    let mut events: Vec<AuditEvent> = audit.iter().map(|kv| postcard::from_bytes(&kv.unwrap().1[1..]).unwrap()).collect();
+    events[1].draft.reason = Some("nothing to see here".into());
+    for i in 2..events.len() {
+        events[i].prev_hash = events[i - 1].hash();
+    }
+    for e in &events {
+        audit.insert(e.seq.to_be_bytes(), tagged(&|| postcard::to_allocvec(e).unwrap())).unwrap();
+    }
+    let last = events.last().unwrap();
+    db.open_tree("meta").unwrap().insert("audit_head", tagged(&|| postcard::to_allocvec(&(last.seq, last.hash())).unwrap())).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_consistent_rewrite_of_the_audit_log_fails_verify_check_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "20"]).assert().success();
+    mfadmin(dir.path()).args(["audit", "verify"]).assert().success().stdout(predicate::str::contains("every link intact"));
+    rewrite_audit_plainly(dir.path());
+    mfadmin(dir.path())
+        .args(["audit", "verify"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("BROKEN at event 3").and(predicate::str::contains("rewritten without the key file")));
+    mfadmin(dir.path()).arg("check").assert().code(1).stdout(predicate::str::contains("the audit chain is broken at event 3"));
+    // A backup of it restores, and the restore says the chain is broken.
+    let file = dir.path().join("store.backup");
+    mfadmin(dir.path()).arg("backup").arg(&file).assert().success();
+    let target = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("mfadmin.key"), target.path().join("mfadmin.key")).unwrap();
+    mfadmin(target.path()).arg("restore").arg(&file).assert().code(1).stdout(predicate::str::contains("the audit chain is broken"));
+}
+
+#[test]
+fn a_signed_export_is_checked_against_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "10"]).assert().success();
+    for format in ["jsonl", "csv"] {
+        let export = dir.path().join(format!("audit.{format}"));
+        mfadmin(dir.path())
+            .args(["audit", "export", "--signed", "--format", format, "-o"])
+            .arg(&export)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("Signed:"));
+        let sig = std::fs::read_to_string(dir.path().join(format!("audit.{format}.sig"))).unwrap();
+        assert!(sig.starts_with("mfadmin audit export signature v1\nhmac-sha256 "), "{sig}");
+        mfadmin(dir.path()).args(["audit", "verify", "--file"]).arg(&export).assert().success().stdout(predicate::str::contains("is as mfadmin exported it"));
+        // One byte changed: refused.
+        let mut bytes = std::fs::read(&export).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] = if bytes[at] == b'x' { b'y' } else { b'x' };
+        std::fs::write(&export, &bytes).unwrap();
+        mfadmin(dir.path()).args(["audit", "verify", "--file"]).arg(&export).assert().code(1).stdout(predicate::str::contains("does NOT match its signature"));
+    }
+    // Another store's key file does not vouch for it.
+    let other = tempfile::tempdir().unwrap();
+    mfadmin(other.path()).args(["demo", "--users", "1"]).assert().success();
+    let export = dir.path().join("again.jsonl");
+    mfadmin(dir.path()).args(["audit", "export", "--signed", "-o"]).arg(&export).assert().success();
+    mfadmin(other.path()).args(["audit", "verify", "--file"]).arg(&export).assert().code(1).stdout(predicate::str::contains("another key file"));
+    // Without its signature, or to standard output, there is nothing to check.
+    std::fs::remove_file(dir.path().join("again.jsonl.sig")).unwrap();
+    mfadmin(dir.path()).args(["audit", "verify", "--file"]).arg(&export).assert().code(1).stderr(predicate::str::contains("cannot read the signature"));
+    mfadmin(dir.path()).args(["audit", "export", "--signed"]).assert().code(2).stderr(predicate::str::contains("--output"));
+}
+
+#[test]
+fn expired_sessions_are_deleted_when_the_store_is_opened() {
+    use mfadmin::store::{Change, Session, SessionKind, Store};
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "3"]).assert().success();
+    let (expired, live) = ([1u8; 32], [2u8; 32]);
+    {
+        let store = mfadmin::store::sled::SledStore::open(&dir.path().join("store")).unwrap();
+        let mut user = None;
+        store.scan_users(&mut |u| {
+            user = Some(u.id);
+            false
+        })
+        .unwrap();
+        let user = user.unwrap();
+        let at = now() as i64;
+        let sessions_put = vec![
+            (expired, Session::new(user, SessionKind::MfaChallenge, at - 600, at - 300, "test")),
+            (live, Session::new(user, SessionKind::Session, at, at + 3_600, "test")),
+        ];
+        store.commit(&[Change { sessions_put, ..Change::default() }]).unwrap();
+        store.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    mfadmin(dir.path()).args(["user", "list"]).assert().success();
+    let store = mfadmin::store::sled::SledStore::open(&dir.path().join("store")).unwrap();
+    assert!(store.get_session(&expired).unwrap().is_none(), "the expired challenge went");
+    assert!(store.get_session(&live).unwrap().is_some(), "the live session stays");
+}
+
+#[test]
+fn every_setting_has_a_variable_and_an_unknown_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    mfadmin(dir.path()).args(["demo", "--users", "2"]).assert().success();
+    // A full name (generated from the settings) and a documented short one both apply.
+    mfadmin(dir.path()).env("MFADMIN_TOTP_SKEW", "9").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("totp.skew = 9"));
+    mfadmin(dir.path()).env("MFADMIN_RESET_BATCH_SIZE", "0").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("reset.batch_size = 0"));
+    mfadmin(dir.path()).env("MFADMIN_BATCH_SIZE", "0").args(["user", "list"]).assert().code(1).stderr(predicate::str::contains("reset.batch_size = 0"));
+    mfadmin(dir.path())
+        .env("MFADMIN_SERVER_LOG_FORMAT", "xml")
+        .args(["user", "list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("MFADMIN_SERVER_LOG_FORMAT (server.log_format)"));
+    mfadmin(dir.path())
+        .env("MFADMIN_LISTN", "127.0.0.1:1")
+        .env("MFADMIN_TOKEN_FILE", dir.path().join("t"))
+        .args(["user", "list"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning: MFADMIN_LISTN is not an mfadmin setting").and(predicate::str::contains("TOKEN_FILE").not()));
+}

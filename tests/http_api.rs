@@ -679,24 +679,41 @@ async fn docs_are_served_from_the_binary() {
 #[tokio::test]
 async fn healthz_and_metrics() {
     let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "oz", Role::Owner, true);
+    h.add_user("Acme", "mem", Role::Member, false);
+    h.enroll("mem");
+    let _session = h.login("oz").await;
     let health = h.get("/healthz", None).await.ok();
     assert_eq!((health["status"].as_str(), health["store"].as_str()), (Some("ok"), Some("ok")));
     h.get(&format!("/api/v1/users/{}", uuid::Uuid::new_v4()), None).await.problem(401);
     let r = h.get("/metrics", None).await;
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text; version=1.0.0"));
     let text = r.text();
     for line in [
-        "# TYPE mfadmin_http_requests_total counter",
+        "# TYPE mfadmin_http_requests counter",
         "mfadmin_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
         "mfadmin_http_requests_total{route=\"/api/v1/users/{id}\",method=\"GET\",status=\"401\"} 1",
         "# TYPE mfadmin_http_request_duration_seconds histogram",
-        "mfadmin_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 1",
+        "mfadmin_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/healthz\"} 1",
         "mfadmin_http_request_duration_seconds_count{route=\"/api/v1/users/{id}\"} 1",
-        "# TYPE mfadmin_mfa_resets_total counter",
-        "# TYPE mfadmin_logins_total counter",
+        "# TYPE mfadmin_mfa_resets counter",
+        "# TYPE mfadmin_logins counter",
+        "mfadmin_users{mfa_state=\"enrolled\"} 1",
+        "mfadmin_users{mfa_state=\"not_enrolled\"} 1",
+        "mfadmin_users{mfa_state=\"locked\"} 0",
+        "mfadmin_active_sessions 1",
+        "# TYPE mfadmin_build info",
+        "# TYPE process_cpu_seconds counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_max_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        "# EOF",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
+    assert!(text.contains(&format!("mfadmin_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
     // Every sample line is `name{labels} value`.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, value) = line.rsplit_once(' ').unwrap();
@@ -885,4 +902,29 @@ async fn the_api_document_resolves_every_ref_names_each_operation_once_and_shows
     assert_eq!(h.post("/api/v1/auth/login", None, login.clone()).await.ok()["status"], "done");
     let export = &doc["paths"]["/api/v1/audit/export"]["get"]["parameters"][0];
     assert_eq!((export["name"].as_str(), export["example"].as_str()), (Some("format"), Some("jsonl")));
+}
+
+/// While serving, expired sessions and challenges go at every pass of the background task; live
+/// ones stay.
+#[tokio::test]
+async fn the_server_deletes_expired_sessions_as_it_runs() {
+    use mfadmin::store::{Change, Session, SessionKind};
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    let user = h.add_user("Acme", "oz", Role::Owner, true);
+    let now = h.state.now();
+    let store = h.state.service().store().clone();
+    let sessions_put = vec![
+        ([1u8; 32], Session::new(user.id, SessionKind::MfaChallenge, now - 600, now - 300, "test")),
+        ([2u8; 32], Session::new(user.id, SessionKind::Session, now, now + 3_600, "test")),
+    ];
+    store.commit(&[Change { sessions_put, ..Change::default() }]).unwrap();
+    let sweeper = tokio::spawn(mfadmin::http::delete_expired_sessions_every(h.state.clone(), std::time::Duration::from_millis(50)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.get_session(&[1u8; 32]).unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the expired challenge is still there after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    assert!(store.get_session(&[2u8; 32]).unwrap().is_some(), "the live session stays");
 }

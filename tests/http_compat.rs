@@ -880,6 +880,18 @@ impl Store for FailingStore {
     fn audit_head(&self) -> CoreResult<Option<(u64, [u8; 32])>> {
         self.inner.audit_head()
     }
+    fn count_sessions(&self, now: i64, counts: &dyn Fn(&Session) -> bool) -> CoreResult<u64> {
+        self.inner.count_sessions(now, counts)
+    }
+    fn delete_expired_sessions(&self, now: i64, max: usize) -> CoreResult<usize> {
+        self.inner.delete_expired_sessions(now, max)
+    }
+    fn set_audit_key(&self, key: mfadmin::domain::audit::ChainKey) {
+        self.inner.set_audit_key(key)
+    }
+    fn begin_keyed_chain(&self, head: Option<(u64, [u8; 32])>, keyed_head: Option<[u8; 32]>) -> CoreResult<bool> {
+        self.inner.begin_keyed_chain(head, keyed_head)
+    }
     fn get_meta(&self, name: &str) -> CoreResult<Option<Vec<u8>>> {
         self.inner.get_meta(name)
     }

@@ -8,7 +8,7 @@
 
 use mfadmin::auth::seal::Sealer;
 use mfadmin::config::Config;
-use mfadmin::domain::audit::{AuditDraft, ChainCheck, Outcome};
+use mfadmin::domain::audit::{AuditDraft, AuditEvent, ChainCheck, Linker, Outcome};
 use mfadmin::domain::mfa::{Lockout, MfaState};
 use mfadmin::domain::role::Role;
 use mfadmin::domain::user::{Org, Status, User};
@@ -136,6 +136,11 @@ on_both_stores!(
     another_node_catches_up_from_a_watermark,
     the_service_resets_and_verifies_on_the_store,
     a_backup_restores_into_either_store_with_everything,
+    a_consistent_plain_rewrite_of_a_keyed_chain_is_reported,
+    removing_the_keyed_marker_with_the_rewrite_is_reported,
+    a_plain_chain_is_checked_then_keyed_from_its_next_event,
+    a_broken_plain_chain_is_not_keyed,
+    expired_sessions_are_deleted_in_bounded_passes_and_left_out_of_backups,
 );
 
 fn acme() -> Org {
@@ -682,4 +687,253 @@ fn a_connection_over_tls_checks_the_server_certificate() {
     assert!(refused.to_string().contains("cannot connect"), "{refused}");
     let missing = PgStore::open(PgOptions { ca_file: Some("/nonexistent/ca.pem".into()), ..options }).unwrap_err();
     assert!(missing.to_string().contains("store.ca_file /nonexistent/ca.pem: cannot read it"), "{missing}");
+}
+
+// ------------------------------------------------------------------ the keyed audit chain
+
+/// A service on the store with a key file of its own; the key file's directory is returned too.
+fn service_on(store: Arc<dyn Store>, key_dir: &std::path::Path) -> Service {
+    let path = key_dir.join("key");
+    let sealer = if path.exists() { Sealer::load(&path).unwrap() } else { Sealer::create_key_file(&path).unwrap() };
+    Service::new(store, sealer, Config::default().policy()).unwrap()
+}
+
+fn some_events(svc: &Service) {
+    let console = Actor::console("cli");
+    svc.add_org(&console, "Acme", false, 1_800_000_000).unwrap();
+    for n in 0..4 {
+        let name = format!("chain{n}");
+        let new = NewUser { username: name.clone(), email: format!("{name}@acme.example"), display_name: name, role: Role::Member, org: "acme".into(), password: None };
+        svc.add_user(&console, new, 1_800_000_000 + n).unwrap();
+    }
+}
+
+/// Reach into the store's files (sled) or tables (PostgreSQL) as someone who can write them but
+/// cannot read the key file: `edit` changes the stored events, then every link from event
+/// `relink_from` on and the head are recomputed with plain SHA-256, consistently; with
+/// `drop_marker`, the marker of the keyed chain goes too. The store is opened again afterwards.
+fn rewrite(f: Fresh, relink_from: u64, drop_marker: bool, edit: impl FnOnce(&mut Vec<AuditEvent>)) -> Fresh {
+    let Fresh { store, another, _place: place } = f;
+    drop((store, another));
+    let relink = |events: &mut Vec<AuditEvent>| {
+        for i in 1..events.len() {
+            if events[i].seq >= relink_from {
+                events[i].prev_hash = events[i - 1].hash();
+            }
+        }
+        events.last().map(|e| (e.seq, e.hash()))
+    };
+    // Records are a version tag (0) then the postcard bytes.
+    let decode = |bytes: &[u8]| -> AuditEvent { postcard::from_bytes(&bytes[1..]).unwrap() };
+    let encode = |value: &dyn erased::Encode| -> Vec<u8> { value.bytes() };
+    match &place {
+        Place::Dir(dir) => {
+            let path = dir.path().join("store");
+            let db = (0..100)
+                .find_map(|_| {
+                    sled::open(&path).ok().or_else(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        None
+                    })
+                })
+                .expect("the store can be opened directly");
+            let audit = db.open_tree("audit").unwrap();
+            let mut events: Vec<AuditEvent> = audit.iter().map(|kv| decode(&kv.unwrap().1)).collect();
+            edit(&mut events);
+            let head = relink(&mut events).unwrap();
+            for e in &events {
+                audit.insert(e.seq.to_be_bytes(), encode(e)).unwrap();
+            }
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert("audit_head", encode(&head)).unwrap();
+            if drop_marker {
+                meta.remove("audit_keyed_from").unwrap();
+            }
+            db.flush().unwrap();
+            drop((audit, meta, db));
+            // sled lets go of its lock from a background thread a moment after the last handle.
+            let opened = (0..100).find_map(|_| {
+                SledStore::open(&path).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                })
+            });
+            let store: Arc<dyn Store> = Arc::new(opened.expect("the store opens again"));
+            let same = store.clone();
+            Fresh { store, another: Box::new(move || same.clone()), _place: place }
+        }
+        Place::Schema { admin, name } => {
+            let mut settings = (**admin).clone();
+            settings.options(&format!("-c search_path={name}"));
+            let mut client = settings.connect(postgres::NoTls).unwrap();
+            let mut events: Vec<AuditEvent> =
+                client.query("SELECT record FROM audit ORDER BY seq", &[]).unwrap().iter().map(|r| decode(r.get(0))).collect();
+            edit(&mut events);
+            let (_, hash) = relink(&mut events).unwrap();
+            for e in &events {
+                client.execute("UPDATE audit SET record = $2 WHERE seq = $1", &[&(e.seq as i64), &encode(e)]).unwrap();
+            }
+            client.execute("UPDATE head SET audit_hash = $1", &[&hash.to_vec()]).unwrap();
+            if drop_marker {
+                client.execute("DELETE FROM meta WHERE name = 'audit_keyed_from'", &[]).unwrap();
+            }
+            let store: Arc<dyn Store> = Arc::new(PgStore::open(PgOptions::new(settings.clone(), 8)).unwrap());
+            let another = move || -> Arc<dyn Store> { Arc::new(PgStore::open(PgOptions::new(settings.clone(), 8)).unwrap()) };
+            Fresh { store, another: Box::new(another), _place: place }
+        }
+    }
+}
+
+/// Postcard with the store's version tag, for whatever the test writes back.
+mod erased {
+    pub trait Encode {
+        fn bytes(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = vec![0u8];
+            out.extend(postcard::to_allocvec(self).unwrap());
+            out
+        }
+    }
+}
+
+fn a_consistent_plain_rewrite_of_a_keyed_chain_is_reported(f: Fresh) {
+    let keys = tempfile::tempdir().unwrap();
+    let svc = service_on(f.store.clone(), keys.path());
+    some_events(&svc);
+    let console = Actor::console("cli");
+    assert!(svc.audit_verify(&console).unwrap().ok);
+    assert_eq!(f.store.get_meta("audit_keyed_from").unwrap(), Some(1u64.to_be_bytes().to_vec()), "a new store is keyed from its first event");
+    drop(svc);
+    let f = rewrite(f, 1, false, |events| events[1].draft.detail = Some("history, rewritten".into()));
+    // The rewrite is consistent as plain SHA-256 goes: the old check would pass it.
+    assert_eq!(verify_chain(&*f.store), 5);
+    let svc = service_on(f.store.clone(), keys.path());
+    let report = svc.audit_verify(&console).unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.broken_at, Some(2), "the first rewritten keyed link no longer matches: {report:?}");
+    assert!(report.problem.unwrap().contains("without the key file"));
+    let (_, checked) = svc.check(&console).unwrap();
+    assert!(!checked.ok);
+}
+
+fn removing_the_keyed_marker_with_the_rewrite_is_reported(f: Fresh) {
+    let keys = tempfile::tempdir().unwrap();
+    let svc = service_on(f.store.clone(), keys.path());
+    some_events(&svc);
+    drop(svc);
+    let f = rewrite(f, 1, true, |events| events[2].draft.actor = "someone else".into());
+    assert_eq!(f.store.get_meta("audit_keyed_from").unwrap(), None);
+    // Opening it does not key the forged plain chain afresh: the key check says it was keyed.
+    let svc = service_on(f.store.clone(), keys.path());
+    assert_eq!(f.store.get_meta("audit_keyed_from").unwrap(), None, "a forged plain chain is not vouched for");
+    let report = svc.audit_verify(&Actor::console("cli")).unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(report.problem.unwrap().contains("marker"), "names the missing marker");
+}
+
+fn a_plain_chain_is_checked_then_keyed_from_its_next_event(f: Fresh) {
+    // A store written before the chain was keyed: plain links, no marker.
+    let store = &*f.store;
+    add(store, &[named("p1", 1)]).unwrap();
+    store.commit(&[Change { audit: (0..7).map(|n| draft(n, "old")).collect(), ..Change::default() }]).unwrap();
+    assert_eq!(verify_chain(store), 7);
+    let keys = tempfile::tempdir().unwrap();
+    let svc = service_on(f.store.clone(), keys.path());
+    assert_eq!(store.get_meta("audit_keyed_from").unwrap(), Some(8u64.to_be_bytes().to_vec()));
+    let console = Actor::console("cli");
+    assert_eq!(svc.audit_verify(&console).unwrap(), mfadmin::service::VerifyReport { events: 7, ok: true, broken_at: None, problem: None });
+    svc.add_org(&console, "Globex", false, 1_800_000_000).unwrap();
+    let chain_key = Sealer::load(&keys.path().join("key")).unwrap().mac("audit-chain");
+    let mut events = Vec::new();
+    store.scan_audit(false, &mut |e| {
+        events.push(e);
+        true
+    })
+    .unwrap();
+    assert_eq!(events[7].prev_hash, Linker::Keyed(chain_key).hash(&events[6]), "the next event carries a keyed link");
+    assert_ne!(events[7].prev_hash, events[6].hash());
+    assert!(svc.audit_verify(&console).unwrap().ok);
+    // Opened again, nothing changes; a second node keeps linking with the key.
+    drop(svc);
+    let other = service_on((f.another)(), keys.path());
+    other.add_org(&console, "Initech", false, 1_800_000_000).unwrap();
+    assert_eq!(other.audit_verify(&console).unwrap().events, 9);
+    drop(other);
+    // Rewriting an event from before the keying, consistently in plain SHA-256, is caught.
+    let f = rewrite(f, 1, false, |events| events[3].draft.reason = Some("nothing happened".into()));
+    let report = service_on(f.store.clone(), keys.path()).audit_verify(&console).unwrap();
+    assert_eq!(report.broken_at, Some(8), "{report:?}");
+}
+
+fn a_broken_plain_chain_is_not_keyed(f: Fresh) {
+    let store = &*f.store;
+    store.commit(&[Change { audit: (0..5).map(|n| draft(n, "old")).collect(), ..Change::default() }]).unwrap();
+    // Event 3 altered without relinking: the plain chain breaks at event 4.
+    let f = rewrite(f, u64::MAX, false, |events| events[2].draft.reason = Some("altered".into()));
+    let keys = tempfile::tempdir().unwrap();
+    let svc = service_on(f.store.clone(), keys.path());
+    assert_eq!(f.store.get_meta("audit_keyed_from").unwrap(), None, "a chain that does not verify is not keyed");
+    let report = svc.audit_verify(&Actor::console("cli")).unwrap();
+    assert_eq!((report.ok, report.broken_at), (false, Some(4)), "{report:?}");
+}
+
+// ------------------------------------------------------------------ expired sessions
+
+fn expired_sessions_are_deleted_in_bounded_passes_and_left_out_of_backups(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (1..=3).map(|n| named(&format!("s{n}"), n)).collect();
+    add(store, &users).unwrap();
+    let now = 1_000;
+    let kinds = [SessionKind::Session, SessionKind::MfaChallenge, SessionKind::EnrollChallenge, SessionKind::ApiKey { name: "k".into(), role: Role::Helpdesk }];
+    let mut puts = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        for (j, u) in users.iter().enumerate() {
+            let expires_at = if j == 0 { now + 500 } else { now - 1 - i as i64 };
+            puts.push(([(10 * i + j) as u8; 32], Session::new(u.id, kind.clone(), 0, expires_at, "test")));
+        }
+    }
+    store.commit(&[Change { sessions_put: puts.clone(), ..Change::default() }]).unwrap();
+    let expired = puts.iter().filter(|(_, s)| s.expires_at <= now).count();
+    assert_eq!(expired, 8);
+    // A backup taken now leaves the expired ones out (restoring one is checked by
+    // a_backup_restores_into_either_store_with_everything).
+    let mut bytes = Vec::new();
+    let counts = mfadmin::backup::write_backup(store, &Sealer::ephemeral(), now, &mut bytes).unwrap();
+    assert_eq!(counts.sessions, 4);
+    // Deleted a bounded number a pass, until none is left; the live ones stay.
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 5);
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 3);
+    assert_eq!(store.delete_expired_sessions(now, 5).unwrap(), 0);
+    for (hash, session) in &puts {
+        assert_eq!(store.get_session(hash).unwrap().is_some(), session.expires_at > now, "{session:?}");
+    }
+    assert_eq!(store.sessions_of(users[0].id).unwrap().len(), 4);
+    assert!(store.sessions_of(users[2].id).unwrap().is_empty());
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+/// The figure in docs/reliability.md: how long opening a store written before the chain was keyed
+/// takes, for N events (the plain chain is walked once, then keyed in one small transaction).
+/// Run with `cargo test --release --test store_suite keying_figures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn keying_figures() {
+    for n in [100_000usize, 1_000_000] {
+        let Some(f) = fresh(Kind::Sled, "keying_figures") else { return };
+        for start in (0..n).step_by(10_000) {
+            f.store.commit(&[Change { audit: (start..start + 10_000).map(|i| draft(i, "old")).collect(), ..Change::default() }]).unwrap();
+        }
+        f.store.flush().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let svc = service_on(f.store.clone(), keys.path());
+        let keyed = started.elapsed();
+        let started = std::time::Instant::now();
+        let report = svc.audit_verify(&Actor::console("cli")).unwrap();
+        let verified = started.elapsed();
+        assert!(report.ok && report.events == n as u64, "{report:?}");
+        println!("{n} events: keyed at open in {} ms; audit verify (keyed) {} ms", keyed.as_millis(), verified.as_millis());
+    }
 }

@@ -568,6 +568,7 @@ pub async fn run_with_socket(
             Err(e) => tracing::warn!("reading the user directory failed (a listing will try again): {e}"),
         }
     });
+    let sweeper = tokio::spawn(delete_expired_sessions_every(state.clone(), crate::service::EXPIRED_PASS_EVERY));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     // Both listeners stop on the one signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -613,10 +614,28 @@ pub async fn run_with_socket(
         served = server => served.context("serving HTTP")?,
         () = deadline => tracing::warn!("requests still running after {grace:?}; exiting without them"),
     }
+    sweeper.abort();
     let service = state.service().clone();
     tokio::task::spawn_blocking(move || service.store().flush()).await??;
     tracing::info!("store flushed; stopped");
     Ok(())
+}
+
+/// Every `every` (`serve`: [`crate::service::EXPIRED_PASS_EVERY`]), delete the sessions,
+/// challenges and keys that have expired (a bounded pass each time; opening the store made the
+/// first). Runs until it is aborted.
+pub async fn delete_expired_sessions_every(state: Arc<AppState>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (service, now) = (state.service().clone(), state.now());
+        match tokio::task::spawn_blocking(move || service.delete_expired_sessions(now)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot delete expired sessions: {e}"),
+            Err(e) => tracing::warn!("the pass deleting expired sessions stopped: {e}"),
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM. The handlers are in place when this returns (not when the future is

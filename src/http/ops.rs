@@ -68,13 +68,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, A
     Ok(Json(Ready { status: "ready".into(), store: "ok".into(), directory: "loaded".into(), backup: state.backups.describe() }))
 }
 
-/// Request counts and latency by route and status, resets by outcome, logins by outcome. Unless
-/// `[server] metrics_public`, for the token of an Owner, Admin or Auditor, or an API key.
+/// Request counts and latency by route and status, resets by outcome, logins by outcome, users by
+/// MFA state, active sessions, the build and the process. Unless `[server] metrics_public`, for the
+/// token of an Owner, Admin or Auditor, or an API key.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 200, description = "OpenMetrics text format (which Prometheus reads)", body = String, content_type = "application/openmetrics-text; version=1.0.0"),
         (status = 403, description = "The token is a Member's or a Helpdesk's session", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -89,6 +90,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>, mut parts: Parts) -> Re
             ));
         }
     }
-    let text = state.metrics.render() + &state.backups.render_metrics();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+    // The store's figures are counted off the async threads, at each scrape.
+    let (users, sessions) = state.call(|service, now| Ok((service.users_by_mfa_state(now)?, service.active_session_count(now)?))).await?;
+    state.metrics.set_store_figures(&users, sessions);
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], state.metrics.render(state.backups.figures())))
 }

@@ -1,12 +1,34 @@
 //! Reading, exporting and verifying the audit log.
 
-use crate::domain::audit::{AuditEvent, BrokenLink, ChainCheck, Outcome};
+use crate::domain::audit::{AuditEvent, BrokenLink, ChainCheck, ChainLinks, Linker, Outcome};
+use crate::auth::seal::Sealer;
 use crate::domain::policy;
 use crate::domain::user;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use super::{Actor, Principal, Service, contains_ci};
+use super::{Actor, Principal, Service, contains_ci, KEY_CHECK_PLAINTEXT, META_KEY_CHECK};
+
+/// Walk the chain of `store` linked as `links`: how many events, and the last one.
+fn walk_chain(store: &dyn crate::store::Store, links: ChainLinks) -> Result<std::result::Result<(u64, Option<AuditEvent>), BrokenLink>> {
+    let mut check = ChainCheck::with_links(links);
+    let mut broken: Option<BrokenLink> = None;
+    let mut last = None;
+    store.scan_audit(false, &mut |e| match check.step(&e) {
+        Ok(()) => {
+            last = Some(e);
+            true
+        }
+        Err(b) => {
+            broken = Some(b);
+            false
+        }
+    })?;
+    Ok(match broken {
+        Some(b) => Err(b),
+        None => check.finish(store.audit_head()?).map(|n| (n, last)),
+    })
+}
 
 /// Which way the audit log is exported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
@@ -38,7 +60,8 @@ pub struct AuditView {
 }
 
 impl AuditView {
-    pub fn new(e: &AuditEvent) -> AuditView {
+    /// The event as shown, with the link the event after it carries in a chain linked as `links`.
+    pub fn new(e: &AuditEvent, links: &ChainLinks) -> AuditView {
         let d = &e.draft;
         AuditView {
             seq: e.seq,
@@ -53,7 +76,7 @@ impl AuditView {
             detail: d.detail.clone(),
             source: d.source.clone(),
             prev_hash: hex::encode(e.prev_hash),
-            hash: hex::encode(e.hash()),
+            hash: hex::encode(links.link_after(e)),
         }
     }
 }
@@ -109,6 +132,54 @@ pub fn audit_csv_row(e: &AuditView) -> Vec<String> {
     ])
 }
 
+/// The first line of a signature file of `mfadmin audit export --signed`; the second is
+/// `hmac-sha256 <hex>`, the MAC of the export's bytes under the key file's `audit-export` key.
+pub const EXPORT_SIGNATURE_HEADER: &str = "mfadmin audit export signature v1";
+
+/// Where the signature of the export at `path` is kept: beside it, with `.sig` added.
+pub fn signature_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sig");
+    name.into()
+}
+
+/// The MAC of everything `export` reads, under the key file's export key.
+fn export_mac(sealer: &Sealer, export: &mut dyn std::io::Read) -> std::io::Result<crate::auth::seal::MacSha256> {
+    use hmac::Mac;
+    let mut mac = sealer.mac("audit-export");
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match export.read(&mut buf)? {
+            0 => return Ok(mac),
+            n => mac.update(&buf[..n]),
+        }
+    }
+}
+
+/// The text of the signature file for the export `export` reads.
+pub fn sign_export(sealer: &Sealer, export: &mut dyn std::io::Read) -> std::io::Result<String> {
+    use hmac::Mac;
+    let tag = export_mac(sealer, export)?.finalize().into_bytes();
+    Ok(format!("{EXPORT_SIGNATURE_HEADER}\nhmac-sha256 {}\n", hex::encode(tag)))
+}
+
+/// Check an export against its signature file's text, with the key file it was signed with.
+pub fn check_export(sealer: &Sealer, export: &mut dyn std::io::Read, signature: &str) -> Result<()> {
+    use hmac::Mac;
+    let mut lines = signature.lines();
+    let tag = match (lines.next(), lines.next().and_then(|l| l.strip_prefix("hmac-sha256 "))) {
+        (Some(EXPORT_SIGNATURE_HEADER), Some(hex_tag)) => hex::decode(hex_tag.trim())
+            .map_err(|_| Error::invalid("the signature file's MAC is not hexadecimal: the file is damaged"))?,
+        _ => return Err(Error::invalid(format!("not a signature of `mfadmin audit export --signed` (it must begin with {EXPORT_SIGNATURE_HEADER:?})"))),
+    };
+    let mac = export_mac(sealer, export).map_err(|e| Error::Storage(format!("reading the export: {e}")))?;
+    mac.verify_slice(&tag).map_err(|_| {
+        Error::invalid(
+            "the export does NOT match its signature: it was changed after it was exported, or it was signed with another key file",
+        )
+    })
+}
+
 impl Service {
     pub(super) fn may_read_audit(&self, actor: &Actor) -> Result<()> {
         if policy::may_read_audit(actor.role()) {
@@ -123,6 +194,7 @@ impl Service {
         self.may_read_audit(actor)?;
         let needle = query.text.as_deref().map(str::to_lowercase).filter(|t| !t.is_empty());
         let limit = query.limit.unwrap_or(100);
+        let links = self.chain_links()?;
         let mut out = Vec::new();
         self.store.scan_audit(true, &mut |e| {
             let d = &e.draft;
@@ -135,7 +207,7 @@ impl Service {
             });
             let skipped = query.skip_actions.contains(&d.action);
             if visible && matches && !skipped {
-                out.push(AuditView::new(&e));
+                out.push(AuditView::new(&e, &links));
             }
             out.len() < limit
         })?;
@@ -145,10 +217,11 @@ impl Service {
     /// Every audit event the actor may see, oldest first, to `visit`.
     pub fn audit_export(&self, actor: &Actor, visit: &mut dyn FnMut(AuditView) -> Result<()>) -> Result<()> {
         self.may_read_audit(actor)?;
+        let links = self.chain_links()?;
         let mut failure = None;
         self.store.scan_audit(false, &mut |e| {
             if actor.org().is_none_or(|o| e.draft.org.as_deref() == Some(o))
-                && let Err(err) = visit(AuditView::new(&e)) {
+                && let Err(err) = visit(AuditView::new(&e, &links)) {
                     failure = Some(err);
                     return false;
                 }
@@ -197,25 +270,75 @@ impl Service {
         Ok(StoreCheck { problems, chain, users: self.store.user_count()? })
     }
 
-    /// Walk the whole chain and name the first broken link.
+    /// Walk the whole chain and name the first broken link. A keyed chain is checked with the key
+    /// file's chain key; a chain found plain where the key check says it was keyed is a rewrite.
     pub fn audit_verify(&self, actor: &Actor) -> Result<VerifyReport> {
         self.may_read_audit(actor)?;
-        let mut check = ChainCheck::new();
-        let mut broken: Option<BrokenLink> = None;
-        self.store.scan_audit(false, &mut |e| match check.step(&e) {
-            Ok(()) => true,
-            Err(b) => {
-                broken = Some(b);
-                false
-            }
-        })?;
-        let result = match broken {
-            Some(b) => Err(b),
-            None => check.finish(self.store.audit_head()?),
+        let links = self.chain_links()?;
+        let result = match self.chain_anchored()? {
+            Some(true) if links.linker_for(u64::MAX).is_plain() => Err(BrokenLink {
+                seq: 1,
+                why: "the key check says this store's audit chain is keyed, but the store's marker of where the keyed links \
+                      begin is gone: the log was rewritten or the marker removed without the key file. Restore the store \
+                      from a backup you trust"
+                    .into(),
+            }),
+            _ => walk_chain(self.store.as_ref(), links)?.map(|(events, _)| events),
         };
         Ok(match result {
             Ok(events) => VerifyReport { events, ok: true, broken_at: None, problem: None },
             Err(b) => VerifyReport { events: b.seq.saturating_sub(1), ok: false, broken_at: Some(b.seq), problem: Some(b.why) },
         })
+    }
+
+    /// How the store's chain is linked now.
+    pub(super) fn chain_links(&self) -> Result<ChainLinks> {
+        self.store.chain_links(&self.chain_key)
+    }
+
+    /// Key a store's plain audit chain from its next event on, once the plain chain verifies: its
+    /// last link is then keyed, and every later one, which protects every event before them (each
+    /// hash covers the link before it). A chain that does not verify is left plain (keying it
+    /// would vouch for a rewrite); `audit verify` names the break. `anchored` says whether the key
+    /// check says the chain was keyed already: then a chain found plain is left so, to be reported.
+    /// Returns how many plain events were checked, when the chain was keyed by this call.
+    pub(super) fn key_audit_chain(&self, anchored: bool) -> Result<Option<u64>> {
+        let keyed = !self.chain_links()?.linker_for(u64::MAX).is_plain();
+        if keyed || anchored {
+            if anchored && !keyed {
+                tracing::error!("the key check says the audit chain is keyed but it is plain: the log was rewritten without the key file; `mfadmin audit verify` reports it");
+            }
+            if keyed && self.chain_anchored()? != Some(true) {
+                self.anchor_keyed_chain()?;
+            }
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        // The head may move between the walk and the keying (another node of a shared store):
+        // then the walk is made again.
+        for _ in 0..5 {
+            let (events, last) = match walk_chain(self.store.as_ref(), ChainLinks::plain())? {
+                Ok(walked) => walked,
+                Err(broken) => {
+                    tracing::error!(event = broken.seq, "the audit chain does not verify, so it is not keyed: {}", broken.why);
+                    if self.chain_anchored()?.is_none() {
+                        let check = self.sealer.seal(KEY_CHECK_PLAINTEXT, META_KEY_CHECK.as_bytes());
+                        self.store.commit(&[crate::store::Change { meta_put: vec![(META_KEY_CHECK, check)], ..Default::default() }])?;
+                        self.store.flush()?;
+                    }
+                    return Ok(None);
+                }
+            };
+            let head = last.as_ref().map(|e| (e.seq, e.hash()));
+            let keyed_head = last.as_ref().map(|e| Linker::Keyed(self.chain_key.clone()).hash(e));
+            if self.store.begin_keyed_chain(head, keyed_head)? {
+                self.anchor_keyed_chain()?;
+                if events > 0 {
+                    tracing::info!(events, ms = started.elapsed().as_millis() as u64, "the audit chain was checked and is keyed from its next event on");
+                }
+                return Ok(Some(events));
+            }
+        }
+        Err(Error::Storage("the audit log kept growing while its chain was being keyed; open the store again".into()))
     }
 }

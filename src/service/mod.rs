@@ -23,6 +23,7 @@ pub use login::*;
 pub use orgs::*;
 pub use reset::*;
 pub use users::*;
+pub use sessions::{EXPIRED_PASS_EVERY, EXPIRED_PER_PASS};
 pub use validate::{VALIDATE_ACTION, ValidateRequest, Validation, Validator, serial_of};
 
 use crate::auth::seal::Sealer;
@@ -42,6 +43,9 @@ use uuid::Uuid;
 const META_KEY_CHECK: &str = "key_check";
 
 const KEY_CHECK_PLAINTEXT: &[u8] = b"mfadmin key check";
+/// The key check of a store whose audit chain is keyed: sealed, so only the key file's holder can
+/// write it, and it tells `audit verify` that a chain found plain was rewritten (a marker deleted).
+const KEY_CHECK_KEYED_PLAINTEXT: &[u8] = b"mfadmin key check; audit chain keyed";
 
 const MAX_REASON_LEN: usize = 500;
 
@@ -111,6 +115,8 @@ impl Actor {
 pub struct Service {
     store: Arc<dyn Store>,
     sealer: Sealer,
+    /// The key of the audit chain's links (derived from the key file).
+    chain_key: crate::domain::audit::ChainKey,
     policy: Policy,
     /// Summaries of every user for listing; built on first use (or by [`Service::warm_directory`]),
     /// then kept in step by `store_commit`.
@@ -203,6 +209,24 @@ fn os_user_name() -> String {
     "unknown".into()
 }
 
+/// Check that `sealer` holds this store's key; returns whether the key check says the audit
+/// chain is keyed (false for a new store, which has none yet).
+fn key_check(store: &dyn Store, sealer: &Sealer) -> Result<bool> {
+    Ok(key_check_says(store, sealer)?.unwrap_or(false))
+}
+
+fn key_check_says(store: &dyn Store, sealer: &Sealer) -> Result<Option<bool>> {
+    let Some(sealed) = store.get_meta(META_KEY_CHECK)? else { return Ok(None) };
+    let plain = sealer.open(&sealed, META_KEY_CHECK.as_bytes()).map_err(|_| {
+        Error::KeyFile(
+            "the key file does not belong to this store (its secrets would not open). \
+             Point --key-file (MFADMIN_KEY_FILE) at the key created with this store"
+                .into(),
+        )
+    })?;
+    Ok(Some(plain.as_slice() == KEY_CHECK_KEYED_PLAINTEXT))
+}
+
 fn principal_of(user: &User) -> Principal {
     Principal::User { id: user.id, username: user.username.clone(), org: user.org.clone(), role: user.role }
 }
@@ -219,32 +243,36 @@ fn contains_ci(haystack: &str, lowered_needle: &str) -> bool {
 
 impl Service {
     /// A service over `store`, checking that `sealer` holds the key this store was created with.
+    /// The store's audit chain is keyed here if it is not yet (see [`Service::key_audit_chain`]).
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, policy: Policy) -> Result<Service> {
-        match store.get_meta(META_KEY_CHECK)? {
-            Some(sealed) => {
-                sealer.open(&sealed, META_KEY_CHECK.as_bytes()).map_err(|_| {
-                    Error::KeyFile(
-                        "the key file does not belong to this store (its secrets would not open). \
-                         Point --key-file (MFADMIN_KEY_FILE) at the key created with this store"
-                            .into(),
-                    )
-                })?;
-            }
-            None => {
-                let check = sealer.seal(KEY_CHECK_PLAINTEXT, META_KEY_CHECK.as_bytes());
-                store.commit(&[Change { meta_put: vec![(META_KEY_CHECK, check)], ..Change::default() }])?;
-                store.flush()?;
-            }
-        }
-        Ok(Service {
+        // The key check first: a store is never handed the chain key of another key file.
+        let anchored = key_check(store.as_ref(), &sealer)?;
+        let chain_key = sealer.mac("audit-chain");
+        store.set_audit_key(chain_key.clone());
+        let service = Service {
             store,
             sealer,
+            chain_key,
             policy,
             directory: RwLock::new(DirectoryState::NotBuilt),
             building: Mutex::new(()),
             group: Mutex::default(),
             group_done: Condvar::new(),
-        })
+        };
+        service.key_audit_chain(anchored)?;
+        Ok(service)
+    }
+
+    /// Write the key check that says the audit chain is keyed.
+    fn anchor_keyed_chain(&self) -> Result<()> {
+        let check = self.sealer.seal(KEY_CHECK_KEYED_PLAINTEXT, META_KEY_CHECK.as_bytes());
+        self.store.commit(&[Change { meta_put: vec![(META_KEY_CHECK, check)], ..Change::default() }])?;
+        self.store.flush()
+    }
+
+    /// Does the key check say the audit chain is keyed? `None` when the store has no key check yet.
+    fn chain_anchored(&self) -> Result<Option<bool>> {
+        key_check_says(self.store.as_ref(), &self.sealer)
     }
 
     pub fn policy(&self) -> &Policy {

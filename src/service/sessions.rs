@@ -15,7 +15,31 @@ const OWN_CLIENTS: [&str; 2] = ["http:tui", "http:cli"];
 /// than one for every request.
 const SEEN_GRANULARITY_SECS: i64 = 60;
 
+/// The most expired sessions, challenges and keys one pass deletes, so that a pass over a store
+/// that gathered many stays short; the next pass takes the rest.
+pub const EXPIRED_PER_PASS: usize = 10_000;
+
+/// How often `mfadmin serve` deletes expired sessions, challenges and keys.
+pub const EXPIRED_PASS_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 impl Service {
+    /// Delete the sessions, challenges and API keys that expired by `now` (at most
+    /// [`EXPIRED_PER_PASS`]): they can never be used again, and should not sit in the store or its
+    /// backups. Returns how many went.
+    pub fn delete_expired_sessions(&self, now: Timestamp) -> Result<usize> {
+        let deleted = self.store.delete_expired_sessions(now, EXPIRED_PER_PASS)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "expired sessions, challenges and keys deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Login sessions in use at `now`: not expired, and not idle for longer than the idle timeout.
+    pub fn active_session_count(&self, now: Timestamp) -> Result<u64> {
+        let idle = self.policy.session_idle_secs;
+        self.store.count_sessions(now, &|s| s.kind == SessionKind::Session && (idle <= 0 || now - s.last_seen_at < idle))
+    }
+
     /// The bearer token of `session` is being used at `now`: refuse it when it is a login session
     /// unused for longer than the idle timeout; otherwise note the use (at most once a minute).
     pub(super) fn note_use(&self, bearer: &str, session: &Session, now: Timestamp) -> Result<()> {

@@ -163,6 +163,21 @@ pub(super) fn user_page(directory: &Directory, page: crate::domain::directory::P
 }
 
 impl Service {
+    /// How many users are in each MFA state at `now`, as the user list shows them (for `/metrics`).
+    pub fn users_by_mfa_state(&self, now: Timestamp) -> Result<Vec<(crate::domain::mfa::MfaStatus, u64)>> {
+        use crate::domain::mfa::MfaStatus;
+        self.with_directory(|directory| {
+            let mut counts = [0u64; MfaStatus::ALL.len()];
+            for s in directory.iter() {
+                let state = s.mfa_status(directory.enforces(&s.org), now);
+                if let Some(i) = MfaStatus::ALL.iter().position(|m| *m == state) {
+                    counts[i] += 1;
+                }
+            }
+            MfaStatus::ALL.into_iter().zip(counts).collect()
+        })
+    }
+
     /// Create a user (and, with a password, let it log in).
     pub fn add_user(&self, actor: &Actor, new: NewUser, now: Timestamp) -> Result<UserView> {
         let user = self.prepare_user(actor, &new, now).map_err(|(_, e)| e)?;
@@ -342,9 +357,10 @@ impl Service {
         }
         let mut recent = Vec::new();
         if policy::may_read_audit(actor.role()) || actor.user_id() == Some(user.id) {
+            let links = self.chain_links()?;
             self.store.scan_audit(true, &mut |e| {
                 if e.draft.target_id == Some(user.id) {
-                    recent.push(AuditView::new(&e));
+                    recent.push(AuditView::new(&e, &links));
                 }
                 recent.len() < 10
             })?;

@@ -10,7 +10,7 @@ pub mod postgres;
 pub mod private;
 pub mod sled;
 
-use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::audit::{AuditDraft, AuditEvent, ChainKey, ChainLinks, Linker};
 use crate::domain::role::Role;
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
@@ -19,6 +19,32 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub type TokenHash = [u8; 32];
+
+/// Meta entry: the number of the first audit event whose link is keyed (big-endian u64). Absent
+/// while the chain is plain SHA-256; once there, it never goes, and every new link is keyed.
+pub const META_AUDIT_KEYED_FROM: &str = "audit_keyed_from";
+
+/// The value of [`META_AUDIT_KEYED_FROM`], read.
+pub fn decode_keyed_from(value: Option<&[u8]>) -> Result<Option<u64>> {
+    value
+        .map(|v| {
+            <[u8; 8]>::try_from(v)
+                .map(u64::from_be_bytes)
+                .map_err(|_| crate::error::Error::Corrupt(format!("the meta entry {META_AUDIT_KEYED_FROM} is damaged")))
+        })
+        .transpose()
+}
+
+/// How a store links the audit events it appends: keyed once the chain is keyed, which needs the key.
+pub(crate) fn linker_for_new_events(keyed: bool, key: Option<&ChainKey>) -> Result<Linker> {
+    match (keyed, key) {
+        (false, _) => Ok(Linker::Plain),
+        (true, Some(key)) => Ok(Linker::Keyed(key.clone())),
+        (true, None) => Err(crate::error::Error::KeyFile(
+            "this store's audit chain is keyed and the store was opened without its key: open it through the service, with its key file".into(),
+        )),
+    }
+}
 
 /// What a bearer token stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,10 +141,31 @@ pub trait Store: Send + Sync {
     /// a revoked session never comes back). Callers write at most once a minute per session.
     fn touch_session(&self, hash: &TokenHash, seen: &Session, at: Timestamp) -> Result<()>;
     fn sessions_of(&self, user: Uuid) -> Result<Vec<(TokenHash, Session)>>;
+    /// Delete at most `max` sessions, challenges and API keys that expired by `now` (and their
+    /// entries in their user's list): a bounded pass, run at open and now and then by the server.
+    /// Returns how many went.
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize>;
+    /// How many sessions, challenges and keys that have not expired by `now` `counts` says yes to.
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64>;
 
     /// Visit audit events in sequence order (or newest first) until `visit` returns false.
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()>;
     fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>>;
+    /// Hand the store the key of its audit chain: once the chain is keyed, new events are linked
+    /// with it (a store opened without it refuses to append to a keyed chain).
+    fn set_audit_key(&self, key: ChainKey);
+    /// Key the chain from the next event on, in one transaction, if its head is still `head` and it
+    /// is not keyed yet: the marker [`META_AUDIT_KEYED_FROM`] is written and the head's hash becomes
+    /// `keyed_head` (the keyed link of the last event). Returns false, writing nothing, when the
+    /// head moved meanwhile; true when the chain is keyed (by this call or before it).
+    fn begin_keyed_chain(&self, head: Option<(u64, [u8; 32])>, keyed_head: Option<[u8; 32]>) -> Result<bool>;
+    /// How the chain is linked, given its key.
+    fn chain_links(&self, key: &ChainKey) -> Result<ChainLinks> {
+        Ok(match decode_keyed_from(self.get_meta(META_AUDIT_KEYED_FROM)?.as_deref())? {
+            Some(from) => ChainLinks::keyed_from(key.clone(), from),
+            None => ChainLinks::plain(),
+        })
+    }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
 

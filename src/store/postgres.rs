@@ -7,8 +7,8 @@
 //! watermark) and links the audit chain without gaps.
 
 use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
-use super::{Change, ChangesSince, Record, Session, Store, TokenHash, UserWrite};
-use crate::domain::audit::AuditEvent;
+use super::{Change, ChangesSince, Record, Session, Store, TokenHash, UserWrite, META_AUDIT_KEYED_FROM};
+use crate::domain::audit::{AuditEvent, ChainKey, Linker};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -151,6 +151,8 @@ pub struct PgStore {
     pool: Pool,
     /// Where the database is, without the password, for messages.
     place: String,
+    /// The audit chain's key, once a service handed it over (see [`Store::set_audit_key`]).
+    chain_key: std::sync::OnceLock<ChainKey>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -270,7 +272,7 @@ impl PgStore {
         } else {
             Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?)
         };
-        Ok(PgStore { pool, place })
+        Ok(PgStore { pool, place, chain_key: std::sync::OnceLock::new() })
     }
 
     /// Where the database is (without the password).
@@ -397,6 +399,11 @@ impl PgStore {
 /// Visit the rows of `query` in `tx`, in batches.
 fn scan_in(tx: &mut Transaction<'_>, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
     let portal = tx.bind(query, &[]).map_err(pg)?;
+    scan_portal(tx, portal, visit)
+}
+
+/// Visit the rows of a bound `portal` in `tx`, in batches.
+fn scan_portal(tx: &mut Transaction<'_>, portal: postgres::Portal, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
     loop {
         let rows = tx.query_portal(&portal, SCAN_BATCH).map_err(pg)?;
         for row in &rows {
@@ -462,7 +469,7 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(),
 }
 
 /// Everything in `changes` after the head row is locked and read as (`seq`, audit head).
-fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Option<(u64, [u8; 32])>) -> Result<(), Failed> {
+fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Option<(u64, [u8; 32])>, linker: &Linker) -> Result<(), Failed> {
     let mut audit_seqs: Vec<i64> = Vec::new();
     let mut audit_records: Vec<Vec<u8>> = Vec::new();
     for change in changes {
@@ -508,7 +515,7 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
             let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             audit_seqs.push(int8(next, "audit sequence number")?);
             audit_records.push(encode_audit(next, prev, draft));
-            *head = Some((next, AuditEvent::hash_of(next, &prev, draft)));
+            *head = Some((next, linker.hash_of(next, &prev, draft)));
         }
     }
     if !audit_seqs.is_empty() {
@@ -523,13 +530,26 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
 /// The last audit event's number and hash, if there is one.
 type AuditHead = Option<(u64, [u8; 32])>;
 
-/// Lock the head row for this transaction: the next commit sequence number and the audit head.
-fn lock_head(tx: &mut Transaction<'_>) -> Result<(i64, AuditHead), Failed> {
-    let row = tx.query_typed_one("SELECT commit_seq, audit_seq, audit_hash FROM head FOR UPDATE", &[])?;
-    let (commit_seq, audit_seq, hash): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+/// The head row, locked for this transaction.
+struct Locked {
+    /// The commit sequence number of this commit.
+    seq: i64,
+    audit: AuditHead,
+    /// Whether the audit chain is keyed (see [`META_AUDIT_KEYED_FROM`]).
+    keyed: bool,
+}
+
+/// Lock the head row for this transaction: the next commit sequence number, the audit head, and
+/// whether the chain is keyed (read under the same lock, so no commit links past a keying).
+fn lock_head(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
+    let row = tx.query_typed_one(
+        "SELECT commit_seq, audit_seq, audit_hash, EXISTS (SELECT 1 FROM meta WHERE name = $1) FROM head FOR UPDATE",
+        &[(&META_AUDIT_KEYED_FROM, Type::TEXT)],
+    )?;
+    let (commit_seq, audit_seq, hash, keyed): (i64, i64, Vec<u8>, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
     let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
     let audit = if audit_seq == 0 { None } else { Some((uint(audit_seq, "audit sequence number")?, hash)) };
-    Ok((commit_seq + 1, audit))
+    Ok(Locked { seq: commit_seq + 1, audit, keyed })
 }
 
 /// Move the head to `seq` and `audit`, and wake the other nodes once this commits.
@@ -649,6 +669,31 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64> {
+        let mut n = 0;
+        self.reading(|tx| {
+            let portal = tx.bind("SELECT hash, record FROM sessions WHERE expires_at > $1", &[&now]).map_err(pg)?;
+            scan_portal(tx, portal, &mut |r| {
+                let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
+                n += u64::from(counts(&decode_session(&hash, r.get(1))?));
+                Ok(())
+            })
+        })?;
+        Ok(n)
+    }
+
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
+        let limit = int8(max as u64, "count of sessions")?;
+        let mut conn = self.conn()?;
+        let deleted = conn
+            .execute_typed(
+                "DELETE FROM sessions WHERE hash IN (SELECT hash FROM sessions WHERE expires_at <= $1 LIMIT $2)",
+                &[(&now, Type::INT8), (&limit, Type::INT8)],
+            )
+            .map_err(pg)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let query = if newest_first { "SELECT seq, record FROM audit ORDER BY seq DESC" } else { "SELECT seq, record FROM audit ORDER BY seq" };
         self.scan(query, &mut |row| {
@@ -666,6 +711,33 @@ impl Store for PgStore {
         }
         let hash = <[u8; 32]>::try_from(row.get::<_, &[u8]>(1)).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
         Ok(Some((uint(seq, "audit sequence number")?, hash)))
+    }
+
+    fn set_audit_key(&self, key: ChainKey) {
+        let _ = self.chain_key.set(key);
+    }
+
+    fn begin_keyed_chain(&self, head: Option<(u64, [u8; 32])>, keyed_head: Option<[u8; 32]>) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let locked = lock_head(tx)?;
+            if locked.keyed {
+                return Ok(true);
+            }
+            if locked.audit != head {
+                return Ok(false);
+            }
+            let from = int8(head.map_or(1, |(seq, _)| seq + 1), "audit sequence number")?;
+            tx.execute_typed(
+                "INSERT INTO meta (name, value) VALUES ($1, $2)",
+                &[(&META_AUDIT_KEYED_FROM, Type::TEXT), (&from.to_be_bytes().to_vec(), Type::BYTEA)],
+            )?;
+            let audit = match (head, keyed_head) {
+                (Some((seq, _)), Some(hash)) => Some((seq, hash)),
+                _ => None,
+            };
+            advance_head(tx, locked.seq, audit)?;
+            Ok(true)
+        })
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -714,9 +786,11 @@ impl Store for PgStore {
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
         self.in_transaction(|tx| {
-            let (seq, mut head) = lock_head(tx)?;
-            apply(tx, changes, seq, &mut head)?;
-            advance_head(tx, seq, head)
+            let locked = lock_head(tx)?;
+            let mut head = locked.audit;
+            let linker = super::linker_for_new_events(locked.keyed, self.chain_key.get())?;
+            apply(tx, changes, locked.seq, &mut head, &linker)?;
+            advance_head(tx, locked.seq, head)
         })
     }
 
@@ -729,7 +803,7 @@ impl Store for PgStore {
     /// store or twice in the load) refuses the whole load.
     fn load_new_users(&self, users: Vec<User>) -> Result<()> {
         self.in_transaction(|tx| {
-            let (seq, head) = lock_head(tx)?;
+            let Locked { seq, audit: head, .. } = lock_head(tx)?;
             if let Some(u) = users.iter().find(|u| i64::try_from(u.number).is_err()) {
                 return Err(Failed::Refused(Error::invalid(format!("the user number {} of {} is too large for the PostgreSQL store; no user was written", u.number, u.username))));
             }

@@ -5,8 +5,8 @@ use super::buckets::{self, Bucket};
 use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
-use super::{Change, Record, Session, Store, TokenHash};
-use crate::domain::audit::{AuditDraft, AuditEvent};
+use super::{Change, Record, Session, Store, TokenHash, META_AUDIT_KEYED_FROM};
+use crate::domain::audit::{AuditDraft, AuditEvent, ChainKey, Linker};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -111,6 +111,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Every write takes this shared; a snapshot takes it exclusively, so none interleaves with one.
     gate: std::sync::RwLock<()>,
+    /// The audit chain's key, once a service handed it over (see [`Store::set_audit_key`]).
+    chain_key: std::sync::OnceLock<ChainKey>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -263,6 +265,7 @@ impl SledStore {
             user_sessions: tree("user_sessions")?,
             meta: tree("meta")?,
             gate: std::sync::RwLock::new(()),
+            chain_key: std::sync::OnceLock::new(),
             db,
         })
     }
@@ -512,7 +515,7 @@ struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    fn apply(&self, change: &Change, head: &mut Option<(u64, [u8; 32])>) -> Result<(), Abort> {
+    fn apply(&self, change: &Change, head: &mut Option<(u64, [u8; 32])>, linker: &Linker) -> Result<(), Abort> {
         for write in &change.users {
             self.put_user(&write.user, write.expected_version)?;
         }
@@ -558,7 +561,7 @@ impl Tx<'_> {
         for draft in &change.audit {
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             self.audit.insert(&seq.to_be_bytes(), encode_audit(seq, prev, draft))?;
-            *head = Some((seq, AuditEvent::hash_of(seq, &prev, draft)));
+            *head = Some((seq, linker.hash_of(seq, &prev, draft)));
         }
         Ok(())
     }
@@ -907,6 +910,38 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn count_sessions(&self, now: Timestamp, counts: &dyn Fn(&Session) -> bool) -> Result<u64> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let Ok(hash) = TokenHash::try_from(key.as_ref()) else { continue };
+            let session = decode_session(&hash, &bytes)?;
+            n += u64::from(session.expires_at > now && counts(&session));
+        }
+        Ok(n)
+    }
+
+    fn delete_expired_sessions(&self, now: Timestamp, max: usize) -> Result<usize> {
+        let mut expired: Vec<TokenHash> = Vec::new();
+        for item in self.sessions.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let Ok(hash) = TokenHash::try_from(key.as_ref()) else { continue };
+            if decode_session(&hash, &bytes)?.expires_at <= now {
+                expired.push(hash);
+                if expired.len() >= max {
+                    break;
+                }
+            }
+        }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let count = expired.len();
+        self.commit(&[Change { sessions_delete: expired, ..Change::default() }])?;
+        self.flush()?;
+        Ok(count)
+    }
+
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
             let (key, bytes) = item.map_err(storage)?;
@@ -933,6 +968,40 @@ impl Store for SledStore {
             Some(bytes) => decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn set_audit_key(&self, key: ChainKey) {
+        let _ = self.chain_key.set(key);
+    }
+
+    fn begin_keyed_chain(&self, head: Option<(u64, [u8; 32])>, keyed_head: Option<[u8; 32]>) -> Result<bool> {
+        let _writing = self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keyed = self
+            .meta
+            .transaction(|meta| {
+                if meta.get(META_AUDIT_KEYED_FROM)?.is_some() {
+                    return Ok(true);
+                }
+                let now: Option<(u64, [u8; 32])> = match meta.get(META_AUDIT_HEAD)? {
+                    Some(bytes) => Some(tx_decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?),
+                    None => None,
+                };
+                if now != head {
+                    return Ok(false);
+                }
+                let from = head.map_or(1, |(seq, _)| seq + 1);
+                meta.insert(META_AUDIT_KEYED_FROM, &from.to_be_bytes())?;
+                if let (Some((seq, _)), Some(hash)) = (head, keyed_head) {
+                    meta.insert(META_AUDIT_HEAD, encode(&(seq, hash)))?;
+                }
+                Ok(true)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => storage(e),
+            })?;
+        self.db.flush().map_err(storage)?;
+        Ok(keyed)
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -1026,8 +1095,13 @@ impl Store for SledStore {
                     None => None,
                 };
                 let before = head;
+                let linker = if changes.iter().any(|c| !c.audit.is_empty()) {
+                    super::linker_for_new_events(meta.get(META_AUDIT_KEYED_FROM)?.is_some(), self.chain_key.get()).map_err(abort)?
+                } else {
+                    Linker::Plain
+                };
                 for change in changes {
-                    tx.apply(change, &mut head)?;
+                    tx.apply(change, &mut head, &linker)?;
                 }
                 if !hints.missing.borrow().is_empty() {
                     // Some name was not placed: write nothing this time.

@@ -65,7 +65,7 @@ struct Pending {
 pub(super) fn import(store: &PgStore, next: &mut dyn FnMut() -> Result<Option<Record>>) -> Result<()> {
     let mut conn = store.conn()?;
     let mut tx = conn.transaction().map_err(pg)?;
-    let (seq, _) = lock_head(&mut tx).map_err(refused)?;
+    let seq = lock_head(&mut tx).map_err(refused)?.seq;
     let held: i64 = tx
         .query_one("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM orgs) + (SELECT count(*) FROM audit)", &[])
         .map_err(pg)?

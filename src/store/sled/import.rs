@@ -8,7 +8,7 @@
 //! takes it back: at once, or when the store is next opened.
 
 use super::{META_AUDIT_HEAD, SledStore, peek_user, storage};
-use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::audit::AuditDraft;
 use crate::domain::user::User;
 use crate::error::{Error, Result};
 use crate::store::buckets::{self, Bucket};
@@ -227,11 +227,13 @@ impl SledStore {
         by_id.sort_unstable_by_key(|u| u.id);
         super::write_in_order(&self.users, by_id.into_iter().map(|u| (u.id.as_bytes().to_vec(), encode_user(u, None))))?;
         let mut head = journal.audit_head;
+        let keyed = self.meta.contains_key(crate::store::META_AUDIT_KEYED_FROM).map_err(storage)?;
+        let linker = crate::store::linker_for_new_events(keyed, self.chain_key.get())?;
         let events = users.iter().map(|u| {
             let draft = audit(u);
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             let bytes = encode_audit(seq, prev, &draft);
-            head = Some((seq, AuditEvent::hash_of(seq, &prev, &draft)));
+            head = Some((seq, linker.hash_of(seq, &prev, &draft)));
             (seq.to_be_bytes().to_vec(), bytes)
         });
         super::write_in_order(&self.audit, events)?;
