@@ -203,6 +203,12 @@ pub struct ConfirmReset {
     pub count: String,
     pub focus: ResetFocus,
     pub error: Option<String>,
+    /// How many of the targets the filter hides: marked earlier, not on screen now.
+    pub hidden: usize,
+    /// The logged-in admin is among the targets.
+    pub includes_operator: bool,
+    /// Orgs every one of whose users is among the targets.
+    pub whole_orgs: Vec<String>,
 }
 
 impl ConfirmReset {
@@ -210,6 +216,9 @@ impl ConfirmReset {
         ConfirmReset {
             targets,
             names,
+            hidden: 0,
+            includes_operator: false,
+            whole_orgs: Vec::new(),
             plan: None,
             reason: String::new(),
             count: String::new(),

@@ -22,8 +22,17 @@ pub(super) fn request(state: &mut State, targets: Option<Vec<Uuid>>) -> Option<E
             }
         },
     };
-    let names = targets.iter().map(|id| detail::name(state, *id)).collect();
-    state.overlays.push(Overlay::ConfirmReset(ConfirmReset::new(targets.clone(), names)));
+    let names: Vec<String> = targets.iter().map(|id| detail::name(state, *id)).collect();
+    let mut dialog = ConfirmReset::new(targets.clone(), Vec::new());
+    dialog.hidden = state.users.hidden_among(&targets);
+    let me = state.session.as_ref().map(|s| s.who.name.as_str());
+    dialog.includes_operator = me.is_some_and(|me| names.iter().any(|n| n == me));
+    // Only a table with every user in it knows what "every user of an org" is.
+    if state.load.complete {
+        dialog.whole_orgs = state.users.whole_orgs_among(&targets);
+    }
+    dialog.names = names;
+    state.overlays.push(Overlay::ConfirmReset(dialog));
     Some(Effect::PlanReset(targets))
 }
 

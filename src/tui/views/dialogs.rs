@@ -121,6 +121,11 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     for chunk in wrap_words(&names, inner_width.saturating_sub(2)) {
         lines.push(Line::raw(format!("  {chunk}")));
     }
+    for warning in reset_warnings(state, d) {
+        for chunk in wrap_words(&warning, inner_width.saturating_sub(4)) {
+            lines.push(Line::styled(format!("  {chunk}"), t.error()));
+        }
+    }
     lines.push(Line::raw(""));
     match &d.plan {
         None => lines.push(Line::styled("  checking what the reset would do…", t.dim())),
@@ -167,6 +172,26 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     ]));
     lines.push(hint_line(state, Section::Dialog, &[(Command::NextField, "next"), (Command::Submit, "press"), (Command::Back, "cancel")]));
     boxed(state, frame, area, "Reset MFA", width, lines);
+}
+
+/// What the admin may not expect of this set: marks the filter hides, the admin's own account,
+/// a whole org.
+fn reset_warnings(state: &State, d: &ConfirmReset) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = d.targets.len();
+    if d.hidden > 0 {
+        let verb = if d.hidden == 1 { "is" } else { "are" };
+        let clear = state.key_hint(Section::Users, Command::ClearMarks);
+        out.push(format!("! {} of the {n} {verb} hidden by the filter (marked earlier; {clear} clears marks)", d.hidden));
+    }
+    if d.includes_operator {
+        let me = state.session.as_ref().map_or("you", |s| s.who.name.as_str());
+        out.push(format!("! this includes you ({me}): your own second factor is reset too"));
+    }
+    for org in &d.whole_orgs {
+        out.push(format!("! this is every user of {org}"));
+    }
+    out
 }
 
 fn wrap_words(text: &str, width: usize) -> Vec<String> {
