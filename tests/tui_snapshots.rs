@@ -227,3 +227,23 @@ fn reset_dialog_names_hidden_marks_and_warns_about_self_and_whole_orgs() {
     assert!(screen.contains("! this is every user of acme"), "{screen}");
     assert!(!screen.contains("hidden by the filter"), "{screen}");
 }
+
+/// A bulk reset asked to stop: the bar counts what will be reset, and the question waits with
+/// Keep going focused.
+#[test]
+fn progress_asks_before_stopping() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m a R");
+    let will = match app.state.overlays.last() {
+        Some(mfadmin::tui::state::Overlay::ConfirmReset(d)) => d.will_reset().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    app.type_text("laptop fleet swap");
+    app.press("tab");
+    app.type_text(&will.to_string());
+    app.press_only("tab tab enter");
+    app.apply(Action::ResetProgress { reset: 40 });
+    app.press("esc");
+    snapshots("progress_stop_question", &app.state);
+}

@@ -8,7 +8,7 @@ use mfadmin::domain::role::Role;
 use mfadmin::domain::user::Status;
 use mfadmin::service::{AuditQuery, ResetOutcome, SortField, UserQuery};
 use mfadmin::tui::action::{Action, Command};
-use mfadmin::tui::effects::Effect;
+use mfadmin::tui::effects::{Control, Effect, ResetGate};
 use mfadmin::tui::keymap::KeyMap;
 use mfadmin::tui::state::{Mode, Options, Overlay, ResetFocus, Screen, View};
 use mfadmin::tui::table::SORT_COLUMNS;
@@ -269,7 +269,7 @@ fn a_bulk_of_more_than_twenty_needs_the_count_typed() {
     app.type_text(&n.to_string());
     let effects = app.press_only("tab tab enter");
     match effects.as_slice() {
-        [Effect::RunReset { targets, reason }] => {
+        [Effect::RunReset { targets, reason, .. }] => {
             assert_eq!(targets.len(), n);
             assert_eq!(reason, "audit finding 12");
         }
@@ -717,4 +717,92 @@ fn the_audit_view_hides_second_factor_checks_until_capital_v_shows_them() {
         _ => None,
     });
     assert_eq!(effect, Some(false));
+}
+
+/// Start a bulk reset of every enrolled user in batches of `batch`, up to the effect that runs it
+/// (not run yet); returns it and how many the dry run says will be reset.
+fn start_bulk_reset(app: &mut App, reason: &str) -> (Effect, usize) {
+    app.press("m a R");
+    let will = confirm_dialog(app).will_reset().unwrap();
+    app.type_text(reason);
+    app.press("tab");
+    app.type_text(&will.to_string());
+    let effects = app.press_only("tab tab enter");
+    let [effect @ Effect::RunReset { .. }] = effects.as_slice() else { panic!("expected the reset to run, got {effects:?}") };
+    (effect.clone(), will)
+}
+
+/// Run a reset effect against the store; `after_first_batch` is called once the first batch has
+/// been reported (as the admin would answer meanwhile). Applies every action it sends.
+fn run_reset_effect(app: &mut App, effect: Effect, after_first_batch: impl Fn(&Control)) {
+    let who = app.state.session.as_ref().map(|s| s.who.clone());
+    let mut actions = Vec::new();
+    mfadmin::tui::effects::perform(&app.backend, &app.control, who.as_ref(), effect, &mut |a| {
+        if matches!(a, Action::ResetProgress { .. }) && !actions.iter().any(|a| matches!(a, Action::ResetProgress { .. })) {
+            after_first_batch(&app.control);
+        }
+        actions.push(a);
+    });
+    for a in actions {
+        app.apply(a);
+    }
+}
+
+#[test]
+fn esc_during_a_bulk_reset_asks_and_stop_ends_it_after_the_current_batch_user_by_user() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 5, ..options(true) });
+    let enrolled_before = names(&fx.service, &fx.owner, UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }).len();
+    let (effect, will) = start_bulk_reset(&mut app, "stop test");
+    assert!(will > 10);
+    // The bar counts what will be reset, from the start.
+    let Some(Overlay::Progress(p)) = app.state.overlays.last() else { panic!() };
+    assert_eq!((p.reset, p.total), (0, will));
+    // esc asks, with Keep going focused, and pauses the run.
+    assert_eq!(app.press_only("esc"), vec![Effect::Gate(ResetGate::Pause)]);
+    let Some(Overlay::Progress(p)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(p.asking, Some(false));
+    // Keep going resumes; asked again, Stop stops after the batch.
+    assert_eq!(app.press_only("enter"), vec![Effect::Gate(ResetGate::Run)]);
+    assert_eq!(app.press_only("ctrl-c tab enter"), vec![Effect::Gate(ResetGate::Pause), Effect::Gate(ResetGate::Stop)]);
+    assert!(!app.state.quit, "stopping is not quitting");
+    run_reset_effect(&mut app, effect, |control| control.set_gate(ResetGate::Stop));
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!("no result: {:?}", app.state.overlays) };
+    assert!(r.stopped);
+    assert_eq!(r.report.count(ResetOutcome::Reset), 5, "one batch of five ran");
+    assert_eq!(r.untouched.len(), will - 5, "the rest were not tried");
+    let enrolled_after = names(&fx.service, &fx.owner, UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }).len();
+    assert_eq!(enrolled_after, enrolled_before - 5, "the store agrees");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("{:<12}{:>7}  stopped before their batch: unchanged", "not tried", will - 5)), "{screen}");
+    app.press("d G");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("not tried  unchanged"), "the per-user list names them:\n{screen}");
+}
+
+#[test]
+fn quitting_during_a_bulk_reset_waits_for_the_batch_and_prints_every_user() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 4, ..options(true) });
+    let (effect, will) = start_bulk_reset(&mut app, "quit test");
+    assert_eq!(app.press_only("q q"), vec![Effect::Gate(ResetGate::Pause), Effect::Gate(ResetGate::Stop)]);
+    assert!(app.state.quit && !app.state.finished(), "the console waits for the running batch");
+    run_reset_effect(&mut app, effect, |control| control.set_gate(ResetGate::Stop));
+    assert!(app.state.finished());
+    let printed = app.state.print_on_exit.clone().expect("the results, for standard output");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(lines[0].starts_with("mfadmin tui: reset 4, "), "{printed}");
+    assert!(lines[0].ends_with(&format!("stopped: {} not tried", will - 4)), "{printed}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\treset\t")).count(), 4, "{printed}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\tnot_tried\t")).count(), will - 4, "{printed}");
+}
+
+#[test]
+fn a_bulk_reset_left_alone_runs_every_batch() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 7, ..options(true) });
+    let (effect, will) = start_bulk_reset(&mut app, "all of them");
+    run_reset_effect(&mut app, effect, |_| {});
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!() };
+    assert_eq!((r.report.count(ResetOutcome::Reset), r.untouched.len(), r.stopped), (will, 0, false));
 }

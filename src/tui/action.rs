@@ -5,6 +5,7 @@ use crate::backend::Credential;
 use crate::domain::user::UserView;
 use crate::service::{Actor, AuditView, Enrollment, OrgView, ResetReport, UserDetail, VerifyReport};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// A bindable command. Its snake_case name is what the key map files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -212,6 +213,18 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// What a bulk reset did, batch by batch: the results of the batches that ran, and the targets
+/// it never sent (it was stopped, or a batch failed).
+#[derive(Debug, Clone)]
+pub struct ResetRun {
+    pub report: ResetReport,
+    pub untouched: Vec<Uuid>,
+    /// The admin stopped it.
+    pub stopped: bool,
+    /// Why a batch failed (the batches after it were not sent).
+    pub error: Option<String>,
+}
+
 /// Everything that updates the state. Results carry the error as text, ready to show.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -246,8 +259,9 @@ pub enum Action {
     SessionEnded(String),
     DetailLoaded(Result<Box<UserDetail>, String>),
     ResetPlanned(Result<ResetReport, String>),
-    ResetProgress { done: usize, total: usize },
-    ResetDone(Result<ResetReport, String>),
+    /// A bulk reset went through another batch: `reset` users were reset so far.
+    ResetProgress { reset: usize },
+    ResetDone(ResetRun),
     EnrollmentBegun(Result<Enrollment, String>),
     EnrollmentConfirmed(Result<Vec<String>, String>),
     UserChanged(Result<Box<UserView>, String>),

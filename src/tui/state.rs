@@ -21,6 +21,8 @@ pub struct Options {
     pub keymap: KeyMap,
     pub color: bool,
     pub reason_required: bool,
+    /// How many users a bulk reset sends at a time; it can be stopped between batches.
+    pub batch_size: usize,
     pub mouse: bool,
     /// Where the store is, shown on the login screen.
     pub store: String,
@@ -30,7 +32,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keymap: KeyMap::default(), color: true, reason_required: true, mouse: false, store: String::new(), badge: None }
+        Options { keymap: KeyMap::default(), color: true, reason_required: true, batch_size: 500, mouse: false, store: String::new(), badge: None }
     }
 }
 
@@ -251,15 +253,34 @@ impl ConfirmReset {
     }
 }
 
+/// A bulk reset running: how many users it reset so far of how many it will.
 #[derive(Debug, Clone)]
 pub struct ResetProgress {
-    pub done: usize,
+    pub reset: usize,
     pub total: usize,
+    /// "Stop after the current batch?" is asked (the reset waits meanwhile); true while Stop has
+    /// the focus.
+    pub asking: Option<bool>,
+    /// The admin said stop: the batch that runs is the last.
+    pub stopping: bool,
+    /// The admin quit meanwhile: once the batch ends, the console closes and prints the results.
+    pub quit_after: bool,
+}
+
+impl ResetProgress {
+    pub fn new(total: usize) -> ResetProgress {
+        ResetProgress { reset: 0, total, asking: None, stopping: false, quit_after: false }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ResetResultView {
     pub report: ResetReport,
+    /// Targets never sent (the reset was stopped, or a batch failed), by user name.
+    pub untouched: Vec<String>,
+    pub stopped: bool,
+    /// Why a batch failed.
+    pub error: Option<String>,
     pub details: bool,
     pub scroll: usize,
 }
@@ -351,6 +372,7 @@ pub struct State {
     pub keymap: KeyMap,
     pub theme: Theme,
     pub reason_required: bool,
+    pub batch_size: usize,
     pub mouse: bool,
     pub store: String,
     pub badge: Option<String>,
@@ -374,6 +396,8 @@ pub struct State {
     pub now: i64,
     pub quit: bool,
     pub crashed: Option<String>,
+    /// For standard output once the console has closed: the results of a reset the admin quit during.
+    pub print_on_exit: Option<String>,
 }
 
 impl State {
@@ -383,6 +407,7 @@ impl State {
             keymap: options.keymap,
             theme: Theme { color: options.color },
             reason_required: options.reason_required,
+            batch_size: options.batch_size,
             mouse: options.mouse,
             store: options.store,
             badge: options.badge,
@@ -403,7 +428,18 @@ impl State {
             now: crate::app::now(),
             quit: false,
             crashed: None,
+            print_on_exit: None,
         }
+    }
+
+    /// Is a bulk reset running? The console does not close before it ends.
+    pub fn reset_running(&self) -> bool {
+        self.overlays.iter().any(|o| matches!(o, Overlay::Progress(_)))
+    }
+
+    /// May the loop end: quit asked for, and no reset still running.
+    pub fn finished(&self) -> bool {
+        self.quit && !self.reset_running()
     }
 
     pub fn area(&self) -> Rect {

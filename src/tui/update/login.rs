@@ -133,7 +133,8 @@ pub(super) fn succeeded(state: &mut State, session: Box<Session>) -> Option<Effe
 pub(super) fn session_ended(state: &mut State, why: String) -> Option<Effect> {
     if let Some(old) = state.session.take() {
         let username = old.who.name;
-        state.overlays.clear();
+        // What a reset did stays on screen, above the login form.
+        state.overlays.retain(|o| matches!(o, Overlay::ResetResult(_)));
         state.filter_editing = false;
         state.load.running = false;
         let mut form = LoginForm::new();

@@ -31,6 +31,8 @@ pub fn handle_key(state: &mut State, key: &Key) -> Option<Effect> {
 
 pub fn update(state: &mut State, action: Action) -> Option<Effect> {
     match action {
+        // Quitting during a reset asks first, like esc.
+        Action::Command(Command::Quit) if state.mode() == Mode::Progress => reset::progress_command(state, Command::Quit),
         Action::Command(Command::Quit) => {
             state.quit = true;
             None
@@ -60,6 +62,8 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
         Action::Click { column, row } => on_click(state, column, row),
         Action::Scroll(lines) => on_scroll(state, lines),
         Action::Crashed(why) => {
+            // A reset whose job died never reports: do not wait for it.
+            state.overlays.retain(|o| !matches!(o, Overlay::Progress(_)));
             state.crashed = Some(why);
             state.quit = true;
             None
@@ -91,7 +95,7 @@ fn on_command(state: &mut State, command: Command) -> Option<Effect> {
         Mode::Audit => audit::command(state, command),
         Mode::Orgs => orgs::command(state, command),
         Mode::Dialog => dialog_command(state, command),
-        Mode::Progress => None,
+        Mode::Progress => reset::progress_command(state, command),
         Mode::Result => reset::result_command(state, command),
         Mode::Help => help_command(state, command),
         Mode::Command => command_line::command(state, command),
@@ -239,8 +243,8 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
         Action::DetailLoaded(result) => detail::loaded(state, result),
         Action::UserChanged(result) => detail::status_changed(state, result),
         Action::ResetPlanned(result) => reset::planned(state, result),
-        Action::ResetProgress { done, total } => reset::progress(state, done, total),
-        Action::ResetDone(result) => reset::done(state, result),
+        Action::ResetProgress { reset } => reset::progress(state, reset),
+        Action::ResetDone(run) => reset::done(state, run),
         Action::EnrollmentBegun(result) => enroll::begun(state, result),
         Action::EnrollmentConfirmed(result) => enroll::confirmed(state, result),
         Action::AuditLoaded { generation, result } => audit::loaded(state, generation, result),

@@ -211,18 +211,39 @@ fn wrap_words(text: &str, width: usize) -> Vec<String> {
 }
 
 pub fn progress(state: &State, p: &ResetProgress, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
     let width = 64u16.min(area.width);
     let bar_width = width.saturating_sub(12) as usize;
-    let done = p.done.min(p.total);
+    let done = p.reset.min(p.total);
     let filled = (bar_width * done).checked_div(p.total).unwrap_or(0);
     let percent = (100 * done).checked_div(p.total).unwrap_or(0);
-    let lines = vec![
-        Line::raw(format!("Resetting MFA: {} of {} done", p.done, p.total)),
+    let mut lines = vec![
+        Line::raw(format!("Resetting MFA: {} of {} reset", p.reset, p.total)),
         Line::raw(""),
         Line::raw(format!(" {}{} {percent:>3}%", "█".repeat(filled), "░".repeat(bar_width - filled))),
         Line::raw(""),
-        Line::styled("Each user is one atomic change; the audit log records every one.", state.theme.dim()),
     ];
+    match p.asking {
+        Some(focus_stop) => {
+            lines.push(Line::styled("Stop after the current batch?", t.title()));
+            lines.push(Line::raw("Paused. Users reset so far stay reset; the rest are left as they are."));
+            lines.push(Line::from(vec![
+                Span::raw("      "),
+                button(state, "Keep going", !focus_stop),
+                Span::raw("     "),
+                button(state, "Stop", focus_stop),
+            ]));
+            lines.push(hint_line(state, Section::Progress, &[(Command::NextField, "switch"), (Command::Submit, "press"), (Command::Quit, "stop and quit")]));
+        }
+        None if p.stopping && p.quit_after => {
+            lines.push(Line::styled("Stopping after the current batch, then quitting: the results go to standard output.", t.key()))
+        }
+        None if p.stopping => lines.push(Line::styled("Stopping after the current batch…", t.key())),
+        None => {
+            lines.push(Line::styled("Each user is one atomic change; the audit log records every one.", t.dim()));
+            lines.push(hint_line(state, Section::Progress, &[(Command::Back, "stop…")]));
+        }
+    }
     boxed(state, frame, area, "Working", width, lines);
 }
 
@@ -236,6 +257,13 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
         Line::raw(format!("  {:<12}{:>7}", "not found", c(ResetOutcome::NotFound))),
         Line::raw(format!("  {:<12}{:>7}", "failed", c(ResetOutcome::Failed))),
     ];
+    if !r.untouched.is_empty() {
+        let why = if r.stopped { "stopped before their batch: unchanged" } else { "a batch failed: these were not sent" };
+        lines.push(Line::styled(format!("  {:<12}{:>7}  {why}", "not tried", r.untouched.len()), t.error()));
+    }
+    if let Some(e) = &r.error {
+        lines.push(Line::styled(format!("  a batch failed: {e}"), t.error()));
+    }
     if c(ResetOutcome::Unknown) > 0 {
         // Only a remote reset whose answer was lost has these; never claimed either way.
         lines.push(Line::styled(
@@ -249,7 +277,7 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
         let room = area.height.saturating_sub(lines.len() as u16 + 6).max(1) as usize;
         let inner_width = width.min(area.width).saturating_sub(2) as usize;
         lines.push(Line::styled(format!("  {:<28}{:<11}{:<14}{}", "USER", "OUTCOME", "MFA NOW", "DETAIL"), t.header()));
-        for res in r.report.results.iter().skip(r.scroll).take(room.saturating_sub(1)) {
+        let done = r.report.results.iter().map(|res| {
             let name = res.username.clone().unwrap_or_else(|| res.target.clone());
             let text = format!(
                 "  {:<28}{:<11}{:<14}{}",
@@ -262,6 +290,10 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
                 ResetOutcome::Denied | ResetOutcome::Failed | ResetOutcome::NotFound | ResetOutcome::Unknown => t.error(),
                 _ => t.plain(),
             };
+            (text, style)
+        });
+        let not_tried = r.untouched.iter().map(|name| (format!("  {:<28}{:<11}{:<14}{}", fit(name, 27), "not tried", "unchanged", ""), t.error()));
+        for (text, style) in done.chain(not_tried).skip(r.scroll).take(room.saturating_sub(1)) {
             lines.push(Line::styled(fit(&text, inner_width), style));
         }
         lines.push(hint_line(state, Section::Result, &[(Command::Down, "scroll"), (Command::ToggleDetails, "hide"), (Command::Back, "close")]));
