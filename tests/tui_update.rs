@@ -806,3 +806,37 @@ fn a_bulk_reset_left_alone_runs_every_batch() {
     let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!() };
     assert_eq!((r.report.count(ResetOutcome::Reset), r.untouched.len(), r.stopped), (will, 0, false));
 }
+
+/// The number to type is the number on the Reset button: those the dry run says will be reset,
+/// not those chosen (some have nothing to reset).
+#[test]
+fn the_count_to_type_is_the_number_that_will_be_reset() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("a R");
+    let d = confirm_dialog(&app);
+    let (chosen, will) = (d.targets.len(), d.will_reset().unwrap());
+    assert!(will > 20 && will < chosen, "{will} of {chosen}");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("Type {will} to confirm:")) && screen.contains(&format!("[ Reset {will} ]")), "{screen}");
+    assert!(!screen.contains(&format!("Type {chosen}")), "{screen}");
+    app.type_text("one number");
+    app.press("tab");
+    app.type_text(&chosen.to_string());
+    assert!(app.press_only("tab tab enter").is_empty(), "the number chosen is not the number to reset");
+    app.press("ctrl-u");
+    app.type_text(&will.to_string());
+    assert!(matches!(app.press_only("tab tab enter").as_slice(), [Effect::RunReset { .. }]));
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let fx = fixture(0);
+    let app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("1 user loaded"), "{screen}");
+    let mut app = app;
+    app.press("tab tab");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(" 1 org "), "{screen}");
+}

@@ -229,9 +229,10 @@ impl ConfirmReset {
         }
     }
 
-    /// Must the count be typed?
+    /// Must the count be typed? Above [`TYPE_COUNT_ABOVE`] users to reset (or, until the dry run
+    /// is back, users chosen).
     pub fn needs_count(&self) -> bool {
-        self.targets.len() > TYPE_COUNT_ABOVE
+        self.will_reset().unwrap_or(self.targets.len()) > TYPE_COUNT_ABOVE
     }
 
     /// The focus stops in Tab order.

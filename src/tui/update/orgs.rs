@@ -18,7 +18,12 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             let lines = if on {
                 vec![
                     format!("Require MFA for every user of {}?", org.name),
-                    format!("{} of its {} users have no second factor yet; they must enroll at their next login.", org.users - org.enrolled, org.users),
+                    format!(
+                        "{} of its {} {} no second factor yet; they must enroll at their next login.",
+                        org.users - org.enrolled,
+                        crate::tui::views::count(org.users, "user"),
+                        if org.users - org.enrolled == 1 { "has" } else { "have" }
+                    ),
                 ]
             } else {
                 vec![

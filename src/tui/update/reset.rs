@@ -47,9 +47,7 @@ fn confirm(state: &mut State) -> Option<Effect> {
         None => Some((ResetFocus::Confirm, "still checking what the reset would do; a moment")),
         Some(0) => Some((ResetFocus::Cancel, "none of these users has MFA to reset")),
         Some(_) if reason_required && d.reason.trim().is_empty() => Some((ResetFocus::Reason, "a reason is required")),
-        Some(_) if d.needs_count() && d.count.trim() != d.targets.len().to_string() => {
-            Some((ResetFocus::Count, "type the number of users to confirm"))
-        }
+        Some(k) if d.needs_count() && d.count.trim() != k.to_string() => Some((ResetFocus::Count, "type the number on the Reset button to confirm")),
         Some(_) => None,
     };
     if let Some((focus, why)) = problem {
@@ -138,6 +136,9 @@ pub(super) fn planned(state: &mut State, result: Result<ResetReport, String>) ->
         };
         if same {
             d.plan = Some(result);
+            if d.focus == ResetFocus::Count && !d.needs_count() {
+                d.focus = ResetFocus::Reason;
+            }
         }
     }
     None

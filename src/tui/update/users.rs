@@ -9,6 +9,7 @@ use crate::tui::action::Command;
 use crate::tui::effects::Effect;
 use crate::tui::state::*;
 use crate::tui::table::{Query, Unused, SORT_COLUMNS};
+use crate::tui::views::count;
 
 /// What the quick filter for unused factors steps through, in days (then off again).
 pub const UNUSED_DAYS: [u32; 3] = [90, 180, 365];
@@ -215,7 +216,7 @@ pub(super) fn page(state: &mut State, generation: u64, result: Result<Vec<UserVi
         state.load.running = false;
         state.load.complete |= state.load.query.is_empty();
         if show {
-            state.info(format!("{} users loaded", state.users.total()));
+            state.info(format!("{} loaded", count(state.users.total(), "user")));
         }
     } else if show {
         state.info(format!("loading users: {} of {}…", state.load.received, state.load.total));
@@ -238,7 +239,7 @@ pub(super) fn loaded(state: &mut State, result: Result<Vec<UserView>, String>) -
     let page = state.page();
     state.users.scroll_into_view(page);
     if state.message.as_ref().is_some_and(|m| m.text.ends_with("loading users…")) {
-        state.info(format!("{n} users loaded"));
+        state.info(format!("{} loaded", count(n, "user")));
     }
     None
 }

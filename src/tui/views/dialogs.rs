@@ -154,7 +154,12 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     let label = if state.reason_required { "Reason (required):" } else { "Reason:" };
     lines.push(field(state, label, &d.reason, d.focus == ResetFocus::Reason, false));
     if d.needs_count() {
-        lines.push(field(state, &format!("Type {n} to confirm:"), &d.count, d.focus == ResetFocus::Count, false));
+        // The number on the Reset button: what the dry run says will be reset.
+        let label = match d.will_reset() {
+            Some(k) => format!("Type {k} to confirm:"),
+            None => "Type the number to reset (checking…):".to_string(),
+        };
+        lines.push(field(state, &label, &d.count, d.focus == ResetFocus::Count, false));
     }
     lines.push(match &d.error {
         Some(e) => Line::styled(format!("  {e}"), t.error()),

@@ -115,8 +115,8 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
             state.users.total(),
             state.users.mark_count()
         ),
-        View::Audit => format!(" {} events ", state.audit.events.len()),
-        View::Orgs => format!(" {} orgs ", state.orgs.orgs.len()),
+        View::Audit => format!(" {} ", count(state.audit.events.len(), "event")),
+        View::Orgs => format!(" {} ", count(state.orgs.orgs.len(), "org")),
     };
     let mut spans = vec![Span::styled(counts, t.tab_active()), Span::raw(" ")];
     match &state.message {
@@ -155,6 +155,11 @@ fn popup(state: &State, frame: &mut Frame, area: Rect, title: &str) -> Rect {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     inner
+}
+
+/// "1 user", "2 users": a count and its noun, singular for one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// Cut `text` to `width` characters, ending in … when cut.
