@@ -349,7 +349,7 @@ fn denials_are_shown_before_anything_happens() {
 #[test]
 fn q_and_ctrl_c_quit_from_every_screen() {
     let fx = fixture(60);
-    for keys in ["q", "ctrl-c", "? q", "enter q", "R ctrl-c", ": ctrl-c", "/ ctrl-c", "tab q", "tab tab q", "space R esc q"] {
+    for keys in ["q", "ctrl-c", "? ctrl-c", "? q q", "enter q", "R ctrl-c", ": ctrl-c", "/ ctrl-c", "tab q", "tab tab q", "space R esc q"] {
         let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
         app.press(keys);
         assert!(app.state.quit, "{keys} should quit");
@@ -617,11 +617,41 @@ fn help_lists_every_binding_of_the_key_map_and_scrolls_to_its_end() {
     }
     // Scrolling stops at the end, so one key brings it back.
     app.apply(Action::Resize(80, 24));
-    app.press("G ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d");
-    let Some(Overlay::Help { scroll }) = app.state.overlays.last() else { panic!() };
+    app.press("ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d");
+    let Some(Overlay::Help { scroll, .. }) = app.state.overlays.last() else { panic!() };
     assert_eq!(*scroll, app.state.help_lines() - 20);
     app.press("esc");
     assert_eq!(app.state.mode(), Mode::Users);
+}
+
+#[test]
+fn help_closes_with_q_scrolls_like_a_list_and_starts_with_the_keys_of_the_view() {
+    let fx = fixture(20);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.apply(Action::Resize(80, 24));
+    app.press("? G");
+    let scroll = |app: &App| match app.state.overlays.last() {
+        Some(Overlay::Help { scroll, .. }) => *scroll,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(scroll(&app), app.state.help_lines() - 20, "G goes to the end");
+    app.press("k k g");
+    assert_eq!(scroll(&app), 0, "g to the top");
+    app.press("j j");
+    assert_eq!(scroll(&app), 2);
+    app.press("q");
+    assert!(!app.state.quit, "q closes the help, not the console");
+    assert_eq!(app.state.mode(), Mode::Users);
+    // Opened in the audit view, its keys come first.
+    app.press("tab ?");
+    let screen = tui_common::render(&app.state, 120, 40);
+    let audit = screen.find("Audit log [audit]").expect("the audit keys");
+    let users = screen.find("User table [users]").unwrap_or(usize::MAX);
+    assert!(audit < users, "audit before users:\n{screen}");
+    app.press("esc esc");
+    assert_eq!(app.state.mode(), Mode::Audit);
+    app.press("? q q");
+    assert!(app.state.quit, "q outside the help still quits");
 }
 
 #[test]

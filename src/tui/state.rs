@@ -318,7 +318,8 @@ pub struct EnrollDialog {
 
 #[derive(Debug, Clone)]
 pub enum Overlay {
-    Help { scroll: usize },
+    /// The keys, those of `first` (where it was opened) first.
+    Help { scroll: usize, first: Section },
     CommandLine { input: String },
     Detail(DetailPane),
     ConfirmReset(ConfirmReset),
@@ -326,6 +327,30 @@ pub enum Overlay {
     ResetResult(ResetResultView),
     Confirm(Confirm),
     Enroll(EnrollDialog),
+}
+
+/// The order of the help's sections when opened from `first`: that one and the ones used with
+/// it, then everywhere, then the rest.
+pub fn help_sections(first: Section) -> Vec<Section> {
+    use Section as S;
+    let lead: &[Section] = match first {
+        S::Users | S::Filter => &[S::Users, S::Filter, S::Input],
+        S::Command => &[S::Command, S::Input],
+        S::Dialog => &[S::Dialog, S::Input],
+        S::Login => &[S::Login, S::Input],
+        S::Detail => &[S::Detail],
+        S::Audit => &[S::Audit],
+        S::Orgs => &[S::Orgs],
+        S::Progress => &[S::Progress],
+        S::Result => &[S::Result],
+        S::Help => &[S::Help],
+        S::Input => &[S::Input],
+        S::Global => &[S::Global],
+    };
+    let rest = [S::Global, S::Users, S::Filter, S::Input, S::Detail, S::Dialog, S::Result, S::Audit, S::Orgs, S::Command, S::Help, S::Login, S::Progress];
+    let mut order = lead.to_vec();
+    order.extend(rest.into_iter().filter(|s| !lead.contains(s)));
+    order
 }
 
 /// What keys mean right now.
@@ -492,6 +517,12 @@ impl State {
     /// a heading and its bindings.
     pub fn help_lines(&self) -> usize {
         2 + Section::ALL.iter().map(|s| self.keymap.help(*s).len()).filter(|n| *n > 0).map(|n| n + 2).sum::<usize>()
+    }
+
+    /// Open the help on the keys of what is on screen now.
+    pub fn open_help(&mut self) {
+        let first = self.mode().sections()[0];
+        self.overlays.push(Overlay::Help { scroll: 0, first });
     }
 
     /// The first hint for `command` in `section`, e.g. "R".

@@ -39,7 +39,7 @@ pub fn run_command_line(state: &mut State, input: &str) -> Option<Effect> {
         "" => None,
         "q" | "q!" | "quit" | "exit" => super::update(state, Action::Command(Command::Quit)),
         "help" | "h" => {
-            state.overlays.push(Overlay::Help { scroll: 0 });
+            state.open_help();
             None
         }
         "users" => super::switch_view(state, View::Users),

@@ -38,7 +38,7 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             let name = name(state, user);
             ask_status(state, user, name, status);
         }
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         _ => {}
     }
     None

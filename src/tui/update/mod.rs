@@ -105,7 +105,7 @@ fn on_command(state: &mut State, command: Command) -> Option<Effect> {
 /// Commands every main view shares.
 fn common_command(state: &mut State, command: Command) -> Option<Effect> {
     match command {
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         Command::CommandLine => state.overlays.push(Overlay::CommandLine { input: String::new() }),
         Command::NextView | Command::PrevView => {
             let i = View::ALL.iter().position(|v| *v == state.view).unwrap_or(0);
@@ -169,13 +169,15 @@ fn confirm_command(state: &mut State, command: Command) -> Option<Effect> {
 fn help_command(state: &mut State, command: Command) -> Option<Effect> {
     let page = state.size.1.saturating_sub(4).max(1) as usize;
     let max = state.help_lines().saturating_sub(page);
-    let Some(Overlay::Help { scroll }) = state.overlays.last_mut() else {
+    let Some(Overlay::Help { scroll, .. }) = state.overlays.last_mut() else {
         return None;
     };
     match command {
-        Command::Back | Command::Help => {
+        Command::Back | Command::Help | Command::Quit => {
             state.overlays.pop();
         }
+        Command::Top => *scroll = 0,
+        Command::Bottom => *scroll = max,
         Command::Down => *scroll = (*scroll + 1).min(max),
         Command::Up => *scroll = scroll.saturating_sub(1),
         Command::PageDown => *scroll = (*scroll + page).min(max),

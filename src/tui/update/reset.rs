@@ -120,7 +120,7 @@ pub(super) fn result_command(state: &mut State, command: Command) -> Option<Effe
         Command::Up => r.scroll = r.scroll.saturating_sub(1),
         Command::PageDown => r.scroll = (r.scroll + page).min(max),
         Command::PageUp => r.scroll = r.scroll.saturating_sub(page),
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         _ => {}
     }
     None

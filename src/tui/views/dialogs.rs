@@ -58,30 +58,15 @@ fn boxed(state: &State, frame: &mut Frame, area: Rect, title: &str, width: u16, 
 // ---------------------------------------------------------------- help
 
 /// Every binding of every mode, generated from the key map that handles input.
-pub fn help(state: &State, scroll: usize, frame: &mut Frame, area: Rect) {
+pub fn help(state: &State, scroll: usize, first: Section, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let outer = layout::centered(area, 96, area.height.saturating_sub(2).max(3));
     let inner = popup(state, frame, outer, "Keys");
     let mut lines = vec![
         Line::styled("From the key map; change keys in the config file: [tui.keys.<mode>].", t.dim()),
-        Line::styled("q quits where it does not type into a field; ctrl-c quits everywhere.", t.dim()),
+        Line::styled("This screen's keys first. q/esc close, j/k g/G scroll; ctrl-c quits anywhere.", t.dim()),
     ];
-    let order = [
-        Section::Global,
-        Section::Users,
-        Section::Filter,
-        Section::Input,
-        Section::Detail,
-        Section::Dialog,
-        Section::Result,
-        Section::Audit,
-        Section::Orgs,
-        Section::Command,
-        Section::Help,
-        Section::Login,
-        Section::Progress,
-    ];
-    for section in order {
+    for section in crate::tui::state::help_sections(first) {
         let bindings = state.keymap.help(section);
         if bindings.is_empty() {
             continue;

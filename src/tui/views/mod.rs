@@ -44,7 +44,7 @@ pub fn draw(state: &State, frame: &mut Frame) {
     }
     for overlay in &state.overlays {
         match overlay {
-            Overlay::Help { scroll } => dialogs::help(state, *scroll, frame, area),
+            Overlay::Help { scroll, first } => dialogs::help(state, *scroll, *first, frame, area),
             Overlay::CommandLine { input } => dialogs::command_line(state, input, frame, area),
             Overlay::Detail(pane) => panes::draw_detail(state, pane, frame, area),
             Overlay::ConfirmReset(d) => dialogs::confirm_reset(state, d, frame, area),
