@@ -870,3 +870,44 @@ fn counts_of_one_are_singular() {
     let screen = tui_common::render(&app.state, 120, 40);
     assert!(screen.contains(" 1 org "), "{screen}");
 }
+
+fn detail_user(app: &App) -> mfadmin::domain::user::UserView {
+    match app.state.overlays.iter().rev().find_map(|o| if let Overlay::Detail(d) = o { d.detail.clone() } else { None }) {
+        Some(d) => d.user,
+        None => panic!("no detail pane: {:?}", app.state.overlays),
+    }
+}
+
+/// The detail pane tells the truth after an enrollment is cancelled (the user is pending) and after
+/// a reset (no factor, whatever date the record keeps of the last one).
+#[test]
+fn the_detail_pane_shows_pending_after_a_cancelled_enrollment_and_no_factor_after_a_reset() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m"); // must enroll
+    let name = app.cursor_name();
+    app.press("enter");
+    assert_eq!(detail_user(&app).mfa, MfaStatus::MustEnroll);
+    app.press("e esc");
+    assert_eq!(app.state.mode(), Mode::Detail);
+    assert_eq!(detail_user(&app).mfa, MfaStatus::Pending, "the pane");
+    assert_eq!(app.state.users.user(detail_user(&app).id).unwrap().mfa, MfaStatus::Pending, "the table");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("pending") && screen.contains("not yet: a secret was issued"), "{name}:\n{screen}");
+
+    // An enrolled user reset from the pane: the pane says so.
+    app.press("esc esc m");
+    app.press("enter");
+    let enrolled = detail_user(&app);
+    assert_eq!(enrolled.mfa, MfaStatus::Enrolled);
+    assert!(enrolled.mfa_enrolled_at.is_some());
+    app.press("R");
+    app.type_text("lost phone");
+    app.press("tab tab enter esc");
+    assert_eq!(app.state.mode(), Mode::Detail);
+    let after = detail_user(&app);
+    assert_eq!(after.mfa, MfaStatus::MustEnroll);
+    let screen = tui_common::render(&app.state, 120, 40);
+    let line = screen.lines().find(|l| l.contains("MFA enrolled")).unwrap();
+    assert!(line.contains("no factor now (one enrolled") && line.contains("was reset)"), "{line}");
+}

@@ -27,8 +27,12 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
         return None;
     };
     match command {
+        // Cancelled or done: the user is pending, enrolled or as before; the row and any detail
+        // pane show which.
         Command::Back => {
+            let user = e.user;
             state.overlays.pop();
+            return Some(Effect::LoadDetail(user));
         }
         Command::Submit if e.recovery_codes.is_some() => {
             state.overlays.pop();
@@ -57,7 +61,12 @@ pub(super) fn begun(state: &mut State, result: Result<Enrollment, String>) -> Op
     if let Some(Overlay::Enroll(e)) = state.overlays.last_mut() {
         e.waiting = false;
         match result {
-            Ok(enrollment) => e.enrollment = Some(enrollment),
+            Ok(enrollment) => {
+                e.enrollment = Some(enrollment);
+                // A secret was issued: the user is pending now.
+                let user = e.user;
+                return Some(Effect::LoadDetail(user));
+            }
             Err(why) => e.error = Some(why),
         }
     }

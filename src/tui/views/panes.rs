@@ -161,6 +161,19 @@ pub fn draw_orgs(state: &State, frame: &mut Frame, area: Rect) {
     frame.render_widget(table, areas.body);
 }
 
+/// When the factor the user has now was enrolled: the record keeps the date of one since reset
+/// or being replaced, which is history, not the state.
+fn enrolled_line(u: &crate::domain::user::UserView) -> String {
+    use crate::domain::mfa::MfaStatus;
+    let date = when(u.mfa_enrolled_at.as_deref(), false);
+    match (u.mfa, &u.mfa_enrolled_at) {
+        (MfaStatus::Enrolled | MfaStatus::Locked, _) => date,
+        (MfaStatus::Pending, _) => "not yet: a secret was issued, its first code not confirmed".into(),
+        (_, Some(_)) => format!("no factor now (one enrolled {date} was reset)"),
+        (_, None) => "never".into(),
+    }
+}
+
 pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let boxed = layout::centered(area, 100, area.height.saturating_sub(2));
@@ -182,7 +195,7 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
                 Span::styled(format!("{:>16}  ", "MFA"), t.dim()),
                 Span::styled(mfa_label(u.mfa), t.mfa(u.mfa)),
             ]));
-            lines.push(field("MFA enrolled", when(u.mfa_enrolled_at.as_deref(), false)));
+            lines.push(field("MFA enrolled", enrolled_line(u)));
             let client = u.mfa_last_client.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
             lines.push(field("MFA last used", format!("{}{client}", when(u.mfa_last_used_at.as_deref(), false))));
             lines.push(field("MFA reset", when(u.mfa_reset_at.as_deref(), false)));
