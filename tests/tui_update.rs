@@ -911,3 +911,81 @@ fn the_detail_pane_shows_pending_after_a_cancelled_enrollment_and_no_factor_afte
     let line = screen.lines().find(|l| l.contains("MFA enrolled")).unwrap();
     assert!(line.contains("no factor now (one enrolled") && line.contains("was reset)"), "{line}");
 }
+
+/// Every text field edits like a line editor: the cursor moves with ←/→/Home/End (and ctrl-a/e),
+/// text goes in at the cursor, backspace, delete and ctrl-w work around it.
+#[test]
+fn text_fields_edit_at_the_cursor() {
+    let fx = fixture(60);
+    // The find field.
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("/");
+    app.type_text("smth");
+    app.press("left left");
+    app.type_text("i");
+    assert_eq!(app.state.users.query().text, "smith");
+    app.press("home delete end backspace");
+    assert_eq!(app.state.users.query().text, "mit");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("/mit▏"), "{screen}");
+    app.press("ctrl-a");
+    assert!(tui_common::render(&app.state, 120, 40).contains("/▏mit"));
+    app.press("esc");
+
+    // The command line: ctrl-w deletes the word before the cursor, not the last one.
+    app.press(":");
+    app.type_text("filter role=admin zed");
+    app.press("left left left left ctrl-w");
+    let Some(Overlay::CommandLine { input }) = app.state.overlays.last() else { panic!() };
+    assert_eq!(input, "filter  zed", "the word before the cursor went, the space after it stays");
+    app.press("esc");
+
+    // The reason in the reset dialog; the arrows move between its buttons once they have the focus.
+    app.press("R");
+    app.type_text("lost phne");
+    app.press("left left");
+    app.type_text("o");
+    assert_eq!(confirm_dialog(&app).reason, "lost phone");
+    app.press("tab tab right");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Confirm);
+    app.press("left");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Cancel);
+    app.press("esc");
+
+    // The login form.
+    let mut login = App::new(&fx.service, options(true));
+    login.type_text("ownr");
+    login.press("left");
+    login.type_text("e");
+    let Screen::Login(form) = &login.state.screen else { panic!() };
+    assert_eq!(form.username, "owner");
+}
+
+/// `:` completes commands with tab, and what `:sort` and `:filter` take.
+#[test]
+fn the_command_line_completes_with_tab() {
+    let fx = fixture(30);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let input = |app: &App| match app.state.overlays.last() {
+        Some(Overlay::CommandLine { input }) => input.clone(),
+        other => panic!("{other:?}"),
+    };
+    app.press(":");
+    app.type_text("so");
+    app.press("tab");
+    assert_eq!(input(&app), "sort ");
+    app.type_text("la");
+    app.press("tab");
+    assert_eq!(input(&app), "sort last_login");
+    app.press("ctrl-u");
+    app.type_text("r");
+    app.press("tab");
+    assert_eq!(input(&app), "re", "reset and refresh share re");
+    assert!(tui_common::render(&app.state, 120, 40).contains("reset  refresh"), "the candidates are shown");
+    app.press("ctrl-u");
+    app.type_text("filter role=ad");
+    app.press("tab");
+    assert_eq!(input(&app), "filter role=admin");
+    app.press("enter");
+    assert_eq!(app.state.users.query().role, Some(Role::Admin));
+}

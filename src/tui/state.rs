@@ -414,6 +414,8 @@ pub struct State {
     pub audit: AuditPane,
     pub orgs: OrgsPane,
     pub overlays: Vec<Overlay>,
+    /// Where the cursor of the focused text field is: this many characters before its end.
+    pub cursor_back: usize,
     pub message: Option<Message>,
     pub busy: usize,
     pub spinner: usize,
@@ -448,6 +450,7 @@ impl State {
             audit: AuditPane::default(),
             orgs: OrgsPane::default(),
             overlays: Vec::new(),
+            cursor_back: 0,
             message: None,
             busy: 0,
             spinner: 0,

@@ -1,6 +1,5 @@
 //! Enrolling a user's second factor at the console: the QR code dialog and its code.
 
-use super::edit::{self, Edit};
 use crate::service::Enrollment;
 use crate::tui::action::Command;
 use crate::tui::effects::Effect;
@@ -48,9 +47,6 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
             e.error = None;
             return Some(Effect::ConfirmEnroll { user: e.user, code });
         }
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None

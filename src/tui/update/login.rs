@@ -1,7 +1,6 @@
 //! The login screen: password, then a code or an enrollment, then any recovery codes; and back to
 //! it when the session ends.
 
-use super::edit::{self, Edit};
 use super::users;
 use crate::service::Enrollment;
 use crate::tui::action::{Command, Session};
@@ -52,9 +51,6 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
                 return logged_in(state, session);
             }
         },
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None

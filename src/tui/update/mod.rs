@@ -37,7 +37,15 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
             state.quit = true;
             None
         }
-        Action::Command(command) => on_command(state, command),
+        Action::Command(command) if command.is_line_edit() && state.mode().takes_text() => match Edit::of(command) {
+            Some(edit) => edit::apply(state, edit),
+            None => None,
+        },
+        Action::Command(command) => {
+            // Any other command may move the focus: a field is entered with the cursor at its end.
+            state.cursor_back = 0;
+            on_command(state, command)
+        }
         Action::Type(c) => edit::apply(state, Edit::Insert(c.to_string())),
         Action::Paste(text) => {
             let line: String = text.chars().filter(|c| !c.is_control()).collect();

@@ -1,7 +1,6 @@
 //! Resetting MFA: the confirmation with its dry run, the progress, and the result.
 
 use super::detail;
-use super::edit::{self, Edit};
 use crate::service::{ResetOutcome, ResetReport};
 use crate::tui::action::{Command, ResetRun};
 use crate::tui::effects::{Effect, ResetGate};
@@ -89,9 +88,6 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
                 d.focus = order[(i + 1) % order.len()];
             }
         },
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None

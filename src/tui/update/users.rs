@@ -1,6 +1,5 @@
 //! The users view: moving, marking, filtering and sorting the table, and loading the users into it.
 
-use super::edit::{self, Edit};
 use super::{audit, detail, enroll, reset};
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -145,9 +144,6 @@ pub(super) fn filter_command(state: &mut State, command: Command) -> Option<Effe
                 state.users.move_cursor(delta, page);
             }
         }
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None

@@ -8,7 +8,7 @@ use crate::service::{Enrollment, ResetOutcome};
 use crate::tui::action::Command;
 use crate::tui::keymap::Section;
 use crate::tui::layout;
-use crate::tui::state::{Confirm, ConfirmReset, EnrollDialog, ResetFocus, ResetProgress, ResetResultView, State};
+use crate::tui::state::{Level, Confirm, ConfirmReset, EnrollDialog, ResetFocus, ResetProgress, ResetResultView, State};
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -20,12 +20,9 @@ use std::collections::BTreeMap;
 fn field<'a>(state: &State, label: &str, value: &str, focused: bool, masked: bool) -> Line<'a> {
     let t = &state.theme;
     let shown = if masked { "•".repeat(value.chars().count()) } else { value.to_string() };
-    let (marker, style, cursor) = if focused { ("› ", t.focused_input(), "▏") } else { ("  ", t.input(), "") };
-    Line::from(vec![
-        Span::styled(marker.to_string(), t.key()),
-        Span::raw(format!("{label} ")),
-        Span::styled(format!("{shown}{cursor}"), style),
-    ])
+    let (marker, style) = if focused { ("› ", t.focused_input()) } else { ("  ", t.input()) };
+    let shown = if focused { super::with_cursor(&shown, state.cursor_back) } else { shown };
+    Line::from(vec![Span::styled(marker.to_string(), t.key()), Span::raw(format!("{label} ")), Span::styled(shown, style)])
 }
 
 fn button<'a>(state: &State, label: &str, focused: bool) -> Span<'a> {
@@ -86,7 +83,12 @@ pub fn help(state: &State, scroll: usize, first: Section, frame: &mut Frame, are
 pub fn command_line(state: &State, input: &str, frame: &mut Frame, area: Rect) {
     let status = layout::main_areas(area).status;
     frame.render_widget(ratatui::widgets::Clear, status);
-    let line = Line::from(vec![Span::styled(format!(":{input}▏"), state.theme.focused_input())]);
+    let mut spans = vec![Span::styled(format!(":{}", super::with_cursor(input, state.cursor_back)), state.theme.focused_input())];
+    // What completion offers, or why it offers nothing, beside the line.
+    if let Some(m) = &state.message {
+        spans.push(Span::styled(format!("   {}", m.text), if m.level == Level::Error { state.theme.error() } else { state.theme.dim() }));
+    }
+    let line = Line::from(spans);
     frame.render_widget(Paragraph::new(line), status);
 }
 

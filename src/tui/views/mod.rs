@@ -157,6 +157,16 @@ fn popup(state: &State, frame: &mut Frame, area: Rect, title: &str) -> Rect {
     inner
 }
 
+/// `text` with the cursor of the focused field drawn in it, `back` characters before its end.
+pub fn with_cursor(text: &str, back: usize) -> String {
+    let len = text.chars().count();
+    let at = len - back.min(len);
+    let mut out: String = text.chars().take(at).collect();
+    out.push('▏');
+    out.extend(text.chars().skip(at));
+    out
+}
+
 /// "1 user", "2 users": a count and its noun, singular for one.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }

@@ -27,7 +27,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
         Some(Err(e)) => Span::styled(format!("chain not checked: {e}"), t.error()),
     };
     let find = if a.editing {
-        Span::styled(format!("/{}▏", a.filter), t.focused_input())
+        Span::styled(format!("/{}", super::with_cursor(&a.filter, state.cursor_back)), t.focused_input())
     } else if a.filter.is_empty() {
         Span::styled(format!("({} to type)", state.key_hint(Section::Audit, Command::Filter)), t.dim())
     } else {

@@ -54,7 +54,7 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     if density == Density::Compact {
         // The compact layout shares the top line: the filter goes to its right end.
         let text = match (state.filter_editing, q.text.is_empty()) {
-            (true, _) => format!("/{}▏", q.text),
+            (true, _) => format!("/{}", super::with_cursor(&q.text, state.cursor_back)),
             (false, false) => format!("/{}", q.text),
             (false, true) => String::new(),
         };
@@ -72,7 +72,7 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     }
     spans.push(Span::styled(" Find ", t.plain()));
     if state.filter_editing {
-        spans.push(Span::styled(format!("/{}▏", q.text), t.focused_input()));
+        spans.push(Span::styled(format!("/{}", super::with_cursor(&q.text, state.cursor_back)), t.focused_input()));
     } else if q.text.is_empty() {
         let key = state.key_hint(crate::tui::keymap::Section::Users, crate::tui::action::Command::Filter);
         spans.push(Span::styled(format!("({key} to type)"), t.dim()));
