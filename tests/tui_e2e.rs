@@ -35,7 +35,9 @@ impl Tmux {
         std::fs::write(&conf, "set -g remain-on-exit on\nset -g history-limit 20000\n").unwrap();
         let status_file = dir.join("exit-status");
         // tmux may be slow to notice that a pane's process ended, so a shell records how it ended.
-        let script = format!("\"$0\" \"$@\"; echo $? > '{}'", status_file.display());
+        // The shell stays a moment after, so that tmux reads the last of what the console printed
+        // before the terminal closes.
+        let script = format!("\"$0\" \"$@\"; echo $? > '{}'; sleep 5", status_file.display());
         let mut tmux = Tmux { socket, status_file, socket_path: String::new() };
         let mut command = vec!["-f", conf.to_str().unwrap(), "new-session", "-d", "-x", "120", "-y", "40", "-s", "e2e", "sh", "-c", &script, BIN];
         command.extend_from_slice(args);
@@ -462,6 +464,6 @@ fn a_bulk_reset_stops_on_esc_and_quitting_during_one_prints_every_user() {
 
     let enrolled_after = json(&data, &["user", "list", "--mfa", "enrolled", "--output", "json"]).as_array().unwrap().len();
     assert_eq!(enrolled_after, enrolled_before - reset_first - reset_second, "exactly those were reset");
-    let events = json(&data, &["audit", "list", "--filter", "mfa.reset", "--output", "json"]);
+    let events = json(&data, &["audit", "list", "--filter", "mfa.reset", "--limit", "10000", "--output", "json"]);
     assert_eq!(events.as_array().unwrap().len(), reset_first + reset_second);
 }

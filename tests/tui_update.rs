@@ -989,3 +989,45 @@ fn the_command_line_completes_with_tab() {
     app.press("enter");
     assert_eq!(app.state.users.query().role, Some(Role::Admin));
 }
+
+/// A helpdesk is offered only what its role may do: no org enforcement toggle, no reset, enroll or
+/// disable of an admin; asked anyway (by key), it is told why at once, before any dialog.
+#[test]
+fn only_what_the_role_may_do_is_offered() {
+    let fx = fixture(300);
+    let console = mfadmin::service::Actor::console("tui");
+    let query = UserQuery { role: Some(Role::Helpdesk), status: Some(Status::Active), ..UserQuery::default() };
+    let helpdesk = fx.service.list_users(&fx.owner, &query, NOW).unwrap().users[0].username.clone();
+    let actor = fx.service.act_as(&console, &helpdesk, "tui").unwrap();
+    let mut app = App::logged_in(&fx.service, &actor, options(true));
+    // The orgs view: no toggle offered, and space says why instead of asking.
+    app.press("tab tab");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(!screen.contains("enforce on/off") && !screen.contains("turns it on or off"), "{screen}");
+    app.press("space");
+    assert!(app.state.overlays.is_empty(), "no confirmation to refuse later");
+    assert!(app.state.message.as_ref().unwrap().text.contains("only an owner or admin may change MFA enforcement"), "{:?}", app.state.message);
+    // An admin in the table: reset, enroll and disable are refused before any dialog.
+    app.press("tab r r");
+    assert_eq!(app.state.users.cursor_user().unwrap().role, Role::Admin);
+    app.press("R");
+    assert!(app.state.overlays.is_empty(), "R opened {:?}", app.state.overlays);
+    assert!(app.state.message.as_ref().unwrap().text.starts_with("a helpdesk cannot reset"), "{:?}", app.state.message);
+    // The admin's detail pane offers only going back; asked anyway, it says why.
+    app.press("enter");
+    for key in ["R", "e", "d"] {
+        app.state.message = None;
+        app.press(key);
+        assert!(matches!(app.state.overlays.as_slice(), [Overlay::Detail(_)]), "{key} opened {:?}", app.state.overlays);
+        assert!(app.state.message.as_ref().unwrap().text.starts_with("a helpdesk cannot"), "{key}: {:?}", app.state.message);
+    }
+    let screen = tui_common::render(&app.state, 120, 40);
+    let hints = screen.lines().find(|l| l.contains("esc back")).unwrap();
+    assert!(!hints.contains("reset MFA") && !hints.contains("enroll now") && !hints.contains("disable"), "{hints}");
+    // A member: the helpdesk may reset it, so it is offered.
+    app.press("esc r r r r");
+    assert_eq!(app.state.users.cursor_user().unwrap().role, Role::Member);
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.lines().any(|l| l.contains("R reset MFA")), "{screen}");
+}

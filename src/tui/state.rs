@@ -6,6 +6,8 @@ use super::keymap::{Key, KeyMap, Section};
 use super::layout;
 use super::table::{Query, UserTable};
 use super::theme::Theme;
+use crate::domain::policy;
+use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::service::{AuditView, Enrollment, OrgView, ResetOutcome, ResetReport, UserDetail, VerifyReport};
 use ratatui::layout::Rect;
@@ -329,6 +331,15 @@ pub enum Overlay {
     Enroll(EnrollDialog),
 }
 
+/// Something the console offers that not every role may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Reset,
+    Enroll,
+    SetStatus,
+    ChangeOrg,
+}
+
 /// The order of the help's sections when opened from `first`: that one and the ones used with
 /// it, then everywhere, then the rest.
 pub fn help_sections(first: Section) -> Vec<Section> {
@@ -520,6 +531,28 @@ impl State {
     /// a heading and its bindings.
     pub fn help_lines(&self) -> usize {
         2 + Section::ALL.iter().map(|s| self.keymap.help(*s).len()).filter(|n| *n > 0).map(|n| n + 2).sum::<usize>()
+    }
+
+    /// Why the logged-in admin may not do `offer` to a user of role `target` (named `name`), as the
+    /// service will decide it (the same policy); `None` when it may. The console offers only what
+    /// is allowed, instead of refusing after a confirmation.
+    pub fn refusal(&self, offer: Offer, target: Option<(Role, &str)>) -> Option<String> {
+        let who = &self.session.as_ref()?.who;
+        let is_self = target.is_some_and(|(_, name)| name == who.name);
+        let role = who.role;
+        match (offer, target) {
+            (Offer::ChangeOrg, _) if !policy::may_change_org(role) => Some(format!("only an owner or admin may change MFA enforcement; you are {}", role.with_article())),
+            (Offer::Reset, None) if matches!(role, Role::Auditor) => Some("auditors can read users and the audit log but cannot reset MFA".into()),
+            (Offer::Reset, Some((target, _))) => policy::may_reset(role, target, is_self).err().map(|policy::Denied(why)| why),
+            (Offer::Enroll, Some((target, _))) => {
+                policy::may_reset(role, target, false).err().map(|policy::Denied(why)| why.replace("reset the MFA of", "enroll MFA for"))
+            }
+            (Offer::SetStatus, Some((_, _))) if is_self => Some("you cannot disable or enable yourself".into()),
+            (Offer::SetStatus, Some((target, _))) if !policy::may_manage_user(role, target) => {
+                Some(format!("{} cannot disable or enable {}", role.with_article(), target.with_article()))
+            }
+            _ => None,
+        }
     }
 
     /// Open the help on the keys of what is on screen now.

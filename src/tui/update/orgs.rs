@@ -13,6 +13,11 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         Command::Down => o.cursor = (o.cursor + 1).min(o.orgs.len().saturating_sub(1)),
         Command::Refresh => return Some(Effect::LoadOrgs),
         Command::ToggleEnforcement => {
+            if let Some(why) = state.refusal(Offer::ChangeOrg, None) {
+                state.error(why);
+                return None;
+            }
+            let o = &state.orgs;
             let org = o.orgs.get(o.cursor)?.clone();
             let on = !org.mfa_enforced;
             let lines = if on {

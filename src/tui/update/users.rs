@@ -87,7 +87,14 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             t.scroll_into_view(page);
         }
         Command::Refresh => return Some(reload(state)),
-        Command::Reset => return reset::request(state, None),
+        Command::Reset => {
+            let target = if t.mark_count() > 0 { None } else { t.cursor_user() };
+            if let Some(why) = state.refusal(Offer::Reset, target.as_ref().map(|u| (u.role, u.username.as_str()))) {
+                state.error(why);
+                return None;
+            }
+            return reset::request(state, None);
+        }
         Command::Open => {
             let user = t.cursor_user()?.id;
             state.overlays.push(Overlay::Detail(DetailPane { user, detail: None, error: None, scroll: 0 }));
@@ -95,10 +102,18 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         }
         Command::Enroll => {
             let user = t.cursor_user()?;
+            if let Some(why) = state.refusal(Offer::Enroll, Some((user.role, &user.username))) {
+                state.error(why);
+                return None;
+            }
             return enroll::begin(state, user.id, user.username);
         }
         Command::ToggleStatus => {
             let user = t.cursor_user()?;
+            if let Some(why) = state.refusal(Offer::SetStatus, Some((user.role, &user.username))) {
+                state.error(why);
+                return None;
+            }
             detail::ask_status(state, user.id, user.username, user.status);
         }
         other => return super::common_command(state, other),

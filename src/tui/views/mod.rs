@@ -6,7 +6,7 @@ mod panes;
 mod users;
 
 use super::layout::{self, Density};
-use super::state::{Level, Overlay, Screen, State, View};
+use super::state::{Level, Offer, Overlay, Screen, State, View};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
@@ -135,7 +135,13 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
                 View::Audit => &[(C::Help, "help"), (C::Filter, "find"), (C::NextView, "next view"), (C::Quit, "quit")],
                 View::Orgs => &[(C::Help, "help"), (C::ToggleEnforcement, "enforce on/off"), (C::NextView, "next view"), (C::Quit, "quit")],
             };
-            for (command, label) in hints {
+            // Only what the admin's role may do is offered.
+            let allowed = |c: &C| match c {
+                C::Reset => state.refusal(Offer::Reset, None).is_none(),
+                C::ToggleEnforcement => state.refusal(Offer::ChangeOrg, None).is_none(),
+                _ => true,
+            };
+            for (command, label) in hints.iter().filter(|(c, _)| allowed(c)) {
                 spans.push(Span::styled(state.key_hint(section, *command), t.key()));
                 spans.push(Span::raw(format!(" {label}  ")));
             }

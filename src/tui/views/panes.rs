@@ -6,7 +6,7 @@ use crate::domain::user::Status;
 use crate::tui::action::Command;
 use crate::tui::keymap::Section;
 use crate::tui::layout::{self, Density};
-use crate::tui::state::{DetailPane, State};
+use crate::tui::state::{DetailPane, Offer, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
@@ -128,7 +128,10 @@ pub fn draw_orgs(state: &State, frame: &mut Frame, area: Rect) {
     let areas = layout::main_areas(area);
     if layout::density(area) != Density::Compact {
         let key = state.key_hint(Section::Orgs, Command::ToggleEnforcement);
-        let bar = Line::from(vec![Span::raw(" MFA enforcement per org: "), Span::styled(key, t.key()), Span::raw(" turns it on or off (asks first)")]);
+        let bar = match state.refusal(Offer::ChangeOrg, None) {
+            None => Line::from(vec![Span::raw(" MFA enforcement per org: "), Span::styled(key, t.key()), Span::raw(" turns it on or off (asks first)")]),
+            Some(why) => Line::from(vec![Span::raw(" MFA enforcement per org ("), Span::styled(why, t.dim()), Span::raw(")")]),
+        };
         frame.render_widget(Paragraph::new(bar), areas.filter);
     }
     let rows: Vec<Row> = o
@@ -231,8 +234,17 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
         Some(Status::Disabled) => "enable",
         _ => "disable",
     };
+    let user = pane.detail.as_ref().map(|d| d.user.clone()).or_else(|| state.users.user(pane.user));
+    // Only what the admin's role may do to this user is offered.
+    let allowed = |offer| user.as_ref().is_none_or(|u| state.refusal(offer, Some((u.role, &u.username))).is_none());
+    let offers = [
+        (Command::Reset, "reset MFA", allowed(Offer::Reset)),
+        (Command::Enroll, "enroll now", allowed(Offer::Enroll)),
+        (Command::ToggleStatus, status_verb, allowed(Offer::SetStatus)),
+        (Command::Back, "back", true),
+    ];
     let mut hints = Vec::new();
-    for (command, label) in [(Command::Reset, "reset MFA"), (Command::Enroll, "enroll now"), (Command::ToggleStatus, status_verb), (Command::Back, "back")] {
+    for (command, label, _) in offers.into_iter().filter(|o| o.2) {
         hints.push(Span::styled(state.key_hint(Section::Detail, command), t.key()));
         hints.push(Span::raw(format!(" {label}   ")));
     }
