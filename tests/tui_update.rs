@@ -1031,3 +1031,53 @@ fn only_what_the_role_may_do_is_offered() {
     let screen = tui_common::render(&app.state, 120, 40);
     assert!(screen.lines().any(|l| l.contains("R reset MFA")), "{screen}");
 }
+
+/// The audit view pages through every event: past the last one loaded it asks for older ones,
+/// until there are none; enter opens an event with its whole reason.
+#[test]
+fn the_audit_view_pages_through_every_event_and_opens_one() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    // Enough events for two pages and a bit: resets, each with a long reason.
+    let reason = format!("replaced phones after the office move, ticket 4711; {}", "and a long note ".repeat(8));
+    let mut made = 0;
+    while fx.service.audit_verify(&fx.owner).unwrap().events < 2_300 {
+        let users = fx.service.list_users(&fx.owner, &UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }, NOW).unwrap().users;
+        let targets: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+        fx.service.reset_mfa(&fx.owner, &targets, Some(&reason), false, NOW).unwrap();
+        for u in &users {
+            let e = fx.service.begin_enrollment(&fx.owner, &u.username, "mfadmin", NOW).unwrap();
+            let code = tui_common::code_for(&e.secret_base32, NOW);
+            fx.service.confirm_enrollment(&fx.owner, &u.username, &code, NOW).unwrap();
+        }
+        made += 1;
+        assert!(made < 20);
+    }
+    let total = fx.service.audit_list(&fx.owner, &AuditQuery { limit: Some(usize::MAX), skip_actions: vec!["mfa.validate".into()], ..AuditQuery::default() }).unwrap().len();
+    assert!(total > 2_000, "{total}");
+    app.press("tab");
+    assert_eq!(app.state.audit.events.len(), 1_000);
+    assert!(tui_common::render(&app.state, 120, 40).contains("(newest 1000, more past the last)"));
+    app.press("G G");
+    assert_eq!(app.state.audit.events.len(), 2_000, "G at the end loads the next page");
+    app.press("G G G G");
+    assert_eq!(app.state.audit.events.len(), total, "every event, in the end");
+    assert!(app.state.audit.all_loaded());
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("all {total}")), "{screen}");
+    // The newest reset, opened: its reason in full.
+    let newest_reset = app.state.audit.events.iter().position(|e| e.action == "mfa.reset").unwrap();
+    app.press("g");
+    for _ in 0..newest_reset {
+        app.press("j");
+    }
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("reason  replaced phones after the office move, ticket 4711; and a long note"), "{screen}");
+    assert_eq!(screen.matches("and a long note").count(), 8, "wrapped, not cut:\n{screen}");
+    app.press("esc");
+    assert_eq!(app.state.mode(), Mode::Audit);
+    // At 80 columns the reason is shown rather than the target.
+    let narrow = tui_common::render(&app.state, 80, 24);
+    assert!(narrow.contains("REASON") && !narrow.contains("TARGET"), "{narrow}");
+}

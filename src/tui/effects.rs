@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
-/// How many audit events the audit view loads.
-pub const AUDIT_LIMIT: usize = 1_000;
 /// The source recorded in every audit event the console causes on its own store.
 pub const SOURCE: &str = "tui";
 /// While users stream in, pages are handed to the table at most this often (the first at once).
@@ -52,7 +50,7 @@ pub enum Effect {
     ConfirmEnroll { user: Uuid, code: String },
     SetStatus { user: Uuid, status: Status },
     /// The audit events `text` finds; without `validations`, none of the `mfa.validate` ones.
-    LoadAudit { generation: u64, text: String, validations: bool },
+    LoadAudit { generation: u64, text: String, validations: bool, limit: usize },
     VerifyAudit,
     LoadOrgs,
     SetEnforced { org: String, on: bool },
@@ -235,9 +233,9 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         Effect::SetStatus { user, status } => {
             answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(Box::new(v))), |e| Action::UserChanged(Err(e)))
         }
-        Effect::LoadAudit { generation, text, validations } => {
+        Effect::LoadAudit { generation, text, validations, limit } => {
             let skip_actions = if validations { Vec::new() } else { vec![VALIDATE_ACTION.to_string()] };
-            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT), skip_actions };
+            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(limit), skip_actions };
             let events = read!(backend.audit_list(who, &query));
             answer(events, |v| Action::AuditLoaded { generation, result: Ok(v) }, |e| Action::AuditLoaded { generation, result: Err(e) })
         }

@@ -153,7 +153,7 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditPane {
     pub events: Vec<AuditView>,
     pub loaded: bool,
@@ -168,6 +168,36 @@ pub struct AuditPane {
     /// Are second-factor checks (`mfa.validate`, one per VPN or SSH login) shown? Hidden at
     /// first: they would bury every other event.
     pub validations: bool,
+    /// How many of the newest events are asked for; moving past the last one asks for more.
+    pub limit: usize,
+}
+
+impl Default for AuditPane {
+    fn default() -> Self {
+        AuditPane {
+            events: Vec::new(),
+            loaded: false,
+            error: None,
+            filter: String::new(),
+            editing: false,
+            generation: 0,
+            cursor: 0,
+            offset: 0,
+            verify: None,
+            validations: false,
+            limit: AUDIT_PAGE,
+        }
+    }
+}
+
+/// How many more audit events the view asks for each time it reaches the end of those it has.
+pub const AUDIT_PAGE: usize = 1_000;
+
+impl AuditPane {
+    /// Did the last load bring fewer than it asked for, so that there are no older ones?
+    pub fn all_loaded(&self) -> bool {
+        self.loaded && self.events.len() < self.limit
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -322,6 +352,8 @@ pub struct EnrollDialog {
 pub enum Overlay {
     /// The keys, those of `first` (where it was opened) first.
     Help { scroll: usize, first: Section },
+    /// One audit event in full (its index in the audit view's events).
+    AuditEvent(usize),
     CommandLine { input: String },
     Detail(DetailPane),
     ConfirmReset(ConfirmReset),
@@ -495,7 +527,7 @@ impl State {
         match self.overlays.last() {
             Some(Overlay::Help { .. }) => Mode::Help,
             Some(Overlay::CommandLine { .. }) => Mode::Command,
-            Some(Overlay::Detail(_)) => Mode::Detail,
+            Some(Overlay::Detail(_) | Overlay::AuditEvent(_)) => Mode::Detail,
             Some(Overlay::ConfirmReset(_) | Overlay::Confirm(_) | Overlay::Enroll(_)) => Mode::Dialog,
             Some(Overlay::Progress(_)) => Mode::Progress,
             Some(Overlay::ResetResult(_)) => Mode::Result,

@@ -10,6 +10,16 @@ use std::borrow::Cow;
 use uuid::Uuid;
 
 pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
+    if let Some(Overlay::AuditEvent(_)) = state.overlays.last() {
+        match command {
+            Command::Back => {
+                state.overlays.pop();
+            }
+            Command::Help => state.open_help(),
+            _ => {}
+        }
+        return None;
+    }
     if matches!(command, Command::Reset | Command::Enroll | Command::ToggleStatus)
         && let Some(why) = refused(state, command)
     {

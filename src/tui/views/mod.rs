@@ -47,6 +47,7 @@ pub fn draw(state: &State, frame: &mut Frame) {
             Overlay::Help { scroll, first } => dialogs::help(state, *scroll, *first, frame, area),
             Overlay::CommandLine { input } => dialogs::command_line(state, input, frame, area),
             Overlay::Detail(pane) => panes::draw_detail(state, pane, frame, area),
+            Overlay::AuditEvent(i) => panes::draw_audit_event(state, *i, frame, area),
             Overlay::ConfirmReset(d) => dialogs::confirm_reset(state, d, frame, area),
             Overlay::Progress(p) => dialogs::progress(state, p, frame, area),
             Overlay::ResetResult(r) => dialogs::reset_result(state, r, frame, area),
@@ -115,6 +116,7 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
             state.users.total(),
             state.users.mark_count()
         ),
+        View::Audit if state.audit.loaded && !state.audit.all_loaded() => format!(" {}+ events ", state.audit.events.len()),
         View::Audit => format!(" {} ", count(state.audit.events.len(), "event")),
         View::Orgs => format!(" {} ", count(state.orgs.orgs.len(), "org")),
     };

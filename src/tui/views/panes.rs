@@ -50,7 +50,8 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
     let start = a.offset.min(end);
     let header_titles: &[&str] = match density {
         Density::Full => &["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SOURCE", "REASON / DETAIL"],
-        Density::Narrow => &["WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME"],
+        // Narrow: the reason says more than the target, which the reason or detail mostly names.
+        Density::Narrow => &["WHEN", "ACTOR", "ACTION", "OUTCOME", "REASON / DETAIL"],
         Density::Compact => &["ACTION", "TARGET"],
     };
     let rows: Vec<Row> = a.events[start..end]
@@ -71,7 +72,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
                     e.source.clone(),
                     note,
                 ],
-                Density::Narrow => vec![when(Some(&e.at), false), e.actor.clone(), e.action.clone(), target, e.outcome.as_str().into()],
+                Density::Narrow => vec![when(Some(&e.at), false), e.actor.clone(), e.action.clone(), e.outcome.as_str().into(), note],
                 Density::Compact => vec![e.action.clone(), target],
             };
             let mut row = vec![Cell::from(if is_cursor { "▶" } else { " " })];
@@ -96,8 +97,8 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
             Constraint::Length(16),
             Constraint::Fill(2),
             Constraint::Fill(2),
-            Constraint::Fill(2),
-            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Fill(4),
         ],
         Density::Compact => vec![Constraint::Length(1), Constraint::Fill(1), Constraint::Fill(1)],
     };
@@ -110,16 +111,45 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
             (None, false) => " Audit log (loading…) ".into(),
             (None, true) => {
                 let key = state.key_hint(Section::Audit, Command::ToggleValidations);
+                let which = if a.all_loaded() { format!("all {}", a.events.len()) } else { format!("newest {}, more past the last", a.events.len()) };
                 if a.validations {
-                    format!(" Audit log, newest first, validations shown ({key} to hide) ")
+                    format!(" Audit log, newest first ({which}); validations shown ({key} hides) ")
                 } else {
-                    format!(" Audit log, newest first, validations hidden ({key} to show) ")
+                    format!(" Audit log, newest first ({which}); validations hidden ({key} shows) ")
                 }
             }
         };
         table = table.block(Block::default().borders(Borders::ALL).border_style(t.border()).title(Span::styled(title, t.title())));
     }
     frame.render_widget(table, areas.body);
+}
+
+/// One audit event in full: every field, the reason and detail wrapped rather than cut.
+pub fn draw_audit_event(state: &State, index: usize, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let Some(e) = state.audit.events.get(index) else {
+        return;
+    };
+    let boxed = layout::centered(area, 100, area.height.saturating_sub(2));
+    let inner = popup(state, frame, boxed, &format!("Audit event {}", e.seq));
+    let field = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:>10}  "), t.dim()), Span::raw(v)]);
+    let none = || "-".to_string();
+    let lines = vec![
+        field("when", e.at.clone()),
+        field("actor", e.actor.clone()),
+        field("action", e.action.clone()),
+        field("target", e.target.clone().unwrap_or_else(none)),
+        field("org", e.org.clone().unwrap_or_else(none)),
+        field("outcome", e.outcome.as_str().into()),
+        field("source", e.source.clone()),
+        field("reason", e.reason.clone().unwrap_or_else(none)),
+        field("detail", e.detail.clone().unwrap_or_else(none)),
+        field("hash", e.hash.clone()),
+        field("previous", e.prev_hash.clone()),
+        Line::raw(""),
+        Line::from(vec![Span::styled(state.key_hint(Section::Detail, Command::Back), t.key()), Span::raw(" back")]),
+    ];
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 pub fn draw_orgs(state: &State, frame: &mut Frame, area: Rect) {
