@@ -19,7 +19,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
     let density = layout::density(area);
     let chain = match &a.verify {
         None => Span::styled("chain: checking…", t.dim()),
-        Some(Ok(v)) if v.ok => Span::styled(format!("chain verifies: {}, every link intact ✓", super::count(v.events as usize, "event")), t.ok()),
+        Some(Ok(v)) if v.ok => Span::styled(format!("chain intact: {} (all orgs, all checks) ✓", super::count(v.events as usize, "event")), t.ok()),
         Some(Ok(v)) => Span::styled(
             format!("chain BROKEN at event {}: {} ✗", v.broken_at.unwrap_or_default(), v.problem.clone().unwrap_or_default()),
             t.error(),
