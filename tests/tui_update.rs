@@ -1081,3 +1081,21 @@ fn the_audit_view_pages_through_every_event_and_opens_one() {
     let narrow = tui_common::render(&app.state, 80, 24);
     assert!(narrow.contains("REASON") && !narrow.contains("TARGET"), "{narrow}");
 }
+
+/// A locked factor's detail says when it unlocks by itself.
+#[test]
+fn a_locked_factor_shows_when_it_unlocks() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m m m");
+    assert_eq!(app.state.users.query().mfa, Some(MfaStatus::Locked));
+    let user = app.state.users.cursor_user().expect("a locked user");
+    app.press("enter");
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    let until = pane.detail.as_ref().unwrap().mfa_locked_until.clone().expect("locked until");
+    let at = chrono::DateTime::parse_from_rfc3339(&until).unwrap().timestamp();
+    assert!(at > NOW, "{until} is after now");
+    let screen = tui_common::render(&app.state, 120, 40);
+    let line = screen.lines().find(|l| l.contains(" MFA  locked")).unwrap_or_else(|| panic!("{}:\n{screen}", user.username));
+    assert!(line.contains(&format!("unlocks by itself at {}", until.replace('T', " ").chars().take(16).collect::<String>())), "{line}");
+}

@@ -224,9 +224,11 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
             lines.push(field("org", u.org.clone()));
             lines.push(field("role", u.role.to_string()));
             lines.push(field("status", u.status.as_str().into()));
+            let unlocks = d.mfa_locked_until.as_deref().map(|at| format!("  (wrong codes; unlocks by itself at {})", when(Some(at), false))).unwrap_or_default();
             lines.push(Line::from(vec![
                 Span::styled(format!("{:>16}  ", "MFA"), t.dim()),
                 Span::styled(mfa_label(u.mfa), t.mfa(u.mfa)),
+                Span::raw(unlocks),
             ]));
             lines.push(field("MFA enrolled", enrolled_line(u)));
             let client = u.mfa_last_client.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
