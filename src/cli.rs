@@ -1163,7 +1163,7 @@ fn print_reset(report: &ResetReport, output: Output) -> anyhow::Result<()> {
     eprintln!(
         "{}{}, {} skipped, {} denied, {} not found, {} failed{}",
         if report.dry_run { "dry run, nothing changed: " } else { "" },
-        if report.dry_run { format!("{} would reset", c(ResetOutcome::Reset)) } else { format!("{} reset", c(ResetOutcome::Reset)) },
+        if report.dry_run { format!("{} would be reset", c(ResetOutcome::Reset)) } else { format!("{} reset", c(ResetOutcome::Reset)) },
         c(ResetOutcome::Skipped),
         c(ResetOutcome::Denied),
         c(ResetOutcome::NotFound),

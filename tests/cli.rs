@@ -99,7 +99,7 @@ fn resets_read_targets_from_stdin_and_never_run_unconfirmed() {
         .assert()
         .success()
         .stdout(predicate::str::contains("would reset"))
-        .stderr(predicate::str::contains("nothing changed"));
+        .stderr(predicate::str::contains("dry run, nothing changed: 2 would be reset"));
     mfadmin(dir.path()).args(["mfa", "reset", "-", "--reason", "queue", "--yes"]).write_stdin(stdin).assert().success();
     assert_ne!(json(mfadmin(dir.path()).args(["user", "show", names[1], "--output", "json"]))["user"]["mfa"], "enrolled");
     // A missing reason is refused; an unknown user makes the exit code 1.

@@ -32,10 +32,12 @@ impl Tmux {
         let socket = format!("mfadmin-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
         // Our own config: no user ~/.tmux.conf; keep a pane that exited, to read its last words.
         let conf = dir.join("tmux.conf");
-        std::fs::write(&conf, "set -g remain-on-exit on\nset -g history-limit 100\n").unwrap();
+        std::fs::write(&conf, "set -g remain-on-exit on\nset -g history-limit 20000\n").unwrap();
         let status_file = dir.join("exit-status");
         // tmux may be slow to notice that a pane's process ended, so a shell records how it ended.
-        let script = format!("\"$0\" \"$@\"; echo $? > '{}'", status_file.display());
+        // The shell stays a moment after, so that tmux reads the last of what the console printed
+        // before the terminal closes.
+        let script = format!("\"$0\" \"$@\"; echo $? > '{}'; sleep 5", status_file.display());
         let mut tmux = Tmux { socket, status_file, socket_path: String::new() };
         let mut command = vec!["-f", conf.to_str().unwrap(), "new-session", "-d", "-x", "120", "-y", "40", "-s", "e2e", "sh", "-c", &script, BIN];
         command.extend_from_slice(args);
@@ -64,6 +66,11 @@ impl Tmux {
 
     fn text(&self, text: &str) {
         self.run(&["send-keys", "-t", "e2e:0", "-l", text]);
+    }
+
+    /// The pane with all its history: what scrolled off, too.
+    fn history(&self, target: &str) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-20000", "-t", target])
     }
 
     fn screen(&self, target: &str) -> String {
@@ -380,6 +387,87 @@ fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it(
         logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"),
         "the console logged in through the server: {logins}"
     );
+}
+
+/// In the running console, on the reset dialog: the number it asks to type; type the reason and
+/// that number and press Reset.
+fn confirm_bulk(tmux: &Tmux, reason: &str) -> usize {
+    let dialog = tmux.wait_until("e2e:0", "the dry run", |s| s.contains("will reset") && s.contains("to confirm"));
+    let n: usize = dialog.split("Type ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{dialog}"));
+    tmux.text(reason);
+    tmux.keys(&["Tab"]);
+    tmux.text(&n.to_string());
+    tmux.keys(&["Tab", "Tab", "Enter"]);
+    n
+}
+
+/// A bulk reset in batches of one: esc asks "stop after the current batch?", Stop ends it and the
+/// result screen counts what was reset and what was not tried; the next one is quit during (q, q)
+/// and its results come out on standard output user by user. The CLI agrees with both.
+#[test]
+fn a_bulk_reset_stops_on_esc_and_quitting_during_one_prints_every_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    cli(&data, &["demo", "--users", "3000"], None);
+    let enrolled_before = json(&data, &["user", "list", "--mfa", "enrolled", "--output", "json"]).as_array().unwrap().len();
+    let config = tmp.path().join("batch-of-one.toml");
+    std::fs::write(&config, "[reset]\nbatch_size = 1\n").unwrap();
+    let tmux = Tmux::start(tmp.path(), &["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "tui", "--demo"]);
+    tmux.wait_until("e2e:0", "the demo owner's table", |s| s.contains("users loaded") && s.contains("owner (owner, acme)"));
+    tmux.keys(&["m"]);
+    tmux.wait_for("MFA: enrolled");
+    tmux.keys(&["a"]);
+    tmux.wait_for("marked ");
+    tmux.keys(&["R"]);
+    let first = confirm_bulk(&tmux, "e2e stop");
+    tmux.keys(&["Escape"]);
+    let asked = tmux.wait_for("Stop after the current batch?");
+    assert!(asked.contains("▶ Keep going ◀"), "keep going has the focus:\n{asked}");
+    assert!(asked.contains(&format!(" of {first} reset")), "the bar counts what will be reset:\n{asked}");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("▶ Stop ◀");
+    tmux.keys(&["Enter"]);
+    let result = tmux.wait_until("e2e:0", "the result screen", |s| s.contains("Reset finished") && s.contains("esc close"));
+    let count = |label: &str| -> usize {
+        result
+            .lines()
+            .find_map(|l| l.split('│').find(|part| part.trim_start().starts_with(label)).map(|p| p.trim_start()[label.len()..].split_whitespace().next().unwrap().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {label:?} count:\n{result}"))
+    };
+    let (reset_first, untried) = (count("reset "), count("not tried "));
+    assert!(untried > 0, "stopped before the end:\n{result}");
+    assert_eq!(reset_first + untried, first, "{result}");
+
+    // Again for the rest, and quit during it: the results come out once the console has closed.
+    tmux.keys(&["Escape"]);
+    tmux.wait_until("e2e:0", "the result to close", |s| !s.contains("Reset finished"));
+    tmux.keys(&["R"]);
+    let second = confirm_bulk(&tmux, "e2e quit");
+    assert_eq!(second, untried, "the users not tried are still marked");
+    tmux.keys(&["q"]);
+    tmux.wait_for("Stop after the current batch?");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), 0, "the console exits cleanly");
+    // Every target has a line; tmux may still be reading them from the terminal when the console has ended.
+    let per_user_lines = |out: &str| out.lines().filter(|l| matches!(l.split_whitespace().nth(1), Some("reset" | "skipped" | "denied" | "not_found" | "failed" | "not_tried"))).count();
+    let start = Instant::now();
+    let mut out = tmux.history("e2e:0");
+    while per_user_lines(&out) < second && start.elapsed() < wait() {
+        std::thread::sleep(Duration::from_millis(100));
+        out = tmux.history("e2e:0");
+    }
+    let summary = out.lines().find(|l| l.starts_with("mfadmin tui: reset ")).unwrap_or_else(|| panic!("no summary on standard output:\n{out}"));
+    let reset_second: usize = summary["mfadmin tui: reset ".len()..].split(',').next().unwrap().parse().unwrap();
+    let per_user = |outcome: &str| out.lines().filter(|l| l.split_whitespace().nth(1) == Some(outcome)).count();
+    assert_eq!(per_user("reset"), reset_second, "{summary}");
+    assert_eq!(per_user("not_tried"), second - reset_second, "{summary}\n{out}");
+    assert!(summary.ends_with(&format!("stopped: {} not tried", second - reset_second)), "{summary}");
+    drop(tmux);
+
+    let enrolled_after = json(&data, &["user", "list", "--mfa", "enrolled", "--output", "json"]).as_array().unwrap().len();
+    assert_eq!(enrolled_after, enrolled_before - reset_first - reset_second, "exactly those were reset");
+    let events = json(&data, &["audit", "list", "--filter", "mfa.reset", "--limit", "10000", "--output", "json"]);
+    assert_eq!(events.as_array().unwrap().len(), reset_first + reset_second);
 }
 
 /// `mfadmin tui` on a store that `mfadmin serve` holds: the console goes through the server's

@@ -167,3 +167,83 @@ fn audit_view_with_validations_hidden_and_shown() {
     insta::assert_snapshot!("audit_validations_shown_120x40", render(&app.state, 120, 40));
     insta::assert_snapshot!("audit_validations_shown_80x24", render(&app.state, 80, 24));
 }
+
+/// Two user names that differ only at the end, both long: neither is cut at 120 or 80 columns
+/// (other columns give way, and what they cut ends in …), and the cursor row's user name, name
+/// and email are in full at the foot of the table.
+#[test]
+fn long_user_names_are_never_cut() {
+    use mfadmin::domain::role::Role;
+    use mfadmin::service::NewUser;
+    let fx = fixture(40);
+    for name in ["abigail.sullivan", "abigail.sullivan136"] {
+        let user = NewUser {
+            username: name.into(),
+            email: format!("{name}@a-rather-long-domain.acme.example"),
+            display_name: "Abigail Sullivan-Montgomery".into(),
+            role: Role::Member,
+            org: "Acme".into(),
+            password: None,
+        };
+        fx.service.add_user(&mfadmin::service::Actor::console("tui"), user, tui_common::NOW).unwrap();
+    }
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("/");
+    app.type_text("abigail.sul");
+    app.press("enter j");
+    assert_eq!(app.cursor_name(), "abigail.sullivan136");
+    for (w, h) in [(120, 40), (80, 24)] {
+        let screen = render(&app.state, w, h);
+        let rows: Vec<&str> = screen.lines().filter(|l| l.contains("abigail.sullivan")).collect();
+        assert!(rows.iter().any(|l| l.contains("abigail.sullivan ")), "{w}x{h}:\n{screen}");
+        assert!(rows.iter().any(|l| l.contains("abigail.sullivan136 ")), "{w}x{h}:\n{screen}");
+        let foot = screen.lines().find(|l| l.contains("└ ▶")).unwrap_or_else(|| panic!("no cursor line at {w}x{h}:\n{screen}"));
+        assert!(foot.contains("abigail.sullivan136  Abigail Sullivan-Montgomery"), "{foot}");
+        if w == 120 {
+            assert!(foot.contains("<abigail.sullivan136@a-rather-long-domain.acme.example>"), "{foot}");
+        }
+        // Whatever is cut says so.
+        assert!(screen.contains('…'), "{screen}");
+    }
+    snapshots("long_user_names", &app.state);
+}
+
+/// Marks the filter hides are named in the reset dialog, and so are the admin's own account and
+/// a whole org.
+#[test]
+fn reset_dialog_names_hidden_marks_and_warns_about_self_and_whole_orgs() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("space space space /");
+    app.type_text("owner");
+    app.press("enter space R");
+    let screen = render(&app.state, 120, 40);
+    assert!(screen.contains("! 3 of the 4 are hidden by the filter (marked earlier; U clears marks)"), "{screen}");
+    assert!(screen.contains("! this includes you (owner): your own second factor is reset too"), "{screen}");
+    assert!(!screen.contains("every user of"), "{screen}");
+    snapshots("confirm_dialog_warnings", &app.state);
+    app.press("esc esc a R");
+    let screen = render(&app.state, 120, 40);
+    assert!(screen.contains("! this is every user of acme"), "{screen}");
+    assert!(!screen.contains("hidden by the filter"), "{screen}");
+}
+
+/// A bulk reset asked to stop: the bar counts what will be reset, and the question waits with
+/// Keep going focused.
+#[test]
+fn progress_asks_before_stopping() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m a R");
+    let will = match app.state.overlays.last() {
+        Some(mfadmin::tui::state::Overlay::ConfirmReset(d)) => d.will_reset().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    app.type_text("laptop fleet swap");
+    app.press("tab");
+    app.type_text(&will.to_string());
+    app.press_only("tab tab enter");
+    app.apply(Action::ResetProgress { reset: 40 });
+    app.press("esc");
+    snapshots("progress_stop_question", &app.state);
+}

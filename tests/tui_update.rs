@@ -8,7 +8,7 @@ use mfadmin::domain::role::Role;
 use mfadmin::domain::user::Status;
 use mfadmin::service::{AuditQuery, ResetOutcome, SortField, UserQuery};
 use mfadmin::tui::action::{Action, Command};
-use mfadmin::tui::effects::Effect;
+use mfadmin::tui::effects::{Control, Effect, ResetGate};
 use mfadmin::tui::keymap::KeyMap;
 use mfadmin::tui::state::{Mode, Options, Overlay, ResetFocus, Screen, View};
 use mfadmin::tui::table::SORT_COLUMNS;
@@ -269,7 +269,7 @@ fn a_bulk_of_more_than_twenty_needs_the_count_typed() {
     app.type_text(&n.to_string());
     let effects = app.press_only("tab tab enter");
     match effects.as_slice() {
-        [Effect::RunReset { targets, reason }] => {
+        [Effect::RunReset { targets, reason, .. }] => {
             assert_eq!(targets.len(), n);
             assert_eq!(reason, "audit finding 12");
         }
@@ -349,7 +349,7 @@ fn denials_are_shown_before_anything_happens() {
 #[test]
 fn q_and_ctrl_c_quit_from_every_screen() {
     let fx = fixture(60);
-    for keys in ["q", "ctrl-c", "? q", "enter q", "R ctrl-c", ": ctrl-c", "/ ctrl-c", "tab q", "tab tab q", "space R esc q"] {
+    for keys in ["q", "ctrl-c", "? ctrl-c", "? q q", "enter q", "R ctrl-c", ": ctrl-c", "/ ctrl-c", "tab q", "tab tab q", "space R esc q"] {
         let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
         app.press(keys);
         assert!(app.state.quit, "{keys} should quit");
@@ -617,11 +617,41 @@ fn help_lists_every_binding_of_the_key_map_and_scrolls_to_its_end() {
     }
     // Scrolling stops at the end, so one key brings it back.
     app.apply(Action::Resize(80, 24));
-    app.press("G ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d");
-    let Some(Overlay::Help { scroll }) = app.state.overlays.last() else { panic!() };
+    app.press("ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d ctrl-d");
+    let Some(Overlay::Help { scroll, .. }) = app.state.overlays.last() else { panic!() };
     assert_eq!(*scroll, app.state.help_lines() - 20);
     app.press("esc");
     assert_eq!(app.state.mode(), Mode::Users);
+}
+
+#[test]
+fn help_closes_with_q_scrolls_like_a_list_and_starts_with_the_keys_of_the_view() {
+    let fx = fixture(20);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.apply(Action::Resize(80, 24));
+    app.press("? G");
+    let scroll = |app: &App| match app.state.overlays.last() {
+        Some(Overlay::Help { scroll, .. }) => *scroll,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(scroll(&app), app.state.help_lines() - 20, "G goes to the end");
+    app.press("k k g");
+    assert_eq!(scroll(&app), 0, "g to the top");
+    app.press("j j");
+    assert_eq!(scroll(&app), 2);
+    app.press("q");
+    assert!(!app.state.quit, "q closes the help, not the console");
+    assert_eq!(app.state.mode(), Mode::Users);
+    // Opened in the audit view, its keys come first.
+    app.press("tab ?");
+    let screen = tui_common::render(&app.state, 120, 40);
+    let audit = screen.find("Audit log [audit]").expect("the audit keys");
+    let users = screen.find("User table [users]").unwrap_or(usize::MAX);
+    assert!(audit < users, "audit before users:\n{screen}");
+    app.press("esc esc");
+    assert_eq!(app.state.mode(), Mode::Audit);
+    app.press("? q q");
+    assert!(app.state.quit, "q outside the help still quits");
 }
 
 #[test]
@@ -717,4 +747,355 @@ fn the_audit_view_hides_second_factor_checks_until_capital_v_shows_them() {
         _ => None,
     });
     assert_eq!(effect, Some(false));
+}
+
+/// Start a bulk reset of every enrolled user in batches of `batch`, up to the effect that runs it
+/// (not run yet); returns it and how many the dry run says will be reset.
+fn start_bulk_reset(app: &mut App, reason: &str) -> (Effect, usize) {
+    app.press("m a R");
+    let will = confirm_dialog(app).will_reset().unwrap();
+    app.type_text(reason);
+    app.press("tab");
+    app.type_text(&will.to_string());
+    let effects = app.press_only("tab tab enter");
+    let [effect @ Effect::RunReset { .. }] = effects.as_slice() else { panic!("expected the reset to run, got {effects:?}") };
+    (effect.clone(), will)
+}
+
+/// Run a reset effect against the store; `after_first_batch` is called once the first batch has
+/// been reported (as the admin would answer meanwhile). Applies every action it sends.
+fn run_reset_effect(app: &mut App, effect: Effect, after_first_batch: impl Fn(&Control)) {
+    let who = app.state.session.as_ref().map(|s| s.who.clone());
+    let mut actions = Vec::new();
+    mfadmin::tui::effects::perform(&app.backend, &app.control, who.as_ref(), effect, &mut |a| {
+        if matches!(a, Action::ResetProgress { .. }) && !actions.iter().any(|a| matches!(a, Action::ResetProgress { .. })) {
+            after_first_batch(&app.control);
+        }
+        actions.push(a);
+    });
+    for a in actions {
+        app.apply(a);
+    }
+}
+
+#[test]
+fn esc_during_a_bulk_reset_asks_and_stop_ends_it_after_the_current_batch_user_by_user() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 5, ..options(true) });
+    let enrolled_before = names(&fx.service, &fx.owner, UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }).len();
+    let (effect, will) = start_bulk_reset(&mut app, "stop test");
+    assert!(will > 10);
+    // The bar counts what will be reset, from the start.
+    let Some(Overlay::Progress(p)) = app.state.overlays.last() else { panic!() };
+    assert_eq!((p.reset, p.total), (0, will));
+    // esc asks, with Keep going focused, and pauses the run.
+    assert_eq!(app.press_only("esc"), vec![Effect::Gate(ResetGate::Pause)]);
+    let Some(Overlay::Progress(p)) = app.state.overlays.last() else { panic!() };
+    assert_eq!(p.asking, Some(false));
+    // Keep going resumes; asked again, Stop stops after the batch.
+    assert_eq!(app.press_only("enter"), vec![Effect::Gate(ResetGate::Run)]);
+    assert_eq!(app.press_only("ctrl-c tab enter"), vec![Effect::Gate(ResetGate::Pause), Effect::Gate(ResetGate::Stop)]);
+    assert!(!app.state.quit, "stopping is not quitting");
+    run_reset_effect(&mut app, effect, |control| control.set_gate(ResetGate::Stop));
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!("no result: {:?}", app.state.overlays) };
+    assert!(r.stopped);
+    assert_eq!(r.report.count(ResetOutcome::Reset), 5, "one batch of five ran");
+    assert_eq!(r.untouched.len(), will - 5, "the rest were not tried");
+    let enrolled_after = names(&fx.service, &fx.owner, UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }).len();
+    assert_eq!(enrolled_after, enrolled_before - 5, "the store agrees");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("{:<12}{:>7}  stopped before their batch: unchanged", "not tried", will - 5)), "{screen}");
+    app.press("d G");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("not tried  unchanged"), "the per-user list names them:\n{screen}");
+}
+
+#[test]
+fn quitting_during_a_bulk_reset_waits_for_the_batch_and_prints_every_user() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 4, ..options(true) });
+    let (effect, will) = start_bulk_reset(&mut app, "quit test");
+    assert_eq!(app.press_only("q q"), vec![Effect::Gate(ResetGate::Pause), Effect::Gate(ResetGate::Stop)]);
+    assert!(app.state.quit && !app.state.finished(), "the console waits for the running batch");
+    run_reset_effect(&mut app, effect, |control| control.set_gate(ResetGate::Stop));
+    assert!(app.state.finished());
+    let printed = app.state.print_on_exit.clone().expect("the results, for standard output");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(lines[0].starts_with("mfadmin tui: reset 4, "), "{printed}");
+    assert!(lines[0].ends_with(&format!("stopped: {} not tried", will - 4)), "{printed}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\treset\t")).count(), 4, "{printed}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\tnot_tried\t")).count(), will - 4, "{printed}");
+}
+
+#[test]
+fn a_bulk_reset_left_alone_runs_every_batch() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, Options { batch_size: 7, ..options(true) });
+    let (effect, will) = start_bulk_reset(&mut app, "all of them");
+    run_reset_effect(&mut app, effect, |_| {});
+    let Some(Overlay::ResetResult(r)) = app.state.overlays.last() else { panic!() };
+    assert_eq!((r.report.count(ResetOutcome::Reset), r.untouched.len(), r.stopped), (will, 0, false));
+}
+
+/// The number to type is the number on the Reset button: those the dry run says will be reset,
+/// not those chosen (some have nothing to reset).
+#[test]
+fn the_count_to_type_is_the_number_that_will_be_reset() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("a R");
+    let d = confirm_dialog(&app);
+    let (chosen, will) = (d.targets.len(), d.will_reset().unwrap());
+    assert!(will > 20 && will < chosen, "{will} of {chosen}");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("Type {will} to confirm:")) && screen.contains(&format!("[ Reset {will} ]")), "{screen}");
+    assert!(!screen.contains(&format!("Type {chosen}")), "{screen}");
+    app.type_text("one number");
+    app.press("tab");
+    app.type_text(&chosen.to_string());
+    assert!(app.press_only("tab tab enter").is_empty(), "the number chosen is not the number to reset");
+    app.press("ctrl-u");
+    app.type_text(&will.to_string());
+    assert!(matches!(app.press_only("tab tab enter").as_slice(), [Effect::RunReset { .. }]));
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let fx = fixture(0);
+    let app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("1 user loaded"), "{screen}");
+    let mut app = app;
+    app.press("tab tab");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(" 1 org "), "{screen}");
+}
+
+fn detail_user(app: &App) -> mfadmin::domain::user::UserView {
+    match app.state.overlays.iter().rev().find_map(|o| if let Overlay::Detail(d) = o { d.detail.clone() } else { None }) {
+        Some(d) => d.user,
+        None => panic!("no detail pane: {:?}", app.state.overlays),
+    }
+}
+
+/// The detail pane tells the truth after an enrollment is cancelled (the user is pending) and after
+/// a reset (no factor, whatever date the record keeps of the last one).
+#[test]
+fn the_detail_pane_shows_pending_after_a_cancelled_enrollment_and_no_factor_after_a_reset() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m"); // must enroll
+    let name = app.cursor_name();
+    app.press("enter");
+    assert_eq!(detail_user(&app).mfa, MfaStatus::MustEnroll);
+    app.press("e esc");
+    assert_eq!(app.state.mode(), Mode::Detail);
+    assert_eq!(detail_user(&app).mfa, MfaStatus::Pending, "the pane");
+    assert_eq!(app.state.users.user(detail_user(&app).id).unwrap().mfa, MfaStatus::Pending, "the table");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("pending") && screen.contains("not yet: a secret was issued"), "{name}:\n{screen}");
+
+    // An enrolled user reset from the pane: the pane says so.
+    app.press("esc esc m");
+    app.press("enter");
+    let enrolled = detail_user(&app);
+    assert_eq!(enrolled.mfa, MfaStatus::Enrolled);
+    assert!(enrolled.mfa_enrolled_at.is_some());
+    app.press("R");
+    app.type_text("lost phone");
+    app.press("tab tab enter esc");
+    assert_eq!(app.state.mode(), Mode::Detail);
+    let after = detail_user(&app);
+    assert_eq!(after.mfa, MfaStatus::MustEnroll);
+    let screen = tui_common::render(&app.state, 120, 40);
+    let line = screen.lines().find(|l| l.contains("MFA enrolled")).unwrap();
+    assert!(line.contains("no factor now (one enrolled") && line.contains("was reset)"), "{line}");
+}
+
+/// Every text field edits like a line editor: the cursor moves with ←/→/Home/End (and ctrl-a/e),
+/// text goes in at the cursor, backspace, delete and ctrl-w work around it.
+#[test]
+fn text_fields_edit_at_the_cursor() {
+    let fx = fixture(60);
+    // The find field.
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("/");
+    app.type_text("smth");
+    app.press("left left");
+    app.type_text("i");
+    assert_eq!(app.state.users.query().text, "smith");
+    app.press("home delete end backspace");
+    assert_eq!(app.state.users.query().text, "mit");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("/mit▏"), "{screen}");
+    app.press("ctrl-a");
+    assert!(tui_common::render(&app.state, 120, 40).contains("/▏mit"));
+    app.press("esc");
+
+    // The command line: ctrl-w deletes the word before the cursor, not the last one.
+    app.press(":");
+    app.type_text("filter role=admin zed");
+    app.press("left left left left ctrl-w");
+    let Some(Overlay::CommandLine { input }) = app.state.overlays.last() else { panic!() };
+    assert_eq!(input, "filter  zed", "the word before the cursor went, the space after it stays");
+    app.press("esc");
+
+    // The reason in the reset dialog; the arrows move between its buttons once they have the focus.
+    app.press("R");
+    app.type_text("lost phne");
+    app.press("left left");
+    app.type_text("o");
+    assert_eq!(confirm_dialog(&app).reason, "lost phone");
+    app.press("tab tab right");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Confirm);
+    app.press("left");
+    assert_eq!(confirm_dialog(&app).focus, ResetFocus::Cancel);
+    app.press("esc");
+
+    // The login form.
+    let mut login = App::new(&fx.service, options(true));
+    login.type_text("ownr");
+    login.press("left");
+    login.type_text("e");
+    let Screen::Login(form) = &login.state.screen else { panic!() };
+    assert_eq!(form.username, "owner");
+}
+
+/// `:` completes commands with tab, and what `:sort` and `:filter` take.
+#[test]
+fn the_command_line_completes_with_tab() {
+    let fx = fixture(30);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    let input = |app: &App| match app.state.overlays.last() {
+        Some(Overlay::CommandLine { input }) => input.clone(),
+        other => panic!("{other:?}"),
+    };
+    app.press(":");
+    app.type_text("so");
+    app.press("tab");
+    assert_eq!(input(&app), "sort ");
+    app.type_text("la");
+    app.press("tab");
+    assert_eq!(input(&app), "sort last_login");
+    app.press("ctrl-u");
+    app.type_text("r");
+    app.press("tab");
+    assert_eq!(input(&app), "re", "reset and refresh share re");
+    assert!(tui_common::render(&app.state, 120, 40).contains("reset  refresh"), "the candidates are shown");
+    app.press("ctrl-u");
+    app.type_text("filter role=ad");
+    app.press("tab");
+    assert_eq!(input(&app), "filter role=admin");
+    app.press("enter");
+    assert_eq!(app.state.users.query().role, Some(Role::Admin));
+}
+
+/// A helpdesk is offered only what its role may do: no org enforcement toggle, no reset, enroll or
+/// disable of an admin; asked anyway (by key), it is told why at once, before any dialog.
+#[test]
+fn only_what_the_role_may_do_is_offered() {
+    let fx = fixture(300);
+    let console = mfadmin::service::Actor::console("tui");
+    let query = UserQuery { role: Some(Role::Helpdesk), status: Some(Status::Active), ..UserQuery::default() };
+    let helpdesk = fx.service.list_users(&fx.owner, &query, NOW).unwrap().users[0].username.clone();
+    let actor = fx.service.act_as(&console, &helpdesk, "tui").unwrap();
+    let mut app = App::logged_in(&fx.service, &actor, options(true));
+    // The orgs view: no toggle offered, and space says why instead of asking.
+    app.press("tab tab");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(!screen.contains("enforce on/off") && !screen.contains("turns it on or off"), "{screen}");
+    app.press("space");
+    assert!(app.state.overlays.is_empty(), "no confirmation to refuse later");
+    assert!(app.state.message.as_ref().unwrap().text.contains("only an owner or admin may change MFA enforcement"), "{:?}", app.state.message);
+    // An admin in the table: reset, enroll and disable are refused before any dialog.
+    app.press("tab r r");
+    assert_eq!(app.state.users.cursor_user().unwrap().role, Role::Admin);
+    app.press("R");
+    assert!(app.state.overlays.is_empty(), "R opened {:?}", app.state.overlays);
+    assert!(app.state.message.as_ref().unwrap().text.starts_with("a helpdesk cannot reset"), "{:?}", app.state.message);
+    // The admin's detail pane offers only going back; asked anyway, it says why.
+    app.press("enter");
+    for key in ["R", "e", "d"] {
+        app.state.message = None;
+        app.press(key);
+        assert!(matches!(app.state.overlays.as_slice(), [Overlay::Detail(_)]), "{key} opened {:?}", app.state.overlays);
+        assert!(app.state.message.as_ref().unwrap().text.starts_with("a helpdesk cannot"), "{key}: {:?}", app.state.message);
+    }
+    let screen = tui_common::render(&app.state, 120, 40);
+    let hints = screen.lines().find(|l| l.contains("esc back")).unwrap();
+    assert!(!hints.contains("reset MFA") && !hints.contains("enroll now") && !hints.contains("disable"), "{hints}");
+    // A member: the helpdesk may reset it, so it is offered.
+    app.press("esc r r r r");
+    assert_eq!(app.state.users.cursor_user().unwrap().role, Role::Member);
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.lines().any(|l| l.contains("R reset MFA")), "{screen}");
+}
+
+/// The audit view pages through every event: past the last one loaded it asks for older ones,
+/// until there are none; enter opens an event with its whole reason.
+#[test]
+fn the_audit_view_pages_through_every_event_and_opens_one() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    // Enough events for two pages and a bit: resets, each with a long reason.
+    let reason = format!("replaced phones after the office move, ticket 4711; {}", "and a long note ".repeat(8));
+    let mut made = 0;
+    while fx.service.audit_verify(&fx.owner).unwrap().events < 2_300 {
+        let users = fx.service.list_users(&fx.owner, &UserQuery { mfa: Some(MfaStatus::Enrolled), ..UserQuery::default() }, NOW).unwrap().users;
+        let targets: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+        fx.service.reset_mfa(&fx.owner, &targets, Some(&reason), false, NOW).unwrap();
+        for u in &users {
+            let e = fx.service.begin_enrollment(&fx.owner, &u.username, "mfadmin", NOW).unwrap();
+            let code = tui_common::code_for(&e.secret_base32, NOW);
+            fx.service.confirm_enrollment(&fx.owner, &u.username, &code, NOW).unwrap();
+        }
+        made += 1;
+        assert!(made < 20);
+    }
+    let total = fx.service.audit_list(&fx.owner, &AuditQuery { limit: Some(usize::MAX), skip_actions: vec!["mfa.validate".into()], ..AuditQuery::default() }).unwrap().len();
+    assert!(total > 2_000, "{total}");
+    app.press("tab");
+    assert_eq!(app.state.audit.events.len(), 1_000);
+    assert!(tui_common::render(&app.state, 120, 40).contains("(newest 1000, more past the last)"));
+    app.press("G G");
+    assert_eq!(app.state.audit.events.len(), 2_000, "G at the end loads the next page");
+    app.press("G G G G");
+    assert_eq!(app.state.audit.events.len(), total, "every event, in the end");
+    assert!(app.state.audit.all_loaded());
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains(&format!("all {total}")), "{screen}");
+    // The newest reset, opened: its reason in full.
+    let newest_reset = app.state.audit.events.iter().position(|e| e.action == "mfa.reset").unwrap();
+    app.press("g");
+    for _ in 0..newest_reset {
+        app.press("j");
+    }
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.contains("reason  replaced phones after the office move, ticket 4711; and a long note"), "{screen}");
+    assert_eq!(screen.matches("and a long note").count(), 8, "wrapped, not cut:\n{screen}");
+    app.press("esc");
+    assert_eq!(app.state.mode(), Mode::Audit);
+    // At 80 columns the reason is shown rather than the target.
+    let narrow = tui_common::render(&app.state, 80, 24);
+    assert!(narrow.contains("REASON") && !narrow.contains("TARGET"), "{narrow}");
+}
+
+/// A locked factor's detail says when it unlocks by itself.
+#[test]
+fn a_locked_factor_shows_when_it_unlocks() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m m m");
+    assert_eq!(app.state.users.query().mfa, Some(MfaStatus::Locked));
+    let user = app.state.users.cursor_user().expect("a locked user");
+    app.press("enter");
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    let until = pane.detail.as_ref().unwrap().mfa_locked_until.clone().expect("locked until");
+    let at = chrono::DateTime::parse_from_rfc3339(&until).unwrap().timestamp();
+    assert!(at > NOW, "{until} is after now");
+    let screen = tui_common::render(&app.state, 120, 40);
+    let line = screen.lines().find(|l| l.contains(" MFA  locked")).unwrap_or_else(|| panic!("{}:\n{screen}", user.username));
+    assert!(line.contains(&format!("unlocks by itself at {}", until.replace('T', " ").chars().take(16).collect::<String>())), "{line}");
 }

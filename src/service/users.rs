@@ -67,6 +67,9 @@ pub struct UserDetail {
     /// The user has a password (without one it cannot log in; set one with `user set-password`).
     #[serde(default)]
     pub password_set: bool,
+    /// While wrong codes keep the second factor locked: when it unlocks by itself (RFC 3339).
+    #[serde(default)]
+    pub mfa_locked_until: Option<String>,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -365,7 +368,8 @@ impl Service {
                 recent.len() < 10
             })?;
         }
-        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent, password_set: user.password_hash.is_some() })
+        let mfa_locked_until = user.lockout.locked_until.filter(|t| *t > now).map(crate::domain::user::rfc3339);
+        Ok(UserDetail { user: self.view(&user, now)?, recent_audit: recent, password_set: user.password_hash.is_some(), mfa_locked_until })
     }
 
     /// The users the actor may see that match `query`, sorted and paged. The directory keeps the

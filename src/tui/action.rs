@@ -5,6 +5,7 @@ use crate::backend::Credential;
 use crate::domain::user::UserView;
 use crate::service::{Actor, AuditView, Enrollment, OrgView, ResetReport, UserDetail, VerifyReport};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// A bindable command. Its snake_case name is what the key map files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -47,10 +48,16 @@ pub enum Command {
     DeleteChar,
     DeleteWord,
     ClearInput,
+    CursorLeft,
+    CursorRight,
+    LineStart,
+    LineEnd,
+    DeleteNext,
+    Complete,
 }
 
 impl Command {
-    pub const ALL: [Command; 37] = [
+    pub const ALL: [Command; 43] = [
         Command::Quit,
         Command::Help,
         Command::CommandLine,
@@ -88,6 +95,12 @@ impl Command {
         Command::DeleteChar,
         Command::DeleteWord,
         Command::ClearInput,
+        Command::CursorLeft,
+        Command::CursorRight,
+        Command::LineStart,
+        Command::LineEnd,
+        Command::DeleteNext,
+        Command::Complete,
     ];
 
     /// The name used in key map files.
@@ -130,7 +143,28 @@ impl Command {
             Command::DeleteChar => "delete_char",
             Command::DeleteWord => "delete_word",
             Command::ClearInput => "clear_input",
+            Command::CursorLeft => "cursor_left",
+            Command::CursorRight => "cursor_right",
+            Command::LineStart => "line_start",
+            Command::LineEnd => "line_end",
+            Command::DeleteNext => "delete_next",
+            Command::Complete => "complete",
         }
+    }
+
+    /// Does the command edit the focused text field or move its cursor?
+    pub fn is_line_edit(self) -> bool {
+        matches!(
+            self,
+            Command::DeleteChar
+                | Command::DeleteWord
+                | Command::ClearInput
+                | Command::CursorLeft
+                | Command::CursorRight
+                | Command::LineStart
+                | Command::LineEnd
+                | Command::DeleteNext
+        )
     }
 
     /// One line for the help overlay.
@@ -170,9 +204,15 @@ impl Command {
             Command::PrevField => "previous field or button",
             Command::ToggleDetails => "show or hide the per-user results",
             Command::ToggleValidations => "show or hide second-factor checks (mfa.validate)",
-            Command::DeleteChar => "delete the last character",
-            Command::DeleteWord => "delete the last word",
+            Command::DeleteChar => "delete the character before the cursor",
+            Command::DeleteWord => "delete the word before the cursor",
             Command::ClearInput => "clear the field",
+            Command::CursorLeft => "cursor left (on a button: the previous one)",
+            Command::CursorRight => "cursor right (on a button: the next one)",
+            Command::LineStart => "cursor to the start",
+            Command::LineEnd => "cursor to the end",
+            Command::DeleteNext => "delete the character under the cursor",
+            Command::Complete => "complete the command",
         }
     }
 }
@@ -212,6 +252,18 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// What a bulk reset did, batch by batch: the results of the batches that ran, and the targets
+/// it never sent (it was stopped, or a batch failed).
+#[derive(Debug, Clone)]
+pub struct ResetRun {
+    pub report: ResetReport,
+    pub untouched: Vec<Uuid>,
+    /// The admin stopped it.
+    pub stopped: bool,
+    /// Why a batch failed (the batches after it were not sent).
+    pub error: Option<String>,
+}
+
 /// Everything that updates the state. Results carry the error as text, ready to show.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -246,8 +298,9 @@ pub enum Action {
     SessionEnded(String),
     DetailLoaded(Result<Box<UserDetail>, String>),
     ResetPlanned(Result<ResetReport, String>),
-    ResetProgress { done: usize, total: usize },
-    ResetDone(Result<ResetReport, String>),
+    /// A bulk reset went through another batch: `reset` users were reset so far.
+    ResetProgress { reset: usize },
+    ResetDone(ResetRun),
     EnrollmentBegun(Result<Enrollment, String>),
     EnrollmentConfirmed(Result<Vec<String>, String>),
     UserChanged(Result<Box<UserView>, String>),

@@ -2,20 +2,18 @@
 //! actions. [`perform`] is the whole translation (one backend call per effect, or one per page);
 //! [`Runner`] runs it on tokio's blocking pool so drawing never waits for the store or the network.
 
-use super::action::{Action, Session};
+use super::action::{Action, ResetRun, Session};
 use super::table::Query;
 use crate::backend::{Backend, Credential, Login, PAGE};
 use crate::domain::user::Status;
 use crate::error::Error;
-use crate::service::{AuditQuery, UserQuery, VALIDATE_ACTION};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::service::{AuditQuery, ResetOutcome, ResetReport, UserQuery, VALIDATE_ACTION};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
-/// How many audit events the audit view loads.
-pub const AUDIT_LIMIT: usize = 1_000;
 /// The source recorded in every audit event the console causes on its own store.
 pub const SOURCE: &str = "tui";
 /// While users stream in, pages are handed to the table at most this often (the first at once).
@@ -43,12 +41,16 @@ pub enum Effect {
     LoadDetail(Uuid),
     /// Decide a reset without changing anything, for the confirmation dialog.
     PlanReset(Vec<Uuid>),
-    RunReset { targets: Vec<Uuid>, reason: String },
+    /// Reset `targets` in batches of `batch` (one backend call each), so that it can be paused
+    /// or stopped between them.
+    RunReset { targets: Vec<Uuid>, reason: String, batch: usize },
+    /// Tell a running [`Effect::RunReset`] what to do before its next batch.
+    Gate(ResetGate),
     BeginEnroll(Uuid),
     ConfirmEnroll { user: Uuid, code: String },
     SetStatus { user: Uuid, status: Status },
     /// The audit events `text` finds; without `validations`, none of the `mfa.validate` ones.
-    LoadAudit { generation: u64, text: String, validations: bool },
+    LoadAudit { generation: u64, text: String, validations: bool, limit: usize },
     VerifyAudit,
     LoadOrgs,
     SetEnforced { org: String, on: bool },
@@ -67,17 +69,42 @@ impl Effect {
     }
 }
 
-/// What running effects share with the loop: the newest user load, and whether the console is
-/// closing (so that retries stop).
+/// What a running bulk reset does before its next batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetGate {
+    Run = 0,
+    /// Wait: the admin is asked whether to stop.
+    Pause = 1,
+    Stop = 2,
+}
+
+/// What running effects share with the loop: the newest user load, whether the console is
+/// closing (so that retries stop), and the gate of a running bulk reset.
 #[derive(Debug, Default)]
 pub struct Control {
     latest_load: AtomicU64,
     closing: AtomicBool,
+    reset_gate: AtomicU8,
 }
 
 impl Control {
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_gate(&self, gate: ResetGate) {
+        self.reset_gate.store(gate as u8, Ordering::SeqCst);
+    }
+
+    /// Before a bulk reset's next batch: wait while paused; false when it is to stop.
+    fn may_go_on(&self) -> bool {
+        loop {
+            match self.reset_gate.load(Ordering::SeqCst) {
+                0 => return true,
+                1 if !self.closing.load(Ordering::SeqCst) => std::thread::sleep(Duration::from_millis(20)),
+                _ => return false,
+            }
+        }
     }
 
     fn superseded(&self, generation: u64) -> bool {
@@ -139,6 +166,7 @@ pub fn perform(
             }
             return;
         }
+        Effect::Gate(gate) => return control.set_gate(gate),
         Effect::LoginPassword { username, password } => match backend.login_password(&username, &password.0) {
             Ok(Login::Done(who)) => logged_in(who, Vec::new()),
             Ok(Login::MfaRequired { challenge }) => Action::LoginNeedsCode { challenge },
@@ -194,11 +222,7 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
             let plan = read!(backend.reset_mfa(who, &targets, Some("(confirmation preview)"), true, &mut |_, _| {}));
             answer(plan, |p| Action::ResetPlanned(Ok(p)), |e| Action::ResetPlanned(Err(e)))
         }
-        Effect::RunReset { targets, reason } => {
-            let targets: Vec<String> = targets.iter().map(Uuid::to_string).collect();
-            let report = backend.reset_mfa(who, &targets, Some(&reason), false, &mut |done, total| emit(Action::ResetProgress { done, total }));
-            answer(report, |r| Action::ResetDone(Ok(r)), |e| Action::ResetDone(Err(e)))
-        }
+        Effect::RunReset { targets, reason, batch } => return run_reset(backend, control, who, &targets, &reason, batch, emit),
         Effect::BeginEnroll(id) => {
             answer(backend.begin_enrollment(who, &id.to_string()), |e| Action::EnrollmentBegun(Ok(e)), |e| Action::EnrollmentBegun(Err(e)))
         }
@@ -209,9 +233,9 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         Effect::SetStatus { user, status } => {
             answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(Box::new(v))), |e| Action::UserChanged(Err(e)))
         }
-        Effect::LoadAudit { generation, text, validations } => {
+        Effect::LoadAudit { generation, text, validations, limit } => {
             let skip_actions = if validations { Vec::new() } else { vec![VALIDATE_ACTION.to_string()] };
-            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(AUDIT_LIMIT), skip_actions };
+            let query = AuditQuery { text: Some(text).filter(|t| !t.is_empty()), limit: Some(limit), skip_actions };
             let events = read!(backend.audit_list(who, &query));
             answer(events, |v| Action::AuditLoaded { generation, result: Ok(v) }, |e| Action::AuditLoaded { generation, result: Err(e) })
         }
@@ -220,11 +244,50 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         Effect::SetEnforced { org, on } => {
             answer(backend.set_mfa_enforced(who, Some(&org), on), |o| Action::OrgChanged(Ok(o)), |e| Action::OrgChanged(Err(e)))
         }
+        Effect::Gate(gate) => return control.set_gate(gate),
         Effect::Many(_) | Effect::LoginPassword { .. } | Effect::LoginCode { .. } | Effect::LoginEnrollBegin { .. } | Effect::LoginEnrollConfirm { .. } => {
             return perform(backend, control, Some(who), effect, emit);
         }
     };
     emit(action);
+}
+
+/// Reset `targets` a batch at a time, reporting the users reset so far after each batch; between
+/// batches, wait while the gate says pause and end when it says stop (or a batch fails). What was
+/// done and what was not sent come back together.
+fn run_reset(backend: &dyn Backend, control: &Control, who: &Credential, targets: &[Uuid], reason: &str, batch: usize, emit: &mut dyn FnMut(Action)) {
+    let mut run = ResetRun { report: ResetReport { dry_run: false, results: Vec::new() }, untouched: Vec::new(), stopped: false, error: None };
+    let mut ended = false;
+    let mut session_ended = None;
+    for chunk in targets.chunks(batch.max(1)) {
+        if !ended && !control.may_go_on() {
+            run.stopped = true;
+            ended = true;
+        }
+        if ended {
+            run.untouched.extend_from_slice(chunk);
+            continue;
+        }
+        let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        match backend.reset_mfa(who, &ids, Some(reason), false, &mut |_, _| {}) {
+            Ok(report) => {
+                run.report.results.extend(report.results);
+                emit(Action::ResetProgress { reset: run.report.count(ResetOutcome::Reset) });
+            }
+            Err(e) => {
+                if e.needs_login() {
+                    session_ended = Some(e.to_string());
+                }
+                run.error = Some(e.to_string());
+                run.untouched.extend_from_slice(chunk);
+                ended = true;
+            }
+        }
+    }
+    emit(Action::ResetDone(run));
+    if let Some(why) = session_ended {
+        emit(Action::SessionEnded(why));
+    }
 }
 
 /// Load the users `query` finds, page by page: the first page at once, the rest in bundles while
@@ -316,6 +379,10 @@ impl Runner {
             Effect::LoadUsers { generation, .. } => {
                 self.control.latest_load.fetch_max(generation, Ordering::SeqCst);
             }
+            // At once, not queued behind the reset it steers.
+            Effect::Gate(gate) => return self.control.set_gate(gate),
+            // Here, before the job starts: a pause asked for meanwhile must not be undone by it.
+            Effect::RunReset { .. } => self.control.set_gate(ResetGate::Run),
             _ => {}
         }
         let (backend, control, tx, running) = (self.backend.clone(), self.control.clone(), self.tx.clone(), self.running.clone());

@@ -172,6 +172,7 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
         keymap,
         color: theme::color_wanted(args.no_color, std::env::var_os("NO_COLOR").as_deref()),
         reason_required: ctx.config.reset.reason_required,
+        batch_size: ctx.config.reset.batch_size,
         mouse: args.mouse,
         store: backend.badge().unwrap_or_else(|| ctx.config.data_dir().display().to_string()),
         badge: backend.badge(),
@@ -202,6 +203,9 @@ pub fn run(ctx: &Context, args: TuiArgs) -> anyhow::Result<ExitCode> {
     }
     drop(backend);
     outcome?;
+    if let Some(report) = &state.print_on_exit {
+        print!("{report}");
+    }
     if let Some(why) = state.crashed {
         eprintln!("mfadmin tui: {why}");
         return Ok(ExitCode::FAILURE);
@@ -251,7 +255,7 @@ async fn event_loop(
         if let Some(t) = &mut timings {
             t.drawn(state);
         }
-        if state.quit {
+        if state.finished() {
             break Ok(());
         }
         tokio::select! {
@@ -271,7 +275,7 @@ async fn event_loop(
             _ = tick.tick(), if runner.running() > 0 || state.message.is_some() => apply(state, Action::Tick(std::time::Instant::now())),
         }
         // Take everything that queued up meanwhile before drawing again.
-        while !state.quit {
+        while !state.finished() {
             if let Ok(ev) = input.try_recv() {
                 if let Some(a) = event::to_action(state, &ev) {
                     apply(state, a);

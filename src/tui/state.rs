@@ -6,6 +6,8 @@ use super::keymap::{Key, KeyMap, Section};
 use super::layout;
 use super::table::{Query, UserTable};
 use super::theme::Theme;
+use crate::domain::policy;
+use crate::domain::role::Role;
 use crate::domain::user::Status;
 use crate::service::{AuditView, Enrollment, OrgView, ResetOutcome, ResetReport, UserDetail, VerifyReport};
 use ratatui::layout::Rect;
@@ -21,6 +23,8 @@ pub struct Options {
     pub keymap: KeyMap,
     pub color: bool,
     pub reason_required: bool,
+    /// How many users a bulk reset sends at a time; it can be stopped between batches.
+    pub batch_size: usize,
     pub mouse: bool,
     /// Where the store is, shown on the login screen.
     pub store: String,
@@ -30,7 +34,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keymap: KeyMap::default(), color: true, reason_required: true, mouse: false, store: String::new(), badge: None }
+        Options { keymap: KeyMap::default(), color: true, reason_required: true, batch_size: 500, mouse: false, store: String::new(), badge: None }
     }
 }
 
@@ -149,7 +153,7 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditPane {
     pub events: Vec<AuditView>,
     pub loaded: bool,
@@ -164,6 +168,36 @@ pub struct AuditPane {
     /// Are second-factor checks (`mfa.validate`, one per VPN or SSH login) shown? Hidden at
     /// first: they would bury every other event.
     pub validations: bool,
+    /// How many of the newest events are asked for; moving past the last one asks for more.
+    pub limit: usize,
+}
+
+impl Default for AuditPane {
+    fn default() -> Self {
+        AuditPane {
+            events: Vec::new(),
+            loaded: false,
+            error: None,
+            filter: String::new(),
+            editing: false,
+            generation: 0,
+            cursor: 0,
+            offset: 0,
+            verify: None,
+            validations: false,
+            limit: AUDIT_PAGE,
+        }
+    }
+}
+
+/// How many more audit events the view asks for each time it reaches the end of those it has.
+pub const AUDIT_PAGE: usize = 1_000;
+
+impl AuditPane {
+    /// Did the last load bring fewer than it asked for, so that there are no older ones?
+    pub fn all_loaded(&self) -> bool {
+        self.loaded && self.events.len() < self.limit
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -203,6 +237,12 @@ pub struct ConfirmReset {
     pub count: String,
     pub focus: ResetFocus,
     pub error: Option<String>,
+    /// How many of the targets the filter hides: marked earlier, not on screen now.
+    pub hidden: usize,
+    /// The logged-in admin is among the targets.
+    pub includes_operator: bool,
+    /// Orgs every one of whose users is among the targets.
+    pub whole_orgs: Vec<String>,
 }
 
 impl ConfirmReset {
@@ -210,6 +250,9 @@ impl ConfirmReset {
         ConfirmReset {
             targets,
             names,
+            hidden: 0,
+            includes_operator: false,
+            whole_orgs: Vec::new(),
             plan: None,
             reason: String::new(),
             count: String::new(),
@@ -218,9 +261,10 @@ impl ConfirmReset {
         }
     }
 
-    /// Must the count be typed?
+    /// Must the count be typed? Above [`TYPE_COUNT_ABOVE`] users to reset (or, until the dry run
+    /// is back, users chosen).
     pub fn needs_count(&self) -> bool {
-        self.targets.len() > TYPE_COUNT_ABOVE
+        self.will_reset().unwrap_or(self.targets.len()) > TYPE_COUNT_ABOVE
     }
 
     /// The focus stops in Tab order.
@@ -242,15 +286,34 @@ impl ConfirmReset {
     }
 }
 
+/// A bulk reset running: how many users it reset so far of how many it will.
 #[derive(Debug, Clone)]
 pub struct ResetProgress {
-    pub done: usize,
+    pub reset: usize,
     pub total: usize,
+    /// "Stop after the current batch?" is asked (the reset waits meanwhile); true while Stop has
+    /// the focus.
+    pub asking: Option<bool>,
+    /// The admin said stop: the batch that runs is the last.
+    pub stopping: bool,
+    /// The admin quit meanwhile: once the batch ends, the console closes and prints the results.
+    pub quit_after: bool,
+}
+
+impl ResetProgress {
+    pub fn new(total: usize) -> ResetProgress {
+        ResetProgress { reset: 0, total, asking: None, stopping: false, quit_after: false }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ResetResultView {
     pub report: ResetReport,
+    /// Targets never sent (the reset was stopped, or a batch failed), by user name.
+    pub untouched: Vec<String>,
+    pub stopped: bool,
+    /// Why a batch failed.
+    pub error: Option<String>,
     pub details: bool,
     pub scroll: usize,
 }
@@ -287,7 +350,10 @@ pub struct EnrollDialog {
 
 #[derive(Debug, Clone)]
 pub enum Overlay {
-    Help { scroll: usize },
+    /// The keys, those of `first` (where it was opened) first.
+    Help { scroll: usize, first: Section },
+    /// One audit event in full (its index in the audit view's events).
+    AuditEvent(usize),
     CommandLine { input: String },
     Detail(DetailPane),
     ConfirmReset(ConfirmReset),
@@ -295,6 +361,39 @@ pub enum Overlay {
     ResetResult(ResetResultView),
     Confirm(Confirm),
     Enroll(EnrollDialog),
+}
+
+/// Something the console offers that not every role may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Reset,
+    Enroll,
+    SetStatus,
+    ChangeOrg,
+}
+
+/// The order of the help's sections when opened from `first`: that one and the ones used with
+/// it, then everywhere, then the rest.
+pub fn help_sections(first: Section) -> Vec<Section> {
+    use Section as S;
+    let lead: &[Section] = match first {
+        S::Users | S::Filter => &[S::Users, S::Filter, S::Input],
+        S::Command => &[S::Command, S::Input],
+        S::Dialog => &[S::Dialog, S::Input],
+        S::Login => &[S::Login, S::Input],
+        S::Detail => &[S::Detail],
+        S::Audit => &[S::Audit],
+        S::Orgs => &[S::Orgs],
+        S::Progress => &[S::Progress],
+        S::Result => &[S::Result],
+        S::Help => &[S::Help],
+        S::Input => &[S::Input],
+        S::Global => &[S::Global],
+    };
+    let rest = [S::Global, S::Users, S::Filter, S::Input, S::Detail, S::Dialog, S::Result, S::Audit, S::Orgs, S::Command, S::Help, S::Login, S::Progress];
+    let mut order = lead.to_vec();
+    order.extend(rest.into_iter().filter(|s| !lead.contains(s)));
+    order
 }
 
 /// What keys mean right now.
@@ -342,6 +441,7 @@ pub struct State {
     pub keymap: KeyMap,
     pub theme: Theme,
     pub reason_required: bool,
+    pub batch_size: usize,
     pub mouse: bool,
     pub store: String,
     pub badge: Option<String>,
@@ -357,6 +457,8 @@ pub struct State {
     pub audit: AuditPane,
     pub orgs: OrgsPane,
     pub overlays: Vec<Overlay>,
+    /// Where the cursor of the focused text field is: this many characters before its end.
+    pub cursor_back: usize,
     pub message: Option<Message>,
     pub busy: usize,
     pub spinner: usize,
@@ -365,6 +467,8 @@ pub struct State {
     pub now: i64,
     pub quit: bool,
     pub crashed: Option<String>,
+    /// For standard output once the console has closed: the results of a reset the admin quit during.
+    pub print_on_exit: Option<String>,
 }
 
 impl State {
@@ -374,6 +478,7 @@ impl State {
             keymap: options.keymap,
             theme: Theme { color: options.color },
             reason_required: options.reason_required,
+            batch_size: options.batch_size,
             mouse: options.mouse,
             store: options.store,
             badge: options.badge,
@@ -388,13 +493,25 @@ impl State {
             audit: AuditPane::default(),
             orgs: OrgsPane::default(),
             overlays: Vec::new(),
+            cursor_back: 0,
             message: None,
             busy: 0,
             spinner: 0,
             now: crate::app::now(),
             quit: false,
             crashed: None,
+            print_on_exit: None,
         }
+    }
+
+    /// Is a bulk reset running? The console does not close before it ends.
+    pub fn reset_running(&self) -> bool {
+        self.overlays.iter().any(|o| matches!(o, Overlay::Progress(_)))
+    }
+
+    /// May the loop end: quit asked for, and no reset still running.
+    pub fn finished(&self) -> bool {
+        self.quit && !self.reset_running()
     }
 
     pub fn area(&self) -> Rect {
@@ -410,7 +527,7 @@ impl State {
         match self.overlays.last() {
             Some(Overlay::Help { .. }) => Mode::Help,
             Some(Overlay::CommandLine { .. }) => Mode::Command,
-            Some(Overlay::Detail(_)) => Mode::Detail,
+            Some(Overlay::Detail(_) | Overlay::AuditEvent(_)) => Mode::Detail,
             Some(Overlay::ConfirmReset(_) | Overlay::Confirm(_) | Overlay::Enroll(_)) => Mode::Dialog,
             Some(Overlay::Progress(_)) => Mode::Progress,
             Some(Overlay::ResetResult(_)) => Mode::Result,
@@ -446,6 +563,34 @@ impl State {
     /// a heading and its bindings.
     pub fn help_lines(&self) -> usize {
         2 + Section::ALL.iter().map(|s| self.keymap.help(*s).len()).filter(|n| *n > 0).map(|n| n + 2).sum::<usize>()
+    }
+
+    /// Why the logged-in admin may not do `offer` to a user of role `target` (named `name`), as the
+    /// service will decide it (the same policy); `None` when it may. The console offers only what
+    /// is allowed, instead of refusing after a confirmation.
+    pub fn refusal(&self, offer: Offer, target: Option<(Role, &str)>) -> Option<String> {
+        let who = &self.session.as_ref()?.who;
+        let is_self = target.is_some_and(|(_, name)| name == who.name);
+        let role = who.role;
+        match (offer, target) {
+            (Offer::ChangeOrg, _) if !policy::may_change_org(role) => Some(format!("only an owner or admin may change MFA enforcement; you are {}", role.with_article())),
+            (Offer::Reset, None) if matches!(role, Role::Auditor) => Some("auditors can read users and the audit log but cannot reset MFA".into()),
+            (Offer::Reset, Some((target, _))) => policy::may_reset(role, target, is_self).err().map(|policy::Denied(why)| why),
+            (Offer::Enroll, Some((target, _))) => {
+                policy::may_reset(role, target, false).err().map(|policy::Denied(why)| why.replace("reset the MFA of", "enroll MFA for"))
+            }
+            (Offer::SetStatus, Some((_, _))) if is_self => Some("you cannot disable or enable yourself".into()),
+            (Offer::SetStatus, Some((target, _))) if !policy::may_manage_user(role, target) => {
+                Some(format!("{} cannot disable or enable {}", role.with_article(), target.with_article()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Open the help on the keys of what is on screen now.
+    pub fn open_help(&mut self) {
+        let first = self.mode().sections()[0];
+        self.overlays.push(Overlay::Help { scroll: 0, first });
     }
 
     /// The first hint for `command` in `section`, e.g. "R".

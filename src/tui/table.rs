@@ -316,6 +316,29 @@ impl UserTable {
         self.order.iter().filter(|&&r| self.marked[r as usize]).map(|&r| self.rows[r as usize].id).collect()
     }
 
+    /// How many of `ids` the current filter hides (users not in the table count as hidden).
+    pub fn hidden_among(&self, ids: &[Uuid]) -> usize {
+        let mut shown = vec![false; self.rows.len()];
+        for &r in &self.shown {
+            shown[r as usize] = true;
+        }
+        ids.iter().filter(|id| self.find(**id).is_none_or(|r| !shown[r as usize])).count()
+    }
+
+    /// The orgs every one of whose users in the table is among `ids`, by name.
+    pub fn whole_orgs_among(&self, ids: &[Uuid]) -> Vec<String> {
+        let mut all = vec![0usize; self.orgs.all.len()];
+        for row in &self.rows {
+            all[row.org as usize] += 1;
+        }
+        let mut picked = vec![0usize; self.orgs.all.len()];
+        let mut seen = std::collections::HashSet::new();
+        for r in ids.iter().filter(|id| seen.insert(**id)).filter_map(|id| self.find(*id)) {
+            picked[self.rows[r as usize].org as usize] += 1;
+        }
+        (0..all.len()).filter(|&o| all[o] > 0 && picked[o] == all[o]).map(|o| self.orgs.all[o].clone()).collect()
+    }
+
     fn cursor_id(&self) -> Option<Uuid> {
         self.shown.get(self.cursor).map(|&r| self.rows[r as usize].id)
     }

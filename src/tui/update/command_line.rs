@@ -1,6 +1,5 @@
 //! The `:` command line.
 
-use super::edit::{self, Edit};
 use super::{audit, reset, users};
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -20,12 +19,57 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             };
             return run_command_line(state, &input);
         }
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
+        Command::Complete => complete(state),
         _ => {}
     }
     None
+}
+
+/// The commands `:` knows, as completion offers them (a space after those that take more).
+const VERBS: [&str; 11] = ["reset", "filter ", "sort ", "users", "audit", "orgs", "help", "refresh", "mark all", "unmark", "quit"];
+/// What `:sort` sorts by.
+const SORT_FIELDS: [&str; 9] = ["username", "display_name", "email", "org", "role", "mfa", "last_login", "created", "number"];
+/// What `:filter` takes besides text.
+const FILTER_WORDS: [&str; 10] = ["role=owner", "role=admin", "role=helpdesk", "role=auditor", "role=member", "mfa=enrolled", "mfa=not_enrolled", "mfa=must_enroll", "mfa=pending", "mfa=locked"];
+
+/// Complete the word being typed on the command line (tab): a command, what `:sort` sorts by, or a
+/// `:filter` role or MFA state. One candidate is filled in; several fill in what they share and are
+/// listed on the status line.
+fn complete(state: &mut State) {
+    let Some(Overlay::CommandLine { input }) = state.overlays.last() else {
+        return;
+    };
+    let line = input.trim_start_matches(':').trim_start().to_string();
+    let (head, word, candidates): (String, String, Vec<&str>) = match line.split_once(' ') {
+        None => (String::new(), line.clone(), VERBS.to_vec()),
+        Some((verb, rest)) => {
+            let (done, word) = rest.rsplit_once(' ').map_or((String::new(), rest.to_string()), |(d, w)| (format!("{d} "), w.to_string()));
+            let candidates = match verb {
+                "sort" => SORT_FIELDS.to_vec(),
+                "filter" | "f" => FILTER_WORDS.to_vec(),
+                _ => Vec::new(),
+            };
+            (format!("{verb} {done}"), word, candidates)
+        }
+    };
+    let found: Vec<&str> = candidates.into_iter().filter(|c| c.starts_with(&word)).collect();
+    let filled = match found.as_slice() {
+        [] => {
+            state.error(format!("nothing to complete for {word:?}"));
+            return;
+        }
+        [one] => one.to_string(),
+        many => {
+            state.info(many.iter().map(|c| c.trim_end()).collect::<Vec<_>>().join("  "));
+            let first = many[0];
+            let shared = (0..=first.len()).rev().find(|&n| first.is_char_boundary(n) && many.iter().all(|c| c.starts_with(&first[..n]))).unwrap_or(0);
+            first[..shared].to_string()
+        }
+    };
+    if let Some(Overlay::CommandLine { input }) = state.overlays.last_mut() {
+        *input = format!("{head}{filled}");
+    }
+    state.cursor_back = 0;
 }
 
 /// Run a `:` command: `reset`, `q`, `filter role=admin mfa=locked TEXT`, `sort FIELD [desc]`,
@@ -39,7 +83,7 @@ pub fn run_command_line(state: &mut State, input: &str) -> Option<Effect> {
         "" => None,
         "q" | "q!" | "quit" | "exit" => super::update(state, Action::Command(Command::Quit)),
         "help" | "h" => {
-            state.overlays.push(Overlay::Help { scroll: 0 });
+            state.open_help();
             None
         }
         "users" => super::switch_view(state, View::Users),

@@ -10,6 +10,22 @@ use std::borrow::Cow;
 use uuid::Uuid;
 
 pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
+    if let Some(Overlay::AuditEvent(_)) = state.overlays.last() {
+        match command {
+            Command::Back => {
+                state.overlays.pop();
+            }
+            Command::Help => state.open_help(),
+            _ => {}
+        }
+        return None;
+    }
+    if matches!(command, Command::Reset | Command::Enroll | Command::ToggleStatus)
+        && let Some(why) = refused(state, command)
+    {
+        state.error(why);
+        return None;
+    }
     let Some(Overlay::Detail(pane)) = state.overlays.last_mut() else {
         return None;
     };
@@ -38,10 +54,24 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             let name = name(state, user);
             ask_status(state, user, name, status);
         }
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         _ => {}
     }
     None
+}
+
+/// Why the admin may not do `command` to the user of the top detail pane, if not.
+fn refused(state: &State, command: Command) -> Option<String> {
+    let Some(Overlay::Detail(pane)) = state.overlays.last() else {
+        return None;
+    };
+    let user = pane.detail.as_ref().map(|d| d.user.clone()).or_else(|| state.users.user(pane.user))?;
+    let offer = match command {
+        Command::Reset => Offer::Reset,
+        Command::Enroll => Offer::Enroll,
+        _ => Offer::SetStatus,
+    };
+    state.refusal(offer, Some((user.role, &user.username)))
 }
 
 /// The user name of `user`, or its id while the table does not have it.

@@ -1,6 +1,5 @@
 //! Enrolling a user's second factor at the console: the QR code dialog and its code.
 
-use super::edit::{self, Edit};
 use crate::service::Enrollment;
 use crate::tui::action::Command;
 use crate::tui::effects::Effect;
@@ -27,8 +26,12 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
         return None;
     };
     match command {
+        // Cancelled or done: the user is pending, enrolled or as before; the row and any detail
+        // pane show which.
         Command::Back => {
+            let user = e.user;
             state.overlays.pop();
+            return Some(Effect::LoadDetail(user));
         }
         Command::Submit if e.recovery_codes.is_some() => {
             state.overlays.pop();
@@ -44,9 +47,6 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
             e.error = None;
             return Some(Effect::ConfirmEnroll { user: e.user, code });
         }
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None
@@ -57,7 +57,12 @@ pub(super) fn begun(state: &mut State, result: Result<Enrollment, String>) -> Op
     if let Some(Overlay::Enroll(e)) = state.overlays.last_mut() {
         e.waiting = false;
         match result {
-            Ok(enrollment) => e.enrollment = Some(enrollment),
+            Ok(enrollment) => {
+                e.enrollment = Some(enrollment);
+                // A secret was issued: the user is pending now.
+                let user = e.user;
+                return Some(Effect::LoadDetail(user));
+            }
             Err(why) => e.error = Some(why),
         }
     }

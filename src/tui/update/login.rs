@@ -1,7 +1,6 @@
 //! The login screen: password, then a code or an enrollment, then any recovery codes; and back to
 //! it when the session ends.
 
-use super::edit::{self, Edit};
 use super::users;
 use crate::service::Enrollment;
 use crate::tui::action::{Command, Session};
@@ -52,9 +51,6 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
                 return logged_in(state, session);
             }
         },
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None
@@ -133,7 +129,8 @@ pub(super) fn succeeded(state: &mut State, session: Box<Session>) -> Option<Effe
 pub(super) fn session_ended(state: &mut State, why: String) -> Option<Effect> {
     if let Some(old) = state.session.take() {
         let username = old.who.name;
-        state.overlays.clear();
+        // What a reset did stays on screen, above the login form.
+        state.overlays.retain(|o| matches!(o, Overlay::ResetResult(_)));
         state.filter_editing = false;
         state.load.running = false;
         let mut form = LoginForm::new();

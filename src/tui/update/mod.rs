@@ -31,11 +31,21 @@ pub fn handle_key(state: &mut State, key: &Key) -> Option<Effect> {
 
 pub fn update(state: &mut State, action: Action) -> Option<Effect> {
     match action {
+        // Quitting during a reset asks first, like esc.
+        Action::Command(Command::Quit) if state.mode() == Mode::Progress => reset::progress_command(state, Command::Quit),
         Action::Command(Command::Quit) => {
             state.quit = true;
             None
         }
-        Action::Command(command) => on_command(state, command),
+        Action::Command(command) if command.is_line_edit() && state.mode().takes_text() => match Edit::of(command) {
+            Some(edit) => edit::apply(state, edit),
+            None => None,
+        },
+        Action::Command(command) => {
+            // Any other command may move the focus: a field is entered with the cursor at its end.
+            state.cursor_back = 0;
+            on_command(state, command)
+        }
         Action::Type(c) => edit::apply(state, Edit::Insert(c.to_string())),
         Action::Paste(text) => {
             let line: String = text.chars().filter(|c| !c.is_control()).collect();
@@ -60,6 +70,8 @@ pub fn update(state: &mut State, action: Action) -> Option<Effect> {
         Action::Click { column, row } => on_click(state, column, row),
         Action::Scroll(lines) => on_scroll(state, lines),
         Action::Crashed(why) => {
+            // A reset whose job died never reports: do not wait for it.
+            state.overlays.retain(|o| !matches!(o, Overlay::Progress(_)));
             state.crashed = Some(why);
             state.quit = true;
             None
@@ -91,7 +103,7 @@ fn on_command(state: &mut State, command: Command) -> Option<Effect> {
         Mode::Audit => audit::command(state, command),
         Mode::Orgs => orgs::command(state, command),
         Mode::Dialog => dialog_command(state, command),
-        Mode::Progress => None,
+        Mode::Progress => reset::progress_command(state, command),
         Mode::Result => reset::result_command(state, command),
         Mode::Help => help_command(state, command),
         Mode::Command => command_line::command(state, command),
@@ -101,7 +113,7 @@ fn on_command(state: &mut State, command: Command) -> Option<Effect> {
 /// Commands every main view shares.
 fn common_command(state: &mut State, command: Command) -> Option<Effect> {
     match command {
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         Command::CommandLine => state.overlays.push(Overlay::CommandLine { input: String::new() }),
         Command::NextView | Command::PrevView => {
             let i = View::ALL.iter().position(|v| *v == state.view).unwrap_or(0);
@@ -165,13 +177,15 @@ fn confirm_command(state: &mut State, command: Command) -> Option<Effect> {
 fn help_command(state: &mut State, command: Command) -> Option<Effect> {
     let page = state.size.1.saturating_sub(4).max(1) as usize;
     let max = state.help_lines().saturating_sub(page);
-    let Some(Overlay::Help { scroll }) = state.overlays.last_mut() else {
+    let Some(Overlay::Help { scroll, .. }) = state.overlays.last_mut() else {
         return None;
     };
     match command {
-        Command::Back | Command::Help => {
+        Command::Back | Command::Help | Command::Quit => {
             state.overlays.pop();
         }
+        Command::Top => *scroll = 0,
+        Command::Bottom => *scroll = max,
         Command::Down => *scroll = (*scroll + 1).min(max),
         Command::Up => *scroll = scroll.saturating_sub(1),
         Command::PageDown => *scroll = (*scroll + page).min(max),
@@ -239,8 +253,8 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
         Action::DetailLoaded(result) => detail::loaded(state, result),
         Action::UserChanged(result) => detail::status_changed(state, result),
         Action::ResetPlanned(result) => reset::planned(state, result),
-        Action::ResetProgress { done, total } => reset::progress(state, done, total),
-        Action::ResetDone(result) => reset::done(state, result),
+        Action::ResetProgress { reset } => reset::progress(state, reset),
+        Action::ResetDone(run) => reset::done(state, run),
         Action::EnrollmentBegun(result) => enroll::begun(state, result),
         Action::EnrollmentConfirmed(result) => enroll::confirmed(state, result),
         Action::AuditLoaded { generation, result } => audit::loaded(state, generation, result),

@@ -13,12 +13,22 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         Command::Down => o.cursor = (o.cursor + 1).min(o.orgs.len().saturating_sub(1)),
         Command::Refresh => return Some(Effect::LoadOrgs),
         Command::ToggleEnforcement => {
+            if let Some(why) = state.refusal(Offer::ChangeOrg, None) {
+                state.error(why);
+                return None;
+            }
+            let o = &state.orgs;
             let org = o.orgs.get(o.cursor)?.clone();
             let on = !org.mfa_enforced;
             let lines = if on {
                 vec![
                     format!("Require MFA for every user of {}?", org.name),
-                    format!("{} of its {} users have no second factor yet; they must enroll at their next login.", org.users - org.enrolled, org.users),
+                    format!(
+                        "{} of its {} {} no second factor yet; they must enroll at their next login.",
+                        org.users - org.enrolled,
+                        crate::tui::views::count(org.users, "user"),
+                        if org.users - org.enrolled == 1 { "has" } else { "have" }
+                    ),
                 ]
             } else {
                 vec![

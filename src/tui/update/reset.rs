@@ -1,10 +1,9 @@
 //! Resetting MFA: the confirmation with its dry run, the progress, and the result.
 
 use super::detail;
-use super::edit::{self, Edit};
 use crate::service::{ResetOutcome, ResetReport};
-use crate::tui::action::Command;
-use crate::tui::effects::Effect;
+use crate::tui::action::{Command, ResetRun};
+use crate::tui::effects::{Effect, ResetGate};
 use crate::tui::state::*;
 use uuid::Uuid;
 
@@ -22,8 +21,17 @@ pub(super) fn request(state: &mut State, targets: Option<Vec<Uuid>>) -> Option<E
             }
         },
     };
-    let names = targets.iter().map(|id| detail::name(state, *id)).collect();
-    state.overlays.push(Overlay::ConfirmReset(ConfirmReset::new(targets.clone(), names)));
+    let names: Vec<String> = targets.iter().map(|id| detail::name(state, *id)).collect();
+    let mut dialog = ConfirmReset::new(targets.clone(), Vec::new());
+    dialog.hidden = state.users.hidden_among(&targets);
+    let me = state.session.as_ref().map(|s| s.who.name.as_str());
+    dialog.includes_operator = me.is_some_and(|me| names.iter().any(|n| n == me));
+    // Only a table with every user in it knows what "every user of an org" is.
+    if state.load.complete {
+        dialog.whole_orgs = state.users.whole_orgs_among(&targets);
+    }
+    dialog.names = names;
+    state.overlays.push(Overlay::ConfirmReset(dialog));
     Some(Effect::PlanReset(targets))
 }
 
@@ -38,9 +46,7 @@ fn confirm(state: &mut State) -> Option<Effect> {
         None => Some((ResetFocus::Confirm, "still checking what the reset would do; a moment")),
         Some(0) => Some((ResetFocus::Cancel, "none of these users has MFA to reset")),
         Some(_) if reason_required && d.reason.trim().is_empty() => Some((ResetFocus::Reason, "a reason is required")),
-        Some(_) if d.needs_count() && d.count.trim() != d.targets.len().to_string() => {
-            Some((ResetFocus::Count, "type the number of users to confirm"))
-        }
+        Some(k) if d.needs_count() && d.count.trim() != k.to_string() => Some((ResetFocus::Count, "type the number on the Reset button to confirm")),
         Some(_) => None,
     };
     if let Some((focus, why)) = problem {
@@ -50,9 +56,10 @@ fn confirm(state: &mut State) -> Option<Effect> {
     }
     let targets = d.targets.clone();
     let reason = d.reason.trim().to_string();
+    let will_reset = d.will_reset().unwrap_or(targets.len());
     state.overlays.pop();
-    state.overlays.push(Overlay::Progress(ResetProgress { done: 0, total: targets.len() }));
-    Some(Effect::RunReset { targets, reason })
+    state.overlays.push(Overlay::Progress(ResetProgress::new(will_reset)));
+    Some(Effect::RunReset { targets, reason, batch: state.batch_size })
 }
 
 /// The reset confirmation dialog.
@@ -81,9 +88,6 @@ pub(super) fn dialog_command(state: &mut State, command: Command) -> Option<Effe
                 d.focus = order[(i + 1) % order.len()];
             }
         },
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None
@@ -95,7 +99,7 @@ pub(super) fn result_command(state: &mut State, command: Command) -> Option<Effe
         return None;
     };
     let page = state.size.1.saturating_sub(12).max(1) as usize;
-    let max = r.report.results.len().saturating_sub(1);
+    let max = (r.report.results.len() + r.untouched.len()).saturating_sub(1);
     match command {
         Command::Back => {
             state.overlays.pop();
@@ -112,7 +116,7 @@ pub(super) fn result_command(state: &mut State, command: Command) -> Option<Effe
         Command::Up => r.scroll = r.scroll.saturating_sub(1),
         Command::PageDown => r.scroll = (r.scroll + page).min(max),
         Command::PageUp => r.scroll = r.scroll.saturating_sub(page),
-        Command::Help => state.overlays.push(Overlay::Help { scroll: 0 }),
+        Command::Help => state.open_help(),
         _ => {}
     }
     None
@@ -128,50 +132,135 @@ pub(super) fn planned(state: &mut State, result: Result<ResetReport, String>) ->
         };
         if same {
             d.plan = Some(result);
+            if d.focus == ResetFocus::Count && !d.needs_count() {
+                d.focus = ResetFocus::Reason;
+            }
         }
     }
     None
 }
 
 /// How far [`Effect::RunReset`] has got.
-pub(super) fn progress(state: &mut State, done: usize, total: usize) -> Option<Effect> {
+pub(super) fn progress(state: &mut State, reset: usize) -> Option<Effect> {
     if let Some(Overlay::Progress(p)) = state.overlays.last_mut() {
-        p.done = done;
-        p.total = total;
+        p.reset = reset;
     }
     None
 }
 
-/// The report of [`Effect::RunReset`]: the table takes the new states and the result view opens.
-pub(super) fn done(state: &mut State, result: Result<ResetReport, String>) -> Option<Effect> {
-    if let Some(Overlay::Progress(_)) = state.overlays.last() {
-        state.overlays.pop();
-    }
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            state.error(format!("the reset did not run: {e}"));
-            return None;
-        }
+/// Keys while a reset runs: esc, q or ctrl-c ask whether to stop after the current batch (the
+/// reset waits for the answer); asked, q or ctrl-c stop it and quit, and the results are printed
+/// once the console has closed.
+pub(super) fn progress_command(state: &mut State, command: Command) -> Option<Effect> {
+    let Some(Overlay::Progress(p)) = state.overlays.last_mut() else {
+        return None;
     };
+    if p.stopping {
+        if command == Command::Quit {
+            p.quit_after = true;
+            state.quit = true;
+        }
+        return None;
+    }
+    let Some(focus_stop) = p.asking else {
+        return match command {
+            Command::Back | Command::Quit => {
+                p.asking = Some(false);
+                Some(Effect::Gate(ResetGate::Pause))
+            }
+            _ => None,
+        };
+    };
+    let stop = |p: &mut ResetProgress, quit: bool| {
+        p.asking = None;
+        p.stopping = true;
+        p.quit_after = quit;
+        Some(Effect::Gate(ResetGate::Stop))
+    };
+    match command {
+        Command::NextField | Command::PrevField => p.asking = Some(!focus_stop),
+        Command::Back => {
+            p.asking = None;
+            return Some(Effect::Gate(ResetGate::Run));
+        }
+        Command::Submit if focus_stop => return stop(p, false),
+        Command::Submit => {
+            p.asking = None;
+            return Some(Effect::Gate(ResetGate::Run));
+        }
+        Command::Quit => {
+            state.quit = true;
+            return stop(p, true);
+        }
+        _ => {}
+    }
+    None
+}
+
+/// The report of [`Effect::RunReset`]: the table takes the new states and the result view opens;
+/// if the admin quit meanwhile, the console closes and prints it.
+pub(super) fn done(state: &mut State, run: ResetRun) -> Option<Effect> {
+    let quit_after = match state.overlays.last() {
+        Some(Overlay::Progress(p)) => p.quit_after,
+        _ => false,
+    };
+    state.overlays.retain(|o| !matches!(o, Overlay::Progress(_)));
+    let ResetRun { report, untouched, stopped, error } = run;
+    if report.results.is_empty() && !stopped {
+        state.error(format!("the reset did not run: {}", error.unwrap_or_default()));
+        return None;
+    }
     state.users.apply_reset(&report);
     let page = state.page();
     state.users.scroll_into_view(page);
-    let c = |o| report.count(o);
-    state.info(format!(
-        "reset {}, skipped {}, denied {}, not found {}, failed {}{}",
+    let untouched: Vec<String> = untouched.iter().map(|id| detail::name(state, *id)).collect();
+    let view = ResetResultView { report, untouched, stopped, error, details: false, scroll: 0 };
+    state.info(summary(&view));
+    state.audit.loaded = false;
+    state.orgs.loaded = false;
+    if quit_after {
+        state.print_on_exit = Some(printed(&view));
+        state.quit = true;
+    }
+    state.overlays.push(Overlay::ResetResult(view));
+    None
+}
+
+/// One line on what a reset did.
+fn summary(view: &ResetResultView) -> String {
+    let c = |o| view.report.count(o);
+    let mut text = format!(
+        "reset {}, skipped {}, denied {}, not found {}, failed {}",
         c(ResetOutcome::Reset),
         c(ResetOutcome::Skipped),
         c(ResetOutcome::Denied),
         c(ResetOutcome::NotFound),
         c(ResetOutcome::Failed),
-        match c(ResetOutcome::Unknown) {
-            0 => String::new(),
-            n => format!(", UNKNOWN {n} (answer lost)"),
-        }
-    ));
-    state.audit.loaded = false;
-    state.orgs.loaded = false;
-    state.overlays.push(Overlay::ResetResult(ResetResultView { report, details: false, scroll: 0 }));
-    None
+    );
+    if c(ResetOutcome::Unknown) > 0 {
+        text.push_str(&format!(", UNKNOWN {} (answer lost)", c(ResetOutcome::Unknown)));
+    }
+    if !view.untouched.is_empty() {
+        let why = if view.stopped { "stopped" } else { "a batch failed" };
+        text.push_str(&format!("; {why}: {} not tried", view.untouched.len()));
+    }
+    text
+}
+
+/// The results user by user, for standard output after the console has closed: a summary line,
+/// then one tab-separated line per user (user, outcome, MFA after, detail).
+fn printed(view: &ResetResultView) -> String {
+    let mut out = format!("mfadmin tui: {}\n", summary(view));
+    if let Some(e) = &view.error {
+        out.push_str(&format!("mfadmin tui: a batch failed: {e}\n"));
+    }
+    for r in &view.report.results {
+        let name = r.username.as_deref().unwrap_or(&r.target);
+        let after = r.mfa_after.map_or("-".to_string(), |m| m.to_string());
+        out.push_str(&format!("{name}\t{}\t{after}\t{}\n", r.outcome.as_str(), r.detail.as_deref().unwrap_or("")));
+    }
+    for name in &view.untouched {
+        out.push_str(&format!("{name}\tnot_tried\t-\tunchanged: the reset ended before its batch\n"));
+    }
+    out
 }

@@ -1,6 +1,5 @@
 //! The users view: moving, marking, filtering and sorting the table, and loading the users into it.
 
-use super::edit::{self, Edit};
 use super::{audit, detail, enroll, reset};
 use crate::domain::mfa::MfaStatus;
 use crate::domain::role::Role;
@@ -9,6 +8,7 @@ use crate::tui::action::Command;
 use crate::tui::effects::Effect;
 use crate::tui::state::*;
 use crate::tui::table::{Query, Unused, SORT_COLUMNS};
+use crate::tui::views::count;
 
 /// What the quick filter for unused factors steps through, in days (then off again).
 pub const UNUSED_DAYS: [u32; 3] = [90, 180, 365];
@@ -87,7 +87,14 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             t.scroll_into_view(page);
         }
         Command::Refresh => return Some(reload(state)),
-        Command::Reset => return reset::request(state, None),
+        Command::Reset => {
+            let target = if t.mark_count() > 0 { None } else { t.cursor_user() };
+            if let Some(why) = state.refusal(Offer::Reset, target.as_ref().map(|u| (u.role, u.username.as_str()))) {
+                state.error(why);
+                return None;
+            }
+            return reset::request(state, None);
+        }
         Command::Open => {
             let user = t.cursor_user()?.id;
             state.overlays.push(Overlay::Detail(DetailPane { user, detail: None, error: None, scroll: 0 }));
@@ -95,10 +102,18 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         }
         Command::Enroll => {
             let user = t.cursor_user()?;
+            if let Some(why) = state.refusal(Offer::Enroll, Some((user.role, &user.username))) {
+                state.error(why);
+                return None;
+            }
             return enroll::begin(state, user.id, user.username);
         }
         Command::ToggleStatus => {
             let user = t.cursor_user()?;
+            if let Some(why) = state.refusal(Offer::SetStatus, Some((user.role, &user.username))) {
+                state.error(why);
+                return None;
+            }
             detail::ask_status(state, user.id, user.username, user.status);
         }
         other => return super::common_command(state, other),
@@ -144,9 +159,6 @@ pub(super) fn filter_command(state: &mut State, command: Command) -> Option<Effe
                 state.users.move_cursor(delta, page);
             }
         }
-        Command::DeleteChar => return edit::apply(state, Edit::DeleteChar),
-        Command::DeleteWord => return edit::apply(state, Edit::DeleteWord),
-        Command::ClearInput => return edit::apply(state, Edit::Clear),
         _ => {}
     }
     None
@@ -215,7 +227,7 @@ pub(super) fn page(state: &mut State, generation: u64, result: Result<Vec<UserVi
         state.load.running = false;
         state.load.complete |= state.load.query.is_empty();
         if show {
-            state.info(format!("{} users loaded", state.users.total()));
+            state.info(format!("{} loaded", count(state.users.total(), "user")));
         }
     } else if show {
         state.info(format!("loading users: {} of {}…", state.load.received, state.load.total));
@@ -238,7 +250,7 @@ pub(super) fn loaded(state: &mut State, result: Result<Vec<UserView>, String>) -
     let page = state.page();
     state.users.scroll_into_view(page);
     if state.message.as_ref().is_some_and(|m| m.text.ends_with("loading users…")) {
-        state.info(format!("{n} users loaded"));
+        state.info(format!("{} loaded", count(n, "user")));
     }
     None
 }

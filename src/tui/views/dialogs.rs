@@ -8,7 +8,7 @@ use crate::service::{Enrollment, ResetOutcome};
 use crate::tui::action::Command;
 use crate::tui::keymap::Section;
 use crate::tui::layout;
-use crate::tui::state::{Confirm, ConfirmReset, EnrollDialog, ResetFocus, ResetProgress, ResetResultView, State};
+use crate::tui::state::{Level, Confirm, ConfirmReset, EnrollDialog, ResetFocus, ResetProgress, ResetResultView, State};
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -20,12 +20,9 @@ use std::collections::BTreeMap;
 fn field<'a>(state: &State, label: &str, value: &str, focused: bool, masked: bool) -> Line<'a> {
     let t = &state.theme;
     let shown = if masked { "•".repeat(value.chars().count()) } else { value.to_string() };
-    let (marker, style, cursor) = if focused { ("› ", t.focused_input(), "▏") } else { ("  ", t.input(), "") };
-    Line::from(vec![
-        Span::styled(marker.to_string(), t.key()),
-        Span::raw(format!("{label} ")),
-        Span::styled(format!("{shown}{cursor}"), style),
-    ])
+    let (marker, style) = if focused { ("› ", t.focused_input()) } else { ("  ", t.input()) };
+    let shown = if focused { super::with_cursor(&shown, state.cursor_back) } else { shown };
+    Line::from(vec![Span::styled(marker.to_string(), t.key()), Span::raw(format!("{label} ")), Span::styled(shown, style)])
 }
 
 fn button<'a>(state: &State, label: &str, focused: bool) -> Span<'a> {
@@ -58,30 +55,15 @@ fn boxed(state: &State, frame: &mut Frame, area: Rect, title: &str, width: u16, 
 // ---------------------------------------------------------------- help
 
 /// Every binding of every mode, generated from the key map that handles input.
-pub fn help(state: &State, scroll: usize, frame: &mut Frame, area: Rect) {
+pub fn help(state: &State, scroll: usize, first: Section, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let outer = layout::centered(area, 96, area.height.saturating_sub(2).max(3));
     let inner = popup(state, frame, outer, "Keys");
     let mut lines = vec![
         Line::styled("From the key map; change keys in the config file: [tui.keys.<mode>].", t.dim()),
-        Line::styled("q quits where it does not type into a field; ctrl-c quits everywhere.", t.dim()),
+        Line::styled("This screen's keys first. q/esc close, j/k g/G scroll; ctrl-c quits anywhere.", t.dim()),
     ];
-    let order = [
-        Section::Global,
-        Section::Users,
-        Section::Filter,
-        Section::Input,
-        Section::Detail,
-        Section::Dialog,
-        Section::Result,
-        Section::Audit,
-        Section::Orgs,
-        Section::Command,
-        Section::Help,
-        Section::Login,
-        Section::Progress,
-    ];
-    for section in order {
+    for section in crate::tui::state::help_sections(first) {
         let bindings = state.keymap.help(section);
         if bindings.is_empty() {
             continue;
@@ -101,7 +83,12 @@ pub fn help(state: &State, scroll: usize, frame: &mut Frame, area: Rect) {
 pub fn command_line(state: &State, input: &str, frame: &mut Frame, area: Rect) {
     let status = layout::main_areas(area).status;
     frame.render_widget(ratatui::widgets::Clear, status);
-    let line = Line::from(vec![Span::styled(format!(":{input}▏"), state.theme.focused_input())]);
+    let mut spans = vec![Span::styled(format!(":{}", super::with_cursor(input, state.cursor_back)), state.theme.focused_input())];
+    // What completion offers, or why it offers nothing, beside the line.
+    if let Some(m) = &state.message {
+        spans.push(Span::styled(format!("   {}", m.text), if m.level == Level::Error { state.theme.error() } else { state.theme.dim() }));
+    }
+    let line = Line::from(spans);
     frame.render_widget(Paragraph::new(line), status);
 }
 
@@ -120,6 +107,11 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     }
     for chunk in wrap_words(&names, inner_width.saturating_sub(2)) {
         lines.push(Line::raw(format!("  {chunk}")));
+    }
+    for warning in reset_warnings(state, d) {
+        for chunk in wrap_words(&warning, inner_width.saturating_sub(4)) {
+            lines.push(Line::styled(format!("  {chunk}"), t.error()));
+        }
     }
     lines.push(Line::raw(""));
     match &d.plan {
@@ -149,7 +141,12 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     let label = if state.reason_required { "Reason (required):" } else { "Reason:" };
     lines.push(field(state, label, &d.reason, d.focus == ResetFocus::Reason, false));
     if d.needs_count() {
-        lines.push(field(state, &format!("Type {n} to confirm:"), &d.count, d.focus == ResetFocus::Count, false));
+        // The number on the Reset button: what the dry run says will be reset.
+        let label = match d.will_reset() {
+            Some(k) => format!("Type {k} to confirm:"),
+            None => "Type the number to reset (checking…):".to_string(),
+        };
+        lines.push(field(state, &label, &d.count, d.focus == ResetFocus::Count, false));
     }
     lines.push(match &d.error {
         Some(e) => Line::styled(format!("  {e}"), t.error()),
@@ -169,6 +166,26 @@ pub fn confirm_reset(state: &State, d: &ConfirmReset, frame: &mut Frame, area: R
     boxed(state, frame, area, "Reset MFA", width, lines);
 }
 
+/// What the admin may not expect of this set: marks the filter hides, the admin's own account,
+/// a whole org.
+fn reset_warnings(state: &State, d: &ConfirmReset) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = d.targets.len();
+    if d.hidden > 0 {
+        let verb = if d.hidden == 1 { "is" } else { "are" };
+        let clear = state.key_hint(Section::Users, Command::ClearMarks);
+        out.push(format!("! {} of the {n} {verb} hidden by the filter (marked earlier; {clear} clears marks)", d.hidden));
+    }
+    if d.includes_operator {
+        let me = state.session.as_ref().map_or("you", |s| s.who.name.as_str());
+        out.push(format!("! this includes you ({me}): your own second factor is reset too"));
+    }
+    for org in &d.whole_orgs {
+        out.push(format!("! this is every user of {org}"));
+    }
+    out
+}
+
 fn wrap_words(text: &str, width: usize) -> Vec<String> {
     let mut out = vec![String::new()];
     for word in text.split(' ') {
@@ -186,18 +203,39 @@ fn wrap_words(text: &str, width: usize) -> Vec<String> {
 }
 
 pub fn progress(state: &State, p: &ResetProgress, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
     let width = 64u16.min(area.width);
     let bar_width = width.saturating_sub(12) as usize;
-    let done = p.done.min(p.total);
+    let done = p.reset.min(p.total);
     let filled = (bar_width * done).checked_div(p.total).unwrap_or(0);
     let percent = (100 * done).checked_div(p.total).unwrap_or(0);
-    let lines = vec![
-        Line::raw(format!("Resetting MFA: {} of {} done", p.done, p.total)),
+    let mut lines = vec![
+        Line::raw(format!("Resetting MFA: {} of {} reset", p.reset, p.total)),
         Line::raw(""),
         Line::raw(format!(" {}{} {percent:>3}%", "█".repeat(filled), "░".repeat(bar_width - filled))),
         Line::raw(""),
-        Line::styled("Each user is one atomic change; the audit log records every one.", state.theme.dim()),
     ];
+    match p.asking {
+        Some(focus_stop) => {
+            lines.push(Line::styled("Stop after the current batch?", t.title()));
+            lines.push(Line::raw("Paused. Users reset so far stay reset; the rest are left as they are."));
+            lines.push(Line::from(vec![
+                Span::raw("      "),
+                button(state, "Keep going", !focus_stop),
+                Span::raw("     "),
+                button(state, "Stop", focus_stop),
+            ]));
+            lines.push(hint_line(state, Section::Progress, &[(Command::NextField, "switch"), (Command::Submit, "press"), (Command::Quit, "stop and quit")]));
+        }
+        None if p.stopping && p.quit_after => {
+            lines.push(Line::styled("Stopping after the current batch, then quitting: the results go to standard output.", t.key()))
+        }
+        None if p.stopping => lines.push(Line::styled("Stopping after the current batch…", t.key())),
+        None => {
+            lines.push(Line::styled("Each user is one atomic change; the audit log records every one.", t.dim()));
+            lines.push(hint_line(state, Section::Progress, &[(Command::Back, "stop…")]));
+        }
+    }
     boxed(state, frame, area, "Working", width, lines);
 }
 
@@ -211,6 +249,13 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
         Line::raw(format!("  {:<12}{:>7}", "not found", c(ResetOutcome::NotFound))),
         Line::raw(format!("  {:<12}{:>7}", "failed", c(ResetOutcome::Failed))),
     ];
+    if !r.untouched.is_empty() {
+        let why = if r.stopped { "stopped before their batch: unchanged" } else { "a batch failed: these were not sent" };
+        lines.push(Line::styled(format!("  {:<12}{:>7}  {why}", "not tried", r.untouched.len()), t.error()));
+    }
+    if let Some(e) = &r.error {
+        lines.push(Line::styled(format!("  a batch failed: {e}"), t.error()));
+    }
     if c(ResetOutcome::Unknown) > 0 {
         // Only a remote reset whose answer was lost has these; never claimed either way.
         lines.push(Line::styled(
@@ -224,7 +269,7 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
         let room = area.height.saturating_sub(lines.len() as u16 + 6).max(1) as usize;
         let inner_width = width.min(area.width).saturating_sub(2) as usize;
         lines.push(Line::styled(format!("  {:<28}{:<11}{:<14}{}", "USER", "OUTCOME", "MFA NOW", "DETAIL"), t.header()));
-        for res in r.report.results.iter().skip(r.scroll).take(room.saturating_sub(1)) {
+        let done = r.report.results.iter().map(|res| {
             let name = res.username.clone().unwrap_or_else(|| res.target.clone());
             let text = format!(
                 "  {:<28}{:<11}{:<14}{}",
@@ -237,6 +282,10 @@ pub fn reset_result(state: &State, r: &ResetResultView, frame: &mut Frame, area:
                 ResetOutcome::Denied | ResetOutcome::Failed | ResetOutcome::NotFound | ResetOutcome::Unknown => t.error(),
                 _ => t.plain(),
             };
+            (text, style)
+        });
+        let not_tried = r.untouched.iter().map(|name| (format!("  {:<28}{:<11}{:<14}{}", fit(name, 27), "not tried", "unchanged", ""), t.error()));
+        for (text, style) in done.chain(not_tried).skip(r.scroll).take(room.saturating_sub(1)) {
             lines.push(Line::styled(fit(&text, inner_width), style));
         }
         lines.push(hint_line(state, Section::Result, &[(Command::Down, "scroll"), (Command::ToggleDetails, "hide"), (Command::Back, "close")]));

@@ -14,12 +14,9 @@ use ratatui::Frame;
 fn input<'a>(state: &State, label: &str, value: &str, focused: bool, masked: bool) -> Line<'a> {
     let t = &state.theme;
     let shown = if masked { "•".repeat(value.chars().count()) } else { value.to_string() };
-    let (marker, style, cursor) = if focused { ("› ", t.focused_input(), "▏") } else { ("  ", t.input(), "") };
-    Line::from(vec![
-        Span::styled(marker.to_string(), t.key()),
-        Span::raw(format!("{label:<11}")),
-        Span::styled(format!("{shown}{cursor}"), style),
-    ])
+    let (marker, style) = if focused { ("› ", t.focused_input()) } else { ("  ", t.input()) };
+    let shown = if focused { super::with_cursor(&shown, state.cursor_back) } else { shown };
+    Line::from(vec![Span::styled(marker.to_string(), t.key()), Span::raw(format!("{label:<11}")), Span::styled(shown, style)])
 }
 
 pub fn draw(state: &State, form: &LoginForm, frame: &mut Frame, area: Rect) {

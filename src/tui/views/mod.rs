@@ -6,7 +6,7 @@ mod panes;
 mod users;
 
 use super::layout::{self, Density};
-use super::state::{Level, Overlay, Screen, State, View};
+use super::state::{Level, Offer, Overlay, Screen, State, View};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
@@ -44,9 +44,10 @@ pub fn draw(state: &State, frame: &mut Frame) {
     }
     for overlay in &state.overlays {
         match overlay {
-            Overlay::Help { scroll } => dialogs::help(state, *scroll, frame, area),
+            Overlay::Help { scroll, first } => dialogs::help(state, *scroll, *first, frame, area),
             Overlay::CommandLine { input } => dialogs::command_line(state, input, frame, area),
             Overlay::Detail(pane) => panes::draw_detail(state, pane, frame, area),
+            Overlay::AuditEvent(i) => panes::draw_audit_event(state, *i, frame, area),
             Overlay::ConfirmReset(d) => dialogs::confirm_reset(state, d, frame, area),
             Overlay::Progress(p) => dialogs::progress(state, p, frame, area),
             Overlay::ResetResult(r) => dialogs::reset_result(state, r, frame, area),
@@ -115,8 +116,9 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
             state.users.total(),
             state.users.mark_count()
         ),
-        View::Audit => format!(" {} events ", state.audit.events.len()),
-        View::Orgs => format!(" {} orgs ", state.orgs.orgs.len()),
+        View::Audit if state.audit.loaded && !state.audit.all_loaded() => format!(" {}+ events ", state.audit.events.len()),
+        View::Audit => format!(" {} ", count(state.audit.events.len(), "event")),
+        View::Orgs => format!(" {} ", count(state.orgs.orgs.len(), "org")),
     };
     let mut spans = vec![Span::styled(counts, t.tab_active()), Span::raw(" ")];
     match &state.message {
@@ -135,7 +137,13 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
                 View::Audit => &[(C::Help, "help"), (C::Filter, "find"), (C::NextView, "next view"), (C::Quit, "quit")],
                 View::Orgs => &[(C::Help, "help"), (C::ToggleEnforcement, "enforce on/off"), (C::NextView, "next view"), (C::Quit, "quit")],
             };
-            for (command, label) in hints {
+            // Only what the admin's role may do is offered.
+            let allowed = |c: &C| match c {
+                C::Reset => state.refusal(Offer::Reset, None).is_none(),
+                C::ToggleEnforcement => state.refusal(Offer::ChangeOrg, None).is_none(),
+                _ => true,
+            };
+            for (command, label) in hints.iter().filter(|(c, _)| allowed(c)) {
                 spans.push(Span::styled(state.key_hint(section, *command), t.key()));
                 spans.push(Span::raw(format!(" {label}  ")));
             }
@@ -155,6 +163,21 @@ fn popup(state: &State, frame: &mut Frame, area: Rect, title: &str) -> Rect {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     inner
+}
+
+/// `text` with the cursor of the focused field drawn in it, `back` characters before its end.
+pub fn with_cursor(text: &str, back: usize) -> String {
+    let len = text.chars().count();
+    let at = len - back.min(len);
+    let mut out: String = text.chars().take(at).collect();
+    out.push('▏');
+    out.extend(text.chars().skip(at));
+    out
+}
+
+/// "1 user", "2 users": a count and its noun, singular for one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// Cut `text` to `width` characters, ending in … when cut.

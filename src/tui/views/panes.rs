@@ -6,7 +6,7 @@ use crate::domain::user::Status;
 use crate::tui::action::Command;
 use crate::tui::keymap::Section;
 use crate::tui::layout::{self, Density};
-use crate::tui::state::{DetailPane, State};
+use crate::tui::state::{DetailPane, Offer, State};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
@@ -19,7 +19,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
     let density = layout::density(area);
     let chain = match &a.verify {
         None => Span::styled("chain: checking…", t.dim()),
-        Some(Ok(v)) if v.ok => Span::styled(format!("chain verifies: {} events, every link intact ✓", v.events), t.ok()),
+        Some(Ok(v)) if v.ok => Span::styled(format!("chain intact: {} (all orgs, all checks) ✓", super::count(v.events as usize, "event")), t.ok()),
         Some(Ok(v)) => Span::styled(
             format!("chain BROKEN at event {}: {} ✗", v.broken_at.unwrap_or_default(), v.problem.clone().unwrap_or_default()),
             t.error(),
@@ -27,7 +27,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
         Some(Err(e)) => Span::styled(format!("chain not checked: {e}"), t.error()),
     };
     let find = if a.editing {
-        Span::styled(format!("/{}▏", a.filter), t.focused_input())
+        Span::styled(format!("/{}", super::with_cursor(&a.filter, state.cursor_back)), t.focused_input())
     } else if a.filter.is_empty() {
         Span::styled(format!("({} to type)", state.key_hint(Section::Audit, Command::Filter)), t.dim())
     } else {
@@ -50,7 +50,8 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
     let start = a.offset.min(end);
     let header_titles: &[&str] = match density {
         Density::Full => &["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SOURCE", "REASON / DETAIL"],
-        Density::Narrow => &["WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME"],
+        // Narrow: the reason says more than the target, which the reason or detail mostly names.
+        Density::Narrow => &["WHEN", "ACTOR", "ACTION", "OUTCOME", "REASON / DETAIL"],
         Density::Compact => &["ACTION", "TARGET"],
     };
     let rows: Vec<Row> = a.events[start..end]
@@ -71,7 +72,7 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
                     e.source.clone(),
                     note,
                 ],
-                Density::Narrow => vec![when(Some(&e.at), false), e.actor.clone(), e.action.clone(), target, e.outcome.as_str().into()],
+                Density::Narrow => vec![when(Some(&e.at), false), e.actor.clone(), e.action.clone(), e.outcome.as_str().into(), note],
                 Density::Compact => vec![e.action.clone(), target],
             };
             let mut row = vec![Cell::from(if is_cursor { "▶" } else { " " })];
@@ -96,8 +97,8 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
             Constraint::Length(16),
             Constraint::Fill(2),
             Constraint::Fill(2),
-            Constraint::Fill(2),
-            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Fill(4),
         ],
         Density::Compact => vec![Constraint::Length(1), Constraint::Fill(1), Constraint::Fill(1)],
     };
@@ -110,10 +111,11 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
             (None, false) => " Audit log (loading…) ".into(),
             (None, true) => {
                 let key = state.key_hint(Section::Audit, Command::ToggleValidations);
+                let which = if a.all_loaded() { format!("all {}", a.events.len()) } else { format!("newest {}, more past the last", a.events.len()) };
                 if a.validations {
-                    format!(" Audit log, newest first, validations shown ({key} to hide) ")
+                    format!(" Audit log, newest first ({which}); validations shown ({key} hides) ")
                 } else {
-                    format!(" Audit log, newest first, validations hidden ({key} to show) ")
+                    format!(" Audit log, newest first ({which}); validations hidden ({key} shows) ")
                 }
             }
         };
@@ -122,13 +124,44 @@ pub fn draw_audit(state: &State, frame: &mut Frame, area: Rect) {
     frame.render_widget(table, areas.body);
 }
 
+/// One audit event in full: every field, the reason and detail wrapped rather than cut.
+pub fn draw_audit_event(state: &State, index: usize, frame: &mut Frame, area: Rect) {
+    let t = &state.theme;
+    let Some(e) = state.audit.events.get(index) else {
+        return;
+    };
+    let boxed = layout::centered(area, 100, area.height.saturating_sub(2));
+    let inner = popup(state, frame, boxed, &format!("Audit event {}", e.seq));
+    let field = |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:>10}  "), t.dim()), Span::raw(v)]);
+    let none = || "-".to_string();
+    let lines = vec![
+        field("when", e.at.clone()),
+        field("actor", e.actor.clone()),
+        field("action", e.action.clone()),
+        field("target", e.target.clone().unwrap_or_else(none)),
+        field("org", e.org.clone().unwrap_or_else(none)),
+        field("outcome", e.outcome.as_str().into()),
+        field("source", e.source.clone()),
+        field("reason", e.reason.clone().unwrap_or_else(none)),
+        field("detail", e.detail.clone().unwrap_or_else(none)),
+        field("hash", e.hash.clone()),
+        field("previous", e.prev_hash.clone()),
+        Line::raw(""),
+        Line::from(vec![Span::styled(state.key_hint(Section::Detail, Command::Back), t.key()), Span::raw(" back")]),
+    ];
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
 pub fn draw_orgs(state: &State, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let o = &state.orgs;
     let areas = layout::main_areas(area);
     if layout::density(area) != Density::Compact {
         let key = state.key_hint(Section::Orgs, Command::ToggleEnforcement);
-        let bar = Line::from(vec![Span::raw(" MFA enforcement per org: "), Span::styled(key, t.key()), Span::raw(" turns it on or off (asks first)")]);
+        let bar = match state.refusal(Offer::ChangeOrg, None) {
+            None => Line::from(vec![Span::raw(" MFA enforcement per org: "), Span::styled(key, t.key()), Span::raw(" turns it on or off (asks first)")]),
+            Some(why) => Line::from(vec![Span::raw(" MFA enforcement per org ("), Span::styled(why, t.dim()), Span::raw(")")]),
+        };
         frame.render_widget(Paragraph::new(bar), areas.filter);
     }
     let rows: Vec<Row> = o
@@ -161,6 +194,19 @@ pub fn draw_orgs(state: &State, frame: &mut Frame, area: Rect) {
     frame.render_widget(table, areas.body);
 }
 
+/// When the factor the user has now was enrolled: the record keeps the date of one since reset
+/// or being replaced, which is history, not the state.
+fn enrolled_line(u: &crate::domain::user::UserView) -> String {
+    use crate::domain::mfa::MfaStatus;
+    let date = when(u.mfa_enrolled_at.as_deref(), false);
+    match (u.mfa, &u.mfa_enrolled_at) {
+        (MfaStatus::Enrolled | MfaStatus::Locked, _) => date,
+        (MfaStatus::Pending, _) => "not yet: a secret was issued, its first code not confirmed".into(),
+        (_, Some(_)) => format!("no factor now (one enrolled {date} was reset)"),
+        (_, None) => "never".into(),
+    }
+}
+
 pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Rect) {
     let t = &state.theme;
     let boxed = layout::centered(area, 100, area.height.saturating_sub(2));
@@ -178,11 +224,13 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
             lines.push(field("org", u.org.clone()));
             lines.push(field("role", u.role.to_string()));
             lines.push(field("status", u.status.as_str().into()));
+            let unlocks = d.mfa_locked_until.as_deref().map(|at| format!("  (wrong codes; unlocks by itself at {})", when(Some(at), false))).unwrap_or_default();
             lines.push(Line::from(vec![
                 Span::styled(format!("{:>16}  ", "MFA"), t.dim()),
                 Span::styled(mfa_label(u.mfa), t.mfa(u.mfa)),
+                Span::raw(unlocks),
             ]));
-            lines.push(field("MFA enrolled", when(u.mfa_enrolled_at.as_deref(), false)));
+            lines.push(field("MFA enrolled", enrolled_line(u)));
             let client = u.mfa_last_client.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
             lines.push(field("MFA last used", format!("{}{client}", when(u.mfa_last_used_at.as_deref(), false))));
             lines.push(field("MFA reset", when(u.mfa_reset_at.as_deref(), false)));
@@ -218,8 +266,17 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
         Some(Status::Disabled) => "enable",
         _ => "disable",
     };
+    let user = pane.detail.as_ref().map(|d| d.user.clone()).or_else(|| state.users.user(pane.user));
+    // Only what the admin's role may do to this user is offered.
+    let allowed = |offer| user.as_ref().is_none_or(|u| state.refusal(offer, Some((u.role, &u.username))).is_none());
+    let offers = [
+        (Command::Reset, "reset MFA", allowed(Offer::Reset)),
+        (Command::Enroll, "enroll now", allowed(Offer::Enroll)),
+        (Command::ToggleStatus, status_verb, allowed(Offer::SetStatus)),
+        (Command::Back, "back", true),
+    ];
     let mut hints = Vec::new();
-    for (command, label) in [(Command::Reset, "reset MFA"), (Command::Enroll, "enroll now"), (Command::ToggleStatus, status_verb), (Command::Back, "back")] {
+    for (command, label, _) in offers.into_iter().filter(|o| o.2) {
         hints.push(Span::styled(state.key_hint(Section::Detail, command), t.key()));
         hints.push(Span::raw(format!(" {label}   ")));
     }

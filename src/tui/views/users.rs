@@ -2,6 +2,7 @@
 
 use super::{ago, fit, when};
 use crate::domain::mfa::MfaStatus;
+use crate::domain::user::{Status, UserView};
 use crate::service::SortField;
 use crate::tui::layout::{self, Density};
 use crate::tui::state::State;
@@ -53,7 +54,7 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     if density == Density::Compact {
         // The compact layout shares the top line: the filter goes to its right end.
         let text = match (state.filter_editing, q.text.is_empty()) {
-            (true, _) => format!("/{}▏", q.text),
+            (true, _) => format!("/{}", super::with_cursor(&q.text, state.cursor_back)),
             (false, false) => format!("/{}", q.text),
             (false, true) => String::new(),
         };
@@ -71,7 +72,7 @@ fn draw_filter_bar(state: &State, frame: &mut Frame, area: Rect, density: Densit
     }
     spans.push(Span::styled(" Find ", t.plain()));
     if state.filter_editing {
-        spans.push(Span::styled(format!("/{}▏", q.text), t.focused_input()));
+        spans.push(Span::styled(format!("/{}", super::with_cursor(&q.text, state.cursor_back)), t.focused_input()));
     } else if q.text.is_empty() {
         let key = state.key_hint(crate::tui::keymap::Section::Users, crate::tui::action::Command::Filter);
         spans.push(Span::styled(format!("({key} to type)"), t.dim()));
@@ -119,31 +120,107 @@ impl Column {
     }
 }
 
-/// The table's columns at a density: column, header, width.
-fn columns(density: Density) -> Vec<(Column, &'static str, Constraint)> {
+/// A column's room: it never gets less than `min`, grows up to `max` (its widest text on screen)
+/// by `grow` shares of what is left, and of the columns that do not fit, the lowest `keep` goes first.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    column: Column,
+    title: &'static str,
+    min: u16,
+    max: u16,
+    grow: u16,
+    keep: u8,
+}
+
+/// The table's columns at a density, before any is dropped.
+fn specs(density: Density) -> Vec<Spec> {
     use Column as C;
+    let fixed = |column, title, width, keep| Spec { column, title, min: width, max: width, grow: 0, keep };
+    let flexible = |column, title, min, grow, keep| Spec { column, title, min, max: u16::MAX, grow, keep };
     match density {
         Density::Full => vec![
-            (C::Username, "USER NAME", Constraint::Fill(2)),
-            (C::Name, "NAME", Constraint::Fill(2)),
-            (C::Email, "EMAIL", Constraint::Fill(3)),
-            (C::Org, "ORG", Constraint::Length(8)),
-            (C::Role, "ROLE", Constraint::Length(8)),
-            (C::Mfa, "MFA", Constraint::Length(12)),
-            (C::LastLogin, "LAST LOGIN", Constraint::Length(16)),
-            (C::MfaUsed, "MFA USED", Constraint::Length(8)),
-            (C::Status, "STATUS", Constraint::Length(8)),
+            flexible(C::Name, "NAME", 8, 2, 3),
+            flexible(C::Email, "EMAIL", 10, 3, 5),
+            fixed(C::Org, "ORG", 8, 1),
+            fixed(C::Role, "ROLE", 8, 6),
+            fixed(C::Mfa, "MFA", 12, 9),
+            Spec { column: C::LastLogin, title: "LAST LOGIN", min: 10, max: 16, grow: 1, keep: 2 },
+            fixed(C::MfaUsed, "MFA USED", 8, 4),
+            fixed(C::Status, "STATUS", 8, 7),
         ],
         Density::Narrow => vec![
-            (C::Username, "USER NAME", Constraint::Fill(1)),
-            (C::Name, "NAME", Constraint::Fill(1)),
-            (C::Role, "ROLE", Constraint::Length(8)),
-            (C::Mfa, "MFA", Constraint::Length(12)),
-            (C::LastLogin, "LAST LOGIN", Constraint::Length(10)),
-            (C::MfaUsed, "MFA USED", Constraint::Length(8)),
+            flexible(C::Name, "NAME", 8, 1, 3),
+            fixed(C::Role, "ROLE", 8, 6),
+            fixed(C::Mfa, "MFA", 12, 9),
+            fixed(C::LastLogin, "LAST LOGIN", 10, 2),
+            fixed(C::MfaUsed, "MFA USED", 8, 4),
         ],
-        Density::Compact => vec![(C::Username, "USER NAME", Constraint::Fill(1)), (C::Mfa, "MFA", Constraint::Length(12))],
+        Density::Compact => vec![fixed(C::Mfa, "MFA", 12, 9)],
     }
+}
+
+/// The user name as its column shows it: without a status column, a disabled user says so.
+fn username_cell(u: &UserView, density: Density) -> String {
+    if u.status == Status::Disabled && density != Density::Full {
+        format!("{} (disabled)", u.username)
+    } else {
+        u.username.clone()
+    }
+}
+
+/// The widest text of `column` among `rows`.
+fn widest(rows: &[(usize, UserView, bool)], text: impl Fn(&UserView) -> usize) -> u16 {
+    rows.iter().map(|(_, u, _)| text(u)).max().unwrap_or(0).min(u16::MAX as usize) as u16
+}
+
+/// Widths for the columns in `width` cells: the user name gets its full width first (the widest
+/// on screen), then the other columns their least, dropping the least needed ones until they
+/// fit, then what is left is shared among the flexible ones up to their widest text. Returns the
+/// user name's width and the kept columns with theirs, in display order.
+fn fit_columns(density: Density, width: u16, rows: &[(usize, UserView, bool)]) -> (u16, Vec<(Spec, u16)>) {
+    const GLYPH: u16 = 2;
+    let chars = |s: &str| s.chars().count();
+    let name = widest(rows, |u| chars(&username_cell(u, density))).max(chars("USER NAME ↑") as u16);
+    let mut kept = specs(density);
+    for spec in &mut kept {
+        match spec.column {
+            Column::Name => spec.max = widest(rows, |u| chars(&u.display_name)).max(spec.min),
+            Column::Email => spec.max = widest(rows, |u| chars(&u.email)).max(spec.min),
+            _ => {}
+        }
+    }
+    // Each column after the glyph is preceded by one space.
+    let needed = |kept: &[Spec]| GLYPH + 1 + name + kept.iter().map(|s| s.min + 1).sum::<u16>();
+    while needed(&kept) > width && !kept.is_empty() {
+        let least = kept.iter().enumerate().min_by_key(|(_, s)| s.keep).map(|(i, _)| i).unwrap_or(0);
+        kept.remove(least);
+    }
+    let name = name.min(width.saturating_sub(GLYPH + 1));
+    let mut widths: Vec<u16> = kept.iter().map(|s| s.min).collect();
+    let mut spare = width.saturating_sub(needed(&kept));
+    // Share the spare room by weight, a cell at a time, until every flexible column is at its widest.
+    while spare > 0 {
+        let mut gave = false;
+        for (i, spec) in kept.iter().enumerate() {
+            for _ in 0..spec.grow {
+                if spare > 0 && widths[i] < spec.max {
+                    widths[i] += 1;
+                    spare -= 1;
+                    gave = true;
+                }
+            }
+        }
+        if !gave {
+            break;
+        }
+    }
+    (name, kept.into_iter().zip(widths).collect())
+}
+
+/// The cursor row in full, for the line at the foot of the table: its user name, name and email
+/// are never cut there.
+fn cursor_line(u: &UserView) -> String {
+    format!(" ▶ {}  {}  <{}> ", u.username, u.display_name, u.email)
 }
 
 fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density: Density) {
@@ -153,41 +230,41 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
     let t = &state.theme;
     let users = &state.users;
     let rows_area = layout::table_rows(area);
-    let cols = columns(density);
+    let on_screen: Vec<(usize, UserView, bool)> = users.visible(rows_area.height as usize).collect();
+    let (name_width, cols) = fit_columns(density, rows_area.width, &on_screen);
     let (sort, desc) = users.sort();
-    let mut header_cells = vec![Cell::from("")];
-    header_cells.extend(cols.iter().map(|(column, title, _)| {
+    let title = |column: Column, title: &str, width: u16| {
         let mark = if column.sorted_by() == Some(sort) { if desc { " ↓" } else { " ↑" } } else { "" };
-        Cell::from(format!("{title}{mark}"))
-    }));
+        Cell::from(fit(&format!("{title}{mark}"), width as usize))
+    };
+    let mut header_cells = vec![Cell::from(""), title(Column::Username, "USER NAME", name_width)];
+    header_cells.extend(cols.iter().map(|(spec, width)| title(spec.column, spec.title, *width)));
     let header = Row::new(header_cells).style(t.header());
-    let rows: Vec<Row> = users
-        .visible(rows_area.height as usize)
+    let rows: Vec<Row> = on_screen
+        .iter()
         .map(|(position, u, marked)| {
-            let is_cursor = position == users.cursor();
+            let (is_cursor, marked) = (*position == users.cursor(), *marked);
             let glyph = match (is_cursor, marked) {
                 (true, true) => "▶✓",
                 (true, false) => "▶ ",
                 (false, true) => " ✓",
                 (false, false) => "  ",
             };
-            let mut cells = vec![Cell::from(glyph)];
-            let disabled = u.status == crate::domain::user::Status::Disabled;
-            for (column, _, _) in &cols {
-                cells.push(match column {
-                    // Without a status column, the name says it.
-                    Column::Username if disabled && density != Density::Full => Cell::from(format!("{} (disabled)", u.username)),
-                    Column::Username => Cell::from(u.username.clone()),
-                    Column::Name => Cell::from(u.display_name.clone()),
-                    Column::Email => Cell::from(u.email.clone()),
-                    Column::Org => Cell::from(u.org.clone()),
-                    Column::Role => Cell::from(u.role.as_str()),
+            let mut cells = vec![Cell::from(glyph), Cell::from(fit(&username_cell(u, density), name_width as usize))];
+            for (spec, width) in &cols {
+                let text = |s: &str| Cell::from(fit(s, *width as usize));
+                cells.push(match spec.column {
+                    Column::Username => text(&u.username),
+                    Column::Name => text(&u.display_name),
+                    Column::Email => text(&u.email),
+                    Column::Org => text(&u.org),
+                    Column::Role => text(u.role.as_str()),
                     Column::Mfa => Cell::from(Span::styled(mfa_label(u.mfa), if marked { t.plain() } else { t.mfa(u.mfa) })),
-                    Column::LastLogin => Cell::from(when(u.last_login_at.as_deref(), density != Density::Full)),
+                    Column::LastLogin => text(&when(u.last_login_at.as_deref(), *width < 16)),
                     // A user without a confirmed factor has nothing to use: no "never" then.
-                    Column::MfaUsed if u.mfa_last_used_at.is_none() && !matches!(u.mfa, MfaStatus::Enrolled | MfaStatus::Locked) => Cell::from("-"),
-                    Column::MfaUsed => Cell::from(ago(u.mfa_last_used_at.as_deref(), state.now)),
-                    Column::Status => Cell::from(u.status.as_str()),
+                    Column::MfaUsed if u.mfa_last_used_at.is_none() && !matches!(u.mfa, MfaStatus::Enrolled | MfaStatus::Locked) => text("-"),
+                    Column::MfaUsed => text(&ago(u.mfa_last_used_at.as_deref(), state.now)),
+                    Column::Status => text(u.status.as_str()),
                 });
             }
             let style = match (is_cursor, marked) {
@@ -199,8 +276,8 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
             Row::new(cells).style(style)
         })
         .collect();
-    let mut widths = vec![Constraint::Length(2)];
-    widths.extend(cols.iter().map(|c| c.2));
+    let mut widths = vec![Constraint::Length(2), Constraint::Length(name_width)];
+    widths.extend(cols.iter().map(|(_, w)| Constraint::Length(*w)));
     let mut table = Table::new(rows, widths).header(header).column_spacing(1);
     if density != Density::Compact {
         let title = if !users.loaded {
@@ -210,7 +287,12 @@ fn draw_table(state: &State, frame: &mut Frame, area: Rect, body: Rect, density:
         } else {
             " Users ".to_string()
         };
-        table = table.block(Block::default().borders(Borders::ALL).border_style(t.border()).title(Span::styled(title, t.title())));
+        let mut block = Block::default().borders(Borders::ALL).border_style(t.border()).title(Span::styled(title, t.title()));
+        if let Some(u) = users.cursor_user() {
+            let room = body.width.saturating_sub(4) as usize;
+            block = block.title_bottom(Span::styled(fit(&cursor_line(&u), room), t.plain()));
+        }
+        table = table.block(block);
     }
     frame.render_widget(table, body);
 }
