@@ -464,10 +464,8 @@ impl Directory {
         }
         let summaries = &self.summaries;
         let mut by_name: Vec<u32> = (0..summaries.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&summaries[a as usize], &summaries[b as usize]);
-            a.lowered(0).cmp(b.lowered(0)).then(a.id.cmp(&b.id))
-        });
+        // Each name is cut out of its haystack once, not at every comparison.
+        by_name.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
         self.by_name = by_name;
     }
 
@@ -525,6 +523,12 @@ impl Directory {
             return candidates.iter().collect();
         }
         let finder = rest.needle.as_deref().map(memchr::memmem::Finder::new);
+        if let Some(finder) = &finder
+            && rest == (Filter { sort: rest.sort, needle: rest.needle.clone(), ..Filter::default() })
+        {
+            // Only the text is left to check: read nothing of a candidate but its haystack.
+            return candidates.iter().filter(|&s| finder.find(self.summaries[s as usize].haystack.as_bytes()).is_some()).collect();
+        }
         candidates.iter().filter(|&s| self.matches_with(&rest, finder.as_ref(), &self.summaries[s as usize], now)).collect()
     }
 
@@ -538,10 +542,7 @@ impl Directory {
             return self.by_name.iter().copied().filter(|&s| picked[s as usize / 64] >> (s % 64) & 1 == 1).collect();
         }
         let summaries = &self.summaries;
-        slots.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&summaries[a as usize], &summaries[b as usize]);
-            a.lowered(0).cmp(b.lowered(0)).then(a.id.cmp(&b.id))
-        });
+        slots.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
         slots
     }
 
