@@ -289,7 +289,7 @@ pub struct Directory {
     /// Held while a match list is computed for the cache.
     computing: Mutex<()>,
     /// Which slots hold a text or belong to an org, so a new filter reads only its candidates.
-    index: SearchIndex,
+    index: Box<SearchIndex>,
 }
 
 impl Directory {
