@@ -61,7 +61,7 @@ else
     "$MFADMIN" org add Initech >/dev/null
     python3 bench/gen-users-csv.py "$USERS" 1 > "$WORK/users.csv"
     "$MFADMIN" user import "$WORK/users.csv" >/dev/null 2>"$WORK/import.log"
-    grep ',Acme$' "$WORK/users.csv" | head -n "$ENROLL" | cut -d, -f1 > "$WORK/enroll.names"
+    awk -F, -v n="$ENROLL" '$NF == "Acme" && c < n { print $1; c++ }' "$WORK/users.csv" > "$WORK/enroll.names"
     "$LOAD" enroll-names "$WORK/data" "$WORK/enroll.names" "$WORK/secrets"
     path="imported users (init + user import path)"
 fi

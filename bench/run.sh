@@ -84,7 +84,7 @@ elif [ ! -d "$WORK/data/store" ]; then
     read -r secs rss_kb < "$WORK/import.time"
     printf 'init + user import of %s: %s s, store %s MiB on disk (max RSS %s MiB)\n' "$USERS" "$secs" $(($(size) >> 20)) $((rss_kb >> 10))
     # Enrolled one by one, as people enroll: users of Acme, the org the bench's API key is of.
-    grep ',Acme$' "$WORK/users.csv" | head -n "$ENROLL" | cut -d, -f1 > "$WORK/enroll.names"
+    awk -F, -v n="$ENROLL" '$NF == "Acme" && c < n { print $1; c++ }' "$WORK/users.csv" > "$WORK/enroll.names"
     t0=$(date +%s)
     "$LOAD" enroll-names "$WORK/data" "$WORK/enroll.names" "$WORK/secrets"
     printf '%s users enrolled (two commits each): %s s, store %s MiB on disk\n' "$(wc -l < "$WORK/enroll.names")" $(( $(date +%s) - t0 )) $(($(size) >> 20))
@@ -97,7 +97,7 @@ if [ "$STORE" = demo ]; then
     sed -n 2,2001p "$WORK/enrolled.csv" | cut -d, -f3 > "$WORK/names"
 else
     # Imported people have no password: the storm logs the owner in, again and again.
-    yes owner | head -n 2000 > "$WORK/names"
+    seq 2000 | sed 's/.*/owner/' > "$WORK/names"
 fi
 # Filters as people type them: pieces of real names, each asked once.
 "$MFADMIN" user list --output csv | python3 bench/name-fragments.py /dev/stdin 100000 > "$WORK/fragments"
@@ -107,6 +107,8 @@ start_server() {
     SERVER=$!
 }
 
+# Resident memory of the server (started under `timeout`: its child).
+rss_mib() { local pid; pid=$(pgrep -P "$SERVER" | head -n 1); echo $(( $(awk '/^VmRSS/ {print $2}' "/proc/${pid:-$SERVER}/status") >> 10 )); }
 wait_ready() {
     until curl -fs -o /dev/null "http://$ADDR/healthz"; do
         kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
@@ -128,13 +130,13 @@ row() { read -r rps p50 p99 n non2xx errors <<<"$3"; printf '%-52s %6s %10s %9s 
 if [ -e "$WORK/resets-due" ]; then
     start_server
     wait_ready
-    n=$(wc -l < "$WORK/ids.all")
+    due=$(wc -l < "$WORK/ids.all")
     header
-    row "reset, single user, durable, each enrolled user once" 8 "$(D=$(( n / 1000 + 10 ))s load reset 8 "$WORK/ids.all" "")"
+    row "reset, single user, durable, each enrolled user once" 8 "$(D=$(( due / 1000 + 10 ))s load reset 8 "$WORK/ids.all" "")"
     stop_server
     rm "$WORK/resets-due"
     left=$("$MFADMIN" user list --mfa enrolled --org Acme --output csv | sed 1d | wc -l)
-    printf 'after %s resets (%s users still enrolled): store %s MiB on disk\n' $(( n - left )) "$left" $(($(size) >> 20))
+    printf 'after %s resets (%s users still enrolled): store %s MiB on disk\n' $(( due - left )) "$left" $(($(size) >> 20))
 fi
 "$MFADMIN" check | tail -n 2
 
@@ -148,12 +150,12 @@ for _ in 1 2 3 4 5 6 7; do
     ready+=($(( (t1 - t0) / 1000000 )))
     wait_directory
     dir_ms=$(grep "user directory ready" "$WORK/serve.log" | grep -o 'ms=[0-9]*' | cut -d= -f2 || true)
-    rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status")
+    rss=$(rss_mib)
     stop_server
 done
 sorted=$(printf '%s\n' "${ready[@]}" | sort -n | tr '\n' ' ')
 printf 'serve ready (healthz answered): median %s ms of [%s] ms; directory read in the background: %s ms; then %s MiB resident\n' \
-    "$(printf '%s\n' "${ready[@]}" | sort -n | sed -n 4p)" "${sorted% }" "${dir_ms:-?}" $((rss_kb >> 10))
+    "$(printf '%s\n' "${ready[@]}" | sort -n | sed -n 4p)" "${sorted% }" "${dir_ms:-?}" "$rss"
 
 # 4-6. load
 start_server
@@ -174,6 +176,5 @@ row "login storm (argon2), password step" 32 "$(cat "$WORK/storm")"
 if [ "$STORE" = demo ]; then
     row "reset, single user, durable" 8 "$(load reset 8 "$WORK/ids.all" "")"
 fi
-rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status")
-echo "serve resident after the load: $((rss_kb >> 10)) MiB"
+echo "serve resident after the load: $(rss_mib) MiB"
 stop_server
