@@ -106,7 +106,7 @@ for scenario in list search reset; do
         printf '%-30s %6s %10s %9s %9s %9s %8s\n' "$label" "$c" "$rps" "$p50" "$p99" "$n" "$non2xx"
         [ "$errors" = 0 ] || echo "  ($errors socket errors)"
         if [ "$scenario" = reset ] && [ "$n" -gt "$(wc -l < "$ids")" ]; then
-            echo "  (only $(wc -l < "$ids") users to reset: the rest were repeats answered 409; raise USERS)"
+            echo "  (only $(wc -l < "$ids") users to reset: the rest were repeats answered 409; raise ENROLL, or USERS with STORE=demo)"
         fi
     done
 done
