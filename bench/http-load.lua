@@ -2,6 +2,9 @@
 -- (QUERY, e.g. "q=smith", is added to the path). SCENARIO=reset: POST a single MFA reset, each request
 -- for the next user id of IDS_FILE (each thread takes its own stripe of ids, so no user is reset
 -- twice). SCENARIO=login: POST a password login for the next user name of IDS_FILE, with PASSWORD.
+-- SCENARIO=search: GET a page of 50 users filtered by the next line of IDS_FILE (URL-encoded text,
+-- e.g. from bench/name-fragments.py: a different filter on every request until the file runs out;
+-- each thread takes its own stripe; past the end a thread starts again: the caller compares the requests with the lines).
 local scenario = os.getenv("SCENARIO") or "list"
 local token = os.getenv("TOKEN") or ""
 local ids_file = os.getenv("IDS_FILE")
@@ -19,7 +22,7 @@ end
 function init(args)
    headers = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json" }
    ids = {}
-   if scenario == "reset" or scenario == "login" then
+   if scenario == "reset" or scenario == "login" or scenario == "search" then
       local stride = tonumber(os.getenv("THREADS") or "1")
       local n = 0
       for line in io.lines(ids_file) do
@@ -43,6 +46,14 @@ function request()
       next_id = next_id % #ids + 1
       return wrk.format("POST", "/api/v1/auth/login", { ["Content-Type"] = "application/json" },
          '{"username":"' .. name .. '","password":"' .. password .. '"}')
+   end
+   if scenario == "search" then
+      if next_id > #ids then
+         next_id = 1
+      end
+      local q = ids[next_id]
+      next_id = next_id + 1
+      return wrk.format("GET", "/api/v1/users?limit=50&q=" .. q, headers)
    end
    local path = "/api/v1/users?limit=50"
    if query ~= "" then

@@ -4,6 +4,7 @@
 //! `user import`), then:
 //!
 //!   validate_load enroll DATA_DIR FIRST LAST SECRETS   enroll userFIRST..userLAST, secrets to a file
+//!   validate_load enroll-names DATA_DIR NAMES SECRETS  enroll each user named in the file (one a line)
 //!   validate_load load ADDR KEY SECRETS CONNECTIONS    one check per user; prints one JSON line
 
 use mfadmin::app::Context;
@@ -17,10 +18,18 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["enroll", dir, first, last, out] => enroll(dir, first.parse().unwrap(), last.parse().unwrap(), out),
+        ["enroll", dir, first, last, out] => {
+            enroll(dir, (first.parse::<u64>().unwrap()..=last.parse().unwrap()).map(|i| format!("user{i}")), out)
+        }
+        ["enroll-names", dir, names, out] => {
+            let names = std::fs::read_to_string(names).expect("the names file");
+            enroll(dir, names.lines().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string), out)
+        }
         ["load", addr, key, secrets, conns] => load(addr, key, secrets, conns.parse().unwrap()),
         _ => {
-            eprintln!("usage: validate_load enroll DATA_DIR FIRST LAST SECRETS | load ADDR KEY SECRETS CONNECTIONS");
+            eprintln!(
+                "usage: validate_load enroll DATA_DIR FIRST LAST SECRETS | enroll-names DATA_DIR NAMES SECRETS | load ADDR KEY SECRETS CONNECTIONS"
+            );
             std::process::exit(2);
         }
     }
@@ -31,13 +40,12 @@ fn now() -> u64 {
 }
 
 /// Enroll each user as the console does (`mfa enroll` + `mfa confirm`), keeping the secrets.
-fn enroll(dir: &str, first: u64, last: u64, out: &str) {
+fn enroll(dir: &str, names: impl Iterator<Item = String>, out: &str) {
     let ctx = Context { config: Config { data_dir: Some(dir.into()), ..Config::load(None).unwrap_or_default() } };
     let service = ctx.open_service().expect("the store");
     let console = Actor::console("bench");
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).expect("the secrets file"));
-    for i in first..=last {
-        let name = format!("user{i}");
+    for name in names {
         let t = now() as i64;
         let e = service.begin_enrollment(&console, &name, "bench", t).expect("begin");
         let secret = totp_rs::Secret::try_from_base32(&e.secret_base32).unwrap().to_vec();

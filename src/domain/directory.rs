@@ -4,9 +4,11 @@
 
 use super::mfa::{Factor, MfaStatus};
 use super::role::Role;
+use super::search_index::SearchIndex;
 use super::user::{rfc3339, Status, User, UserView};
 use super::Timestamp;
 use base64::Engine as _;
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -267,6 +269,10 @@ struct MatchCache {
 const CACHE_SLOTS: usize = 8 << 20;
 /// At most this many filters have a cached match list (every write visits each of them).
 const CACHE_FILTERS: usize = 64;
+/// Matches of more than one in this many users are put in name order by walking the name order;
+/// fewer are sorted by name (a sort costs a name comparison per match and step, a walk a bit test
+/// per user).
+const DENSE_SHARE: usize = 256;
 /// A batch of more writes than this re-sorts the directory once instead of note by note.
 const BULK_UPSERT: usize = 1024;
 
@@ -282,6 +288,8 @@ pub struct Directory {
     cache: Mutex<MatchCache>,
     /// Held while a match list is computed for the cache.
     computing: Mutex<()>,
+    /// Which slots hold a text or belong to an org, so a new filter reads only its candidates.
+    index: Box<SearchIndex>,
 }
 
 impl Directory {
@@ -388,6 +396,7 @@ impl Directory {
         {
             self.by_name.remove(at);
         }
+        self.index.replace(slot.unwrap_or(self.summaries.len() as u32), slot.map(|s| &self.summaries[s as usize]), &summary);
         let slot = match slot {
             Some(slot) => {
                 self.summaries[slot as usize] = summary;
@@ -427,10 +436,15 @@ impl Directory {
         }
         // The name order is rebuilt only when a user was added or renamed.
         let mut moved = false;
+        // Slots from here on are new: the index notes them at the end, in one pass.
+        let first_new = self.summaries.len();
         for summary in summaries {
             match self.slot_of.get(&summary.id) {
                 Some(&slot) if self.summaries[slot as usize].version >= summary.version => {}
                 Some(&slot) => {
+                    if (slot as usize) < first_new {
+                        self.index.replace(slot, Some(&self.summaries[slot as usize]), &summary);
+                    }
                     let old = &mut self.summaries[slot as usize];
                     moved |= old.lowered(0) != summary.lowered(0);
                     *old = summary;
@@ -443,16 +457,15 @@ impl Directory {
                 }
             }
         }
+        self.index.extend(&self.summaries, first_new);
         self.cache_mut().lists.clear();
         if !moved {
             return;
         }
         let summaries = &self.summaries;
         let mut by_name: Vec<u32> = (0..summaries.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&summaries[a as usize], &summaries[b as usize]);
-            a.lowered(0).cmp(b.lowered(0)).then(a.id.cmp(&b.id))
-        });
+        // Each name is cut out of its haystack once, not at every comparison.
+        by_name.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
         self.by_name = by_name;
     }
 
@@ -461,20 +474,75 @@ impl Directory {
         if let Some(id) = filter.only {
             return self.slot_of.get(&id).copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now)).into_iter().collect();
         }
-        let finder = filter.needle.as_deref().map(memchr::memmem::Finder::new);
-        let mut slots: Vec<u32> = self
-            .by_name
-            .iter()
-            .copied()
-            .filter(|&s| self.matches_with(filter, finder.as_ref(), &self.summaries[s as usize], now))
-            .collect();
-        // by_name is already in user-name order; other orders sort the matches.
+        let mut slots = match self.narrowed(filter) {
+            Some((candidates, text_checked)) => self.in_name_order(self.check(filter, candidates, text_checked, now)),
+            None => self.scan(filter, now),
+        };
+        // Both are in user-name order; other orders sort the matches.
         if filter.sort != SortField::Username {
             slots.sort_by_cached_key(|&s| {
                 let summary = &self.summaries[s as usize];
                 (self.key_of(summary, filter.sort, now).into_owned(), summary.id)
             });
         }
+        slots
+    }
+
+    /// Every slot matching `filter` (without `only`), in user-name order, read one by one.
+    fn scan(&self, filter: &Filter, now: Timestamp) -> Vec<u32> {
+        let finder = filter.needle.as_deref().map(memchr::memmem::Finder::new);
+        self.by_name
+            .iter()
+            .copied()
+            .filter(|&s| self.matches_with(filter, finder.as_ref(), &self.summaries[s as usize], now))
+            .collect()
+    }
+
+    /// The slots the index narrows `filter` to by its text and orgs, and whether they all hold
+    /// the text (or it still has to be checked); `None` when the index cannot narrow it.
+    fn narrowed(&self, filter: &Filter) -> Option<(RoaringBitmap, bool)> {
+        let text = filter.needle.as_deref().and_then(|n| self.index.text(n.as_bytes()));
+        let text_checked = filter.needle.is_none() || text.as_ref().is_some_and(|c| c.exact);
+        let mut slots = text.map(|c| c.slots);
+        let none = RoaringBitmap::new();
+        for org in &filter.orgs {
+            let members = self.index.org(org).unwrap_or(&none);
+            slots = Some(match slots {
+                Some(slots) => slots & members,
+                None => members.clone(),
+            });
+        }
+        slots.map(|slots| (slots, text_checked))
+    }
+
+    /// The candidates (ascending) that pass the rest of `filter`: its text unless `text_checked`,
+    /// and every condition but the orgs (the candidates are in them).
+    fn check(&self, filter: &Filter, candidates: RoaringBitmap, text_checked: bool, now: Timestamp) -> Vec<u32> {
+        let rest = Filter { orgs: Vec::new(), needle: filter.needle.clone().filter(|_| !text_checked), ..filter.clone() };
+        if rest == (Filter { sort: rest.sort, ..Filter::default() }) {
+            return candidates.iter().collect();
+        }
+        let finder = rest.needle.as_deref().map(memchr::memmem::Finder::new);
+        if let Some(finder) = &finder
+            && rest == (Filter { sort: rest.sort, needle: rest.needle.clone(), ..Filter::default() })
+        {
+            // Only the text is left to check: read nothing of a candidate but its haystack.
+            return candidates.iter().filter(|&s| finder.find(self.summaries[s as usize].haystack.as_bytes()).is_some()).collect();
+        }
+        candidates.iter().filter(|&s| self.matches_with(&rest, finder.as_ref(), &self.summaries[s as usize], now)).collect()
+    }
+
+    /// `slots` in user-name order: many are picked out of the name order, few are sorted.
+    fn in_name_order(&self, mut slots: Vec<u32>) -> Vec<u32> {
+        if slots.len() * DENSE_SHARE > self.by_name.len() {
+            let mut picked = vec![0u64; self.summaries.len().div_ceil(64)];
+            for &s in &slots {
+                picked[s as usize / 64] |= 1 << (s % 64);
+            }
+            return self.by_name.iter().copied().filter(|&s| picked[s as usize / 64] >> (s % 64) & 1 == 1).collect();
+        }
+        let summaries = &self.summaries;
+        slots.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
         slots
     }
 
@@ -774,5 +842,102 @@ mod tests {
         assert_eq!(next.rows.iter().map(|s| s.number).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(Cursor::decode("zzz"), None);
         assert_eq!(Cursor::decode(""), None);
+    }
+
+    /// A summary with every text the index reads chosen by the test.
+    fn person(i: u128, name: &str, display: &str, email: &str, org: &str, role: Role, version: u64) -> Summary {
+        let mut u = user(name, version);
+        u.id = Uuid::from_u128(i);
+        u.number = i as u64;
+        u.display_name = display.into();
+        u.email = email.into();
+        u.org = org.into();
+        u.role = role;
+        Summary::of(&u)
+    }
+
+    const ORGS: [&str; 3] = ["acme", "globex", "initech"];
+    const ROLES: [Role; 3] = [Role::Member, Role::Admin, Role::Helpdesk];
+
+    /// Filters over every needle given, alone and with orgs, a role and other sort orders.
+    fn filters(needles: &[String]) -> Vec<Filter> {
+        let mut filters = vec![Filter::default(), Filter { orgs: vec!["acme".into()], ..Filter::default() }];
+        for n in needles {
+            let needle = Some(n.to_lowercase());
+            filters.push(Filter { needle: needle.clone(), ..Filter::default() });
+            filters.push(Filter { needle: needle.clone(), orgs: vec!["globex".into()], ..Filter::default() });
+            filters.push(Filter { needle: needle.clone(), orgs: vec!["acme".into(), "globex".into()], ..Filter::default() });
+            filters.push(Filter { needle: needle.clone(), role: Some(Role::Admin), sort: SortField::Email, ..Filter::default() });
+            filters.push(Filter { needle, orgs: vec!["initech".into()], sort: SortField::DisplayName, ..Filter::default() });
+        }
+        filters
+    }
+
+    /// The index's answer to every filter is the one a read of every summary gives.
+    fn assert_index_answers_as_a_scan(d: &Directory, needles: &[String]) {
+        for f in filters(needles) {
+            let mut scanned = d.scan(&f, 0);
+            if f.sort != SortField::Username {
+                scanned.sort_by_cached_key(|&s| {
+                    let summary = &d.summaries[s as usize];
+                    (d.key_of(summary, f.sort, 0).into_owned(), summary.id)
+                });
+            }
+            assert_eq!(d.compute(&f, 0), scanned, "{f:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_index_answers_exactly_as_a_full_scan_after_any_writes(
+            people in proptest::collection::vec(("[abAB\\.ñ]{1,5}", "[abñ Ä]{0,5}", "[ab.@]{1,6}", 0..3usize), 1..40),
+            writes in proptest::collection::vec((0..50u128, "[abAB\\.ñ]{1,5}", "[ab.@]{1,6}", 0..3usize), 0..40),
+            needles in proptest::collection::vec("[abAB\\.@ ñä\\n]{1,5}", 1..8),
+        ) {
+            let summary = |i: usize, name: &str, display: &str, email: &str, k: usize, version: u64| {
+                person(i as u128, name, display, email, ORGS[k], ROLES[(i + k) % 3], version)
+            };
+            let mut d = Directory::build(
+                people.iter().enumerate().map(|(i, (n, dn, e, k))| summary(i, n, dn, e, *k, 1)).collect(),
+                HashMap::new(),
+            );
+            assert_index_answers_as_a_scan(&d, &needles);
+            // Renames, moves between orgs, new users, one by one.
+            for (version, (i, n, e, k)) in writes.iter().enumerate() {
+                d.upsert(summary(*i as usize, n, "Ä", e, *k, 2 + version as u64));
+            }
+            assert_index_answers_as_a_scan(&d, &needles);
+        }
+    }
+
+    #[test]
+    fn the_index_answers_as_a_scan_after_bulk_writes() {
+        // Names of three letters over a small alphabet, so that needles match many users or few.
+        let mut seed = 7u64;
+        let mut word = |len: usize| -> String {
+            (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ['a', 'b', 'c', 'D', 'é'][(seed >> 33) as usize % 5]
+                })
+                .collect()
+        };
+        let people: Vec<Summary> = (0..3000)
+            .map(|i| person(i, &word(4), &word(3), &format!("{}@{}", word(3), word(2)), ORGS[i as usize % 3], ROLES[i as usize % 3], 1))
+            .collect();
+        let mut d = Directory::build(people, HashMap::new());
+        let needles: Vec<String> = ["a", "é", "ab", "cd", "bca", "aaaa", "dé@", "@", "abcab", "x", "a\nb"]
+            .map(String::from)
+            .to_vec();
+        assert_index_answers_as_a_scan(&d, &needles);
+        // A bulk batch: renames, org moves, unchanged texts, and new users.
+        let batch: Vec<Summary> = (1500..4500)
+            .map(|i| {
+                let name = if i % 3 == 0 { word(5) } else { format!("u{i}") };
+                person(i, &name, &word(2), &format!("{}@x", word(3)), ORGS[(i as usize + 1) % 3], ROLES[i as usize % 3], 2)
+            })
+            .collect();
+        d.upsert_many(batch);
+        assert_index_answers_as_a_scan(&d, &needles);
     }
 }

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod mfa;
 pub mod policy;
 pub mod role;
+pub mod search_index;
 pub mod text;
 pub mod user;
 
