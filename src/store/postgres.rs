@@ -73,6 +73,22 @@ enum Pool {
     Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
 }
 
+/// The settings (and TLS connector) for a connection of its own, kept beside the pool.
+#[derive(Clone)]
+struct Direct {
+    config: postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Direct {
+    fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+    }
+}
+
 /// A connection from either pool.
 enum Conn {
     Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
@@ -149,6 +165,8 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig>
 
 pub struct PgStore {
     pool: Pool,
+    /// How to open a connection outside the pool: the commit listener's.
+    direct: Direct,
     /// Where the database is, without the password, for messages.
     place: String,
 }
@@ -264,13 +282,13 @@ impl PgStore {
             _ => ca_file.is_some(),
         };
         let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {place}: {e}"));
-        let pool = if tls {
-            let connector = MakeRustlsConnect::new(tls_config(ca_file.as_deref())?);
-            Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?)
-        } else {
-            Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?)
+        let connector = if tls { Some(MakeRustlsConnect::new(tls_config(ca_file.as_deref())?)) } else { None };
+        let direct = Direct { config: config.clone(), tls: connector.clone() };
+        let pool = match connector {
+            Some(connector) => Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?),
+            None => Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?),
         };
-        Ok(PgStore { pool, place })
+        Ok(PgStore { pool, direct, place })
     }
 
     /// Where the database is (without the password).
@@ -808,6 +826,21 @@ impl Store for PgStore {
         })
     }
 
+    fn commit_seq(&self) -> Result<Option<u64>> {
+        PgStore::commit_seq(self).map(Some)
+    }
+
+    /// A connection of its own (named `mfadmin-listener-PID` in `pg_stat_activity`) that listens
+    /// on [`NOTIFY_CHANNEL`].
+    fn commit_listener(&self) -> Result<Option<Box<dyn super::CommitListener>>> {
+        let mut direct = self.direct.clone();
+        direct.config.application_name(&listener_name());
+        let lost = |e: postgres::Error| Error::Storage(format!("cannot listen for commits at {}: {}", self.place, pg(e)));
+        let mut client = direct.connect().map_err(lost)?;
+        client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).map_err(lost)?;
+        Ok(Some(Box::new(PgListener { client, place: self.place.clone() })))
+    }
+
     fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
         let since = int8(seq, "commit sequence number")?;
         self.reading(|tx| {
@@ -826,5 +859,35 @@ impl Store for PgStore {
                 .collect::<Result<Vec<Org>>>()?;
             Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs }))
         })
+    }
+}
+
+/// The `application_name` of this process's commit listener, so that an operator (or a test) can
+/// tell it apart in `pg_stat_activity`.
+pub fn listener_name() -> String {
+    format!("mfadmin-listener-{}", std::process::id())
+}
+
+/// A connection that has run `LISTEN` on [`NOTIFY_CHANNEL`].
+struct PgListener {
+    client: Client,
+    place: String,
+}
+
+impl super::CommitListener for PgListener {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let lost = |e: postgres::Error, place: &str| Error::Storage(format!("the commit listener's connection to {place} is lost: {}", pg(e)));
+        use postgres::fallible_iterator::FallibleIterator;
+        let first = self.client.notifications().timeout_iter(timeout).next().map(|n| n.is_some());
+        match first {
+            Ok(true) => {
+                // Announcements that came meanwhile are covered by the same catch-up.
+                while self.client.notifications().iter().next().map_err(|e| lost(e, &self.place))?.is_some() {}
+                Ok(true)
+            }
+            Err(e) => Err(lost(e, &self.place)),
+            // Quiet: make sure the connection is still there, or no announcement would ever come.
+            Ok(false) => self.client.is_valid(Duration::from_secs(5)).map(|()| false).map_err(|e| lost(e, &self.place)),
+        }
     }
 }
