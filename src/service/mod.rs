@@ -299,6 +299,12 @@ impl Service {
         })
     }
 
+    /// Is the store shared with other nodes (a database), so that its reads are round trips over
+    /// the network that block, and other nodes' commits must be caught up?
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

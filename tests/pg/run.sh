@@ -34,4 +34,4 @@ fi
 
 # -t: a temporary cluster directory even as root. MFADMIN_TEST_PG_REQUIRED makes a PostgreSQL case
 # that finds no database fail instead of skipping.
-pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite "$@"
+pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite --test pg_nodes "$@"
