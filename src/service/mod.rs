@@ -598,8 +598,9 @@ impl Service {
             users.push(id.map(|_| None));
         }
         found.sort_unstable();
-        for (id, i) in found {
-            users[i] = self.store.get_user(id);
+        let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+        for ((_, i), user) in found.iter().zip(self.store.get_users(&ids)?) {
+            users[*i] = Ok(user);
         }
         users.into_iter().collect()
     }

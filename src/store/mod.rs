@@ -95,6 +95,11 @@ pub trait CommitListener: Send {
 
 pub trait Store: Send + Sync {
     fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    /// [`Store::get_user`] of every id, answers in the order given (a database reads them in
+    /// one round trip).
+    fn get_users(&self, ids: &[Uuid]) -> Result<Vec<Option<User>>> {
+        ids.iter().map(|&id| self.get_user(id)).collect()
+    }
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>>;
     /// [`Store::user_id_by_name`] of every name, answers in the order given.
     fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
