@@ -134,6 +134,8 @@ KEY=$(as_daemon mfadmin apikey create --user admin --name ci --role admin 2>"$LO
 if [[ $KEY == mfa_* || ${#KEY} -gt 20 ]]; then ok "mfadmin apikey create"; else bad "mfadmin apikey create" "$LOGS/apikey.log"; fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# What the unit's RuntimeDirectory=mfadmin (mode 0750) makes for the local socket under systemd.
+install -d -m 0750 -o "$(in_root id -u mfadmin)" -g "$(in_root id -g mfadmin)" "$DEBROOT/run/mfadmin"
 # Started directly (not through a function, which would fork a shell): $! is the server itself.
 chroot --userspec=mfadmin:mfadmin "$DEBROOT" env HOME=/var/lib/mfadmin mfadmin serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
 SERVE_PID=$!
@@ -147,6 +149,12 @@ ready() {
 }
 check "mfadmin serve answers /readyz 200" ready
 check "mfadmin user list --remote (MFADMIN_TOKEN)" bash -c "chroot '$DEBROOT' env MFADMIN_TOKEN='$KEY' mfadmin user list --remote http://127.0.0.1:$PORT | tee /dev/stderr | grep -qw admin"
+check "the local socket /run/mfadmin/mfadmin.sock is mfadmin's group's, mode 660" bash -c "chroot '$DEBROOT' stat -c '%G %a' /run/mfadmin/mfadmin.sock | tee /dev/stderr | grep -qx 'mfadmin 660'"
+# As root, then as a member of the mfadmin group: no token, no --remote; the CLI finds the daemon's socket.
+check "mfadmin user list through the socket (root)" bash -c "chroot '$DEBROOT' mfadmin -v user list 2>&1 | tee /dev/stderr | grep -q 'through the running server' && chroot '$DEBROOT' mfadmin user list | grep -qw admin"
+in_root useradd --create-home --groups mfadmin --shell /bin/sh ops
+check "mfadmin mfa reset through the socket (a member of the mfadmin group)" bash -c "chroot --userspec=ops:ops --groups=mfadmin '$DEBROOT' env HOME=/home/ops mfadmin mfa reset admin --reason 'package check' --yes | tee /dev/stderr | grep -q 'admin' && chroot '$DEBROOT' mfadmin audit list --filter 'package check' | tee /dev/stderr | grep -q 'console:ops'"
+check "mfadmin backup through the socket while the server runs" bash -c "chroot '$DEBROOT' mfadmin backup /root/while-serving.backup 2>&1 | tee /dev/stderr | grep -q 'Backed up'"
 stop_serve() {
     kill -TERM "$SERVE_PID" && wait "$SERVE_PID"
     local rc=$?

@@ -44,6 +44,17 @@ pub struct GlobalArgs {
     /// Where `mfadmin login` keeps the remote session token [default: the config directory's mfadmin/token]
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Say on standard error how the store is reached (in this process, or through a running
+    /// server's local socket)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// `-v`: set once from the command line, read where the way to the store is chosen.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Settings and the way to the store, shared by every front end started from the command line.
@@ -73,6 +84,9 @@ impl Context {
         if let Some(f) = &cli.token_file {
             config.token_file = Some(f.clone());
         }
+        if cli.verbose {
+            VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Context { config })
     }
 
@@ -81,8 +95,7 @@ impl Context {
     /// store as the console operator.
     pub fn backend(&self) -> anyhow::Result<(Box<dyn Backend>, Credential)> {
         let Some(remote) = remote_backend(self, "cli")? else {
-            let service = Arc::new(self.open_service()?);
-            return Ok((Box::new(Local::new(service, "cli", &self.config.totp.issuer)), crate::backend::local::console("cli")));
+            return self.store_backend("cli");
         };
         let token = match std::env::var("MFADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
             Some(token) => token,
@@ -110,6 +123,113 @@ impl Context {
         Ok((Box::new(remote), who))
     }
 
+    /// The store of this host as the console operator: through the running server that holds it
+    /// (its local socket), or opened in this process when no server does.
+    pub fn store_backend(&self, client: &'static str) -> anyhow::Result<(Box<dyn Backend>, Credential)> {
+        if let Some(server) = self.local_server(client)? {
+            let who = server.as_peer()?;
+            return Ok((Box::new(server), who));
+        }
+        let service = Arc::new(self.open_service()?);
+        Ok((Box::new(Local::new(service, client, &self.config.totp.issuer)), crate::backend::local::console(client)))
+    }
+
+    /// The running server that holds this store, reached through its local socket, when there is
+    /// one this OS user may use (no `--remote` named). Looked for on the configured socket first;
+    /// when the store is locked, on the socket its owner file names. Says which on standard error
+    /// with `-v`.
+    pub fn local_server(&self, client: &'static str) -> anyhow::Result<Option<Remote>> {
+        let options = remote_options(self, client);
+        let mut refused = None;
+        if let Some(path) = self.config.socket() {
+            match self.server_on(&path, &options) {
+                Ok(found) => {
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                Err(e) => refused = Some(e),
+            }
+        }
+        // A store the server holds while its socket is elsewhere (a socket set only in the
+        // server's own config): its owner file says where.
+        if self.config.store.kind == crate::config::StoreKind::Sled
+            && let Some(owner) = crate::store::owner::read(&self.config.store_dir())
+            && owner.is_server()
+            && let Some(path) = owner.socket
+            && Some(&path) != self.config.socket().as_ref()
+        {
+            match self.server_on(&path, &options) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) => refused = refused.or(Some(e)),
+            }
+        }
+        match refused {
+            // Refused on the socket, and the store cannot be opened here either: the refusal says
+            // what to do.
+            Some(e) if self.open_would_fail() => Err(e.into()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The server on the socket `path` if it holds this data directory; `None` when no server
+    /// answers there or it holds another; an error when it refuses this OS user.
+    fn server_on(&self, path: &Path, options: &RemoteOptions) -> crate::error::Result<Option<Remote>> {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {}
+            // The socket file's mode keeps out whoever is not root, the server's user or in its group.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Remote {
+                    status: 403,
+                    detail: format!(
+                        "a server listens on {}, but this OS user may not use that socket ({e}): only root, the \
+                         server's user and members of its socket group ({:?}, [server] socket_group) may. Ask an \
+                         administrator to add you to it (usermod -aG {} USER, then log in again), or log in to the \
+                         server as a user of the store (mfadmin login --remote URL)",
+                        path.display(),
+                        self.config.server.socket_group,
+                        self.config.server.socket_group,
+                    ),
+                });
+            }
+            Err(_) => return Ok(None),
+        }
+        let server = Remote::over_socket(path, options)?;
+        let info = match server.socket_info() {
+            Ok(info) => info,
+            Err(e @ Error::Remote { status: 403, .. }) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        if !same_dir(&info.data_dir, &self.config.data_dir()) {
+            if verbose() {
+                eprintln!(
+                    "mfadmin: the server on {} (PID {}) holds {}, not {}: working on the store here",
+                    path.display(),
+                    info.pid,
+                    info.data_dir.display(),
+                    self.config.data_dir().display()
+                );
+            }
+            return Ok(None);
+        }
+        if verbose() {
+            eprintln!(
+                "mfadmin: through the running server (PID {}) on its local socket {}, as the console operator",
+                info.pid,
+                path.display()
+            );
+        }
+        Ok(Some(server))
+    }
+
+    /// Would opening the store here fail at once (no access to the data directory, or it is held)?
+    fn open_would_fail(&self) -> bool {
+        let dir = self.config.data_dir();
+        std::fs::read_dir(&dir).is_err()
+            || (self.config.store.kind == crate::config::StoreKind::Sled && crate::store::owner::read(&self.config.store_dir()).is_some())
+    }
+
     /// Open the existing store and its key.
     pub fn open_service(&self) -> crate::error::Result<Service> {
         crate::store::private::check_private(&self.config.data_dir(), &self.config.key_file())?;
@@ -131,6 +251,14 @@ impl Context {
 
     pub fn store_exists(&self) -> bool {
         crate::store::configured_store_exists(&self.config).unwrap_or(false)
+    }
+}
+
+/// Do two paths name the same directory (as the file system resolves them, when it can)?
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::domain::user::Status;
 use crate::error::Error;
 use crate::service::{
     audit_csv_row, csv_row, Actor, AuditFormat, AuditQuery, AuditView, ImportOptions, ImportProgress, ImportStage, NewUser, ResetOutcome, ResetReport,
-    SortField, UserQuery, AUDIT_CSV_HEADER,
+    SortField, StoreCheck, UserQuery, AUDIT_CSV_HEADER,
 };
 use crate::domain::user::UserView;
 use crate::backend::remote::Remote;
@@ -451,8 +451,9 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
         Command::Logout => logout(ctx),
         Command::Check => {
             local_only(remote_flag, "check")?;
-            let service = ctx.open_service()?;
-            let (problems, chain) = service.check(&actor)?;
+            // The store itself, or the server that holds it (through its local socket).
+            let (backend, who) = ctx.store_backend("cli")?;
+            let StoreCheck { problems, chain, users } = backend.check(&who)?;
             for p in &problems {
                 println!("problem: {p}");
             }
@@ -460,7 +461,6 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
                 (Some(why), Some(at)) => println!("problem: the audit chain is broken at event {at}: {why}"),
                 _ => println!("audit chain: {} events, intact", chain.events),
             }
-            let users = service.store().user_count()?;
             if problems.is_empty() && chain.ok {
                 println!("store ok: {users} users, every index entry matches its record");
                 Ok(ExitCode::SUCCESS)

@@ -105,6 +105,12 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Serve `/metrics` to anyone; otherwise it needs the token of an Owner, Admin or Auditor.
     pub metrics_public: bool,
+    /// The local socket `mfadmin serve` also listens on, and the CLI and console reach it by;
+    /// unset: [`default_socket`]; empty: no socket.
+    pub socket: Option<PathBuf>,
+    /// Besides root and the server's own user, members of this OS group may use the socket (as the
+    /// console operator); the socket file belongs to it.
+    pub socket_group: String,
 }
 
 /// The vendor-compatible routes (see `src/http/compat/`): each vendor can be switched off.
@@ -314,6 +320,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allowed_hosts: Vec::new(),
             metrics_public: false,
+            socket: None,
+            socket_group: SYSTEM_USER.into(),
         }
     }
 }
@@ -497,6 +505,15 @@ impl Config {
         })
     }
 
+    /// The local socket of `mfadmin serve`, unless it is switched off (`socket = ""`).
+    pub fn socket(&self) -> Option<PathBuf> {
+        match &self.server.socket {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+            None => Some(default_socket(&self.data_dir())),
+        }
+    }
+
     /// The directory that holds the sled database, inside the data directory.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir().join("store")
@@ -634,6 +651,37 @@ fn effective_user() -> Option<String> {
     None
 }
 
+/// The runtime directory of a system installation (the unit's `RuntimeDirectory`).
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/mfadmin";
+/// The file name of the local socket in its directory.
+pub const SOCKET_NAME: &str = "mfadmin.sock";
+
+/// Where the local socket is when the config does not say: the unit's runtime directory under
+/// systemd (`RUNTIME_DIRECTORY`); `/run/mfadmin` for a system installation (so every admin on the
+/// host finds the daemon's); else the person's `XDG_RUNTIME_DIR`, or the data directory itself.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    socket_in(
+        var("RUNTIME_DIRECTORY").as_deref(),
+        Defaults::current().data_dir == Path::new(SYSTEM_DATA_DIR),
+        var("XDG_RUNTIME_DIR").as_deref(),
+        data_dir,
+    )
+}
+
+/// [`default_socket`] from what it looks at. systemd may list several runtime directories,
+/// separated by colons: the first is ours.
+fn socket_in(runtime_directory: Option<&Path>, system: bool, xdg_runtime_dir: Option<&Path>, data_dir: &Path) -> PathBuf {
+    let first = runtime_directory.and_then(|d| d.to_str()).and_then(|d| d.split(':').next()).filter(|d| !d.is_empty());
+    let dir = match (first, system, xdg_runtime_dir) {
+        (Some(dir), _, _) => PathBuf::from(dir),
+        (None, true, _) => PathBuf::from(SYSTEM_RUNTIME_DIR),
+        (None, false, Some(xdg)) => xdg.to_path_buf(),
+        (None, false, None) => data_dir.to_path_buf(),
+    };
+    dir.join(SOCKET_NAME)
+}
+
 pub fn default_data_dir() -> PathBuf {
     Defaults::current().data_dir
 }
@@ -690,6 +738,21 @@ mod tests {
         assert!(err.contains("MFADMIN_ALLOW_PLAIN_HTTP"), "{err}");
         let err = c.apply_env([("MFADMIN_TOTP_SKEW".to_string(), "x".to_string())].into_iter()).unwrap_err();
         assert!(err.contains("MFADMIN_TOTP_SKEW"));
+    }
+
+    #[test]
+    fn the_socket_is_in_the_units_runtime_directory_then_the_systems_then_the_persons() {
+        let data = Path::new("/home/a/.local/share/mfadmin");
+        let xdg = Path::new("/run/user/1000");
+        assert_eq!(socket_in(Some(Path::new("/run/mfadmin:/run/other")), false, Some(xdg), data), Path::new("/run/mfadmin/mfadmin.sock"));
+        assert_eq!(socket_in(None, true, Some(xdg), data), Path::new("/run/mfadmin/mfadmin.sock"));
+        assert_eq!(socket_in(None, false, Some(xdg), data), Path::new("/run/user/1000/mfadmin.sock"));
+        assert_eq!(socket_in(None, false, None, data), data.join("mfadmin.sock"));
+        let mut c = Config::default();
+        c.server.socket = Some(PathBuf::new());
+        assert_eq!(c.socket(), None, "an empty socket setting switches it off");
+        c.server.socket = Some("/tmp/x.sock".into());
+        assert_eq!(c.socket(), Some(PathBuf::from("/tmp/x.sock")));
     }
 
     #[test]

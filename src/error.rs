@@ -18,12 +18,14 @@ pub enum Error {
     Unauthenticated(String),
     #[error("too many failed attempts: the second factor is locked for {retry_after_secs} more seconds")]
     Locked { retry_after_secs: u64 },
-    #[error(
-        "the data directory {dir} is in use by another mfadmin process (probably `mfadmin serve`). \
-         A store can be opened by one process at a time. Stop that process first, or work through \
-         the running server's HTTP API (see `mfadmin serve --help`)."
-    )]
-    StoreLocked { dir: PathBuf },
+    #[error("the data directory {dir} is in use by another mfadmin process{holder}. A store can be opened by one process at a time. {advice}")]
+    StoreLocked {
+        dir: PathBuf,
+        /// Who holds it (`: mfadmin serve (PID 812)`), from its owner file; see [`crate::store::owner`].
+        holder: String,
+        /// What to do about it.
+        advice: String,
+    },
     #[error("no store in {dir}: run `mfadmin init --org NAME --owner USER` (or `mfadmin demo --users 1000`) first")]
     NoStore { dir: PathBuf },
     #[error("{0}")]

@@ -77,7 +77,7 @@ const TARGETED: [&str; 13] = [
 ];
 
 /// Routes without a target user (the org ones take the caller's org or another).
-const UNTARGETED: [&str; 21] = [
+const UNTARGETED: [&str; 22] = [
     "POST /api/v1/auth/logout",
     "GET /api/v1/me",
     "GET /api/v1/users",
@@ -96,6 +96,7 @@ const UNTARGETED: [&str; 21] = [
     "POST /api/v1/apikeys",
     "GET /api/v1/apikeys",
     "GET /api/v1/backup",
+    "GET /api/v1/check",
     "PUT /user/org/mfa",
     "GET /user/users/me",
     "GET /user/users",
@@ -241,6 +242,8 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         "GET /api/v1/apikeys" => allow(administers(role)),
         // A backup holds every org; this store has two, so only the console may (see src/backup.rs).
         "GET /api/v1/backup" => Expect::Deny,
+        // The store check is the console operator's (over the server's local socket), no role's.
+        "GET /api/v1/check" => Expect::Deny,
         // An API key answers with the user who created it; the list is the org's (a Member's: itself).
         "GET /user/users/me" | "GET /user/users" => Expect::Allow,
         other => panic!("no rule for {other}"),

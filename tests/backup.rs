@@ -158,9 +158,9 @@ fn a_backup_through_a_running_server_is_consistent_while_resets_commit() {
     let url = format!("http://{}", server.addr);
     let out = tempfile::tempdir().unwrap();
 
-    // While the server holds the store, the in-process backup says how to do it instead.
-    let said = run_err(mfadmin(data.path()).arg("backup").arg(out.path().join("x")));
-    assert!(said.contains("--remote"), "{said}");
+    // While the server holds the store, a backup on its host goes through the server's socket.
+    let said = run_ok(mfadmin(data.path()).arg("backup").arg(out.path().join("through-the-socket")));
+    assert!(said.contains(&format!("Backed up {} users", MEMBERS + 2)), "{said}");
     // Only an Owner.
     let said = run_err(
         mfadmin(data.path()).args(["backup", "--remote", &url]).env("MFADMIN_TOKEN", &admin_token).arg(out.path().join("x")),

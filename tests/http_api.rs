@@ -618,6 +618,7 @@ async fn openapi_json_documents_every_route_and_every_documented_route_answers()
         ("post", "/api/v1/apikeys"),
         ("delete", "/api/v1/apikeys/{id}"),
         ("get", "/api/v1/backup"),
+        ("get", "/api/v1/check"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -97,6 +97,8 @@ struct Served {
 fn mfadmin(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mfadmin"));
     cmd.arg("--data-dir").arg(dir).env_remove("RUST_LOG").env_remove("MFADMIN_CONFIG").env("NO_COLOR", "1");
+    // The server's socket is then in the data directory, this test's own.
+    cmd.env_remove("XDG_RUNTIME_DIR").env_remove("RUNTIME_DIRECTORY");
     cmd
 }
 
@@ -164,14 +166,21 @@ async fn the_binary_serves_logs_json_lines_and_exits_0_on_sigterm_with_the_store
     assert_eq!(reset.header("x-request-id"), Some("reset-1"));
     assert_eq!(reset.ok()["outcome"], "reset");
 
-    // While the server runs it owns the store; the CLI says so.
-    let busy = mfadmin(dir.path()).args(["user", "list"]).output().unwrap();
+    // While the server runs it owns the store; the CLI goes through its local socket (in the data
+    // directory here: no runtime directory is set), and a command that needs the store itself
+    // names the server.
+    let listed = mfadmin(dir.path()).args(["-v", "user", "list", "--output", "json"]).output().unwrap();
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert!(listed.status.success(), "{said}");
+    assert!(said.contains(&format!("local socket {}", dir.path().join("mfadmin.sock").display())), "{said}");
+    let busy = mfadmin(dir.path()).args(["apikey", "create", "--user", "owner", "--name", "again"]).output().unwrap();
     assert!(!busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another mfadmin process"));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another mfadmin process: the server `mfadmin serve`"));
 
     let (status, log) = served.terminate();
     assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     assert!(log.iter().any(|l| l.contains("store flushed")), "{log:#?}");
+    assert!(!dir.path().join("mfadmin.sock").exists(), "the server took its socket file away");
 
     // After exit, the store opens and shows the reset; the audit chain verifies.
     let verify = mfadmin(dir.path()).args(["audit", "verify"]).output().unwrap();

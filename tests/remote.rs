@@ -429,9 +429,9 @@ fn cli_login_list_reset_and_logout_through_a_running_server() {
     let server = site.serve();
     let url = server.url.as_str();
 
-    // While the server holds the store, the local CLI says what to do instead.
-    let (ok, _, err) = site.run(&["user", "list"], "", &[]);
-    assert!(!ok && err.contains("in use by another mfadmin process"), "{err}");
+    // While the server holds the store, a command that works on the store itself says what holds it.
+    let (ok, _, err) = site.run(&["apikey", "create", "--user", "alice", "--name", "second"], "", &[]);
+    assert!(!ok && err.contains("in use by another mfadmin process: the server `mfadmin serve` (PID"), "{err}");
 
     // Password, then the code; the token lands in a file only its owner can read.
     let code = code_for(&secret, mfadmin::app::now());

@@ -337,14 +337,16 @@ fn remote_console_logs_in_with_a_code_and_resets_three_through_the_server() {
     assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"));
 }
 
-/// `mfadmin tui` without `--remote` on a store that `mfadmin serve` holds: the console finds the
-/// server at `[server] listen` and offers to connect. `n` leaves with the lock message; `y` opens
+/// `mfadmin tui` without `--remote` on a store that `mfadmin serve` holds, without a local socket:
+/// the console finds the server at `[server] listen` and offers to connect. `n` leaves with the lock message; `y` opens
 /// the remote login screen (with the badge), and the login goes through the server.
 #[test]
 fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it() {
     let site = remote_support::Site::new();
     let secret = site.init(20);
     let key = site.ok(&["apikey", "create", "--user", "alice", "--name", "e2e-check", "--role", "admin"], "").trim().to_string();
+    // A server without a local socket: the console finds it by its address.
+    std::fs::write(&site.config, "[server]\nsocket = \"\"\n").unwrap();
     let server = site.serve();
     let listen = server.url.strip_prefix("http://").unwrap();
     let config = site.tmp.path().join("listen.toml");
@@ -378,4 +380,36 @@ fn a_console_on_a_store_a_server_holds_offers_to_connect_and_logs_in_through_it(
         logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"),
         "the console logged in through the server: {logins}"
     );
+}
+
+/// `mfadmin tui` on a store that `mfadmin serve` holds: the console goes through the server's
+/// local socket by itself (no question, no `--remote`), says so in its badge, and the login goes
+/// through the server.
+#[test]
+fn a_console_on_a_store_a_server_holds_logs_in_through_its_socket() {
+    let site = remote_support::Site::new();
+    let secret = site.init(20);
+    let server = site.serve();
+    let (config, data) = (site.config.to_str().unwrap(), site.data.to_str().unwrap());
+    let tmux = Tmux::start(site.tmp.path(), &["--config", config, "--data-dir", data, "tui"]);
+    let badge = format!("server: {}", site.socket().display());
+    let login = tmux.wait_for("User name");
+    assert!(login.contains(&badge), "the login screen says where it logs in:\n{login}");
+    tmux.text("alice");
+    tmux.keys(&["Enter"]);
+    tmux.text(remote_support::PASSWORD);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Type the 6-digit code");
+    tmux.text(&remote_support::code_for(&secret, chrono::Utc::now().timestamp()));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_until("e2e:0", "alice's table", |s| s.contains("users loaded") && s.contains("alice (owner, acme)"));
+    assert!(screen.contains(&badge), "the badge:\n{screen}");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.wait_exit(), 0, "the console exits cleanly");
+    drop(tmux);
+    // The login is in the server's audit log (read through the socket, as the console operator).
+    let logins = site.ok(&["audit", "list", "--filter", "auth.login", "--output", "json"], "");
+    let logins: Value = serde_json::from_str(&logins).unwrap();
+    assert!(logins.as_array().unwrap().iter().any(|e| e["actor"] == "alice" && e["source"] == "http:tui"), "{logins}");
+    drop(server);
 }

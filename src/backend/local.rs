@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::app::Clock;
 use crate::service::{
     Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, LoginStep, NewUser,
-    OrgView, ResetReport, Service, UserDetail, UserPage, UserQuery, VerifyReport,
+    OrgView, ResetReport, Service, StoreCheck, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use std::sync::Arc;
 
@@ -46,6 +46,7 @@ impl Local {
         match &who.proof {
             Proof::Actor { actor, .. } => Ok(actor.clone()),
             Proof::Token(token) => self.service.authenticate(token, &self.source, self.clock.now()),
+            Proof::Peer => Err(crate::error::Error::Unauthenticated("a socket peer's credential works only through a server's socket".into())),
         }
     }
 
@@ -180,6 +181,10 @@ impl Backend for Local {
 
     fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()> {
         self.service.revoke_api_key(&self.actor(who)?, id, self.clock.now())
+    }
+
+    fn check(&self, who: &Credential) -> Result<StoreCheck> {
+        self.service.check_store(&self.actor(who)?)
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

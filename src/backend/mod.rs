@@ -3,6 +3,7 @@
 //! knows which of the two it has; authorization stays in the service either way.
 
 pub mod local;
+pub mod on_demand;
 pub mod remote;
 
 use crate::domain::role::Role;
@@ -10,7 +11,7 @@ use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::service::{
     Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, NewUser, OrgView,
-    ResetReport, UserDetail, UserPage, UserQuery, VerifyReport,
+    ResetReport, StoreCheck, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 
 /// Users fetched per request when a whole list is loaded page by page (the server's most is 500).
@@ -35,6 +36,9 @@ enum Proof {
     Actor { actor: Actor, token: Option<String> },
     /// A bearer token for a server.
     Token(String),
+    /// The OS user at the other end of a server's local socket, whom the server knows by its
+    /// credentials (no token).
+    Peer,
 }
 
 impl Credential {
@@ -57,6 +61,7 @@ impl Credential {
         match &self.proof {
             Proof::Actor { token, .. } => token.as_deref(),
             Proof::Token(t) => Some(t),
+            Proof::Peer => None,
         }
     }
 }
@@ -150,6 +155,9 @@ pub trait Backend: Send + Sync {
     fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>>;
     /// Revoke the API key with this id (from [`Backend::api_keys`]).
     fn revoke_api_key(&self, who: &Credential, id: &str) -> Result<()>;
+
+    /// Check the store: indexes against records, and the audit chain (the console operator's).
+    fn check(&self, who: &Credential) -> Result<StoreCheck>;
 
     /// A consistent backup of the whole store, as the bytes of a backup file.
     fn backup(&self, who: &Credential) -> Result<Vec<u8>>;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::api::{AuditList, BulkResetResponse, EnrolledSession, LoginResponse, Me, OrgList, Problem};
 use crate::service::{
     ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportReport, NewSession, NewUser,
-    OrgView, ResetOutcome, ResetReport, ResetResult, UserDetail, UserPage, UserQuery, VerifyReport,
+    OrgView, ResetOutcome, ResetReport, ResetResult, StoreCheck, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode, Url};
@@ -45,11 +45,13 @@ pub struct Remote {
     base: Url,
     client: Client,
     reconnect_for: Duration,
+    /// The local socket it is reached by, instead of TCP.
+    socket: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Remote({})", self.base)
+        write!(f, "Remote({})", self.url())
     }
 }
 
@@ -143,11 +145,54 @@ impl Remote {
             builder = builder.tls_backend_preconfigured(no_tls_config()?);
         }
         let client = builder.build().map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Remote { base, client, reconnect_for: options.reconnect_for.unwrap_or(RECONNECT) })
+        Ok(Remote { base, client, reconnect_for: options.reconnect_for.unwrap_or(RECONNECT), socket: None })
     }
 
-    pub fn url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// A client of the server listening on the local socket `path`. The server knows the caller
+    /// by the OS user it runs as: [`Remote::as_peer`] acts without a login.
+    pub fn over_socket(path: &Path, options: &RemoteOptions) -> Result<Remote> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .unix_socket(path)
+            .tls_backend_preconfigured(no_tls_config()?);
+        if let Some(client) = options.client {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(crate::api::CLIENT_HEADER, reqwest::header::HeaderValue::from_static(client));
+            builder = builder.default_headers(headers);
+        }
+        let client = builder.build().map_err(|e| Error::invalid(format!("cannot set up the socket client: {e}")))?;
+        let base = Url::parse("http://localhost/").expect("a fixed URL");
+        let reconnect_for = options.reconnect_for.unwrap_or(RECONNECT);
+        Ok(Remote { base, client, reconnect_for, socket: Some(path.to_path_buf()) })
+    }
+
+    /// The server's address: its URL, or `unix:PATH` for a local socket.
+    pub fn url(&self) -> String {
+        match &self.socket {
+            Some(path) => format!("unix:{}", path.display()),
+            None => self.base.as_str().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The local socket this client goes through, if it does.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    /// Which store the server on the local socket holds; an error when no server answers there
+    /// or the OS user may not use it.
+    pub fn socket_info(&self) -> Result<crate::http::socket::ServerInfo> {
+        let url = self.base.join(crate::http::socket::INFO_PATH.trim_start_matches('/')).expect("a fixed path");
+        self.call(self.client.get(url).timeout(Duration::from_secs(5)))
+    }
+
+    /// Act as this OS user through the local socket: the server says who that is (the console
+    /// operator, `console:<os user>`), or refuses.
+    pub fn as_peer(&self) -> Result<Credential> {
+        let me: Me = self.call(self.request(Method::GET, "api/v1/me", None)?)?;
+        Ok(Credential { name: me.name, role: me.role, org: me.org, proof: Proof::Peer })
     }
 
     /// Does a server answer at this address (`/healthz`)?
@@ -159,10 +204,10 @@ impl Remote {
     fn request(&self, method: Method, path: &str, who: Option<&Credential>) -> Result<RequestBuilder> {
         let url = self.base.join(path).map_err(|e| Error::invalid(format!("{path}: {e}")))?;
         let builder = self.client.request(method, url);
-        Ok(match who {
-            None => builder,
-            Some(who) => builder.bearer_auth(token_of(who)?),
-        })
+        match who {
+            None => Ok(builder),
+            Some(who) => authed(builder, who),
+        }
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> Error {
@@ -284,9 +329,12 @@ impl Remote {
     }
 }
 
-fn token_of(who: &Credential) -> Result<&str> {
+/// `builder` with `who`'s proof: a bearer token, or nothing for the peer of a local socket (the
+/// server knows it by its OS credentials).
+fn authed(builder: RequestBuilder, who: &Credential) -> Result<RequestBuilder> {
     match &who.proof {
-        Proof::Token(token) => Ok(token),
+        Proof::Token(token) => Ok(builder.bearer_auth(token)),
+        Proof::Peer => Ok(builder),
         Proof::Actor { .. } => Err(Error::Unauthenticated("log in to the server first".into())),
     }
 }
@@ -297,7 +345,10 @@ fn result_for(target: &str, outcome: ResetOutcome, detail: String) -> ResetResul
 
 impl Backend for Remote {
     fn badge(&self) -> Option<String> {
-        Some(format!("remote: {}", self.url()))
+        Some(match &self.socket {
+            Some(path) => format!("server: {}", path.display()),
+            None => format!("remote: {}", self.url()),
+        })
     }
 
     fn login_password(&self, username: &str, password: &str) -> Result<Login> {
@@ -331,6 +382,9 @@ impl Backend for Remote {
     }
 
     fn logout(&self, who: &Credential) -> Result<()> {
+        if who.proof == Proof::Peer {
+            return Ok(());
+        }
         self.send(self.request(Method::POST, "api/v1/auth/logout", Some(who))?).map(|_| ())
     }
 
@@ -365,7 +419,7 @@ impl Backend for Remote {
             }
             q.append_pair("limit", &query.limit.unwrap_or(super::PAGE).min(super::PAGE).to_string());
         }
-        self.call(self.client.get(url).bearer_auth(token_of(who)?))
+        self.call(authed(self.client.get(url), who)?)
     }
 
     fn user_detail(&self, who: &Credential, user: &str) -> Result<UserDetail> {
@@ -528,7 +582,7 @@ impl Backend for Remote {
         let flag = |on: bool| if on { "true" } else { "false" };
         let query = [("check_only", flag(options.check_only)), ("skip_invalid", flag(options.skip_invalid))];
         let url = self.url_with("api/v1/users/import", &query);
-        let request = self.client.post(url).bearer_auth(token_of(who)?).header(reqwest::header::CONTENT_TYPE, "text/csv");
+        let request = authed(self.client.post(url), who)?.header(reqwest::header::CONTENT_TYPE, "text/csv");
         self.call(request.body(csv.to_vec()))
     }
 
@@ -577,7 +631,7 @@ impl Backend for Remote {
                 q.append_pair("skip_actions", &query.skip_actions.join(","));
             }
         }
-        let list: AuditList = self.call(self.client.get(url).bearer_auth(token_of(who)?))?;
+        let list: AuditList = self.call(authed(self.client.get(url), who)?)?;
         Ok(list.events)
     }
 
@@ -592,7 +646,7 @@ impl Backend for Remote {
             AuditFormat::Csv => "csv",
         };
         let url = self.url_with("api/v1/audit/export", &[("format", format)]);
-        let mut response = self.send(self.client.get(url).bearer_auth(token_of(who)?))?;
+        let mut response = self.send(authed(self.client.get(url), who)?)?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut copied = 0u64;
         loop {
@@ -628,6 +682,11 @@ impl Backend for Remote {
         let mut path = String::from("api/v1/apikeys/");
         path.extend(url::form_urlencoded::byte_serialize(id.trim().as_bytes()));
         self.send(self.request(Method::DELETE, &path, Some(who))?).map(|_| ())
+    }
+
+    fn check(&self, who: &Credential) -> Result<StoreCheck> {
+        // A whole store's indexes and chain take a while to walk.
+        self.call(self.request(Method::GET, "api/v1/check", Some(who))?.timeout(Duration::from_secs(600)))
     }
 
     fn backup(&self, who: &Credential) -> Result<Vec<u8>> {

@@ -49,7 +49,7 @@ const MAX_TOKEN_LEN: usize = 256;
 /// The caller, authenticated by `Authorization: Bearer <session token or API key>`.
 pub struct Caller {
     pub actor: Actor,
-    /// The bearer token itself, for logout.
+    /// The bearer token itself, for logout (empty for a local socket's peer, who has none).
     pub token: String,
 }
 
@@ -82,6 +82,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        // On the local socket, without a token: the OS user at the other end, whom the socket
+        // admitted, is the console operator (as on the store itself).
+        if let Some(peer) = parts.extensions.get::<super::socket::SocketPeer>().filter(|p| p.allowed)
+            && !parts.headers.contains_key(header::AUTHORIZATION)
+        {
+            let actor = Actor {
+                principal: crate::service::Principal::Console { os_user: peer.os_user.clone() },
+                source: super::socket::source_of(&parts.headers).into(),
+            };
+            tracing::Span::current().record("actor", actor.audit_name());
+            return Ok(Caller { actor, token: String::new() });
+        }
         let token = bearer_token(&parts.headers)?;
         // Two point reads of the store (the token's session, its user), done here rather than on
         // the blocking pool: handing them to another thread costs more than the reads. A database

@@ -13,6 +13,7 @@ pub mod native;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod socket;
 pub mod system;
 pub mod validate;
 
@@ -216,6 +217,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         }))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body_time))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .layer(middleware::from_fn(socket::gate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -223,7 +225,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Refuse a request whose `Host` is none of ours (421): a page on another site whose name an
 /// attacker points at 127.0.0.1 (DNS rebinding) would otherwise be same-origin with the API.
 async fn check_host(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(allowed) = &state.settings.allowed_hosts else {
+    // No web page can reach the local socket: the name it was asked by does not matter there.
+    let on_socket = req.extensions().get::<socket::SocketPeer>().is_some();
+    let Some(allowed) = state.settings.allowed_hosts.as_ref().filter(|_| !on_socket) else {
         return next.run(req).await;
     };
     // HTTP/2 names the host in the URI; a request that names none (HTTP/1.0) cannot be a browser's.
@@ -461,18 +465,82 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                  Put TLS in front of it, and firewall it."
             );
         }
-        let signal = shutdown_signal();
-        tracing::info!(data_dir = %config.data_dir().display(), "listening on http://{local} (API docs at http://{local}/docs)");
-        system::notify_ready();
-        run(listener, state, signal, grace).await
+        let socket = match config.socket() {
+            Some(path) => {
+                let bound = match socket::bind(&path, &config.server.socket_group) {
+                    Ok(bound) => bound,
+                    // A socket set in the config must be had; the default one is a convenience.
+                    Err(e) if config.server.socket.is_none() => {
+                        tracing::warn!("not listening on a local socket: {e:#}; set [server] socket to choose one");
+                        return serve_tcp(listener, None, state, grace, &config.data_dir()).await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                tracing::info!(socket = %path.display(), group = %config.server.socket_group, "listening on the local socket");
+                if config.store.kind == crate::config::StoreKind::Sled {
+                    crate::store::owner::record(&config.store_dir(), Some(&path));
+                }
+                Some(LocalSocket {
+                    bound,
+                    policy: socket::PeerPolicy { own_uid: own_uid(), group: config.server.socket_group.clone() },
+                    info: socket::ServerInfo {
+                        data_dir: config.data_dir(),
+                        pid: std::process::id(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                    },
+                })
+            }
+            None => None,
+        };
+        serve_tcp(listener, socket, state, grace, &config.data_dir()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Say where the server listens, tell systemd it is ready, and serve until a signal.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    socket: Option<LocalSocket>,
+    state: Arc<AppState>,
+    grace: Duration,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %data_dir.display(), "listening on http://{local} (API docs at http://{local}/docs)");
+    system::notify_ready();
+    run_with_socket(listener, socket, state, signal, grace).await
+}
+
+/// The server's own uid (the socket always admits it).
+fn own_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// The local socket to serve besides TCP, and who may use it.
+#[derive(Debug)]
+pub struct LocalSocket {
+    pub bound: socket::Bound,
+    pub policy: socket::PeerPolicy,
+    pub info: socket::ServerInfo,
 }
 
 /// Serve `state` on `listener` until `shutdown` completes; then stop accepting, let requests in
 /// flight finish (for at most `grace`), and flush the store.
 pub async fn run(
     listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    run_with_socket(listener, None, state, shutdown, grace).await
+}
+
+/// [`run`], serving the same application on the local socket too.
+pub async fn run_with_socket(
+    listener: tokio::net::TcpListener,
+    socket: Option<LocalSocket>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
@@ -490,18 +558,40 @@ pub async fn run(
         warming.service().follow_store();
     });
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    // Both listeners stop on the one signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let signal = async move {
         shutdown.await;
         system::notify_stopping();
         tracing::info!("shutting down: no new connections; finishing the requests in flight");
         let _ = stopping_tx.send(());
+        let _ = stop_tx.send(true);
     };
     let limits = conn::Limits {
         header_read_timeout: state.settings.header_read_timeout,
         max_per_client: state.settings.max_connections_per_client,
         trusted_proxies: state.settings.trusted_proxies.clone(),
     };
-    let server = conn::serve(listener, app, limits, signal);
+    let header_read_timeout = state.settings.header_read_timeout;
+    let tcp = conn::serve(listener, app.clone(), limits, stopped(stop_rx.clone()));
+    let local = async move {
+        match socket {
+            Some(s) => socket::serve(s.bound, app, s.policy, s.info, header_read_timeout, stopped(stop_rx)).await,
+            None => Ok(()),
+        }
+    };
+    let server = async move {
+        let serving = async { tokio::try_join!(tcp, local).map(|_| ()) };
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => return served,
+            () = signal => {}
+        }
+        serving.await
+    };
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::service::{
     ApiKeyView, AuditFormat, AuditQuery, Confirmed, Enrollment, ImportOptions, ImportReport, LoginStep,
     NewSession, NewUser, OrgView, Principal, ResetOutcome, ResetReport, ResetResult, SortField, UserDetail, UserPage,
-    UserQuery, VerifyReport, parse_unused_for,
+    StoreCheck, UserQuery, VerifyReport, parse_unused_for,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -253,6 +253,10 @@ pub async fn login_enroll_confirm(
 )]
 pub async fn logout(State(state): S, caller: Caller) -> Result<StatusCode, ApiError> {
     let token = caller.token;
+    if token.is_empty() {
+        // A local socket's peer: no session to end.
+        return Ok(StatusCode::NO_CONTENT);
+    }
     state.call(move |service, _| service.logout(&token)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1054,6 +1058,20 @@ pub async fn audit_export(State(state): S, caller: Caller, ApiQuery(p): ApiQuery
 pub async fn audit_verify(State(state): S, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {
     let actor = caller.actor;
     Ok(Json(state.call(move |service, _| service.audit_verify(&actor)).await?))
+}
+
+/// Check the store: every index entry matches its record, and the audit chain verifies. For the
+/// console operator only, that is over the server's local socket (`mfadmin check` on its host).
+#[utoipa::path(
+    get, path = "/api/v1/check", tag = "audit", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What the check found (`problems` empty and `chain.ok`: all well)", body = StoreCheck),
+        (status = 403, description = "Only the console operator checks the store", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn store_check(State(state): S, caller: Caller) -> Result<Json<StoreCheck>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, _| service.check_store(&actor)).await?))
 }
 
 // ------------------------------------------------------------------ API keys

@@ -67,6 +67,7 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(enforce_mfa))
         .routes(routes!(audit_list))
         .routes(routes!(audit_verify))
+        .routes(routes!(store_check))
         .routes(routes!(audit_export))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))

@@ -77,6 +77,15 @@ pub struct VerifyReport {
     pub problem: Option<String>,
 }
 
+/// What the store check found (`mfadmin check`, `GET /api/v1/check`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoreCheck {
+    /// Index entries that do not match their records.
+    pub problems: Vec<String>,
+    pub chain: VerifyReport,
+    pub users: usize,
+}
+
 pub const AUDIT_CSV_HEADER: [&str; 13] =
     ["seq", "at", "actor", "action", "target", "target_id", "org", "outcome", "reason", "detail", "source", "prev_hash", "hash"];
 
@@ -180,6 +189,12 @@ impl Service {
             return Err(Error::Forbidden("the store check is for the console operator".into()));
         }
         Ok((self.store.check_indexes()?, self.audit_verify(actor)?))
+    }
+
+    /// [`Service::check`], with the number of users, as one report.
+    pub fn check_store(&self, actor: &Actor) -> Result<StoreCheck> {
+        let (problems, chain) = self.check(actor)?;
+        Ok(StoreCheck { problems, chain, users: self.store.user_count()? })
     }
 
     /// Walk the whole chain and name the first broken link.

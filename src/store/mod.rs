@@ -5,6 +5,7 @@ pub mod buckets;
 pub(crate) mod codec;
 pub mod migrate;
 pub mod names;
+pub mod owner;
 pub mod postgres;
 pub mod private;
 pub mod sled;

@@ -242,11 +242,12 @@ impl SledStore {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                Err(e) if is_lock(&e) => return Err(Error::StoreLocked { dir: dir.to_path_buf() }),
+                Err(e) if is_lock(&e) => return Err(super::owner::locked(dir)),
                 Err(e) => return Err(Error::Storage(format!("cannot open the store in {}: {e}", dir.display()))),
                 Ok(db) => break db,
             }
         };
+        super::owner::record(dir, None);
         let tree = |name: &str| db.open_tree(name).map_err(storage);
         Ok(SledStore {
             dir: dir.to_path_buf(),

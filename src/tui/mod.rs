@@ -20,6 +20,7 @@ use crate::app::{self, Context};
 use crate::demo;
 use crate::error::Error;
 use crate::backend::local::Local;
+use crate::backend::on_demand::OnDemand;
 use crate::backend::remote::Remote;
 use crate::backend::Backend;
 use crate::service::Actor;
@@ -92,8 +93,19 @@ fn open(ctx: &Context, args: &TuiArgs, leave: &mut dyn FnMut()) -> anyhow::Resul
     }
     let issuer = &ctx.config.totp.issuer;
     if !args.demo {
+        // A server holds the store: log in through its local socket.
+        if let Some(server) = ctx.local_server(effects::SOURCE)? {
+            return Ok((Arc::new(server), None));
+        }
         return match ctx.open_service() {
-            Ok(service) => Ok((Arc::new(Local::new(Arc::new(service), effects::SOURCE, issuer)), None)),
+            Ok(service) => {
+                // The store opens, so logins will find it; it is closed again until one does.
+                drop(service);
+                let ctx = ctx.clone();
+                let issuer = issuer.clone();
+                let backend = OnDemand::new(move || Ok(Local::new(Arc::new(ctx.open_service()?), effects::SOURCE, &issuer)));
+                Ok((Arc::new(backend), None))
+            }
             Err(e @ Error::StoreLocked { .. }) => {
                 let url = format!("http://{}", ctx.config.server.listen);
                 let server = Remote::new(&url, &app::remote_options(ctx, effects::SOURCE)).ok().filter(Remote::reachable);

@@ -281,6 +281,9 @@ pub fn mfadmin(data_dir: &Path) -> Command {
         .env_remove("MFADMIN_CONFIG")
         .env_remove("MFADMIN_KEY_FILE")
         .env_remove("MFADMIN_DATA_DIR")
+        // A server's local socket is then in its data directory: each test has its own.
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RUNTIME_DIRECTORY")
         .env("NO_COLOR", "1");
     cmd
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mfadmin");
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 
-/// A data directory with an empty config beside it, so no user config is read.
+/// A data directory with a config beside it (naming only the server's socket), so no user config
+/// is read.
 pub struct Site {
     pub tmp: tempfile::TempDir,
     pub data: PathBuf,
@@ -25,8 +26,9 @@ impl Site {
     pub fn new() -> Site {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let config = tmp.path().join("empty.toml");
-        std::fs::write(&config, "").unwrap();
+        // No user config is read; the server's local socket is the site's own.
+        let config = tmp.path().join("site.toml");
+        std::fs::write(&config, format!("[server]\nsocket = {:?}\n", tmp.path().join("mfadmin.sock"))).unwrap();
         let token_file = tmp.path().join("token");
         Site { tmp, data, config, token_file }
     }
@@ -71,6 +73,11 @@ impl Site {
             self.ok(&["demo", "--users", &users.to_string()], "");
         }
         secret
+    }
+
+    /// The local socket of the site's server.
+    pub fn socket(&self) -> PathBuf {
+        self.tmp.path().join("mfadmin.sock")
     }
 
     pub fn serve(&self) -> Served {
