@@ -44,10 +44,14 @@ pub enum Command {
     /// Create, list and revoke API keys for scripts that call `mfadmin serve`
     #[command(subcommand)]
     Apikey(ApikeyCommand),
-    /// Write a consistent backup of the whole store to FILE (in-process, or --remote through a server)
+    /// Write a consistent backup of the whole store to FILE or `-` (in-process, or --remote through a server)
     Backup(crate::backup::BackupArgs),
-    /// Restore a backup into an empty data directory (the store's key file must be there already)
+    /// Restore a backup into the configured store, which must be empty (a sled data directory
+    /// holding only the key file, or an empty PostgreSQL database); the key file must be there already
     Restore(crate::backup::RestoreArgs),
+    /// Move the store: copy it into an empty store of either kind (sled, PostgreSQL)
+    #[command(subcommand)]
+    Store(crate::store_move::StoreCommand),
     /// Log in to a running server (--remote URL); keeps the token in the token file (mode 0600)
     Login(LoginArgs),
     /// Revoke the token of `mfadmin login` on the server and delete the token file
@@ -503,9 +507,23 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup(args) => crate::backup::backup_cmd(ctx, args),
-        Command::Restore(args) => crate::backup::restore_cmd(ctx, args),
+        // These pass over the store once, as an import does: a large page cache would only hold
+        // pages read once, and grow the process with the store.
+        Command::Backup(args) => crate::backup::backup_cmd(&one_pass(ctx), args),
+        Command::Restore(args) => crate::backup::restore_cmd(&one_pass(ctx), args),
+        Command::Store(command) => {
+            local_only(remote_flag, "store")?;
+            crate::store_move::run(&one_pass(ctx), command)
+        }
     }
+}
+
+/// `ctx` with the store's page cache kept at [`IMPORT_CACHE_MB`], for commands that read or write
+/// each page of the store about once.
+fn one_pass(ctx: &Context) -> Context {
+    let mut config = ctx.config.clone();
+    config.store.cache_mb = config.store.cache_mb.min(IMPORT_CACHE_MB);
+    Context { config }
 }
 
 fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {

@@ -34,6 +34,27 @@ pub struct Config {
     pub compat: CompatConfig,
     /// The privacyIDEA-compatible `/validate/check` that VPNs, SSH and applications ask.
     pub validate: ValidateConfig,
+    /// Backups that `mfadmin serve` takes by itself.
+    pub backup: BackupConfig,
+}
+
+/// Backups that `mfadmin serve` takes by itself, each read back and checked after it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where to write them (made with mode 0700 if absent); none: no scheduled backups.
+    pub directory: Option<PathBuf>,
+    /// When: an interval (`90s`, `30m`, `6h`, `1d`; the first one that long after the server
+    /// starts), or a time of day in UTC (`03:00`, once a day).
+    pub schedule: String,
+    /// How many to keep: older ones (by the time in their name) are deleted after each new one.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { directory: None, schedule: "03:00".into(), keep: 7 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +454,9 @@ impl Config {
                 "MFADMIN_STORE_POOL_SIZE" => self.store.pool_size = num(&name, &v)?,
                 "MFADMIN_STORE_CA_FILE" => self.store.ca_file = Some(v.into()),
                 "MFADMIN_TUI_STORE_CACHE_MB" => self.tui.store_cache_mb = num(&name, &v)?,
+                "MFADMIN_BACKUP_DIRECTORY" => self.backup.directory = Some(v).filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+                "MFADMIN_BACKUP_SCHEDULE" => self.backup.schedule = v,
+                "MFADMIN_BACKUP_KEEP" => self.backup.keep = num(&name, &v)?,
                 _ => {}
             }
         }
@@ -465,6 +489,10 @@ impl Config {
         }
         if self.lockout.threshold == 0 {
             return Err("lockout.threshold must be at least 1".into());
+        }
+        crate::backup_schedule::Schedule::parse(&self.backup.schedule)?;
+        if self.backup.keep == 0 {
+            return Err("backup.keep must be at least 1 (how many scheduled backups to keep)".into());
         }
         if self.server.header_read_timeout_seconds == 0 || self.server.request_timeout_seconds == 0 {
             return Err("server.header_read_timeout_seconds and server.request_timeout_seconds must be greater than zero".into());

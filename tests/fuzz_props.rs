@@ -9,7 +9,7 @@ mod reliability_support;
 use mfadmin::auth::{token, totp};
 use mfadmin::config::Config;
 use mfadmin::error::Error;
-use mfadmin::store::backup::Snapshot;
+use mfadmin::store::backup;
 use mfadmin::store::sled::SledStore;
 use mfadmin::store::Store;
 use proptest::prelude::*;
@@ -107,13 +107,15 @@ proptest! {
 
     #[test]
     fn the_backup_decoder_refuses_damage_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..300), at in any::<usize>(), bit in 0u8..8) {
-        prop_assert!(Snapshot::decode(&bytes).is_err() || bytes.starts_with(mfadmin::store::backup::MAGIC));
-        let good = backup_bytes();
-        let mut damaged = good.clone();
-        let i = at % damaged.len();
-        damaged[i] ^= 1 << bit;
-        prop_assert!(Snapshot::decode(&damaged).is_err(), "a flipped bit at {} went unnoticed", i);
-        prop_assert!(Snapshot::decode(&good[..at % good.len()]).is_err());
+        let sealer = import_service().sealer();
+        prop_assert!(backup::verify(&bytes[..], Some(sealer)).is_err() || bytes.starts_with(backup::MAGIC));
+        for good in [backup_bytes(), old_backup_bytes()] {
+            let mut damaged = good.clone();
+            let i = at % damaged.len();
+            damaged[i] ^= 1 << bit;
+            prop_assert!(backup::verify(&damaged[..], Some(sealer)).is_err(), "a flipped bit at {} went unnoticed", i);
+            prop_assert!(backup::verify(&good[..at % good.len()], Some(sealer)).is_err());
+        }
     }
 }
 
@@ -127,9 +129,29 @@ fn import_service() -> &'static mfadmin::service::Service {
     svc
 }
 
+/// A backup as mfadmin writes them (records).
 fn backup_bytes() -> Vec<u8> {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| import_service().store().snapshot(0).unwrap().encode()).clone()
+    BYTES
+        .get_or_init(|| {
+            let svc = import_service();
+            let mut out = Vec::new();
+            mfadmin::backup::write_backup(&**svc.store(), svc.sealer(), 0, &mut out).unwrap();
+            out
+        })
+        .clone()
+}
+
+/// A backup as an older mfadmin wrote them (sled's trees whole).
+fn old_backup_bytes() -> Vec<u8> {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| {
+            let fixture = Fixture::new(1);
+            let store = SledStore::open(&fixture.dir.path().join("store")).unwrap();
+            mfadmin::store::sled::snapshot(&store, 0).unwrap().encode()
+        })
+        .clone()
 }
 
 /// A corrupted record in any tree is an error naming the record, never a panic or a wrong answer.

@@ -136,7 +136,7 @@ on_both_stores!(
     a_name_wanted_by_many_at_once_goes_to_one,
     another_node_catches_up_from_a_watermark,
     the_service_resets_and_verifies_on_the_store,
-    a_backup_restores_as_a_sled_store_with_everything,
+    a_backup_restores_into_either_store_with_everything,
 );
 
 fn acme() -> Org {
@@ -654,35 +654,58 @@ fn the_service_resets_and_verifies_on_the_store(f: Fresh) {
     assert!(matches!(Service::new((f.another)(), wrong, Config::default().policy()), Err(Error::KeyFile(_))));
 }
 
-fn a_backup_restores_as_a_sled_store_with_everything(f: Fresh) {
+/// A backup of either store restores into both, with everything: records, indexes, the audit
+/// chain, sessions, settings and where user numbers carry on; expired sessions are left behind.
+fn a_backup_restores_into_either_store_with_everything(f: Fresh) {
     let store = &*f.store;
     let users: Vec<User> = (1..=300).map(|n| named(&format!("b{n}"), n)).collect();
     add(store, &users).unwrap();
     write(store, &users[7], 1).unwrap();
-    let session = Session::new(users[3].id, SessionKind::Session, 0, 100, "test");
+    let session = Session::new(users[3].id, SessionKind::Session, 0, 1_900_000_000, "test");
+    let expired = Session::new(users[4].id, SessionKind::Session, 0, 100, "test");
     let audit = (0..5).map(|n| draft(n, "test")).collect();
-    store.commit(&[Change { sessions_put: vec![([3; 32], session.clone())], audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
+    let sessions_put = vec![([3; 32], session.clone()), ([4; 32], expired)];
+    store.commit(&[Change { sessions_put, audit, meta_put: vec![("key_check", vec![9])], ..Change::default() }]).unwrap();
     let next = store.allocate_numbers(1).unwrap();
-    let snapshot = store.snapshot(1_800_000_000).unwrap();
-    let counts = snapshot.counts();
-    assert_eq!((counts.users, counts.orgs, counts.audit_events, counts.sessions), (300, 1, 5, 1));
-    let bytes = snapshot.encode();
-    let dir = tempfile::tempdir().unwrap();
-    let restored = mfadmin::store::sled::restore(&mfadmin::store::backup::Snapshot::decode(&bytes).unwrap(), &dir.path().join("store")).unwrap();
-    assert_eq!(restored.check_indexes().unwrap(), Vec::<String>::new());
-    assert_eq!(verify_chain(&restored), 5);
-    assert_eq!(restored.user_count().unwrap(), 300);
-    for u in &users {
-        assert_eq!(restored.get_user(u.id).unwrap(), store.get_user(u.id).unwrap());
-        assert_eq!(restored.user_id_by_name(&u.username).unwrap(), Some(u.id));
-        assert_eq!(restored.user_id_by_email(&u.email).unwrap(), Some(u.id));
-        assert_eq!(restored.user_id_by_number(u.number).unwrap(), Some(u.id));
+    let sealer = Sealer::ephemeral();
+    let mut bytes = Vec::new();
+    let counts = mfadmin::backup::write_backup(store, &sealer, 1_800_000_000, &mut bytes).unwrap();
+    assert_eq!((counts.users, counts.orgs, counts.audit_events, counts.sessions), (300, 1, 5, 1), "the expired session is left behind");
+    for kind in [Kind::Sled, Kind::Postgres] {
+        let Some(into) = fresh(kind, "backup_target") else { continue };
+        let restored = &*into.store;
+        mfadmin::backup::restore_into(restored, &bytes[..], &sealer).unwrap();
+        assert_eq!(restored.check_indexes().unwrap(), Vec::<String>::new(), "{kind:?}");
+        assert_eq!(verify_chain(restored), 5);
+        assert_eq!(restored.audit_head().unwrap(), store.audit_head().unwrap());
+        assert_eq!(restored.user_count().unwrap(), 300);
+        for u in &users {
+            assert_eq!(restored.get_user(u.id).unwrap(), store.get_user(u.id).unwrap());
+            assert_eq!(restored.user_id_by_name(&u.username).unwrap(), Some(u.id));
+            assert_eq!(restored.user_id_by_email(&u.email).unwrap(), Some(u.id));
+            assert_eq!(restored.user_id_by_number(u.number).unwrap(), Some(u.id));
+        }
+        assert_eq!(restored.get_user(users[7].id).unwrap().unwrap().version, 2);
+        assert_eq!(restored.sessions_of(users[3].id).unwrap(), vec![([3; 32], session.clone())]);
+        assert_eq!(restored.sessions_of(users[4].id).unwrap(), vec![]);
+        assert_eq!(restored.get_meta("key_check").unwrap(), Some(vec![9]));
+        assert_eq!(restored.orgs().unwrap(), vec![acme()]);
+        assert_eq!(restored.allocate_numbers(1).unwrap(), next + 1, "numbers carry on where they were");
+        // A second restore into a store that now holds records is refused.
+        let again = mfadmin::backup::restore_into(restored, &bytes[..], &sealer).unwrap_err();
+        assert!(matches!(&again, Error::Conflict(m) if m.contains("empty")), "{again}");
+        // Another key file: refused before anything is read.
+        let Some(other) = fresh(kind, "backup_wrong_key") else { continue };
+        let wrong = mfadmin::backup::restore_into(&*other.store, &bytes[..], &Sealer::ephemeral()).unwrap_err();
+        assert!(matches!(&wrong, Error::KeyFile(m) if m.contains("another key file")), "{wrong}");
+        assert_eq!(other.store.user_count().unwrap(), 0);
+        // Cut short: refused, and PostgreSQL keeps nothing of it (one transaction).
+        if matches!(kind, Kind::Postgres) {
+            let cut = mfadmin::backup::restore_into(&*other.store, &bytes[..bytes.len() - 40], &sealer).unwrap_err();
+            assert!(cut.to_string().contains("truncated"), "{cut}");
+            assert_eq!((other.store.user_count().unwrap(), other.store.orgs().unwrap().len()), (0, 0), "nothing kept");
+        }
     }
-    assert_eq!(restored.get_user(users[7].id).unwrap().unwrap().version, 2);
-    assert_eq!(restored.sessions_of(users[3].id).unwrap(), vec![([3; 32], session)]);
-    assert_eq!(restored.get_meta("key_check").unwrap(), Some(vec![9]));
-    assert_eq!(restored.orgs().unwrap(), vec![acme()]);
-    assert_eq!(restored.allocate_numbers(1).unwrap(), next + 1, "numbers carry on where they were");
 }
 
 /// Over TLS (`sslmode=require`), the server's certificate is checked: against the CA file given it

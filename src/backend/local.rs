@@ -187,8 +187,8 @@ impl Backend for Local {
         self.service.check_store(&self.actor(who)?)
     }
 
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
-        Ok(crate::backup::take(&self.service, &self.actor(who)?, self.clock.now())?.encode())
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()> {
+        crate::backup::take(&self.service, &self.actor(who)?, self.clock.now(), out).map(|_| ())
     }
 }
 

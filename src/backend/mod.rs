@@ -159,8 +159,8 @@ pub trait Backend: Send + Sync {
     /// Check the store: indexes against records, and the audit chain (the console operator's).
     fn check(&self, who: &Credential) -> Result<StoreCheck>;
 
-    /// A consistent backup of the whole store, as the bytes of a backup file.
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>>;
+    /// A consistent backup of the whole store, written to `out` as it is made (never whole in memory).
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()>;
 }
 
 /// Every user `query` finds, page by page (its cursor and limit are ignored).

@@ -201,7 +201,7 @@ impl Backend for OnDemand {
         self.get()?.check(who)
     }
 
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
-        self.get()?.backup(who)
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()> {
+        self.get()?.backup(who, out)
     }
 }

@@ -646,27 +646,8 @@ impl Backend for Remote {
             AuditFormat::Csv => "csv",
         };
         let url = self.url_with("api/v1/audit/export", &[("format", format)]);
-        let mut response = self.send(authed(self.client.get(url), who)?)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let n = match std::io::Read::read(&mut response, &mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Remote {
-                        status: 200,
-                        detail: format!(
-                            "the export stopped after {copied} bytes ({e}): what was written is incomplete; the server's \
-                             log says why"
-                        ),
-                    });
-                }
-            };
-            out.write_all(&buf[..n]).map_err(|e| Error::Storage(format!("writing the export: {e}")))?;
-            copied += n as u64;
-        }
+        let response = self.send(authed(self.client.get(url), who)?)?;
+        copy_body(response, out, "export")
     }
 
     fn api_keys(&self, who: &Credential) -> Result<Vec<ApiKeyView>> {
@@ -689,10 +670,34 @@ impl Backend for Remote {
         self.call(self.request(Method::GET, "api/v1/check", Some(who))?.timeout(Duration::from_secs(600)))
     }
 
-    fn backup(&self, who: &Credential) -> Result<Vec<u8>> {
+    /// Copied to `out` piece by piece as the server sends it.
+    fn backup(&self, who: &Credential, out: &mut dyn std::io::Write) -> Result<()> {
         // A whole store can take a while to copy and send.
-        let request = self.request(Method::GET, "api/v1/backup", Some(who))?.timeout(Duration::from_secs(600));
-        let bytes = self.send(request)?.bytes().map_err(|e| self.unreachable(&e))?;
-        Ok(bytes.to_vec())
+        let request = self.request(Method::GET, "api/v1/backup", Some(who))?.timeout(Duration::from_secs(3600));
+        copy_body(self.send(request)?, out, "backup")
+    }
+}
+
+/// Copy a streamed response body to `out` as it arrives; a body cut off is an error that says so.
+fn copy_body(mut response: reqwest::blocking::Response, out: &mut dyn std::io::Write, what: &str) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    loop {
+        let n = match std::io::Read::read(&mut response, &mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Remote {
+                    status: 200,
+                    detail: format!(
+                        "the {what} stopped after {copied} bytes ({e}): what was written is incomplete; the server's \
+                         log says why"
+                    ),
+                });
+            }
+        };
+        out.write_all(&buf[..n]).map_err(|e| Error::Storage(format!("writing the {what}: {e}")))?;
+        copied += n as u64;
     }
 }

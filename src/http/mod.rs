@@ -68,6 +68,9 @@ pub struct Settings {
     /// `Host` names accepted (lower case, without port); `None`: any.
     pub allowed_hosts: Option<Vec<String>>,
     pub metrics_public: bool,
+    /// Where a backup asked for over HTTP is written before it is sent (the data directory: on
+    /// disk, never whole in memory).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             trusted_proxies: config.server.trusted_proxies.iter().filter_map(|p| IpRange::parse(p).ok()).collect(),
             allowed_hosts: allowed_hosts(&config.server),
             metrics_public: config.server.metrics_public,
+            spool_dir: config.data_dir(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct AppState {
     hashing: tokio::sync::Semaphore,
     /// Set once the user directory has been read (`/readyz`).
     directory_ready: std::sync::atomic::AtomicBool,
+    /// How the scheduled backups are going (`/readyz`, `/metrics`).
+    pub backups: Arc<crate::backup_schedule::BackupStatus>,
 }
 
 impl AppState {
@@ -155,6 +161,7 @@ impl AppState {
             validate,
             hashing,
             directory_ready: Default::default(),
+            backups: Default::default(),
         })
     }
 
@@ -453,9 +460,10 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Opening the store refuses a data directory or key file that others can reach.
     let service = ctx.open_service()?;
     let state = AppState::new(service, Settings::from_config(&config), Clock::system());
+    let backups = crate::backup_schedule::start(state.service().clone(), &config.backup, state.backups.clone())?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
@@ -493,7 +501,12 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         serve_tcp(listener, socket, state, grace, &config.data_dir()).await
-    })?;
+    });
+    // A backup being written is finished (whole, or not kept) before the process ends.
+    if let Some(backups) = backups {
+        backups.stop();
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

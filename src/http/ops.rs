@@ -41,6 +41,9 @@ pub struct Ready {
     pub status: String,
     pub store: String,
     pub directory: String,
+    /// Scheduled backups (`[backup]`): `off`, `pending` (none taken yet), `ok`, or `failing: …`
+    /// when the last one failed. Readiness does not depend on it.
+    pub backup: String,
 }
 
 /// Readiness: the store is open and the user directory loaded, so listings answer at full speed.
@@ -62,7 +65,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, A
             "the store is open; the user directory is still being read: ask again shortly",
         ));
     }
-    Ok(Json(Ready { status: "ready".into(), store: "ok".into(), directory: "loaded".into() }))
+    Ok(Json(Ready { status: "ready".into(), store: "ok".into(), directory: "loaded".into(), backup: state.backups.describe() }))
 }
 
 /// Request counts and latency by route and status, resets by outcome, logins by outcome. Unless
@@ -86,5 +89,6 @@ pub async fn metrics(State(state): State<Arc<AppState>>, mut parts: Parts) -> Re
             ));
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()))
+    let text = state.metrics.render() + &state.backups.render_metrics();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

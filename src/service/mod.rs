@@ -313,6 +313,11 @@ impl Service {
         &self.store
     }
 
+    /// The store's key (backups are authenticated with a key derived from it).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
     /// Seal a TOTP secret for `user` with this store's key (for generated demo users).
     pub fn seal_secret(&self, user: Uuid, secret: &[u8]) -> SealedSecret {
         SealedSecret(self.sealer.seal(secret, user.as_bytes()))

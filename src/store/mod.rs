@@ -181,11 +181,40 @@ pub trait Store: Send + Sync {
     fn commit_listener(&self) -> Result<Option<Box<dyn CommitListener>>> {
         Ok(None)
     }
-    /// Every record of every tree at one moment, with no commit interleaving (for backups).
-    fn snapshot(&self, taken_at: Timestamp) -> Result<backup::Snapshot> {
-        let _ = taken_at;
+    /// The kind of store, as configs name it (`sled`, `postgres`).
+    fn kind(&self) -> &'static str {
+        "store"
+    }
+    /// Every record at one moment, with no commit interleaving, handed to `visit` one at a time in
+    /// the order of [`Record`]'s kinds (for backups: nothing is gathered whole). Expired sessions
+    /// are left out (`now` says which).
+    fn export(&self, now: Timestamp, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        let _ = (now, visit);
         Err(crate::error::Error::Storage("this kind of store cannot make backups".into()))
     }
+    /// Put the records that `next` hands out (until `None`) into this store, which must hold no
+    /// user, org or audit event yet: a restore. Refused with nothing kept (PostgreSQL: one
+    /// transaction) or, for sled, with the caller removing the directory it created.
+    fn import(&self, next: &mut dyn FnMut() -> Result<Option<Record>>) -> Result<()> {
+        let _ = next;
+        Err(crate::error::Error::Storage("this kind of store cannot restore backups".into()))
+    }
+}
+
+/// One record of a store as a backup carries it: the stored bytes copied as they are (TOTP
+/// secrets stay sealed with the key file), with what a store of either kind needs to put it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The next user number to hand out (numbers are never reused).
+    NextNumber(u64),
+    /// A setting the service keeps in the store (such as the key check).
+    Meta { name: String, value: Vec<u8> },
+    Org { key: String, record: Vec<u8> },
+    User { id: Uuid, record: Vec<u8> },
+    Audit { seq: u64, record: Vec<u8> },
+    /// The last audit event's number and hash (the chain's head).
+    AuditHead { seq: u64, hash: [u8; 32] },
+    Session { hash: TokenHash, record: Vec<u8> },
 }
 
 /// How to reach the PostgreSQL store of `config` (its `store.url`, which `kind = "postgres"` requires).
@@ -222,5 +251,14 @@ pub fn configured_store_exists(config: &crate::config::Config) -> Result<bool> {
     match config.store.kind {
         StoreKind::Sled => Ok(sled::SledStore::exists(&config.store_dir())),
         StoreKind::Postgres => postgres::PgStore::exists(postgres_options(config)?),
+    }
+}
+
+/// Where the store that `config` names is, for messages (a PostgreSQL URL without its password).
+pub fn configured_place(config: &crate::config::Config) -> String {
+    use crate::config::StoreKind;
+    match config.store.kind {
+        StoreKind::Sled => config.data_dir().display().to_string(),
+        StoreKind::Postgres => postgres_options(config).map_or_else(|_| "PostgreSQL".into(), |o| format!("the PostgreSQL store at {}", postgres::describe(&o.config))),
     }
 }

@@ -6,10 +6,8 @@
 //! sequence number (kept on each user and org row it wrote, so another node can catch up from a
 //! watermark) and links the audit chain without gaps.
 
-use super::backup::Snapshot;
 use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
-use super::sled::{logical_snapshot, LogicalParts};
-use super::{Change, ChangesSince, Session, Store, TokenHash, UserWrite};
+use super::{Change, ChangesSince, Record, Session, Store, TokenHash, UserWrite};
 use crate::domain::audit::AuditEvent;
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
@@ -23,6 +21,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
+
+mod records;
 
 /// The layout of the tables this binary writes, kept in `meta` under [`META_PG_SCHEMA`].
 pub const PG_SCHEMA_VERSION: u32 = 1;
@@ -224,7 +224,7 @@ pub fn parse_url(url: &str) -> Result<postgres::Config> {
 }
 
 /// Where `config` points, without its password.
-fn describe(config: &postgres::Config) -> String {
+pub(crate) fn describe(config: &postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -864,43 +864,16 @@ impl Store for PgStore {
         })
     }
 
-    /// Every record at one moment (one repeatable-read transaction), laid out as the sled store's
-    /// trees: a backup of a PostgreSQL store restores as a sled store.
-    fn snapshot(&self, taken_at: Timestamp) -> Result<Snapshot> {
-        self.reading(|tx| {
-            let head = tx.query_one("SELECT audit_seq, audit_hash FROM head", &[]).map_err(pg)?;
-            let audit_seq: i64 = head.get(0);
-            let audit_head = match audit_seq {
-                0 => None,
-                seq => Some((uint(seq, "audit sequence number")?, <[u8; 32]>::try_from(head.get::<_, &[u8]>(1)).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?)),
-            };
-            let next: i64 = tx.query_one("SELECT next FROM numbers", &[]).map_err(pg)?.get(0);
-            let mut users = Vec::new();
-            scan_in(tx, "SELECT id, record, name_key, email_key, number FROM users", &mut |r| {
-                users.push((r.get(0), r.get(1), r.get(2), r.get(3), uint(r.get(4), "user number")?));
-                Ok(())
-            })?;
-            let mut audit = Vec::new();
-            scan_in(tx, "SELECT seq, record FROM audit", &mut |r| {
-                audit.push((uint(r.get(0), "audit sequence number")?, r.get(1)));
-                Ok(())
-            })?;
-            let orgs = tx.query("SELECT key, record FROM orgs", &[]).map_err(pg)?.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let meta = tx
-                .query("SELECT name, value FROM meta WHERE name <> $1", &[&META_PG_SCHEMA])
-                .map_err(pg)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let mut sessions = Vec::new();
-            scan_in(tx, "SELECT hash, user_id, record FROM sessions", &mut |r| {
-                let hash = TokenHash::try_from(r.get::<_, &[u8]>(0)).map_err(|_| Error::Corrupt("a session has a damaged key".into()))?;
-                sessions.push((hash, r.get(1), r.get(2)));
-                Ok(())
-            })?;
-            let parts = LogicalParts { users, orgs, audit, audit_head, sessions, meta, next_number: uint(next, "next user number")? };
-            Ok(logical_snapshot(parts, taken_at))
-        })
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn export(&self, now: Timestamp, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        records::export(self, now, visit)
+    }
+
+    fn import(&self, next: &mut dyn FnMut() -> Result<Option<Record>>) -> Result<()> {
+        records::import(self, next)
     }
 
     fn commit_seq(&self) -> Result<Option<u64>> {

@@ -5,7 +5,7 @@ use super::buckets::{self, Bucket};
 use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
-use super::{Change, Session, Store, TokenHash};
+use super::{Change, Record, Session, Store, TokenHash};
 use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 mod import;
+mod records;
+pub use records::records_of_trees;
 
 const META_SCHEMA: &str = "schema_version";
 const META_AUDIT_HEAD: &str = "audit_head";
@@ -382,54 +384,6 @@ fn number_buckets(entries: Vec<(u64, Uuid)>) -> impl Iterator<Item = (Vec<u8>, V
 /// The whole user-name index for `entries` (sorted by name, each once).
 fn name_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
     names::group(entries).into_iter().map(|(key, bucket)| (key.into_bytes(), encode(&bucket)))
-}
-
-/// What another kind of store holds, record by record, for a backup that restores as a sled store.
-pub(super) struct LogicalParts {
-    /// Id, record bytes (as [`encode_user`] writes them), lower-cased name and email, number.
-    pub users: Vec<(Uuid, Vec<u8>, String, String, u64)>,
-    pub orgs: Vec<(String, Vec<u8>)>,
-    pub audit: Vec<(u64, Vec<u8>)>,
-    pub audit_head: Option<(u64, [u8; 32])>,
-    /// Hash, user, record bytes.
-    pub sessions: Vec<(TokenHash, Uuid, Vec<u8>)>,
-    pub meta: Vec<(String, Vec<u8>)>,
-    pub next_number: u64,
-}
-
-/// The trees a sled store holding `parts` has, with its indexes built, as a backup carries them.
-pub(super) fn logical_snapshot(parts: LogicalParts, taken_at: i64) -> super::backup::Snapshot {
-    use super::backup::{Snapshot, TreeDump};
-    let tree = |name: &str, mut entries: Vec<(Vec<u8>, Vec<u8>)>| {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        TreeDump { name: name.as_bytes().to_vec(), entries }
-    };
-    let mut names: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.2.clone(), u.0)).collect();
-    names.sort_unstable();
-    let emails: Vec<(String, Uuid)> = parts.users.iter().map(|u| (u.3.clone(), u.0)).collect();
-    let numbers: Vec<(u64, Uuid)> = parts.users.iter().map(|u| (u.4, u.0)).collect();
-    let mut lists: HashMap<Uuid, Vec<TokenHash>> = HashMap::new();
-    for (hash, user, _) in &parts.sessions {
-        lists.entry(*user).or_default().push(*hash);
-    }
-    let mut meta: Vec<(Vec<u8>, Vec<u8>)> = parts.meta.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
-    meta.push((META_SCHEMA.into(), SCHEMA_VERSION.to_be_bytes().to_vec()));
-    meta.push((META_NEXT_NUMBER.into(), parts.next_number.to_be_bytes().to_vec()));
-    if let Some(head) = &parts.audit_head {
-        meta.push((META_AUDIT_HEAD.into(), encode(head)));
-    }
-    let trees = vec![
-        tree("name_index", name_buckets(names).collect()),
-        tree("email_index", email_buckets(emails).collect()),
-        tree("number_index", number_buckets(numbers).collect()),
-        tree("users", parts.users.into_iter().map(|u| (u.0.as_bytes().to_vec(), u.1)).collect()),
-        tree("orgs", parts.orgs.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect()),
-        tree("audit", parts.audit.into_iter().map(|(seq, v)| (seq.to_be_bytes().to_vec(), v)).collect()),
-        tree("sessions", parts.sessions.into_iter().map(|(h, _, v)| (h.to_vec(), v)).collect()),
-        tree("user_sessions", lists.into_iter().map(|(user, list)| (user.as_bytes().to_vec(), encode(&list))).collect()),
-        tree("meta", meta),
-    ];
-    Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees }
 }
 
 /// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
@@ -1139,13 +1093,22 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn snapshot(&self, taken_at: i64) -> Result<Snapshot> {
-        snapshot(self, taken_at)
+    fn kind(&self) -> &'static str {
+        "sled"
+    }
+
+    fn export(&self, now: Timestamp, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        records::export(self, now, visit)
+    }
+
+    fn import(&self, next: &mut dyn FnMut() -> Result<Option<Record>>) -> Result<()> {
+        records::import(self, next)
     }
 }
 
-/// A consistent snapshot of `store`: taken while no commit runs.
-pub(super) fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
+/// Every tree of `store` whole, while no commit runs: what backups of format 1 held (kept to test
+/// that those still restore).
+pub fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
     store.with_commits_paused(|db| {
         let mut trees = Vec::new();
         for name in db.tree_names() {
@@ -1158,31 +1121,6 @@ pub(super) fn snapshot(store: &SledStore, taken_at: i64) -> Result<Snapshot> {
         }
         Ok(Snapshot { schema_version: SCHEMA_VERSION, taken_at, trees })
     })
-}
-
-/// Write `snapshot` as a new store in `dir`, which must not hold one, and check it opens.
-pub fn restore(snapshot: &Snapshot, dir: &Path) -> Result<SledStore> {
-    migrate::check(snapshot.schema_version)?;
-    if SledStore::exists(dir) {
-        return Err(Error::Conflict(format!("{} already holds a store: restore into an empty data directory", dir.display())));
-    }
-    super::private::make_private(dir)?;
-    {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot create a store in {}: {e}", dir.display())))?;
-        for dump in &snapshot.trees {
-            let tree = db.open_tree(&dump.name).map_err(|e| Error::Storage(e.to_string()))?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in &dump.entries {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            tree.apply_batch(batch).map_err(|e| Error::Storage(e.to_string()))?;
-        }
-        db.flush().map_err(|e| Error::Storage(e.to_string()))?;
-    }
-    SledStore::open(dir)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The store suite against a real PostgreSQL: installs the Debian `postgresql` package if it is
-# missing, then runs `cargo test --test store_suite` inside a throw-away cluster (pg_virtualenv
+# The store suite, the backup tests and two `mfadmin serve` nodes on one database, against a real
+# PostgreSQL: installs the Debian `postgresql`
+# package if it is missing, then runs `cargo test --test store_suite --test backup --test pg_nodes` in a
+# throw-away cluster (pg_virtualenv
 # creates it, sets PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE for the command, and removes it after).
 # Extra arguments go to the test binary, e.g. `tests/pg/run.sh -- --nocapture`.
 set -euo pipefail
@@ -34,4 +36,4 @@ fi
 
 # -t: a temporary cluster directory even as root. MFADMIN_TEST_PG_REQUIRED makes a PostgreSQL case
 # that finds no database fail instead of skipping.
-pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite --test pg_nodes "$@"
+pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite --test backup --test pg_nodes "$@"
