@@ -122,6 +122,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_write_over_a_newer_record_is_refused,
+    many_updates_in_one_commit_are_all_or_nothing,
     names_emails_and_numbers_are_unique_ignoring_case,
     a_name_passes_from_one_user_to_another_in_one_change,
     sessions_are_kept_found_and_revoked,
@@ -235,6 +236,51 @@ fn a_write_over_a_newer_record_is_refused(f: Fresh) {
     let mut twin = named("twin", 2);
     twin.id = u.id;
     assert!(matches!(add(store, &[twin]), Err(Error::Conflict(m)) if m.contains("already exists")));
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+/// Many updates in one commit (as a bulk reset makes): all are written, or — when one of them was
+/// computed from a version that moved on, or takes another user's name — none.
+fn many_updates_in_one_commit_are_all_or_nothing(f: Fresh) {
+    let store = &*f.store;
+    let users: Vec<User> = (0..6).map(|i| named(&format!("u{i}"), i + 1)).collect();
+    add(store, &users).unwrap();
+    let updates = |users: &[User], expected: &[u64]| -> Vec<UserWrite> {
+        users
+            .iter()
+            .zip(expected)
+            .map(|(u, &e)| {
+                let mut next = u.clone();
+                next.mfa_reset_at = Some(7);
+                next.version = e + 1;
+                UserWrite { user: next, expected_version: Some(e) }
+            })
+            .collect()
+    };
+    let commit = |writes: Vec<UserWrite>| store.commit(&[Change { users: writes, revoke_sessions_of: users.iter().map(|u| u.id).collect(), ..Change::default() }]);
+    // One stale version among six: nothing is written.
+    assert!(matches!(commit(updates(&users, &[1, 1, 1, 2, 1, 1])), Err(Error::WriteConflict)));
+    // One rename onto a taken name among plain updates: nothing is written.
+    let mut renamed = updates(&users, &[1; 6]);
+    renamed[4].user.username = "u0".into();
+    assert!(matches!(commit(renamed), Err(Error::Conflict(_))));
+    for u in &users {
+        assert_eq!(store.get_user(u.id).unwrap().unwrap(), *u, "untouched");
+    }
+    // A rename onto a free name among plain updates, and the same user twice: all written.
+    let mut writes = updates(&users, &[1; 6]);
+    writes[5].user.username = "u5-renamed".into();
+    let mut again = writes[0].user.clone();
+    again.display_name = "twice".into();
+    again.version = 3;
+    writes.push(UserWrite { user: again, expected_version: Some(2) });
+    commit(writes).unwrap();
+    let read = store.get_users(&users.iter().map(|u| u.id).collect::<Vec<_>>()).unwrap();
+    assert!(read.iter().all(|u| u.as_ref().unwrap().mfa_reset_at == Some(7)));
+    assert_eq!(read[0].as_ref().unwrap().version, 3);
+    assert_eq!(read[0].as_ref().unwrap().display_name, "twice");
+    assert_eq!(store.user_id_by_name("u5-renamed").unwrap(), Some(users[5].id));
+    assert_eq!(store.get_users(&[Uuid::new_v4()]).unwrap(), vec![None]);
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 

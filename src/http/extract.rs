@@ -96,8 +96,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         }
         let token = bearer_token(&parts.headers)?;
         // Two point reads of the store (the token's session, its user), done here rather than on
-        // the blocking pool: handing them to another thread costs more than the reads.
-        let actor = match state.service().authenticate(&token, source_of(&parts.headers), state.now()) {
+        // the blocking pool: handing them to another thread costs more than the reads. A database
+        // store's client blocks on a runtime of its own, which cannot run on the async threads.
+        let (source, now) = (source_of(&parts.headers), state.now());
+        let authenticated = if state.service().shared() {
+            let (service, token) = (state.service().clone(), token.clone());
+            tokio::task::spawn_blocking(move || service.authenticate(&token, source, now))
+                .await
+                .map_err(|e| ApiError::internal(format!("authenticating the caller: {e}")))?
+        } else {
+            state.service().authenticate(&token, source, now)
+        };
+        let actor = match authenticated {
             Ok(actor) => actor,
             // Wrong tokens count against the address, as on the vendor routes.
             Err(e) => return Err(state.limits.bad_token(&client_of(parts, &state.settings.trusted_proxies), e.into())),

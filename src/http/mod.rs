@@ -567,6 +567,8 @@ pub async fn run_with_socket(
             Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "user directory ready"),
             Err(e) => tracing::warn!("reading the user directory failed (a listing will try again): {e}"),
         }
+        // With a store shared by several nodes, others' commits reach the directory from now on.
+        warming.service().follow_store();
     });
     let sweeper = tokio::spawn(delete_expired_sessions_every(state.clone(), crate::service::EXPIRED_PASS_EVERY));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

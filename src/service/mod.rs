@@ -123,9 +123,58 @@ pub struct Service {
     directory: RwLock<DirectoryState>,
     /// Held while the directory is built, so that it is built once.
     building: Mutex<()>,
+    /// The store is shared with other nodes (PostgreSQL): their commits reach the directory
+    /// through [`Service::catch_up`].
+    shared: bool,
+    /// The commit sequence number up to which the directory has read other nodes' commits; held
+    /// while catching up, so that catch-ups run one at a time and it only moves forward.
+    watermark: Mutex<u64>,
     /// Durable commits of concurrent callers, shared (see [`Service::commit_durable`]).
     group: Mutex<GroupCommit>,
     group_done: Condvar,
+}
+
+/// How long the follower waits for a wake-up before it catches up anyway (and checks its
+/// connection).
+pub const FOLLOW_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest pause between attempts to open the listener while the database is unreachable.
+const FOLLOW_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The loop of [`Service::follow_store`]'s thread. It holds the service only while it catches up.
+fn follow(weak: std::sync::Weak<Service>) {
+    let mut listener: Option<Box<dyn crate::store::CommitListener>> = None;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let Some(service) = weak.upgrade() else { return };
+        if listener.is_none() {
+            match service.store.commit_listener() {
+                Ok(Some(opened)) => {
+                    listener = Some(opened);
+                    backoff = std::time::Duration::from_millis(100);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("{e}; trying again in {} ms", backoff.as_millis());
+                    drop(service);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(FOLLOW_MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        // After every wake-up, every quiet tick and every (re)connection: announcements missed
+        // while the listener was away are found by the watermark.
+        if let Err(e) = service.catch_up() {
+            tracing::warn!("catching up with other nodes' commits failed (trying again): {e}");
+        }
+        drop(service);
+        if let Some(open) = listener.as_mut()
+            && let Err(e) = open.wait(FOLLOW_TICK)
+        {
+            tracing::warn!("{e}; listening again");
+            listener = None;
+        }
+    }
 }
 
 /// Gives up the lead of a group commit, and answers the units it held, when the leader unwinds.
@@ -249,6 +298,7 @@ impl Service {
         let anchored = key_check(store.as_ref(), &sealer)?;
         let chain_key = sealer.mac("audit-chain");
         store.set_audit_key(chain_key.clone());
+        let shared = store.commit_seq()?.is_some();
         let service = Service {
             store,
             sealer,
@@ -256,6 +306,8 @@ impl Service {
             policy,
             directory: RwLock::new(DirectoryState::NotBuilt),
             building: Mutex::new(()),
+            shared,
+            watermark: Mutex::new(0),
             group: Mutex::default(),
             group_done: Condvar::new(),
         };
@@ -273,6 +325,12 @@ impl Service {
     /// Does the key check say the audit chain is keyed? `None` when the store has no key check yet.
     fn chain_anchored(&self) -> Result<Option<bool>> {
         key_check_says(self.store.as_ref(), &self.sealer)
+    }
+
+    /// Is the store shared with other nodes (a database), so that its reads are round trips over
+    /// the network that block, and other nodes' commits must be caught up?
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     pub fn policy(&self) -> &Policy {
@@ -411,6 +469,9 @@ impl Service {
         // Read the store without holding the directory: writes meanwhile are noted as pending.
         *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
             DirectoryState::Building { users: Vec::new(), orgs: Vec::new() };
+        // Where the scan starts: commits after it are caught up from here (a user both scanned and
+        // caught up is the same version twice, which changes nothing).
+        let start = self.store.commit_seq();
         let read = (|| -> Result<(Vec<Summary>, HashMap<String, bool>)> {
             let enforcement = self.store.orgs()?.into_iter().map(|o| (o.key, o.mfa_enforced)).collect();
             let mut summaries = Vec::with_capacity(self.store.user_count()?);
@@ -420,12 +481,15 @@ impl Service {
             })?;
             Ok((summaries, enforcement))
         })();
+        // The watermark before the directory (the order catch_up takes them in).
+        let mut watermark = self.watermark.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut guard = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (pending_users, pending_orgs) = match std::mem::replace(&mut *guard, DirectoryState::NotBuilt) {
             DirectoryState::Building { users, orgs } => (users, orgs),
             _ => (Vec::new(), Vec::new()),
         };
         let (summaries, enforcement) = read?;
+        *watermark = start?.unwrap_or(0);
         let mut directory = Directory::build(summaries, enforcement);
         for (org, enforced) in pending_orgs {
             directory.set_enforced(&org, enforced);
@@ -436,8 +500,50 @@ impl Service {
         Ok(())
     }
 
-    /// Run `f` over the directory, building it first if needed.
+    /// Bring the directory up to date with commits other nodes made to a shared store: one read of
+    /// the commit sequence number when nothing changed, else the users and orgs written since the
+    /// watermark. Nothing to do for a store this process owns, or before the directory is built
+    /// (building reads everything).
+    pub fn catch_up(&self) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let mut watermark = self.watermark.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !matches!(*self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner()), DirectoryState::Built(_)) {
+            return Ok(());
+        }
+        if self.store.commit_seq()? == Some(*watermark) {
+            return Ok(());
+        }
+        let Some(changes) = self.store.changes_since(*watermark)? else {
+            return Ok(());
+        };
+        let users = changes.users;
+        let orgs = changes.orgs.into_iter().map(|o| (o.key, o.mfa_enforced));
+        self.note_in_directory(|| users.iter().map(Summary::of).collect(), orgs);
+        *watermark = (*watermark).max(changes.seq);
+        Ok(())
+    }
+
+    /// For a store shared with other nodes: a thread that catches the directory up whenever
+    /// another node commits (woken by the store's listener, never reading data from it), at least
+    /// every [`FOLLOW_TICK`], and after the listener's connection is lost and opened again (with
+    /// a growing pause while the database is unreachable). It ends when the service is dropped.
+    pub fn follow_store(self: &Arc<Service>) {
+        if !self.shared {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("mfadmin-follow".into()).spawn(move || follow(weak));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that follows other nodes' commits ({e}); listings catch up on their own");
+        }
+    }
+
+    /// Run `f` over the directory, building it first if needed, and with every node's commits so
+    /// far in it (see [`Service::catch_up`]).
     fn with_directory<R>(&self, f: impl FnOnce(&Directory) -> R) -> Result<R> {
+        self.catch_up()?;
         loop {
             {
                 let guard = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -525,8 +631,9 @@ impl Service {
             users.push(id.map(|_| None));
         }
         found.sort_unstable();
-        for (id, i) in found {
-            users[i] = self.store.get_user(id);
+        let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+        for ((_, i), user) in found.iter().zip(self.store.get_users(&ids)?) {
+            users[*i] = Ok(user);
         }
         users.into_iter().collect()
     }

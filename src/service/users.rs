@@ -385,7 +385,12 @@ impl Service {
 
     /// [`Service::list_users`] when it can answer from memory at once — the directory is built and
     /// the filter's matches are cached — else `None` (then call `list_users` where blocking is fine).
+    /// With a store shared with other nodes it is always `None`: a listing first catches up, which
+    /// reads the database.
     pub fn list_users_in_memory(&self, actor: &Actor, query: &UserQuery, now: Timestamp) -> Option<Result<UserPage>> {
+        if self.shared {
+            return None;
+        }
         let (filter, cursor) = list_filter(actor, query, now);
         let guard = self.directory.try_read().ok()?;
         let DirectoryState::Built(directory) = &*guard else {

@@ -111,8 +111,22 @@ pub struct Change {
     pub meta_put: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// Wakes a node when a commit may have happened elsewhere. A wake-up carries no data: the node
+/// reads what changed with [`Store::changes_since`], so a lost or merged wake-up loses nothing.
+pub trait CommitListener: Send {
+    /// Wait up to `timeout` for a commit: `Ok(true)` when one was announced, `Ok(false)` when the
+    /// time passed without one (the connection was checked then), an error when the connection is
+    /// lost (open a new listener, then catch up: announcements meanwhile were missed).
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
+}
+
 pub trait Store: Send + Sync {
     fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+    /// [`Store::get_user`] of every id, answers in the order given (a database reads them in
+    /// one round trip).
+    fn get_users(&self, ids: &[Uuid]) -> Result<Vec<Option<User>>> {
+        ids.iter().map(|&id| self.get_user(id)).collect()
+    }
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>>;
     /// [`Store::user_id_by_name`] of every name, answers in the order given.
     fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
@@ -201,6 +215,17 @@ pub trait Store: Send + Sync {
     /// (sled), where there is nothing to catch up on.
     fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
         let _ = seq;
+        Ok(None)
+    }
+    /// The sequence number of the last commit, for a store that several nodes share: one cheap
+    /// read that tells a node whether [`Store::changes_since`] would find anything. `None` from a
+    /// store that one process owns (sled).
+    fn commit_seq(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// A connection of its own that wakes this node when another commits, for a store that several
+    /// nodes share; `None` from a store that one process owns (sled).
+    fn commit_listener(&self) -> Result<Option<Box<dyn CommitListener>>> {
         Ok(None)
     }
     /// The kind of store, as configs name it (`sled`, `postgres`).

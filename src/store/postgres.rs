@@ -73,6 +73,22 @@ enum Pool {
     Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
 }
 
+/// The settings (and TLS connector) for a connection of its own, kept beside the pool.
+#[derive(Clone)]
+struct Direct {
+    config: postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Direct {
+    fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+    }
+}
+
 /// A connection from either pool.
 enum Conn {
     Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
@@ -149,6 +165,8 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig>
 
 pub struct PgStore {
     pool: Pool,
+    /// How to open a connection outside the pool: the commit listener's.
+    direct: Direct,
     /// Where the database is, without the password, for messages.
     place: String,
     /// The audit chain's key, once a service handed it over (see [`Store::set_audit_key`]).
@@ -266,13 +284,13 @@ impl PgStore {
             _ => ca_file.is_some(),
         };
         let unreachable = |e: r2d2::Error| Error::Storage(format!("cannot connect to the PostgreSQL store at {place}: {e}"));
-        let pool = if tls {
-            let connector = MakeRustlsConnect::new(tls_config(ca_file.as_deref())?);
-            Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?)
-        } else {
-            Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?)
+        let connector = if tls { Some(MakeRustlsConnect::new(tls_config(ca_file.as_deref())?)) } else { None };
+        let direct = Direct { config: config.clone(), tls: connector.clone() };
+        let pool = match connector {
+            Some(connector) => Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?),
+            None => Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?),
         };
-        Ok(PgStore { pool, place, chain_key: std::sync::OnceLock::new() })
+        Ok(PgStore { pool, direct, place, chain_key: std::sync::OnceLock::new() })
     }
 
     /// Where the database is (without the password).
@@ -468,22 +486,85 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(),
     }
 }
 
+/// The updates among `writes` that keep their user's name, email and number, in one statement
+/// (a bulk reset's thousands of users in one round trip, not one each). Only when no user is
+/// written twice; returns which writes it made. A write it skipped — a new user, changed keys, a
+/// version that moved on — is left for [`put_user`], which reports it as one write would.
+fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite], seq: i64) -> Result<Vec<bool>, Failed> {
+    let updates: Vec<usize> = (0..writes.len()).filter(|&i| writes[i].expected_version.is_some()).collect();
+    let mut ids: Vec<Uuid> = writes.iter().map(|w| w.user.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if updates.len() < 2 || ids.len() != writes.len() {
+        return Ok(vec![false; writes.len()]);
+    }
+    let (mut id, mut number, mut name_key, mut email_key, mut expected, mut version, mut record) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &i in &updates {
+        let (user, old) = (&writes[i].user, writes[i].expected_version.unwrap_or(0));
+        id.push(user.id);
+        number.push(int8(user.number, "user number")?);
+        name_key.push(user.username.to_lowercase());
+        email_key.push(user.email.to_lowercase());
+        expected.push(int8(old, "record version")?);
+        version.push(int8(old + 1, "record version")?);
+        record.push(encode_user(user, writes[i].expected_version));
+    }
+    let rows = tx.query_typed(
+        "UPDATE users u SET version = v.version, commit_seq = $8, record = v.record \
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+              AS v(id, number, name_key, email_key, expected, version, record) \
+         WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
+         RETURNING u.id",
+        &[
+            (&id, Type::UUID_ARRAY),
+            (&number, Type::INT8_ARRAY),
+            (&name_key, Type::TEXT_ARRAY),
+            (&email_key, Type::TEXT_ARRAY),
+            (&expected, Type::INT8_ARRAY),
+            (&version, Type::INT8_ARRAY),
+            (&record, Type::BYTEA_ARRAY),
+            (&seq, Type::INT8),
+        ],
+    )?;
+    let made: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(writes.iter().map(|w| made.contains(&w.user.id)).collect())
+}
+
+/// Delete the sessions of `users` (collected over several changes) and forget them.
+fn revoke_sessions(tx: &mut Transaction<'_>, users: &mut Vec<Uuid>) -> Result<(), Failed> {
+    if !users.is_empty() {
+        tx.execute_typed("DELETE FROM sessions WHERE user_id = ANY($1)", &[(&*users, Type::UUID_ARRAY)])?;
+        users.clear();
+    }
+    Ok(())
+}
+
 /// Everything in `changes` after the head row is locked and read as (`seq`, audit head).
 fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Option<(u64, [u8; 32])>, linker: &Linker) -> Result<(), Failed> {
     let mut audit_seqs: Vec<i64> = Vec::new();
     let mut audit_records: Vec<Vec<u8>> = Vec::new();
-    for change in changes {
-        for write in &change.users {
+    // User writes touch only the users table, so their order against the rest does not matter;
+    // among themselves, what the one statement skipped is written one by one, in order.
+    let writes: Vec<&UserWrite> = changes.iter().flat_map(|c| &c.users).collect();
+    let made = update_users_at_once(tx, &writes, seq)?;
+    for (write, made) in writes.iter().zip(made) {
+        if !made {
             put_user(tx, write, seq)?;
         }
+    }
+    // Revocations wait to be made in one statement, until a change puts or deletes sessions.
+    let mut revoking: Vec<Uuid> = Vec::new();
+    for change in changes {
         for org in &change.orgs {
             tx.execute_typed(
                 "INSERT INTO orgs (key, commit_seq, record) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET commit_seq = excluded.commit_seq, record = excluded.record",
                 &[(&org.key, Type::TEXT), (&seq, Type::INT8), (&encode(org), Type::BYTEA)],
             )?;
         }
-        if !change.revoke_sessions_of.is_empty() {
-            tx.execute_typed("DELETE FROM sessions WHERE user_id = ANY($1)", &[(&change.revoke_sessions_of, Type::UUID_ARRAY)])?;
+        revoking.extend_from_slice(&change.revoke_sessions_of);
+        if !change.sessions_delete.is_empty() || !change.sessions_put.is_empty() {
+            revoke_sessions(tx, &mut revoking)?;
         }
         if !change.sessions_delete.is_empty() {
             let hashes: Vec<&[u8]> = change.sessions_delete.iter().map(|h| &h[..]).collect();
@@ -518,6 +599,7 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
             *head = Some((next, linker.hash_of(next, &prev, draft)));
         }
     }
+    revoke_sessions(tx, &mut revoking)?;
     if !audit_seqs.is_empty() {
         tx.execute_typed(
             "INSERT INTO audit (seq, record) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
@@ -574,6 +656,19 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         let rows = conn.query_typed("SELECT id, record FROM users WHERE id = $1", &[(&id, Type::UUID)]).map_err(pg)?;
         rows.first().map(user_of).transpose()
+    }
+
+    fn get_users(&self, ids: &[Uuid]) -> Result<Vec<Option<User>>> {
+        let mut found: std::collections::HashMap<Uuid, User> = std::collections::HashMap::with_capacity(ids.len());
+        let mut conn = self.conn()?;
+        for chunk in ids.chunks(SCAN_BATCH as usize * 5) {
+            let rows = conn.query_typed("SELECT id, record FROM users WHERE id = ANY($1)", &[(&chunk, Type::UUID_ARRAY)]).map_err(pg)?;
+            for row in &rows {
+                let user = user_of(row)?;
+                found.insert(user.id, user);
+            }
+        }
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     fn user_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
@@ -855,6 +950,21 @@ impl Store for PgStore {
         records::import(self, next)
     }
 
+    fn commit_seq(&self) -> Result<Option<u64>> {
+        PgStore::commit_seq(self).map(Some)
+    }
+
+    /// A connection of its own (named `mfadmin-listener-PID` in `pg_stat_activity`) that listens
+    /// on [`NOTIFY_CHANNEL`].
+    fn commit_listener(&self) -> Result<Option<Box<dyn super::CommitListener>>> {
+        let mut direct = self.direct.clone();
+        direct.config.application_name(&listener_name());
+        let lost = |e: postgres::Error| Error::Storage(format!("cannot listen for commits at {}: {}", self.place, pg(e)));
+        let mut client = direct.connect().map_err(lost)?;
+        client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).map_err(lost)?;
+        Ok(Some(Box::new(PgListener { client, place: self.place.clone() })))
+    }
+
     fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
         let since = int8(seq, "commit sequence number")?;
         self.reading(|tx| {
@@ -873,5 +983,35 @@ impl Store for PgStore {
                 .collect::<Result<Vec<Org>>>()?;
             Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs }))
         })
+    }
+}
+
+/// The `application_name` of this process's commit listener, so that an operator (or a test) can
+/// tell it apart in `pg_stat_activity`.
+pub fn listener_name() -> String {
+    format!("mfadmin-listener-{}", std::process::id())
+}
+
+/// A connection that has run `LISTEN` on [`NOTIFY_CHANNEL`].
+struct PgListener {
+    client: Client,
+    place: String,
+}
+
+impl super::CommitListener for PgListener {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let lost = |e: postgres::Error, place: &str| Error::Storage(format!("the commit listener's connection to {place} is lost: {}", pg(e)));
+        use postgres::fallible_iterator::FallibleIterator;
+        let first = self.client.notifications().timeout_iter(timeout).next().map(|n| n.is_some());
+        match first {
+            Ok(true) => {
+                // Announcements that came meanwhile are covered by the same catch-up.
+                while self.client.notifications().iter().next().map_err(|e| lost(e, &self.place))?.is_some() {}
+                Ok(true)
+            }
+            Err(e) => Err(lost(e, &self.place)),
+            // Quiet: make sure the connection is still there, or no announcement would ever come.
+            Ok(false) => self.client.is_valid(Duration::from_secs(5)).map(|()| false).map_err(|e| lost(e, &self.place)),
+        }
     }
 }

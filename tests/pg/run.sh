@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The store suite and the backup tests against a real PostgreSQL: installs the Debian `postgresql`
-# package if it is missing, then runs `cargo test --test store_suite --test backup` inside a
+# The store suite, the backup tests and two `mfadmin serve` nodes on one database, against a real
+# PostgreSQL: installs the Debian `postgresql`
+# package if it is missing, then runs `cargo test --test store_suite --test backup --test pg_nodes` in a
 # throw-away cluster (pg_virtualenv
 # creates it, sets PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE for the command, and removes it after).
 # Extra arguments go to the test binary, e.g. `tests/pg/run.sh -- --nocapture`.
@@ -35,4 +36,4 @@ fi
 
 # -t: a temporary cluster directory even as root. MFADMIN_TEST_PG_REQUIRED makes a PostgreSQL case
 # that finds no database fail instead of skipping.
-pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite --test backup "$@"
+pg_virtualenv -t "${tls[@]}" env MFADMIN_TEST_PG_REQUIRED=1 cargo test --locked --test store_suite --test backup --test pg_nodes "$@"

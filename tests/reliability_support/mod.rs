@@ -80,8 +80,13 @@ pub fn config_for(data_dir: &Path) -> Config {
 
 impl Fixture {
     pub fn new(members: usize) -> Fixture {
+        Fixture::with_config(members, config_for)
+    }
+
+    /// [`Fixture::new`] in the store that `config` (given the data directory) names.
+    pub fn with_config(members: usize, config: impl Fn(&Path) -> Config) -> Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let ctx = Context { config: config_for(dir.path()) };
+        let ctx = Context { config: config(dir.path()) };
         let svc = ctx.create_service().expect("a new store");
         let console = Actor::console("cli");
         let t = now();
