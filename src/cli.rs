@@ -203,6 +203,13 @@ pub enum MfaCommand {
     Status { user: String },
     /// Reset the MFA of one or many users (user names, emails, ids or numbers; - reads them from stdin)
     Reset(ResetArgs),
+    /// Unlock a factor that wrong codes locked, at once; the factor and its recovery codes stay
+    Unlock {
+        user: String,
+        /// Why (recorded in the audit log)
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -1040,6 +1047,10 @@ fn mfa_cmd(backend: &dyn Backend, who: &Credential, cmd: MfaCommand) -> anyhow::
             println!("{}: {} ({} recovery codes left)", u.username, u.mfa, u.recovery_codes_left);
         }
         MfaCommand::Reset(args) => return reset(backend, who, args),
+        MfaCommand::Unlock { user, reason } => {
+            let u = backend.unlock_mfa(who, &user, reason.as_deref())?;
+            println!("Unlocked the MFA of {}: it is {} again; wrong codes count from zero", u.username, u.mfa);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,7 @@ const PUBLIC: [&str; 9] = [
 ];
 
 /// Routes that act on a target user.
-const TARGETED: [&str; 13] = [
+const TARGETED: [&str; 14] = [
     "GET /api/v1/users/{id}",
     "PUT /api/v1/users/{id}/password",
     "GET /api/v1/users/{id}/detail",
@@ -68,6 +68,7 @@ const TARGETED: [&str; 13] = [
     "POST /api/v1/users/{id}/mfa/enroll",
     "POST /api/v1/users/{id}/mfa/confirm",
     "POST /api/v1/users/{id}/mfa/reset",
+    "POST /api/v1/users/{id}/mfa/unlock",
     "POST /api/v1/mfa/reset",
     "POST /mfa/reset",
     "POST /api/v1/users/{id}/reset-mfa",
@@ -216,6 +217,13 @@ fn expect(route: &str, caller: Caller, target: Option<Target>) -> Expect {
         "POST /api/v1/users/{id}/mfa/enroll" | "POST /api/v1/users/{id}/mfa/confirm" => match (caller, target.unwrap()) {
             (Caller::User(_), Target::Myself) => Expect::Allow,
             (_, t) => reset_rule(caller, t),
+        },
+        // Unlocking follows the reset table for someone else; nobody unlocks their own factor.
+        "POST /api/v1/users/{id}/mfa/unlock" => match (caller, target.unwrap()) {
+            (_, Target::OtherOrg) => Expect::Hide,
+            (Caller::User(_), Target::Myself) => Expect::Deny,
+            (_, Target::Myself) => allow(may_reset(role, Role::Owner, false)),
+            (_, Target::Own(r)) => allow(may_reset(role, r, false)),
         },
         // The vendor routes keep to their documents too: only an Administrator (Owner or Admin)
         // resets someone else ([compat] role_table = "vendor", the default).
@@ -378,7 +386,9 @@ impl World {
             path = path.replace("{id}", &id.to_string());
         }
         let body = match route {
-            "POST /api/v1/users/{id}/mfa/reset" | "POST /api/v1/me/mfa/reset" => Some(json!({"reason": "matrix"})),
+            "POST /api/v1/users/{id}/mfa/reset" | "POST /api/v1/me/mfa/reset" | "POST /api/v1/users/{id}/mfa/unlock" => {
+                Some(json!({"reason": "matrix"}))
+            }
             "POST /api/v1/mfa/reset" => Some(json!({"ids": [id.unwrap()], "reason": "matrix"})),
             "POST /mfa/reset" => Some(json!({"resetUserId": id.unwrap()})),
             "PUT /user/users/mfa/reset" => Some(json!({"ids": [number.unwrap()]})),

@@ -636,3 +636,34 @@ fn every_setting_has_a_variable_and_an_unknown_one_is_named() {
         .success()
         .stderr(predicate::str::contains("warning: MFADMIN_LISTN is not an mfadmin setting").and(predicate::str::contains("TOKEN_FILE").not()));
 }
+
+#[test]
+fn unlock_lifts_a_lockout_keeps_the_factor_and_says_when_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    acme(dir.path());
+    mfadmin(dir.path()).args(["demo", "--users", "200", "--seed", "5"]).assert().success();
+    let locked = json(mfadmin(dir.path()).args(["user", "list", "--mfa", "locked", "--output", "json"]));
+    let name = locked.as_array().unwrap().first().expect("the demo locks some factors")["username"].as_str().unwrap().to_string();
+    let before = json(mfadmin(dir.path()).args(["user", "show", &name, "--output", "json"]));
+    assert!(before["mfa_locked_until"].is_string(), "{before}");
+
+    mfadmin(dir.path())
+        .args(["mfa", "unlock", &name, "--reason", "locked out, ticket 4712"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("Unlocked the MFA of {name}: it is enrolled again")));
+    let after = json(mfadmin(dir.path()).args(["user", "show", &name, "--output", "json"]));
+    assert_eq!(after["user"]["mfa"], "enrolled");
+    assert!(after["mfa_locked_until"].is_null(), "{after}");
+    assert_eq!(after["user"]["recovery_codes_left"], before["user"]["recovery_codes_left"], "the recovery codes stay");
+    let events = json(mfadmin(dir.path()).args(["audit", "list", "--filter", "ticket 4712", "--output", "json"]));
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "mfa.unlock");
+    assert_eq!(events[0]["outcome"], "success");
+    assert_eq!(events[0]["target"], name.as_str());
+
+    // Again: not locked, a sentence and exit 1; an unknown user likewise.
+    mfadmin(dir.path()).args(["mfa", "unlock", &name]).assert().code(1).stderr(predicate::str::contains("is not locked"));
+    mfadmin(dir.path()).args(["mfa", "unlock", "nobody-here"]).assert().code(1).stderr(predicate::str::contains("nobody-here"));
+}

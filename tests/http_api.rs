@@ -602,6 +602,7 @@ async fn openapi_json_documents_every_route_and_every_documented_route_answers()
         ("put", "/api/v1/users/{id}/password"),
         ("get", "/api/v1/users/{id}"),
         ("post", "/api/v1/users/{id}/mfa/reset"),
+        ("post", "/api/v1/users/{id}/mfa/unlock"),
         ("get", "/api/v1/users/{id}/detail"),
         ("put", "/api/v1/users/{id}/status"),
         ("post", "/api/v1/users/{id}/mfa/enroll"),
@@ -927,4 +928,39 @@ async fn the_server_deletes_expired_sessions_as_it_runs() {
     }
     sweeper.abort();
     assert!(store.get_session(&[2u8; 32]).unwrap().is_some(), "the live session stays");
+}
+
+// ------------------------------------------------------------------ unlock
+
+#[tokio::test]
+async fn unlock_lifts_a_lockout_by_name_or_id_and_answers_409_when_there_is_none() {
+    let h = Harness::new();
+    h.add_org("Acme", false);
+    h.add_user("Acme", "hal", Role::Helpdesk, true);
+    h.add_user("Acme", "amy", Role::Admin, false);
+    let bob = h.add_user("Acme", "bob", Role::Member, true);
+    let secret = h.enroll("bob");
+    h.advance(30);
+    let token = h.login("hal").await;
+    // Five wrong codes lock bob's factor.
+    for _ in 0..5 {
+        let step = h.post("/api/v1/auth/login", None, json!({"username": "bob", "password": PASSWORD})).await.ok();
+        let challenge = step["challenge"].as_str().unwrap().to_string();
+        h.post("/api/v1/auth/mfa", None, json!({"challenge": challenge, "code": "000000"})).await.problem(401);
+    }
+    assert_eq!(h.get(&format!("/api/v1/users/{}", bob.id), Some(&token)).await.ok()["mfa"], "locked");
+
+    let p = h.post("/api/v1/users/amy/mfa/unlock", Some(&token), json!({})).await.problem(403);
+    assert!(p["detail"].as_str().unwrap().contains("cannot unlock"), "{p}");
+    h.post("/api/v1/users/nobody/mfa/unlock", Some(&token), json!({})).await.problem(404);
+    let unlocked = h.post(&format!("/api/v1/users/{}/mfa/unlock", bob.id), Some(&token), json!({"reason": "ticket 4712"})).await.ok();
+    assert_eq!(unlocked["mfa"], "enrolled", "{unlocked}");
+    assert_eq!(unlocked["username"], "bob");
+    let p = h.post("/api/v1/users/bob/mfa/unlock", Some(&token), json!({})).await.problem(409);
+    assert!(p["detail"].as_str().unwrap().contains("not locked"), "{p}");
+    // The factor is the same one: its codes work at once.
+    h.advance(30);
+    let step = h.post("/api/v1/auth/login", None, json!({"username": "bob", "password": PASSWORD})).await.ok();
+    let challenge = step["challenge"].as_str().unwrap();
+    h.post("/api/v1/auth/mfa", None, json!({"challenge": challenge, "code": h.code(&secret)})).await.ok();
 }

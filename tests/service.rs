@@ -726,3 +726,70 @@ fn an_age_is_days_weeks_or_hours_and_anything_else_says_how_to_write_one() {
         assert!(e.contains("180d") || e.contains("at most"), "{bad:?}: {e}");
     }
 }
+
+#[test]
+fn an_unlock_lifts_the_lockout_keeps_the_factor_and_follows_the_reset_rules() {
+    let t = store();
+    add(&t.svc, "gus", Role::Member, "globex");
+    add(&t.svc, "hal", Role::Helpdesk, "globex");
+    add(&t.svc, "ada", Role::Admin, "globex");
+    add(&t.svc, "aud", Role::Auditor, "globex");
+    let (secret, _) = enroll(&t.svc, "gus", T0);
+    let now = T0 + 300;
+    let (_, helpdesk) = login(&t.svc, "hal", None, now);
+    let (_, admin) = login(&t.svc, "ada", None, now);
+    let (_, auditor) = login(&t.svc, "aud", None, now);
+    let challenge = |now| match t.svc.login_password("gus", PASSWORD, "test", now).unwrap() {
+        LoginStep::MfaRequired { challenge, .. } => challenge,
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    };
+
+    // Nothing to unlock yet: a conflict that says so, and nothing audited.
+    let err = t.svc.unlock_mfa(&helpdesk, "gus", None, now).unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)) && err.to_string().contains("not locked"), "{err}");
+    for _ in 0..5 {
+        let c = challenge(now);
+        t.svc.login_code(&c, "000000", "test", now).unwrap_err();
+    }
+    assert_eq!(mfa_of(&t, "gus", now), MfaStatus::Locked);
+
+    // Refused as a reset would be (the role table), and one's own never: audited as denied.
+    let err = t.svc.unlock_mfa(&auditor, "gus", Some("curious"), now).unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)) && err.to_string().contains("cannot unlock"), "{err}");
+    let err = t.svc.unlock_mfa(&helpdesk, "ada", None, now).unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "a helpdesk may not reset an admin, so not unlock one: {err}");
+    let err = t.svc.unlock_mfa(&admin, "ada", None, now).unwrap_err();
+    assert!(err.to_string().contains("your own"), "{err}");
+    let err = t.svc.unlock_mfa(&helpdesk, "gus", Some("bad\u{7}reason"), now).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(mfa_of(&t, "gus", now), MfaStatus::Locked, "no refusal changed anything");
+
+    // Allowed: the lockout goes at once, the factor and its recovery codes stay.
+    let view = t.svc.unlock_mfa(&helpdesk, "gus", Some("locked out, ticket 4712"), now).unwrap();
+    assert_eq!(view.mfa, MfaStatus::Enrolled);
+    assert_eq!(view.recovery_codes_left, 10);
+    let detail = t.svc.get_user(&console(), "gus", now).unwrap();
+    assert_eq!(detail.mfa_locked_until, None);
+    let good = totp::code_at(&secret, now as u64 + 30);
+    t.svc.login_code(&challenge(now + 30), &good, "test", now + 30).unwrap();
+
+    let events: Vec<_> = t
+        .svc
+        .audit_list(&console(), &AuditQuery { text: None, limit: Some(100_000), ..Default::default() })
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "mfa.unlock")
+        .collect();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "denied").count(), 3, "{outcomes:?}");
+    let done: Vec<_> = events.iter().filter(|e| e.outcome.as_str() == "success").collect();
+    assert_eq!(done.len(), 1, "{outcomes:?}");
+    assert_eq!(done[0].target.as_deref(), Some("gus"));
+    assert_eq!(done[0].actor, "hal");
+    assert_eq!(done[0].reason.as_deref(), Some("locked out, ticket 4712"));
+    assert!(done[0].detail.as_deref().is_some_and(|d| d.contains("5 wrong codes")), "{:?}", done[0].detail);
+
+    // Unlocked now: a second unlock is the same clear conflict.
+    let err = t.svc.unlock_mfa(&console(), "gus", None, now + 31).unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)) && err.to_string().contains("not locked"), "{err}");
+}

@@ -1099,3 +1099,52 @@ fn a_locked_factor_shows_when_it_unlocks() {
     let line = screen.lines().find(|l| l.contains(" MFA  locked")).unwrap_or_else(|| panic!("{}:\n{screen}", user.username));
     assert!(line.contains(&format!("unlocks by itself at {}", until.replace('T', " ").chars().take(16).collect::<String>())), "{line}");
 }
+
+/// A locked factor's detail offers `u` to unlock it (with a confirmation); the pane then shows it
+/// enrolled, and a role that may not unlock is neither offered it nor let through.
+#[test]
+fn u_in_the_detail_unlocks_a_locked_factor_after_asking() {
+    let fx = fixture(300);
+    let mut app = App::logged_in(&fx.service, &fx.owner, options(true));
+    app.press("m m m m m");
+    assert_eq!(app.state.users.query().mfa, Some(MfaStatus::Locked));
+    let user = app.state.users.cursor_user().expect("a locked user");
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(screen.lines().any(|l| l.contains("u unlock MFA")), "{screen}");
+    app.press("u");
+    let Some(Overlay::Confirm(c)) = app.state.overlays.last() else { panic!("no confirmation: {:?}", app.state.overlays) };
+    assert!(c.lines[0].contains(&user.username), "{:?}", c.lines);
+    app.press("enter");
+    assert!(matches!(app.state.overlays.as_slice(), [Overlay::Detail(_)]), "enter on Cancel closes only the dialog");
+    assert_eq!(fx.service.get_user(&fx.owner, &user.username, NOW).unwrap().user.mfa, MfaStatus::Locked, "cancelled");
+    app.press("u tab enter");
+    assert_eq!(fx.service.get_user(&fx.owner, &user.username, NOW).unwrap().user.mfa, MfaStatus::Enrolled);
+    assert_eq!(detail_user(&app).mfa, MfaStatus::Enrolled, "the pane shows the change");
+    let Some(Overlay::Detail(pane)) = app.state.overlays.last() else { panic!() };
+    let detail = pane.detail.as_ref().unwrap();
+    assert_eq!(detail.mfa_locked_until, None);
+    assert_eq!(detail.recent_audit[0].action, "mfa.unlock");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(!screen.lines().any(|l| l.contains("u unlock MFA")), "no longer offered:\n{screen}");
+    // Asked again, it says there is nothing to unlock, without a dialog.
+    app.press("u");
+    assert!(matches!(app.state.overlays.as_slice(), [Overlay::Detail(_)]), "{:?}", app.state.overlays);
+    assert!(app.state.message.as_ref().unwrap().text.contains("is not locked"), "{:?}", app.state.message);
+
+    // An auditor may not: not offered, and `u` says why at once.
+    let console = mfadmin::service::Actor::console("tui");
+    let query = UserQuery { role: Some(Role::Auditor), status: Some(Status::Active), ..UserQuery::default() };
+    let auditor = fx.service.list_users(&fx.owner, &query, NOW).unwrap().users[0].username.clone();
+    let actor = fx.service.act_as(&console, &auditor, "tui").unwrap();
+    let mut app = App::logged_in(&fx.service, &actor, options(true));
+    app.press("m m m m m");
+    let locked = app.state.users.cursor_user().expect("a locked user the auditor sees");
+    app.press("enter");
+    let screen = tui_common::render(&app.state, 120, 40);
+    assert!(!screen.lines().any(|l| l.contains("unlock MFA")), "{screen}");
+    app.press("u");
+    assert!(matches!(app.state.overlays.as_slice(), [Overlay::Detail(_)]), "{:?}", app.state.overlays);
+    assert!(app.state.message.as_ref().unwrap().text.starts_with("an auditor cannot unlock"), "{:?}", app.state.message);
+    assert_eq!(fx.service.get_user(&fx.owner, &locked.username, NOW).unwrap().user.mfa, MfaStatus::Locked);
+}

@@ -143,6 +143,10 @@ impl Backend for Local {
         self.service.reset_mfa_with_progress(&self.actor(who)?, targets, reason, dry_run, self.clock.now(), progress)
     }
 
+    fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView> {
+        self.service.unlock_mfa(&self.actor(who)?, user, reason, self.clock.now())
+    }
+
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment> {
         self.service.begin_enrollment(&self.actor(who)?, user, &self.issuer, self.clock.now())
     }

@@ -137,6 +137,8 @@ pub trait Backend: Send + Sync {
         dry_run: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport>;
+    /// Lift the lockout that wrong codes put on a user's factor (the factor itself stays).
+    fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView>;
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment>;
     fn confirm_enrollment(&self, who: &Credential, user: &str, code: &str) -> Result<Confirmed>;
 

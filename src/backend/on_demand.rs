@@ -157,6 +157,10 @@ impl Backend for OnDemand {
         self.get()?.reset_mfa(who, targets, reason, dry_run, progress)
     }
 
+    fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView> {
+        self.get()?.unlock_mfa(who, user, reason)
+    }
+
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment> {
         self.get()?.begin_enrollment(who, user)
     }

@@ -586,6 +586,11 @@ impl Backend for Remote {
         self.call(request.body(csv.to_vec()))
     }
 
+    fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView> {
+        let body = json!({ "reason": reason });
+        self.call(self.request(Method::POST, &Remote::user_path(user, "/mfa/unlock"), Some(who))?.json(&body))
+    }
+
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment> {
         self.call(self.request(Method::POST, &Remote::user_path(user, "/mfa/enroll"), Some(who))?)
     }

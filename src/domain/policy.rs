@@ -33,6 +33,18 @@ pub fn may_reset(actor: Role, target: Role, is_self: bool) -> Result<(), Denied>
     }
 }
 
+/// May an actor with `actor` role lift the lockout of the factor of a user with `target` role?
+/// Whoever may reset someone's MFA may unlock it (the lesser step); nobody unlocks their own, or a
+/// lockout its own session could lift would not slow down whoever guesses the codes.
+pub fn may_unlock(actor: Role, target: Role, is_self: bool) -> Result<(), Denied> {
+    if is_self {
+        return Err(Denied("you cannot unlock your own MFA: ask an admin of your org, or wait until the lockout ends".into()));
+    }
+    may_reset(actor, target, false).map_err(|_| {
+        Denied(format!("{} cannot unlock the MFA of {}: only those who may reset it may", actor.with_article(), target.with_article()))
+    })
+}
+
 /// May the actor read the user list and user records of its org?
 pub fn may_read_users(actor: Role) -> bool {
     actor != Role::Member
@@ -93,6 +105,18 @@ mod tests {
     fn denial_says_why() {
         let Denied(why) = may_reset(Helpdesk, Admin, false).unwrap_err();
         assert_eq!(why, "a helpdesk cannot reset the MFA of an admin");
+    }
+
+    #[test]
+    fn unlocking_follows_resetting_others_and_never_oneself() {
+        for actor in Role::ALL {
+            for target in Role::ALL {
+                assert_eq!(may_unlock(actor, target, false).is_ok(), may_reset(actor, target, false).is_ok(), "{actor} -> {target}");
+            }
+            assert!(may_unlock(actor, actor, true).is_err(), "{actor} -> self");
+        }
+        let Denied(why) = may_unlock(Helpdesk, Admin, false).unwrap_err();
+        assert_eq!(why, "a helpdesk cannot unlock the MFA of an admin: only those who may reset it may");
     }
 
     #[test]

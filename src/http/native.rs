@@ -696,6 +696,38 @@ pub async fn reset_user(
     single_result(&state, report)
 }
 
+/// Lift the lockout of one user's factor.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    /// Why; recorded in the audit log (required unless the server's config says otherwise).
+    #[schema(example = "locked out on the phone, ticket 4712")]
+    pub reason: Option<String>,
+}
+
+/// Unlock a factor that wrong codes locked, at once: the factor and its recovery codes stay, the
+/// count of wrong codes starts again from zero. Who may reset a user's MFA may unlock it.
+#[utoipa::path(
+    post, path = "/api/v1/users/{id}/mfa/unlock", tag = "mfa", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id, user name, email or number")),
+    request_body = UnlockRequest,
+    responses(
+        (status = 200, description = "Unlocked: the user with its MFA state now", body = UserView),
+        (status = 403, description = "The caller's role may not unlock this user's MFA, or it is the caller's own", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user in the caller's org", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The factor is not locked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unlock_user(
+    State(state): S,
+    caller: Caller,
+    ApiPath(user): ApiPath,
+    ApiJson(req): ApiJson<UnlockRequest>,
+) -> Result<Json<UserView>, ApiError> {
+    let actor = caller.actor;
+    Ok(Json(state.call(move |service, now| service.unlock_mfa(&actor, &user, req.reason.as_deref(), now)).await?))
+}
+
 /// Reset the MFA of many users at once.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

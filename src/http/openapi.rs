@@ -25,7 +25,7 @@ use utoipa_axum::routes;
     tags(
         (name = "auth", description = "Log in (password, then code), enroll at login, log out"),
         (name = "users", description = "Users of the caller's org"),
-        (name = "mfa", description = "Reset MFA, for one user or many"),
+        (name = "mfa", description = "Reset MFA, for one user or many; unlock a locked factor"),
         (name = "me", description = "The caller, and the caller's own second factor"),
         (name = "orgs", description = "Org settings"),
         (name = "audit", description = "The hash-chained audit log"),
@@ -54,6 +54,7 @@ pub fn api_router(bulk_body_limit: usize) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user))
         .routes(routes!(reset_user))
+        .routes(routes!(unlock_user))
         .routes(routes!(user_detail))
         .routes(routes!(set_status))
         .routes(routes!(set_password))

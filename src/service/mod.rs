@@ -10,6 +10,7 @@ mod import;
 mod login;
 mod orgs;
 mod reset;
+mod unlock;
 mod sessions;
 mod users;
 mod validate;
@@ -647,19 +648,25 @@ impl Service {
     }
 
     fn check_reason(&self, reason: Option<&str>) -> Result<Option<String>> {
-        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        match reason {
+        match check_optional_reason(reason)? {
             None if self.policy.reason_required => Err(Error::invalid(
                 "a reason is required for an MFA reset (for example --reason \"lost phone, ticket 4711\")",
             )),
-            Some(r) if r.chars().count() > MAX_REASON_LEN => {
-                Err(Error::invalid(format!("the reason is longer than {MAX_REASON_LEN} characters")))
-            }
-            Some(r) if r.chars().any(char::is_control) => Err(Error::invalid("the reason may not contain control characters")),
-            Some(r) if crate::domain::text::check_reason_text(r).is_err() => {
-                Err(Error::invalid(crate::domain::text::check_reason_text(r).unwrap_err()))
-            }
-            r => Ok(r.map(str::to_string)),
+            r => Ok(r),
         }
+    }
+}
+
+/// A reason as given, trimmed, when it is one the audit log can keep; `None` when none was given.
+fn check_optional_reason(reason: Option<&str>) -> Result<Option<String>> {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) if r.chars().count() > MAX_REASON_LEN => {
+            Err(Error::invalid(format!("the reason is longer than {MAX_REASON_LEN} characters")))
+        }
+        Some(r) if r.chars().any(char::is_control) => Err(Error::invalid("the reason may not contain control characters")),
+        Some(r) if crate::domain::text::check_reason_text(r).is_err() => {
+            Err(Error::invalid(crate::domain::text::check_reason_text(r).unwrap_err()))
+        }
+        r => Ok(r.map(str::to_string)),
     }
 }

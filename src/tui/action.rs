@@ -38,6 +38,7 @@ pub enum Command {
     Open,
     Enroll,
     ToggleStatus,
+    Unlock,
     ToggleEnforcement,
     Submit,
     Back,
@@ -57,7 +58,7 @@ pub enum Command {
 }
 
 impl Command {
-    pub const ALL: [Command; 43] = [
+    pub const ALL: [Command; 44] = [
         Command::Quit,
         Command::Help,
         Command::CommandLine,
@@ -85,6 +86,7 @@ impl Command {
         Command::Open,
         Command::Enroll,
         Command::ToggleStatus,
+        Command::Unlock,
         Command::ToggleEnforcement,
         Command::Submit,
         Command::Back,
@@ -133,6 +135,7 @@ impl Command {
             Command::Open => "open",
             Command::Enroll => "enroll",
             Command::ToggleStatus => "toggle_status",
+            Command::Unlock => "unlock",
             Command::ToggleEnforcement => "toggle_enforcement",
             Command::Submit => "submit",
             Command::Back => "back",
@@ -197,6 +200,7 @@ impl Command {
             Command::Open => "open the user's detail",
             Command::Enroll => "enroll MFA now (QR code at the console)",
             Command::ToggleStatus => "disable or enable the user",
+            Command::Unlock => "unlock a factor that wrong codes locked (it stays enrolled)",
             Command::ToggleEnforcement => "turn MFA enforcement on or off",
             Command::Submit => "confirm / next step",
             Command::Back => "close / go back",
@@ -304,6 +308,8 @@ pub enum Action {
     EnrollmentBegun(Result<Enrollment, String>),
     EnrollmentConfirmed(Result<Vec<String>, String>),
     UserChanged(Result<Box<UserView>, String>),
+    /// The answer to an unlock: the user as it is now.
+    Unlocked(Result<Box<UserView>, String>),
     AuditLoaded { generation: u64, result: Result<Vec<AuditView>, String> },
     AuditVerified(Result<VerifyReport, String>),
     OrgsLoaded(Result<Vec<OrgView>, String>),

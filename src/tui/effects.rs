@@ -49,6 +49,7 @@ pub enum Effect {
     BeginEnroll(Uuid),
     ConfirmEnroll { user: Uuid, code: String },
     SetStatus { user: Uuid, status: Status },
+    Unlock(Uuid),
     /// The audit events `text` finds; without `validations`, none of the `mfa.validate` ones.
     LoadAudit { generation: u64, text: String, validations: bool, limit: usize },
     VerifyAudit,
@@ -232,6 +233,9 @@ fn perform_as(backend: &dyn Backend, control: &Control, who: &Credential, effect
         ),
         Effect::SetStatus { user, status } => {
             answer(backend.set_status(who, &user.to_string(), status), |v| Action::UserChanged(Ok(Box::new(v))), |e| Action::UserChanged(Err(e)))
+        }
+        Effect::Unlock(user) => {
+            answer(backend.unlock_mfa(who, &user.to_string(), None), |v| Action::Unlocked(Ok(Box::new(v))), |e| Action::Unlocked(Err(e)))
         }
         Effect::LoadAudit { generation, text, validations, limit } => {
             let skip_actions = if validations { Vec::new() } else { vec![VALIDATE_ACTION.to_string()] };

@@ -322,6 +322,7 @@ pub struct ResetResultView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingOp {
     SetStatus { user: Uuid, username: String, status: Status },
+    Unlock { user: Uuid },
     SetEnforced { org: String, on: bool },
 }
 
@@ -369,6 +370,8 @@ pub enum Offer {
     Reset,
     Enroll,
     SetStatus,
+    /// Lift a factor's lockout (offered only while it is locked).
+    Unlock,
     ChangeOrg,
 }
 
@@ -579,6 +582,7 @@ impl State {
             (Offer::Enroll, Some((target, _))) => {
                 policy::may_reset(role, target, false).err().map(|policy::Denied(why)| why.replace("reset the MFA of", "enroll MFA for"))
             }
+            (Offer::Unlock, Some((target, _))) => policy::may_unlock(role, target, is_self).err().map(|policy::Denied(why)| why),
             (Offer::SetStatus, Some((_, _))) if is_self => Some("you cannot disable or enable yourself".into()),
             (Offer::SetStatus, Some((target, _))) if !policy::may_manage_user(role, target) => {
                 Some(format!("{} cannot disable or enable {}", role.with_article(), target.with_article()))

@@ -1,6 +1,7 @@
 //! A user's detail pane, and disabling or enabling a user (from the pane or the table).
 
 use super::{enroll, reset};
+use crate::domain::mfa::MfaStatus;
 use crate::domain::user::{Status, UserView};
 use crate::service::UserDetail;
 use crate::tui::action::Command;
@@ -20,7 +21,7 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
         }
         return None;
     }
-    if matches!(command, Command::Reset | Command::Enroll | Command::ToggleStatus)
+    if matches!(command, Command::Reset | Command::Enroll | Command::ToggleStatus | Command::Unlock)
         && let Some(why) = refused(state, command)
     {
         state.error(why);
@@ -54,6 +55,10 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             let name = name(state, user);
             ask_status(state, user, name, status);
         }
+        Command::Unlock => {
+            let user = pane.detail.as_ref().map(|d| d.user.clone()).or_else(|| state.users.user(pane.user))?;
+            ask_unlock(state, &user);
+        }
         Command::Help => state.open_help(),
         _ => {}
     }
@@ -69,9 +74,29 @@ fn refused(state: &State, command: Command) -> Option<String> {
     let offer = match command {
         Command::Reset => Offer::Reset,
         Command::Enroll => Offer::Enroll,
+        Command::Unlock => Offer::Unlock,
         _ => Offer::SetStatus,
     };
     state.refusal(offer, Some((user.role, &user.username)))
+}
+
+/// Ask whether to unlock `user`'s factor; yes becomes [`Effect::Unlock`]. A factor that is not
+/// locked is said so at once (the service would refuse it too).
+pub(super) fn ask_unlock(state: &mut State, user: &UserView) {
+    if user.mfa != MfaStatus::Locked {
+        state.error(format!("the MFA of {} is not locked (it is {}): there is nothing to unlock", user.username, user.mfa));
+        return;
+    }
+    state.overlays.push(Overlay::Confirm(Confirm {
+        title: "Unlock MFA".into(),
+        lines: vec![
+            format!("Unlock the MFA of {}?", user.username),
+            "Their codes work again at once; the factor and its recovery codes stay.".into(),
+        ],
+        yes_label: "Unlock".into(),
+        op: PendingOp::Unlock { user: user.id },
+        focus_yes: false,
+    }));
 }
 
 /// The user name of `user`, or its id while the table does not have it.
@@ -117,6 +142,25 @@ pub(super) fn loaded(state: &mut State, result: Result<Box<UserDetail>, String>)
                 _ => {}
             }
         }
+    }
+    None
+}
+
+/// The answer to [`Effect::Unlock`]: the row, and every pane showing the user, load again.
+pub(super) fn unlocked(state: &mut State, result: Result<Box<UserView>, String>) -> Option<Effect> {
+    let view = match result {
+        Ok(view) => *view,
+        Err(e) => {
+            state.error(e);
+            return None;
+        }
+    };
+    let (id, name, mfa) = (view.id, view.username.clone(), view.mfa);
+    state.users.replace(view);
+    state.info(format!("unlocked the MFA of {name}: it is {mfa} again"));
+    state.audit.loaded = false;
+    if state.overlays.iter().any(|o| matches!(o, Overlay::Detail(d) if d.user == id)) {
+        return Some(Effect::LoadDetail(id));
     }
     None
 }

@@ -166,6 +166,7 @@ fn confirm_command(state: &mut State, command: Command) -> Option<Effect> {
             state.overlays.pop();
             return Some(match op {
                 PendingOp::SetStatus { user, status, .. } => Effect::SetStatus { user, status },
+                PendingOp::Unlock { user } => Effect::Unlock(user),
                 PendingOp::SetEnforced { org, on } => Effect::SetEnforced { org, on },
             });
         }
@@ -252,6 +253,7 @@ fn on_result(state: &mut State, action: Action) -> Option<Effect> {
         }
         Action::DetailLoaded(result) => detail::loaded(state, result),
         Action::UserChanged(result) => detail::status_changed(state, result),
+        Action::Unlocked(result) => detail::unlocked(state, result),
         Action::ResetPlanned(result) => reset::planned(state, result),
         Action::ResetProgress { reset } => reset::progress(state, reset),
         Action::ResetDone(run) => reset::done(state, run),

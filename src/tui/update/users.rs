@@ -116,6 +116,14 @@ pub(super) fn command(state: &mut State, command: Command) -> Option<Effect> {
             }
             detail::ask_status(state, user.id, user.username, user.status);
         }
+        Command::Unlock => {
+            let user = t.cursor_user()?;
+            if let Some(why) = state.refusal(Offer::Unlock, Some((user.role, &user.username))) {
+                state.error(why);
+                return None;
+            }
+            detail::ask_unlock(state, &user);
+        }
         other => return super::common_command(state, other),
     }
     None

@@ -2,6 +2,7 @@
 
 use super::users::mfa_label;
 use super::{fit, popup, when};
+use crate::domain::mfa::MfaStatus;
 use crate::domain::user::Status;
 use crate::tui::action::Command;
 use crate::tui::keymap::Section;
@@ -267,12 +268,14 @@ pub fn draw_detail(state: &State, pane: &DetailPane, frame: &mut Frame, area: Re
         _ => "disable",
     };
     let user = pane.detail.as_ref().map(|d| d.user.clone()).or_else(|| state.users.user(pane.user));
+    let locked = user.as_ref().is_some_and(|u| u.mfa == MfaStatus::Locked);
     // Only what the admin's role may do to this user is offered.
     let allowed = |offer| user.as_ref().is_none_or(|u| state.refusal(offer, Some((u.role, &u.username))).is_none());
     let offers = [
         (Command::Reset, "reset MFA", allowed(Offer::Reset)),
         (Command::Enroll, "enroll now", allowed(Offer::Enroll)),
         (Command::ToggleStatus, status_verb, allowed(Offer::SetStatus)),
+        (Command::Unlock, "unlock MFA", locked && allowed(Offer::Unlock)),
         (Command::Back, "back", true),
     ];
     let mut hints = Vec::new();
