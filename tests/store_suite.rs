@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use uuid::Uuid;
 
+#[path = "pg_support/mod.rs"]
+mod pg_support;
+use pg_support::pg_settings;
+
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Sled,
@@ -51,24 +55,6 @@ impl Drop for Place {
     }
 }
 
-/// The test database's connection settings, if one was given.
-fn pg_settings() -> Option<postgres::Config> {
-    if let Ok(url) = std::env::var("MFADMIN_TEST_PG_URL") {
-        return Some(url.parse().expect("MFADMIN_TEST_PG_URL is a PostgreSQL connection string"));
-    }
-    let host = std::env::var("PGHOST").ok()?;
-    let mut config = postgres::Config::new();
-    config.host(&host);
-    if let Ok(port) = std::env::var("PGPORT") {
-        config.port(port.parse().expect("PGPORT is a number"));
-    }
-    config.user(&std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()));
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        config.password(password);
-    }
-    config.dbname(&std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()));
-    Some(config)
-}
 
 /// A fresh store of `kind`, or `None` (after saying so) when PostgreSQL is not available.
 fn fresh(kind: Kind, test: &str) -> Option<Fresh> {

@@ -12,6 +12,9 @@
 mod figures;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
+use pg_support::pg_settings;
 
 use mfadmin::app::Context;
 use mfadmin::config::{Config, StoreKind};
@@ -26,24 +29,6 @@ use std::time::{Duration, Instant};
 /// The lockout threshold both nodes run with.
 const THRESHOLD: u32 = 4;
 
-/// The test database's connection settings, if one was given.
-fn pg_settings() -> Option<postgres::Config> {
-    if let Ok(url) = std::env::var("MFADMIN_TEST_PG_URL") {
-        return Some(url.parse().expect("MFADMIN_TEST_PG_URL is a PostgreSQL connection string"));
-    }
-    let host = std::env::var("PGHOST").ok()?;
-    let mut config = postgres::Config::new();
-    config.host(&host);
-    if let Ok(port) = std::env::var("PGPORT") {
-        config.port(port.parse().expect("PGPORT is a number"));
-    }
-    config.user(&std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()));
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        config.password(password);
-    }
-    config.dbname(&std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()));
-    Some(config)
-}
 
 /// A schema of its own in the test database, dropped when the test ends.
 struct Schema {
