@@ -114,6 +114,8 @@ make_root() {
     fi
 }
 if ! check "clean Debian root ($SUITE, minbase)" make_root; then finish; fi
+# mktemp made the root 0700: as on any Debian system, / must be 0755 for mfadmin's own user to run there.
+chmod 0755 "$DEBROOT"
 grep -h 'took\|unpacking' "$LOGS"/clean_Debian_root*.log | sed 's/^/      /'
 mount -t proc proc "$DEBROOT/proc"
 mount --bind /dev "$DEBROOT/dev"

@@ -120,10 +120,12 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
         View::Audit => format!(" {} ", count(state.audit.events.len(), "event")),
         View::Orgs => format!(" {} ", count(state.orgs.orgs.len(), "org")),
     };
+    // What is cut ends in …; a key hint is shown whole or not at all.
+    let mut room = usize::from(area.width).saturating_sub(counts.chars().count() + 1);
     let mut spans = vec![Span::styled(counts, t.tab_active()), Span::raw(" ")];
     match &state.message {
-        Some(m) if m.level == Level::Error => spans.push(Span::styled(format!("error: {}", m.text), t.error())),
-        Some(m) => spans.push(Span::raw(m.text.clone())),
+        Some(m) if m.level == Level::Error => spans.push(Span::styled(fit(&format!("error: {}", m.text), room), t.error())),
+        Some(m) => spans.push(Span::raw(fit(&m.text, room))),
         None => {
             use super::action::Command as C;
             use super::keymap::Section as S;
@@ -144,8 +146,15 @@ fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
                 _ => true,
             };
             for (command, label) in hints.iter().filter(|(c, _)| allowed(c)) {
-                spans.push(Span::styled(state.key_hint(section, *command), t.key()));
-                spans.push(Span::raw(format!(" {label}  ")));
+                let key = state.key_hint(section, *command);
+                let label = format!(" {label}  ");
+                let width = key.chars().count() + label.trim_end().chars().count();
+                if width > room {
+                    break;
+                }
+                room = room.saturating_sub(width + 2);
+                spans.push(Span::styled(key, t.key()));
+                spans.push(Span::raw(label));
             }
         }
     }
