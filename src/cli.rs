@@ -1043,8 +1043,15 @@ fn mfa_cmd(backend: &dyn Backend, who: &Credential, cmd: MfaCommand) -> anyhow::
             }
         }
         MfaCommand::Status { user } => {
-            let u = backend.user_detail(who, &user)?.user;
-            println!("{}: {} ({} recovery codes left)", u.username, u.mfa, u.recovery_codes_left);
+            let detail = backend.user_detail(who, &user)?;
+            let u = &detail.user;
+            match &detail.mfa_locked_until {
+                Some(until) => println!(
+                    "{}: {} until {} ({} recovery codes left); `mfadmin mfa unlock {}` lifts it now",
+                    u.username, u.mfa, table_time(until), u.recovery_codes_left, u.username
+                ),
+                None => println!("{}: {} ({} recovery codes left)", u.username, u.mfa, u.recovery_codes_left),
+            }
         }
         MfaCommand::Reset(args) => return reset(backend, who, args),
         MfaCommand::Unlock { user, reason } => {

@@ -646,6 +646,12 @@ fn unlock_lifts_a_lockout_keeps_the_factor_and_says_when_there_is_none() {
     let name = locked.as_array().unwrap().first().expect("the demo locks some factors")["username"].as_str().unwrap().to_string();
     let before = json(mfadmin(dir.path()).args(["user", "show", &name, "--output", "json"]));
     assert!(before["mfa_locked_until"].is_string(), "{before}");
+    // `mfa status` says until when, and how to lift it now.
+    mfadmin(dir.path())
+        .args(["mfa", "status", &name])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("{name}: locked until 20")).and(predicate::str::contains(format!("mfadmin mfa unlock {name}"))));
 
     mfadmin(dir.path())
         .args(["mfa", "unlock", &name, "--reason", "locked out, ticket 4712"])
