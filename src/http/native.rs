@@ -700,7 +700,7 @@ pub async fn reset_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnlockRequest {
-    /// Why; recorded in the audit log (required unless the server's config says otherwise).
+    /// Why; recorded in the audit log. Optional even where resets need one: an unlock takes nothing away.
     #[schema(example = "locked out on the phone, ticket 4712")]
     pub reason: Option<String>,
 }
