@@ -12,7 +12,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 /// What listing needs of a user: everything a [`UserView`] shows, and no secret.
@@ -254,8 +254,33 @@ pub struct Page<'a> {
     pub next: Option<Cursor>,
 }
 
-/// The summaries matching one filter, as slots in the filter's order.
-type MatchList = Vec<u32>;
+/// The summaries matching one filter, in the filter's order.
+#[derive(Debug, Clone)]
+enum MatchList {
+    /// Slots in the filter's order.
+    Listed(Vec<u32>),
+    /// The matching slots of a filter in user-name order that many users match: a page walks the
+    /// name order and picks them out, so no list of hundreds of thousands of slots is built and
+    /// sorted for the fifty a page shows.
+    Named(RoaringBitmap),
+}
+
+impl MatchList {
+    fn len(&self) -> usize {
+        match self {
+            MatchList::Listed(slots) => slots.len(),
+            MatchList::Named(set) => set.len() as usize,
+        }
+    }
+
+    /// What it holds in memory, counted in slots (4 bytes), for the cache's bound.
+    fn weight(&self) -> usize {
+        match self {
+            MatchList::Listed(slots) => slots.len(),
+            MatchList::Named(set) => set.serialized_size() / 4,
+        }
+    }
+}
 
 /// Match lists of recent filters, each with the [`MatchCache::clock`] of its last use (for
 /// eviction); writes update them in place (see [`Directory::upsert`]).
@@ -269,10 +294,15 @@ struct MatchCache {
 const CACHE_SLOTS: usize = 8 << 20;
 /// At most this many filters have a cached match list (every write visits each of them).
 const CACHE_FILTERS: usize = 64;
-/// Matches of more than one in this many users are put in name order by walking the name order;
-/// fewer are sorted by name (a sort costs a name comparison per match and step, a walk a bit test
-/// per user).
+/// Matches of more than one in this many users are kept as a set and paged by walking the name
+/// order (a page of 50 then tests at most 50 × this many users); fewer are sorted by name.
 const DENSE_SHARE: usize = 256;
+/// A page of a set in user-name order walks this many users of the name order at most; a set
+/// whose members are further away (a name piece that starts many names far down the order) is
+/// paged by its members' places instead.
+const WALK_BUDGET: usize = 1 << 14;
+/// Checking more candidates than this against a filter is split over every core.
+const PARALLEL_CHECK: u64 = 1 << 16;
 /// A batch of more writes than this re-sorts the directory once instead of note by note.
 const BULK_UPSERT: usize = 1024;
 
@@ -283,6 +313,8 @@ pub struct Directory {
     slot_of: HashMap<Uuid, u32>,
     /// Every slot, in (lower-cased user name, id) order.
     by_name: Vec<u32>,
+    /// Each slot's place in `by_name`; computed again when first needed after the order changed.
+    places: OnceLock<Vec<u32>>,
     /// Org key → does the org enforce MFA.
     enforced: HashMap<String, bool>,
     cache: Mutex<MatchCache>,
@@ -382,8 +414,8 @@ impl Directory {
                 if self.matches(&filter, old, 0) {
                     let key = self.key_of(old, filter.sort, 0);
                     stays = new_key.as_deref() == Some(key.as_ref());
-                    if !stays && let Ok(at) = self.position(&list, filter.sort, &key, old.id, 0) {
-                        Arc::make_mut(&mut list).remove(at);
+                    if !stays {
+                        self.leave(&mut list, filter.sort, &key, old.id, slot);
                     }
                 }
             }
@@ -395,6 +427,7 @@ impl Directory {
             && let Ok(at) = self.position(&self.by_name, SortField::Username, self.summaries[slot as usize].lowered(0), summary.id, 0)
         {
             self.by_name.remove(at);
+            self.places = OnceLock::new();
         }
         self.index.replace(slot.unwrap_or(self.summaries.len() as u32), slot.map(|s| &self.summaries[s as usize]), &summary);
         let slot = match slot {
@@ -413,17 +446,54 @@ impl Directory {
         let new = &self.summaries[slot as usize];
         if renamed && let Err(at) = self.position(&self.by_name, SortField::Username, new.lowered(0), new.id, 0) {
             self.by_name.insert(at, slot);
+            self.places = OnceLock::new();
         }
         for (filter, (mut list, used), enters) in touched {
             if enters {
                 let key = self.key_of(new, filter.sort, 0).into_owned();
-                if let Err(at) = self.position(&list, filter.sort, &key, new.id, 0) {
-                    Arc::make_mut(&mut list).insert(at, slot);
-                }
+                self.enter(&mut list, filter.sort, &key, new.id, slot);
             }
             cache.lists.insert(filter, (list, used));
         }
         *self.cache_mut() = cache;
+    }
+
+    /// Take `slot` (whose summary has `key` and `id`) out of a match list.
+    fn leave(&self, list: &mut Arc<MatchList>, sort: SortField, key: &str, id: Uuid, slot: u32) {
+        match &**list {
+            MatchList::Listed(slots) => {
+                if let Ok(at) = self.position(slots, sort, key, id, 0)
+                    && let MatchList::Listed(slots) = Arc::make_mut(list)
+                {
+                    slots.remove(at);
+                }
+            }
+            MatchList::Named(set) if set.contains(slot) => {
+                if let MatchList::Named(set) = Arc::make_mut(list) {
+                    set.remove(slot);
+                }
+            }
+            MatchList::Named(_) => {}
+        }
+    }
+
+    /// Put `slot` (whose summary has `key` and `id`) into a match list, in its place.
+    fn enter(&self, list: &mut Arc<MatchList>, sort: SortField, key: &str, id: Uuid, slot: u32) {
+        match &**list {
+            MatchList::Listed(slots) => {
+                if let Err(at) = self.position(slots, sort, key, id, 0)
+                    && let MatchList::Listed(slots) = Arc::make_mut(list)
+                {
+                    slots.insert(at, slot);
+                }
+            }
+            MatchList::Named(set) if !set.contains(slot) => {
+                if let MatchList::Named(set) = Arc::make_mut(list) {
+                    set.insert(slot);
+                }
+            }
+            MatchList::Named(_) => {}
+        }
     }
 
     /// [`Directory::upsert`] for many summaries; a large batch re-sorts once and drops the cache.
@@ -467,25 +537,50 @@ impl Directory {
         // Each name is cut out of its haystack once, not at every comparison.
         by_name.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
         self.by_name = by_name;
+        self.places = OnceLock::new();
+    }
+
+    /// Each slot's place in the name order.
+    fn places(&self) -> &[u32] {
+        self.places.get_or_init(|| {
+            let mut places = vec![0u32; self.summaries.len()];
+            for (place, &slot) in self.by_name.iter().enumerate() {
+                places[slot as usize] = place as u32;
+            }
+            places
+        })
     }
 
     /// Every slot matching `filter`, in its order.
-    fn compute(&self, filter: &Filter, now: Timestamp) -> Vec<u32> {
+    fn compute(&self, filter: &Filter, now: Timestamp) -> MatchList {
         if let Some(id) = filter.only {
-            return self.slot_of.get(&id).copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now)).into_iter().collect();
+            let slot = self.slot_of.get(&id).copied().filter(|&s| self.matches(filter, &self.summaries[s as usize], now));
+            return MatchList::Listed(slot.into_iter().collect());
         }
         let mut slots = match self.narrowed(filter) {
-            Some((candidates, text_checked)) => self.in_name_order(self.check(filter, candidates, text_checked, now)),
+            Some((candidates, text_checked, sure)) => {
+                let matched = self.check(filter, candidates, text_checked, &sure, now);
+                if filter.sort == SortField::Username {
+                    if matched.len() as usize * DENSE_SHARE > self.by_name.len() {
+                        return MatchList::Named(matched);
+                    }
+                    let places = self.places();
+                    let mut slots: Vec<u32> = matched.iter().collect();
+                    slots.sort_unstable_by_key(|&s| places[s as usize]);
+                    return MatchList::Listed(slots);
+                }
+                matched.iter().collect()
+            }
+            // In user-name order.
             None => self.scan(filter, now),
         };
-        // Both are in user-name order; other orders sort the matches.
         if filter.sort != SortField::Username {
             slots.sort_by_cached_key(|&s| {
                 let summary = &self.summaries[s as usize];
                 (self.key_of(summary, filter.sort, now).into_owned(), summary.id)
             });
         }
-        slots
+        MatchList::Listed(slots)
     }
 
     /// Every slot matching `filter` (without `only`), in user-name order, read one by one.
@@ -498,12 +593,16 @@ impl Directory {
             .collect()
     }
 
-    /// The slots the index narrows `filter` to by its text and orgs, and whether they all hold
-    /// the text (or it still has to be checked); `None` when the index cannot narrow it.
-    fn narrowed(&self, filter: &Filter) -> Option<(RoaringBitmap, bool)> {
+    /// The slots the index narrows `filter` to by its text and orgs, whether they all hold the
+    /// text (or it still has to be checked), and slots known to hold it; `None` when the index
+    /// cannot narrow it.
+    fn narrowed(&self, filter: &Filter) -> Option<(RoaringBitmap, bool, RoaringBitmap)> {
         let text = filter.needle.as_deref().and_then(|n| self.index.text(n.as_bytes()));
         let text_checked = filter.needle.is_none() || text.as_ref().is_some_and(|c| c.exact);
-        let mut slots = text.map(|c| c.slots);
+        let (mut slots, sure) = match text {
+            Some(c) => (Some(c.slots), c.sure),
+            None => (None, RoaringBitmap::new()),
+        };
         let none = RoaringBitmap::new();
         for org in &filter.orgs {
             let members = self.index.org(org).unwrap_or(&none);
@@ -512,38 +611,47 @@ impl Directory {
                 None => members.clone(),
             });
         }
-        slots.map(|slots| (slots, text_checked))
+        slots.map(|slots| (slots, text_checked, sure))
     }
 
-    /// The candidates (ascending) that pass the rest of `filter`: its text unless `text_checked`,
-    /// and every condition but the orgs (the candidates are in them).
-    fn check(&self, filter: &Filter, candidates: RoaringBitmap, text_checked: bool, now: Timestamp) -> Vec<u32> {
+    /// The candidates that pass the rest of `filter`: its text unless `text_checked` (those in
+    /// `sure` hold it), and every condition but the orgs (the candidates are in them). Many
+    /// candidates are checked in parts, on every core.
+    fn check(&self, filter: &Filter, candidates: RoaringBitmap, text_checked: bool, sure: &RoaringBitmap, now: Timestamp) -> RoaringBitmap {
         let rest = Filter { orgs: Vec::new(), needle: filter.needle.clone().filter(|_| !text_checked), ..filter.clone() };
         if rest == (Filter { sort: rest.sort, ..Filter::default() }) {
-            return candidates.iter().collect();
+            return candidates;
+        }
+        if rest.needle.is_some() && !sure.is_empty() {
+            let held = &candidates & sure;
+            let unsure = candidates - &held;
+            let none = RoaringBitmap::new();
+            return self.check(filter, held, true, &none, now) | self.check(filter, unsure, false, &none, now);
         }
         let finder = rest.needle.as_deref().map(memchr::memmem::Finder::new);
-        if let Some(finder) = &finder
-            && rest == (Filter { sort: rest.sort, needle: rest.needle.clone(), ..Filter::default() })
-        {
-            // Only the text is left to check: read nothing of a candidate but its haystack.
-            return candidates.iter().filter(|&s| finder.find(self.summaries[s as usize].haystack.as_bytes()).is_some()).collect();
-        }
-        candidates.iter().filter(|&s| self.matches_with(&rest, finder.as_ref(), &self.summaries[s as usize], now)).collect()
-    }
-
-    /// `slots` in user-name order: many are picked out of the name order, few are sorted.
-    fn in_name_order(&self, mut slots: Vec<u32>) -> Vec<u32> {
-        if slots.len() * DENSE_SHARE > self.by_name.len() {
-            let mut picked = vec![0u64; self.summaries.len().div_ceil(64)];
-            for &s in &slots {
-                picked[s as usize / 64] |= 1 << (s % 64);
+        // When only the text is left to check, nothing of a candidate but its haystack is read.
+        let text_only = rest == (Filter { sort: rest.sort, needle: rest.needle.clone(), ..Filter::default() });
+        let passes = |s: u32| {
+            let summary = &self.summaries[s as usize];
+            match &finder {
+                Some(finder) if text_only => finder.find(summary.haystack.as_bytes()).is_some(),
+                _ => self.matches_with(&rest, finder.as_ref(), summary, now),
             }
-            return self.by_name.iter().copied().filter(|&s| picked[s as usize / 64] >> (s % 64) & 1 == 1).collect();
+        };
+        let passing = |slots: roaring::bitmap::Iter<'_>| {
+            RoaringBitmap::from_sorted_iter(slots.filter(|&s| passes(s))).expect("a bitmap iterates in ascending order")
+        };
+        if candidates.len() < PARALLEL_CHECK {
+            return passing(candidates.iter());
         }
-        let summaries = &self.summaries;
-        slots.sort_by_cached_key(|&s| (summaries[s as usize].lowered(0), summaries[s as usize].id));
-        slots
+        use rayon::iter::{IntoParallelIterator, ParallelIterator};
+        // Slots are below the directory's length, which fits a u32.
+        let (users, parts) = (self.summaries.len() as u32, rayon::current_num_threads() as u32 * 4);
+        let span = users.div_ceil(parts);
+        (0..parts)
+            .into_par_iter()
+            .map(|part| passing(candidates.range(part.saturating_mul(span)..(part + 1).saturating_mul(span).min(users))))
+            .reduce(RoaringBitmap::new, |a, b| a | b)
     }
 
     /// The match list of `filter`: from the cache, or computed (and cached unless it depends on
@@ -553,7 +661,11 @@ impl Directory {
             // A cheap check of two times per match of the rest of the filter, which is cached.
             let rest = self.match_list(&Filter { unused_since: None, ..filter.clone() }, now);
             let summaries = &self.summaries;
-            return Arc::new(rest.iter().copied().filter(|&s| summaries[s as usize].factor_unused_since(since)).collect());
+            let unused = |&s: &u32| summaries[s as usize].factor_unused_since(since);
+            return Arc::new(match &*rest {
+                MatchList::Listed(slots) => MatchList::Listed(slots.iter().copied().filter(unused).collect()),
+                MatchList::Named(set) => MatchList::Named(set.iter().filter(unused).collect()),
+            });
         }
         if filter.depends_on_time() {
             return Arc::new(self.compute(filter, now));
@@ -582,16 +694,16 @@ impl Directory {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let clock = cache.clock;
         // Evict the least recently used lists until this one fits.
-        let mut held: usize = cache.lists.values().map(|(l, _)| l.len()).sum();
-        while (held + list.len() > CACHE_SLOTS || cache.lists.len() >= CACHE_FILTERS) && !cache.lists.is_empty() {
+        let mut held: usize = cache.lists.values().map(|(l, _)| l.weight()).sum();
+        while (held + list.weight() > CACHE_SLOTS || cache.lists.len() >= CACHE_FILTERS) && !cache.lists.is_empty() {
             let oldest = cache.lists.iter().min_by_key(|(_, (_, used))| *used).map(|(f, _)| f.clone());
             if let Some(f) = oldest
                 && let Some((l, _)) = cache.lists.remove(&f)
             {
-                held -= l.len();
+                held -= l.weight();
             }
         }
-        if list.len() <= CACHE_SLOTS {
+        if list.weight() <= CACHE_SLOTS {
             cache.lists.insert(filter.clone(), (list.clone(), clock));
         }
         list
@@ -627,23 +739,11 @@ impl Directory {
         Some(self.page_of(&list, filter, after, descending, limit, now))
     }
 
-    fn page_of(&self, slots: &[u32], filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
-        let total = slots.len();
-        let seek = |c: &Cursor| match self.position(slots, filter.sort, &c.key, c.id, now) {
-            Ok(at) => (at + 1, at),
-            Err(at) => (at, at),
-        };
-        // Ascending pages run over [start, total); descending ones over [0, end) backwards.
-        let (picked, more): (Vec<u32>, bool) = if descending {
-            let end = after.map_or(total, |c| seek(c).1);
-            let picked: Vec<u32> = slots[..end].iter().rev().take(limit).copied().collect();
-            let more = end > picked.len();
-            (picked, more)
-        } else {
-            let start = after.map_or(0, |c| seek(c).0);
-            let picked: Vec<u32> = slots[start..].iter().take(limit).copied().collect();
-            let more = start + picked.len() < total;
-            (picked, more)
+    fn page_of(&self, list: &MatchList, filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> Page<'_> {
+        let total = list.len();
+        let (picked, more) = match list {
+            MatchList::Listed(slots) => self.cut(slots, filter, after, descending, limit, now),
+            MatchList::Named(set) => self.walk(set, after, descending, limit),
         };
         let rows: Vec<&Summary> = picked.iter().map(|&s| &self.summaries[s as usize]).collect();
         let next = match rows.last() {
@@ -653,6 +753,75 @@ impl Directory {
             _ => None,
         };
         Page { rows, total, next }
+    }
+
+    /// Up to `limit` slots of `slots` (in `filter`'s order) after `after`, or before it when
+    /// `descending`, and whether more follow.
+    fn cut(&self, slots: &[u32], filter: &Filter, after: Option<&Cursor>, descending: bool, limit: usize, now: Timestamp) -> (Vec<u32>, bool) {
+        let seek = |c: &Cursor| match self.position(slots, filter.sort, &c.key, c.id, now) {
+            Ok(at) => (at + 1, at),
+            Err(at) => (at, at),
+        };
+        // Ascending pages run over [start, total); descending ones over [0, end) backwards.
+        if descending {
+            let end = after.map_or(slots.len(), |c| seek(c).1);
+            let picked: Vec<u32> = slots[..end].iter().rev().take(limit).copied().collect();
+            let more = end > picked.len();
+            (picked, more)
+        } else {
+            let start = after.map_or(0, |c| seek(c).0);
+            let picked: Vec<u32> = slots[start..].iter().take(limit).copied().collect();
+            let more = start + picked.len() < slots.len();
+            (picked, more)
+        }
+    }
+
+    /// [`Directory::cut`] for a set of slots in user-name order: the name order is walked from the
+    /// cursor and the members picked out, or, when they are not near, the members are taken in the
+    /// order of their places.
+    fn walk(&self, set: &RoaringBitmap, after: Option<&Cursor>, descending: bool, limit: usize) -> (Vec<u32>, bool) {
+        let seek = |c: &Cursor| match self.position(&self.by_name, SortField::Username, &c.key, c.id, 0) {
+            Ok(at) => (at + 1, at),
+            Err(at) => (at, at),
+        };
+        let wanted = limit.saturating_add(1);
+        // The places a page may come from: [start, end), read forwards or backwards.
+        let (start, end) = match (after, descending) {
+            (None, _) => (0, self.by_name.len()),
+            (Some(c), false) => (seek(c).0, self.by_name.len()),
+            (Some(c), true) => (0, seek(c).1),
+        };
+        let span = &self.by_name[start..end];
+        let walked = span.len().min(WALK_BUDGET);
+        let near = if descending { &span[span.len() - walked..] } else { &span[..walked] };
+        let mut picked: Vec<u32> = Vec::new();
+        let mut take = |s: &u32| {
+            if set.contains(*s) {
+                picked.push(*s);
+            }
+            picked.len() < wanted
+        };
+        if descending {
+            near.iter().rev().all(&mut take);
+        } else {
+            near.iter().all(&mut take);
+        }
+        if picked.len() < wanted && walked < span.len() {
+            let places = self.places();
+            let mut inside: Vec<u32> = set.iter().map(|s| places[s as usize]).filter(|&p| (start..end).contains(&(p as usize))).collect();
+            if descending {
+                inside.iter_mut().for_each(|p| *p = u32::MAX - *p);
+            }
+            if inside.len() > wanted {
+                inside.select_nth_unstable(wanted - 1);
+                inside.truncate(wanted);
+            }
+            inside.sort_unstable();
+            picked = inside.into_iter().map(|p| self.by_name[(if descending { u32::MAX - p } else { p }) as usize]).collect();
+        }
+        let more = picked.len() > limit;
+        picked.truncate(limit);
+        (picked, more)
     }
 
     /// The cursor just after `id` in `filter`'s order, for a cursor that names only a user.
@@ -793,34 +962,87 @@ mod tests {
 
     #[test]
     fn cursor_paging_is_stable_while_rows_change() {
-        let mut d = Directory::build((0..100).map(|i| numbered(i, &format!("u{i:03}"), 1)).collect(), HashMap::new());
-        let f = Filter::default();
-        let first = d.page(&f, None, false, 10, 0);
-        assert_eq!(first.rows.last().unwrap().username, "u009");
-        let cursor = first.next.clone().unwrap();
-        let cursor = Cursor::decode(&cursor.encode()).unwrap();
-        // The last row of the page is renamed away, and a row is added before the cursor.
-        d.upsert(numbered(9, "zzz", 2));
-        d.upsert(numbered(500, "a-new", 1));
-        let second = d.page(&f, Some(&cursor), false, 10, 0);
-        assert_eq!(second.rows.first().unwrap().username, "u010", "continues after the cursor's key");
-        // Walking every page, ascending and descending, yields every row once.
+        // Every user, read from a list; and a text every user holds, read from a set in name order.
+        let everyone = Filter::default();
+        let text = Filter { needle: Some("u".into()), ..Filter::default() };
+        for f in [everyone, text] {
+            let mut d = Directory::build((0..100).map(|i| numbered(i, &format!("u{i:03}"), 1)).collect(), HashMap::new());
+            let first = d.page(&f, None, false, 10, 0);
+            assert_eq!(first.rows.last().unwrap().username, "u009");
+            let cursor = first.next.clone().unwrap();
+            let cursor = Cursor::decode(&cursor.encode()).unwrap();
+            // The last row of the page is renamed away, and a row is added before the cursor.
+            d.upsert(numbered(9, "zzz", 2));
+            d.upsert(numbered(500, "a-new-u", 1));
+            let second = d.page(&f, Some(&cursor), false, 10, 0);
+            assert_eq!(second.rows.first().unwrap().username, "u010", "continues after the cursor's key");
+            // Walking every page, ascending and descending, yields every matching row once.
+            for descending in [false, true] {
+                let (mut seen, mut after) = (Vec::new(), None);
+                loop {
+                    let page = d.page(&f, after.as_ref(), descending, 7, 0);
+                    seen.extend(names(&page));
+                    match page.next {
+                        Some(c) => after = Some(c),
+                        None => break,
+                    }
+                }
+                let mut expected: Vec<String> = d.iter().filter(|s| d.matches(&f, s, 0)).map(|s| s.username.clone()).collect();
+                if descending {
+                    expected.reverse();
+                }
+                assert_eq!(seen, expected, "{f:?}");
+                assert_eq!(d.page(&f, None, descending, 7, 0).total, expected.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_set_far_down_the_name_order_pages_as_a_list_would() {
+        // The users holding "zed" are all past the walk's reach from either end of the order.
+        let count = WALK_BUDGET as u128 * 2 + 600;
+        let name = |i: u128| match i {
+            _ if i >= count - 600 => format!("m-zed{i:06}"),
+            _ if i % 2 == 0 => format!("a{i:06}"),
+            _ => format!("z{i:06}"),
+        };
+        let d = Directory::build((0..count).map(|i| numbered(i, &name(i), 1)).collect(), HashMap::new());
+        let f = Filter { needle: Some("zed".into()), ..Filter::default() };
+        assert!(matches!(*d.match_list(&f, 0), MatchList::Named(_)), "paged from a set");
         for descending in [false, true] {
             let (mut seen, mut after) = (Vec::new(), None);
             loop {
-                let page = d.page(&f, after.as_ref(), descending, 7, 0);
+                let page = d.page(&f, after.as_ref(), descending, 37, 0);
+                assert_eq!(page.total, 600);
                 seen.extend(names(&page));
                 match page.next {
                     Some(c) => after = Some(c),
                     None => break,
                 }
             }
-            let mut expected: Vec<String> = d.iter().map(|s| s.username.clone()).collect();
+            let mut expected: Vec<String> = d.iter().filter(|s| s.username.contains("zed")).map(|s| s.username.clone()).collect();
             if descending {
                 expected.reverse();
             }
             assert_eq!(seen, expected);
         }
+    }
+
+    #[test]
+    fn many_candidates_are_checked_in_parts_as_one_check_would() {
+        // More candidates than one thread checks: every user holds the three-byte pieces of "exam",
+        // one in seven the text itself.
+        let people: Vec<Summary> = (0..(PARALLEL_CHECK as u128 + 5000))
+            .map(|i| {
+                let display = if i % 7 == 0 { "Example" } else { "Exa Xam" };
+                person(i, &format!("p{i}"), display, &format!("p{i}@x.org"), ORGS[i as usize % 3], ROLES[i as usize % 3], 1)
+            })
+            .collect();
+        let d = Directory::build(people, HashMap::new());
+        let needles: Vec<String> = ["exam", "p1@x"].map(String::from).to_vec();
+        assert_index_answers_as_a_scan(&d, &needles);
+        let f = Filter { needle: Some("exam".into()), ..Filter::default() };
+        assert_eq!(d.page(&f, None, false, 50, 0).total, (PARALLEL_CHECK as usize + 5000).div_ceil(7));
     }
 
     #[test]
@@ -883,7 +1105,11 @@ mod tests {
                     (d.key_of(summary, f.sort, 0).into_owned(), summary.id)
                 });
             }
-            assert_eq!(d.compute(&f, 0), scanned, "{f:?}");
+            let computed = match d.compute(&f, 0) {
+                MatchList::Listed(slots) => slots,
+                MatchList::Named(set) => d.by_name.iter().copied().filter(|&s| set.contains(s)).collect(),
+            };
+            assert_eq!(computed, scanned, "{f:?}");
         }
     }
 

@@ -5,6 +5,10 @@
 //! none spans the newline between fields) has the set of slots holding it. A needle of up to three
 //! bytes is answered exactly by one set; a longer one by the intersection of its three-byte runs,
 //! a superset that the caller checks against each candidate's haystack.
+//!
+//! The email domain is the one text most users of a site share, so a piece of it makes nearly
+//! everyone a candidate. Each domain therefore has its set of slots too: a needle found in a
+//! domain is surely held by that domain's users, and only the other candidates are checked.
 
 use super::directory::Summary;
 use hashbrown::HashMap;
@@ -16,6 +20,10 @@ const FIELD_SEP: u8 = b'\n';
 /// Slots are added in batches of this many when the index is built, so each gram's bitmap grows
 /// at its end (cheap) and the pending lists stay small.
 const BUILD_BATCH: usize = 1 << 16;
+/// Email domains are noted while a directory has no more than this many (a site has a handful;
+/// a directory of addresses at a thousand providers gains little from them and would hold a set
+/// per address).
+const MAX_DOMAINS: usize = 1024;
 
 /// A gram of one to three bytes as a key: its length in the top byte, its bytes below.
 type Gram = u32;
@@ -79,11 +87,25 @@ impl BuildHasher for GramHashing {
     }
 }
 
-/// The text and org postings of a directory's slots.
-#[derive(Default)]
+/// The text, org and email-domain postings of a directory's slots.
 pub struct SearchIndex {
     grams: HashMap<Gram, RoaringBitmap, GramHashing>,
     orgs: std::collections::HashMap<String, RoaringBitmap>,
+    /// "@domain" (lower-cased) → the slots whose email is at it; `None` once there were more
+    /// than [`MAX_DOMAINS`].
+    domains: Option<std::collections::HashMap<String, RoaringBitmap>>,
+}
+
+impl Default for SearchIndex {
+    fn default() -> Self {
+        SearchIndex { grams: HashMap::default(), orgs: std::collections::HashMap::new(), domains: Some(std::collections::HashMap::new()) }
+    }
+}
+
+/// The "@domain" part of a summary's lower-cased email, if it has one.
+fn domain_of(s: &Summary) -> Option<&str> {
+    let email = s.haystack.rsplit(FIELD_SEP as char).next().unwrap_or("");
+    email.rfind('@').map(|at| &email[at..])
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -92,10 +114,12 @@ impl std::fmt::Debug for SearchIndex {
     }
 }
 
-/// The slots a needle may be in: exactly those (`exact`), or a superset to check one by one.
+/// The slots a needle may be in: exactly those (`exact`), or a superset to check one by one
+/// except for those in `sure`, which hold it.
 pub struct Candidates {
     pub slots: RoaringBitmap,
     pub exact: bool,
+    pub sure: RoaringBitmap,
 }
 
 impl SearchIndex {
@@ -105,6 +129,7 @@ impl SearchIndex {
             let base = from + batch * BUILD_BATCH;
             let mut pending: HashMap<Gram, Vec<u32>, GramHashing> = HashMap::with_hasher(GramHashing::default());
             let mut orgs: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
+            let mut domains: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
             for (i, s) in chunk.iter().enumerate() {
                 let slot = (base + i) as u32;
                 grams_of(s.haystack.as_bytes(), |g| {
@@ -114,6 +139,9 @@ impl SearchIndex {
                     }
                 });
                 orgs.entry(s.org.as_str()).or_default().push(slot);
+                if let Some(domain) = domain_of(s) {
+                    domains.entry(domain).or_default().push(slot);
+                }
             }
             for (g, list) in pending {
                 append(self.grams.entry(g).or_default(), list);
@@ -121,6 +149,19 @@ impl SearchIndex {
             for (org, list) in orgs {
                 append(self.orgs.entry(org.to_string()).or_default(), list);
             }
+            for (domain, list) in domains {
+                if let Some(noted) = &mut self.domains {
+                    append(noted.entry(domain.to_string()).or_default(), list);
+                }
+            }
+            self.check_domains();
+        }
+    }
+
+    /// Stop noting domains once there are too many of them.
+    fn check_domains(&mut self) {
+        if self.domains.as_ref().is_some_and(|d| d.len() > MAX_DOMAINS) {
+            self.domains = None;
         }
     }
 
@@ -138,11 +179,23 @@ impl SearchIndex {
             if let Some(set) = self.orgs.get_mut(&old.org) {
                 set.remove(slot);
             }
+            if let (Some(domains), Some(domain)) = (&mut self.domains, domain_of(old))
+                && let Some(set) = domains.get_mut(domain)
+            {
+                set.remove(slot);
+                if set.is_empty() {
+                    domains.remove(domain);
+                }
+            }
         }
         grams_of(new.haystack.as_bytes(), |g| {
             self.grams.entry(g).or_default().insert(slot);
         });
         self.orgs.entry(new.org.clone()).or_default().insert(slot);
+        if let (Some(domains), Some(domain)) = (&mut self.domains, domain_of(new)) {
+            domains.entry(domain.to_string()).or_default().insert(slot);
+        }
+        self.check_domains();
     }
 
     /// The slots whose haystack may hold `needle` (lower-cased), or `None` when the index cannot
@@ -153,13 +206,13 @@ impl SearchIndex {
         }
         if needle.len() <= 3 {
             let slots = self.grams.get(&gram(needle)).cloned().unwrap_or_default();
-            return Some(Candidates { slots, exact: true });
+            return Some(Candidates { slots, exact: true, sure: RoaringBitmap::new() });
         }
         let mut sets = Vec::with_capacity(needle.len() - 2);
         for run in needle.windows(3) {
             match self.grams.get(&gram(run)) {
                 Some(set) => sets.push(set),
-                None => return Some(Candidates { slots: RoaringBitmap::new(), exact: true }),
+                None => return Some(Candidates { slots: RoaringBitmap::new(), exact: true, sure: RoaringBitmap::new() }),
             }
         }
         sets.sort_by_key(|s| s.len());
@@ -170,7 +223,16 @@ impl SearchIndex {
             }
             slots &= *set;
         }
-        Some(Candidates { slots, exact: false })
+        let mut sure = RoaringBitmap::new();
+        if let Some(domains) = &self.domains {
+            let finder = memchr::memmem::Finder::new(needle);
+            for (domain, set) in domains {
+                if finder.find(domain.as_bytes()).is_some() {
+                    sure |= set;
+                }
+            }
+        }
+        Some(Candidates { slots, exact: false, sure })
     }
 
     /// The slots of users of `org`.
@@ -180,7 +242,8 @@ impl SearchIndex {
 
     /// Bytes held by the bitmaps (for reports of memory use).
     pub fn bitmap_bytes(&self) -> u64 {
-        self.grams.values().chain(self.orgs.values()).map(|b| b.serialized_size() as u64).sum()
+        let domains = self.domains.iter().flat_map(|d| d.values());
+        self.grams.values().chain(self.orgs.values()).chain(domains).map(|b| b.serialized_size() as u64).sum()
     }
 }
 
@@ -202,5 +265,54 @@ mod tests {
         assert_eq!(seen, [gram(b"a"), gram(b"ab"), gram(b"b"), gram(b"c")]);
         assert_ne!(gram(b"a"), gram(b"\0a"), "the length is part of the key");
         assert_ne!(gram(b"abc"), gram(b"bc"));
+    }
+
+    fn summary(slot: u128, email: &str) -> Summary {
+        use crate::domain::{mfa::{Lockout, MfaState}, role::Role, user::{Status, User}};
+        let u = User {
+            id: uuid::Uuid::from_u128(slot),
+            number: slot as u64,
+            username: format!("u{slot}"),
+            email: email.into(),
+            display_name: "U".into(),
+            org: "acme".into(),
+            role: Role::Member,
+            status: Status::Active,
+            password_hash: None,
+            mfa: MfaState::NotEnrolled,
+            lockout: Lockout::default(),
+            recovery_codes: vec![],
+            created_at: 0,
+            last_login_at: None,
+            mfa_enrolled_at: None,
+            mfa_last_used_at: None,
+            mfa_last_client: None,
+            mfa_reset_at: None,
+            version: 1,
+        };
+        Summary::of(&u)
+    }
+
+    #[test]
+    fn a_piece_of_a_domain_is_surely_held_by_its_users_until_there_are_too_many_domains() {
+        let people: Vec<Summary> = (0..10).map(|i| summary(i, if i < 6 { "a@Corp.Example" } else { "b@home.example" })).collect();
+        let mut index = SearchIndex::default();
+        index.extend(&people, 0);
+        let c = index.text(b"corp.ex").unwrap();
+        assert!(!c.exact);
+        assert_eq!(c.sure.iter().collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert!(index.text(b"a@corp").unwrap().sure.is_empty(), "a piece reaching past the domain is checked");
+        // A user who moves to another domain leaves the first one's set.
+        index.replace(0, Some(&people[0]), &summary(0, "a@home.example"));
+        assert_eq!(index.text(b"corp.ex").unwrap().sure.len(), 5);
+        assert_eq!(index.text(b"home").unwrap().sure.len(), 5);
+        // Past the bound, domains are no longer noted and every candidate is checked.
+        let many: Vec<Summary> = (10..(11 + MAX_DOMAINS as u128)).map(|i| summary(i, &format!("x@d{i}.example"))).collect();
+        let mut all = people.clone();
+        all.extend(many);
+        index.extend(&all, people.len());
+        let c = index.text(b"corp.ex").unwrap();
+        assert!(c.sure.is_empty());
+        assert_eq!(c.slots.len(), 5);
     }
 }
