@@ -206,7 +206,7 @@ enum DirectoryState {
     NotBuilt,
     /// Being read from the store; writes meanwhile are kept here and applied when it is done.
     Building { users: Vec<Summary>, orgs: Vec<(String, bool)> },
-    Built(Directory),
+    Built(Box<Directory>),
 }
 
 impl std::fmt::Debug for Service {
@@ -497,7 +497,7 @@ impl Service {
         }
         // Versions decide: a pending write older than what the scan read changes nothing.
         directory.upsert_many(pending_users);
-        *guard = DirectoryState::Built(directory);
+        *guard = DirectoryState::Built(Box::new(directory));
         Ok(())
     }
 
