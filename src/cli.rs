@@ -487,13 +487,24 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             local_only(remote_flag, "check")?;
             // The store itself, or the server that holds it (through its local socket).
             let (backend, who) = ctx.store_backend("cli")?;
-            let StoreCheck { problems, chain, users } = backend.check(&who)?;
+            let StoreCheck { problems, chain, users, space } = backend.check(&who)?;
             for p in &problems {
                 println!("problem: {p}");
             }
             match (&chain.problem, chain.broken_at) {
                 (Some(why), Some(at)) => println!("problem: the audit chain is broken at event {at}: {why}"),
                 _ => println!("audit chain: {} events, intact", chain.events),
+            }
+            if let Some(space) = space {
+                let reclaimable = match space.reclaimable {
+                    Some(bytes) => format!("; {} could be taken back", human_bytes(bytes)),
+                    None => String::new(),
+                };
+                println!(
+                    "space: {} on disk, of which the records are {}{reclaimable}",
+                    human_bytes(space.on_disk),
+                    human_bytes(space.records)
+                );
             }
             if problems.is_empty() && chain.ok {
                 println!("store ok: {users} users, every index entry matches its record");
@@ -1365,5 +1376,36 @@ impl<W: Write> Write for RecordCounter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush().inspect_err(|e| self.broken_pipe |= e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Bytes as a reader takes them in: "712 B", "3.4 MiB", "1.21 GiB".
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let (mut value, mut unit) = (bytes as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let digits = if value < 10.0 { 2 } else if value < 100.0 { 1 } else { 0 };
+    format!("{value:.digits$} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_read_as_a_person_reads_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(3_565_158), "3.40 MiB");
+        assert_eq!(human_bytes(725_090_304), "692 MiB");
+        assert_eq!(human_bytes(1_300_000_000), "1.21 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216 TiB");
     }
 }

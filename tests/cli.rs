@@ -194,7 +194,17 @@ fn a_store_held_by_another_process_is_explained() {
 fn check_finds_an_index_entry_that_points_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     mfadmin(dir.path()).args(["demo", "--users", "50"]).assert().success();
-    mfadmin(dir.path()).arg("check").assert().success().stdout(predicate::str::contains("store ok: 51 users"));
+    let out = mfadmin(dir.path()).arg("check").assert().success().stdout(predicate::str::contains("store ok: 51 users")).get_output().stdout.clone();
+    // The room the store takes: its files, and the records in them (51 users, their indexes, the
+    // demo's audit events: tens of KiB at least, and not more than the files).
+    let out = String::from_utf8(out).unwrap();
+    let line = out.lines().find(|l| l.starts_with("space: ")).unwrap_or_else(|| panic!("no space line in {out}"));
+    let bytes = |text: &str| -> f64 {
+        let (n, unit) = text.trim().split_once(' ').unwrap();
+        n.parse::<f64>().unwrap() * match unit { "B" => 1.0, "KiB" => 1024.0, "MiB" => 1048576.0, "GiB" => 1073741824.0, u => panic!("unit {u}") }
+    };
+    let (disk, records) = line.trim_start_matches("space: ").split_once(" on disk, of which the records are ").unwrap();
+    assert!(bytes(records) > 20_000.0 && bytes(records) <= bytes(disk), "{line}");
     {
         let db = sled::open(dir.path().join("store")).unwrap();
         let users = db.open_tree("users").unwrap();

@@ -560,8 +560,9 @@ pub async fn run_with_socket(
 ) -> anyhow::Result<()> {
     let app = router(state.clone());
     // Answer at once; read the user directory in the background, so the first listing need not.
+    // On a thread of its own, not the runtime's: a server told to stop does not wait for it.
     let warming = state.clone();
-    tokio::task::spawn_blocking(move || {
+    let warm = std::thread::Builder::new().name("directory".into()).spawn(move || {
         let started = Instant::now();
         match warming.warm_directory() {
             Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "user directory ready"),
@@ -570,6 +571,9 @@ pub async fn run_with_socket(
         // With a store shared by several nodes, others' commits reach the directory from now on.
         warming.service().follow_store();
     });
+    if let Err(e) = warm {
+        tracing::warn!("cannot start reading the user directory in the background (the first listing will): {e}");
+    }
     let sweeper = tokio::spawn(delete_expired_sessions_every(state.clone(), crate::service::EXPIRED_PASS_EVERY));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     // Both listeners stop on the one signal.

@@ -107,6 +107,9 @@ pub struct StoreCheck {
     pub problems: Vec<String>,
     pub chain: VerifyReport,
     pub users: usize,
+    /// The room the store takes, when it can tell.
+    #[serde(default)]
+    pub space: Option<crate::store::StoreSpace>,
 }
 
 pub const AUDIT_CSV_HEADER: [&str; 13] =
@@ -267,7 +270,7 @@ impl Service {
     /// [`Service::check`], with the number of users, as one report.
     pub fn check_store(&self, actor: &Actor) -> Result<StoreCheck> {
         let (problems, chain) = self.check(actor)?;
-        Ok(StoreCheck { problems, chain, users: self.store.user_count()? })
+        Ok(StoreCheck { problems, chain, users: self.store.user_count()?, space: self.store.space()? })
     }
 
     /// Walk the whole chain and name the first broken link. A keyed chain is checked with the key

@@ -120,6 +120,17 @@ pub trait CommitListener: Send {
     fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
 }
 
+/// The room a store takes (`mfadmin check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoreSpace {
+    /// Bytes of the store's files (sled) or tables and indexes (PostgreSQL).
+    pub on_disk: u64,
+    /// Bytes of the records themselves, keys and values, over every table.
+    pub records: u64,
+    /// Bytes a compaction could give back, when the store can tell.
+    pub reclaimable: Option<u64>,
+}
+
 pub trait Store: Send + Sync {
     fn get_user(&self, id: Uuid) -> Result<Option<User>>;
     /// [`Store::get_user`] of every id, answers in the order given (a database reads them in
@@ -185,6 +196,11 @@ pub trait Store: Send + Sync {
 
     /// Check that every index entry and every user record agree; returns one sentence per problem.
     fn check_indexes(&self) -> Result<Vec<String>>;
+
+    /// How much room the store takes, when it can tell (a pass over every record).
+    fn space(&self) -> Result<Option<StoreSpace>> {
+        Ok(None)
+    }
 
     /// Apply all the changes in one atomic transaction.
     fn commit(&self, changes: &[Change]) -> Result<()>;

@@ -2,6 +2,7 @@
 
 use super::backup::{Snapshot, TreeDump};
 use super::buckets::{self, Bucket};
+use super::StoreSpace;
 use super::codec::{decode, decode_in_place, decode_session, decode_user, decode_user_record, describe_key, encode, encode_user, encode_audit};
 use super::migrate::{self, SCHEMA_VERSION};
 use super::names::{self, NameBucket, NameBucketRef, Place};
@@ -1006,6 +1007,19 @@ impl Store for SledStore {
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(name).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    fn space(&self) -> Result<Option<StoreSpace>> {
+        let mut records = 0u64;
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name).map_err(storage)?;
+            for item in tree.iter() {
+                let (key, value) = item.map_err(storage)?;
+                records += (key.len() + value.len()) as u64;
+            }
+        }
+        // sled does not tell how much of its log is still live.
+        Ok(Some(StoreSpace { on_disk: self.size_on_disk()?, records, reclaimable: None }))
     }
 
     fn check_indexes(&self) -> Result<Vec<String>> {
