@@ -833,7 +833,9 @@ fn print_api_keys(keys: &[crate::service::ApiKeyView], names: &HashMap<String, S
 // ------------------------------------------------------------------ users
 
 fn user_cmd(backend: &dyn Backend, who: &Credential, cmd: UserCommand, mfadmin: &str) -> anyhow::Result<ExitCode> {
-    let names = org_names(backend, who);
+    // Asked for only by the commands that name orgs: the org list counts every org's users, which
+    // reads every user into memory (an import of a million rows would hold them all twice).
+    let names = std::cell::LazyCell::new(|| org_names(backend, who));
     match cmd {
         UserCommand::List(a) => {
             if let Some(org) = a.org.as_deref()
