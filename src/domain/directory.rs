@@ -837,11 +837,11 @@ impl Directory {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::mfa::{Lockout, MfaState};
 
-    fn user(name: &str, version: u64) -> User {
+    pub(crate) fn user(name: &str, version: u64) -> User {
         User {
             id: Uuid::from_u128(name.len() as u128),
             number: 1,

@@ -268,28 +268,9 @@ mod tests {
     }
 
     fn summary(slot: u128, email: &str) -> Summary {
-        use crate::domain::{mfa::{Lockout, MfaState}, role::Role, user::{Status, User}};
-        let u = User {
-            id: uuid::Uuid::from_u128(slot),
-            number: slot as u64,
-            username: format!("u{slot}"),
-            email: email.into(),
-            display_name: "U".into(),
-            org: "acme".into(),
-            role: Role::Member,
-            status: Status::Active,
-            password_hash: None,
-            mfa: MfaState::NotEnrolled,
-            lockout: Lockout::default(),
-            recovery_codes: vec![],
-            created_at: 0,
-            last_login_at: None,
-            mfa_enrolled_at: None,
-            mfa_last_used_at: None,
-            mfa_last_client: None,
-            mfa_reset_at: None,
-            version: 1,
-        };
+        let mut u = crate::domain::directory::tests::user(&format!("u{slot}"), 1);
+        u.id = uuid::Uuid::from_u128(slot);
+        u.email = email.into();
         Summary::of(&u)
     }
 
