@@ -497,7 +497,7 @@ pub fn run(ctx: &Context, global: &GlobalArgs, command: Command) -> anyhow::Resu
             }
             if let Some(space) = space {
                 let reclaimable = match space.reclaimable {
-                    Some(bytes) => format!("; {} could be taken back", human_bytes(bytes)),
+                    Some(bytes) => format!("; about {} could be taken back", human_bytes(bytes)),
                     None => String::new(),
                 };
                 println!(

@@ -441,6 +441,9 @@ fn scans_and_counts_see_every_user(f: Fresh) {
     assert_eq!(store.user_ids_by_name(&asked).unwrap(), one_by_one);
     assert_eq!(one_by_one.iter().flatten().count(), 100);
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    // The room it takes: the records of 4,500 users (over 100 bytes each), within what is on disk.
+    let space = store.space().unwrap().expect("both stores tell the room they take");
+    assert!(space.records > 4500 * 100 && space.records <= space.on_disk, "{space:?}");
 }
 
 fn a_bulk_load_matches_commits_and_refuses_what_they_would(f: Fresh) {

@@ -7,7 +7,7 @@
 //! watermark) and links the audit chain without gaps.
 
 use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
-use super::{Change, ChangesSince, Record, Session, Store, TokenHash, UserWrite, META_AUDIT_KEYED_FROM};
+use super::{Change, ChangesSince, Record, Session, Store, StoreSpace, TokenHash, UserWrite, META_AUDIT_KEYED_FROM};
 use crate::domain::audit::{AuditEvent, ChainKey, Linker};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
@@ -843,6 +843,33 @@ impl Store for PgStore {
 
     /// PostgreSQL keeps its own indexes; what can disagree is a record and the key columns next to
     /// it, and a user and its org.
+    fn space(&self) -> Result<Option<StoreSpace>> {
+        let mut conn = self.conn()?;
+        // The store's tables in its schema, with their indexes and TOAST; dead row versions are
+        // estimated from the statistics (`VACUUM FULL` gives their room back).
+        let row = conn
+            .query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
+                        coalesce(sum(pg_relation_size(c.oid)::float8 * coalesce(s.n_dead_tup, 0)
+                            / greatest(coalesce(s.n_live_tup, 0) + coalesce(s.n_dead_tup, 0), 1)), 0)::bigint
+                 FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+                 WHERE c.relkind = 'r' AND n.nspname = current_schema()",
+                &[],
+            )
+            .map_err(pg)?;
+        let (on_disk, dead): (i64, i64) = (row.get(0), row.get(1));
+        let mut records = 0i64;
+        for table in ["meta", "head", "numbers", "users", "orgs", "audit", "sessions"] {
+            let bytes: i64 =
+                conn.query_one(&format!("SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM {table} t"), &[]).map_err(pg)?.get(0);
+            records += bytes;
+        }
+        let bytes = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Some(StoreSpace { on_disk: bytes(on_disk), records: bytes(records), reclaimable: Some(bytes(dead)) }))
+    }
+
     fn check_indexes(&self) -> Result<Vec<String>> {
         let orgs: std::collections::HashSet<String> = self.orgs()?.into_iter().map(|o| o.key).collect();
         let mut problems = Vec::new();
