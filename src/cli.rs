@@ -657,9 +657,12 @@ fn demo_cmd(ctx: &Context, actor: &Actor, args: DemoArgs) -> anyhow::Result<Exit
 // ------------------------------------------------------------------ output
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Buffered: standard output writes each line at once, and a report of 100,000 results has
+    // nearly a million lines.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 

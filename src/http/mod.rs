@@ -621,8 +621,15 @@ pub async fn run_with_socket(
         () = deadline => tracing::warn!("requests still running after {grace:?}; exiting without them"),
     }
     sweeper.abort();
-    let service = state.service().clone();
-    tokio::task::spawn_blocking(move || service.store().flush()).await??;
+    let _ = sweeper.await;
+    // The last reference goes on a blocking thread: a database store's connections block while
+    // they close, which must not happen on an async thread (the process would abort).
+    tokio::task::spawn_blocking(move || {
+        let flushed = state.service().store().flush();
+        drop(state);
+        flushed
+    })
+    .await??;
     tracing::info!("store flushed; stopped");
     Ok(())
 }

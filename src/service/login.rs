@@ -384,18 +384,17 @@ impl Service {
 
     /// The actor a bearer token (session or API key) stands for.
     pub fn authenticate(&self, bearer: &str, source: &str, now: Timestamp) -> Result<Actor> {
-        let session = self
+        // The session and its user in one read (one round trip to a database).
+        let (session, user) = self
             .store
-            .get_session(&token::hash(bearer.trim()))?
+            .session_and_user(&token::hash(bearer.trim()))?
             .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
         if session.expires_at <= now {
             return Err(Error::Unauthenticated("the token has expired; log in again".into()));
         }
         self.note_use(bearer, &session, now)?;
         let source = &self.vouched_source(source, &session);
-        let user = self
-            .store
-            .get_user(session.user_id)?
+        let user = user
             .filter(|u| u.status == Status::Active)
             .ok_or_else(|| Error::Unauthenticated("the account behind this token is disabled or gone".into()))?;
         let principal = match session.kind {

@@ -133,6 +133,19 @@ pub struct Service {
     /// Durable commits of concurrent callers, shared (see [`Service::commit_durable`]).
     group: Mutex<GroupCommit>,
     group_done: Condvar,
+    /// The group commits' flushes, one at a time (see [`Service::flush_shared`]).
+    flushes: Mutex<Flushes>,
+    flush_done: Condvar,
+}
+
+/// The flushes of group commits: how many started, which one finished last and how.
+#[derive(Default)]
+struct Flushes {
+    started: u64,
+    finished: u64,
+    running: bool,
+    /// The answer of the flush that finished last.
+    last: Option<std::result::Result<(), String>>,
 }
 
 /// How long the follower waits for a wake-up before it catches up anyway (and checks its
@@ -140,12 +153,20 @@ pub struct Service {
 pub const FOLLOW_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest pause between attempts to open the listener while the database is unreachable.
 const FOLLOW_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+/// The shortest time between two catch-ups of the follower: under a stream of commits it reads
+/// them in batches instead of once per commit (each costs the database a transaction). A listing
+/// catches up by itself, so this delays no listing.
+const FOLLOW_MIN_GAP: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The loop of [`Service::follow_store`]'s thread. It holds the service only while it catches up.
 fn follow(weak: std::sync::Weak<Service>) {
     let mut listener: Option<Box<dyn crate::store::CommitListener>> = None;
     let mut backoff = std::time::Duration::from_millis(100);
+    let mut last_catch_up: Option<std::time::Instant> = None;
     loop {
+        if let Some(gap) = last_catch_up.and_then(|at| FOLLOW_MIN_GAP.checked_sub(at.elapsed())) {
+            std::thread::sleep(gap);
+        }
         let Some(service) = weak.upgrade() else { return };
         if listener.is_none() {
             match service.store.commit_listener() {
@@ -168,6 +189,7 @@ fn follow(weak: std::sync::Weak<Service>) {
         if let Err(e) = service.catch_up() {
             tracing::warn!("catching up with other nodes' commits failed (trying again): {e}");
         }
+        last_catch_up = Some(std::time::Instant::now());
         drop(service);
         if let Some(open) = listener.as_mut()
             && let Err(e) = open.wait(FOLLOW_TICK)
@@ -178,17 +200,24 @@ fn follow(weak: std::sync::Weak<Service>) {
     }
 }
 
-/// Gives up the lead of a group commit, and answers the units it held, when the leader unwinds.
-struct Lead<'a>(&'a Service, Vec<u64>);
+/// Answers the units of a group commit with an error should their leader unwind before it has
+/// (and gives up the lead, if it still holds it).
+struct Lead<'a> {
+    service: &'a Service,
+    tickets: Vec<u64>,
+    leading: bool,
+}
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        let mut group = self.0.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for ticket in &self.1 {
+        let mut group = self.service.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for ticket in &self.tickets {
             group.results.insert(*ticket, Err(Error::Storage("the commit was interrupted".into())));
         }
-        group.leading = false;
-        self.0.group_done.notify_all();
+        if self.leading {
+            group.leading = false;
+        }
+        self.service.group_done.notify_all();
     }
 }
 
@@ -198,7 +227,8 @@ struct GroupCommit {
     waiting: Vec<(u64, Vec<Change>)>,
     results: HashMap<u64, Result<()>>,
     next_ticket: u64,
-    /// A caller is committing the units it took from `waiting`.
+    /// A caller is committing the units it took from `waiting` (it gives up the lead once they
+    /// are committed, and makes them durable while the next leader commits the next units).
     leading: bool,
 }
 
@@ -311,6 +341,8 @@ impl Service {
             watermark: Mutex::new(0),
             group: Mutex::default(),
             group_done: Condvar::new(),
+            flushes: Mutex::default(),
+            flush_done: Condvar::new(),
         };
         service.key_audit_chain(anchored)?;
         Ok(service)
@@ -365,8 +397,10 @@ impl Service {
 
     /// Commit `changes` atomically and make them durable, sharing the transaction and the flush
     /// with whoever else commits at the same moment (group commit): the first caller in leads and
-    /// commits every unit waiting, in one transaction, then flushes once. When that transaction
-    /// fails, each caller's units are committed alone, so each caller gets its own answer.
+    /// commits every unit waiting, in one transaction; then it gives up the lead, so that the
+    /// next units are committed while it flushes (flushes at the same moment share the disk's
+    /// write), and answers its units once the flush is done. When that transaction fails, each
+    /// caller's units are committed alone, so each caller gets its own answer.
     fn commit_durable(&self, changes: Vec<Change>) -> Result<()> {
         let lock = || self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut group = lock();
@@ -377,26 +411,35 @@ impl Service {
             if let Some(result) = group.results.remove(&ticket) {
                 return result;
             }
-            if group.leading {
+            // Units taken by a leader that is flushing them wait for its answer.
+            if group.leading || group.waiting.is_empty() {
                 group = self.group_done.wait(group).unwrap_or_else(|poisoned| poisoned.into_inner());
                 continue;
             }
             group.leading = true;
             let units = std::mem::take(&mut group.waiting);
             drop(group);
-            // Should the commit panic, the next caller leads instead of everyone waiting forever.
-            let lead = Lead(self, units.iter().map(|(t, _)| *t).collect());
+            // Should the commit or the flush panic, the units are answered and the next caller
+            // leads instead of everyone waiting forever.
+            let mut lead = Lead { service: self, tickets: units.iter().map(|(t, _)| *t).collect(), leading: true };
             let results = self.commit_group(units);
-            std::mem::forget(lead);
+            group = lock();
+            group.leading = false;
+            lead.leading = false;
+            self.group_done.notify_all();
+            drop(group);
+            let results = self.flush_group(results);
+            lead.tickets.clear();
+            drop(lead);
             group = lock();
             group.results.extend(results);
-            group.leading = false;
             self.group_done.notify_all();
         }
     }
 
+    /// Commit the units of a group: together in one transaction, or each alone if that fails.
     fn commit_group(&self, units: Vec<(u64, Vec<Change>)>) -> Vec<(u64, Result<()>)> {
-        let mut results: Vec<(u64, Result<()>)> = if let [(ticket, changes)] = units.as_slice() {
+        if let [(ticket, changes)] = units.as_slice() {
             // Alone: committed as it is (an import's unit can hold a million users; no copy).
             vec![(*ticket, self.store_commit(changes))]
         } else {
@@ -405,11 +448,47 @@ impl Service {
                 Ok(()) => units.iter().map(|(t, _)| (*t, Ok(()))).collect(),
                 Err(_) => units.iter().map(|(t, c)| (*t, self.store_commit(c))).collect(),
             }
-        };
+        }
+    }
+
+    /// Make everything committed before this call durable, with the store's flush or by waiting
+    /// for one that starts after this call (a flush already running may have started before the
+    /// caller's commit): while groups commit one after the other, one flush at a time covers
+    /// every group committed before it began, rather than one flush each.
+    fn flush_shared(&self) -> std::result::Result<(), String> {
+        let lock = || self.flushes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut flushes = lock();
+        let needed = flushes.started + 1;
+        loop {
+            if flushes.finished >= needed {
+                // A later flush covers this caller too: its answer is the one that counts.
+                return flushes.last.clone().unwrap_or(Ok(()));
+            }
+            if flushes.running {
+                flushes = self.flush_done.wait(flushes).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            flushes.running = true;
+            flushes.started += 1;
+            let number = flushes.started;
+            drop(flushes);
+            let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.flush()));
+            flushes = lock();
+            flushes.running = false;
+            flushes.finished = number;
+            flushes.last = Some(match flushed {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("the flush was interrupted".into()),
+            });
+            self.flush_done.notify_all();
+        }
+    }
+
+    /// Make the committed units of a group durable: a failed flush fails them.
+    fn flush_group(&self, mut results: Vec<(u64, Result<()>)>) -> Vec<(u64, Result<()>)> {
         if results.iter().any(|(_, r)| r.is_ok())
-            && let Err(e) = self.store.flush()
+            && let Err(why) = self.flush_shared()
         {
-            let why = e.to_string();
             for (_, r) in &mut results {
                 if r.is_ok() {
                     *r = Err(Error::Storage(why.clone()));
@@ -608,6 +687,27 @@ impl Service {
     /// finds the store's pages warm, which makes a long list about twice as fast to read as in the
     /// order given.
     fn resolve_many(&self, references: &[String]) -> Result<Vec<Option<User>>> {
+        self.resolve_many_with(references, |ids| self.store.get_users(ids))
+    }
+
+    /// [`Service::resolve_many`], with whether each org enforces MFA read alongside the users (one
+    /// round trip to a database for a list of ids): what deciding resets needs.
+    fn resolve_many_and_enforcement(&self, references: &[String]) -> Result<(Vec<Option<User>>, HashMap<String, bool>)> {
+        let mut enforcement = HashMap::new();
+        let users = self.resolve_many_with(references, |ids| {
+            let (users, orgs) = self.store.users_and_orgs(ids)?;
+            enforcement = orgs.into_iter().map(|o| (o.key, o.mfa_enforced)).collect();
+            Ok(users)
+        })?;
+        Ok((users, enforcement))
+    }
+
+    /// [`Service::resolve_many`], reading the users of the ids found with `read` (in one call).
+    fn resolve_many_with(
+        &self,
+        references: &[String],
+        mut read: impl FnMut(&[Uuid]) -> Result<Vec<Option<User>>>,
+    ) -> Result<Vec<Option<User>>> {
         let trimmed: Vec<&str> = references.iter().map(|r| r.trim()).collect();
         let mut ids: Vec<Result<Option<Uuid>>> = trimmed.iter().map(|r| Ok(Uuid::parse_str(r).ok())).collect();
         let maybe_names: Vec<usize> = (0..trimmed.len()).filter(|&i| !trimmed[i].is_empty() && matches!(ids[i], Ok(None))).collect();
@@ -633,7 +733,7 @@ impl Service {
         }
         found.sort_unstable();
         let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
-        for ((_, i), user) in found.iter().zip(self.store.get_users(&ids)?) {
+        for ((_, i), user) in found.iter().zip(read(&ids)?) {
             users[*i] = Ok(user);
         }
         users.into_iter().collect()

@@ -265,8 +265,7 @@ impl Service {
         if targets.is_empty() {
             return Err(Error::invalid("no users given to reset"));
         }
-        let enforcement = self.enforcement_map()?;
-        let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), &enforcement, now)?;
+        let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), now)?;
         skip_repeats(&mut decided);
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
@@ -338,32 +337,32 @@ impl Service {
         }
     }
 
-    /// [`Service::decide_reset`] of every target, in order; the first error (in target order) is
-    /// the answer. Deciding only reads, so a long list is decided on every core, in contiguous
-    /// shares; the report and the units are the same as one thread's.
+    /// [`Service::decide_reset`] of every target, in order, with whether each org enforces MFA
+    /// read now; the first error (in target order) is the answer. Deciding only reads, so a long
+    /// list is decided on every core, in contiguous shares; the report and the units are the same
+    /// as one thread's.
     pub(super) fn decide_resets(
         &self,
         actor: &Actor,
         rules: Rules<'_>,
         targets: &[String],
         reason: Option<&str>,
-        enforcement: &HashMap<String, bool>,
         now: Timestamp,
     ) -> Result<Vec<(ResetResult, Option<Change>)>> {
         /// Fewer targets than this a thread are not worth one.
         const SHARE: usize = 4096;
-        let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> {
-            let users = self.resolve_many(share)?;
-            Ok(share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, rules, target, user, reason, enforcement, now)).collect())
-        };
-        if targets.len() < 2 * SHARE {
-            return decide(targets);
-        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cores.min(targets.len() / SHARE).max(1);
+        let threads = if targets.len() < 2 * SHARE { 1 } else { cores.min(targets.len() / SHARE).max(1) };
+        let decided = |users: Vec<Option<User>>, share: &[String], enforcement: &HashMap<String, bool>| -> Vec<(ResetResult, Option<Change>)> {
+            share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, rules, target, user, reason, enforcement, now)).collect()
+        };
         if threads == 1 {
-            return decide(targets);
+            // The users and the orgs in one read (a single reset: one round trip to a database).
+            let (users, enforcement) = self.resolve_many_and_enforcement(targets)?;
+            return Ok(decided(users, targets, &enforcement));
         }
+        let enforcement = &self.enforcement_map()?;
+        let decide = |share: &[String]| -> Result<Vec<(ResetResult, Option<Change>)>> { Ok(decided(self.resolve_many(share)?, share, enforcement)) };
         let (first, rest) = targets.split_at(targets.len().div_ceil(threads));
         std::thread::scope(|scope| {
             let others: Vec<_> = rest.chunks(first.len()).map(|share| scope.spawn(move || decide(share))).collect();
@@ -420,9 +419,8 @@ impl Service {
         }
         // A user changed between deciding and committing: decide everything again.
         for _ in 0..5 {
-            let enforcement = self.enforcement_map()?;
             let rules = Rules { own_confirmed: false, floor };
-            let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), &enforcement, now)?;
+            let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), now)?;
             skip_repeats(&mut decided);
             let mut results = Vec::with_capacity(targets.len());
             let (mut resets, mut denials) = (Vec::new(), Vec::new());

@@ -159,8 +159,20 @@ pub trait Store: Send + Sync {
 
     fn get_org(&self, key: &str) -> Result<Option<Org>>;
     fn orgs(&self) -> Result<Vec<Org>>;
+    /// [`Store::get_users`] of `ids` and every org, as one read (a database answers both in one
+    /// round trip): what deciding a reset needs.
+    fn users_and_orgs(&self, ids: &[Uuid]) -> Result<(Vec<Option<User>>, Vec<Org>)> {
+        Ok((self.get_users(ids)?, self.orgs()?))
+    }
 
     fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    /// The session of a bearer token and, if it has one, the user it belongs to, as one read (a
+    /// database answers both in one round trip): what authenticating a request needs.
+    fn session_and_user(&self, hash: &TokenHash) -> Result<Option<(Session, Option<User>)>> {
+        let Some(session) = self.get_session(hash)? else { return Ok(None) };
+        let user = self.get_user(session.user_id)?;
+        Ok(Some((session, user)))
+    }
     /// Note that the session `seen` (as just read) was used at `at`: one write, not flushed and
     /// outside any transaction, that changes nothing if the session changed or went meanwhile (so
     /// a revoked session never comes back). Callers write at most once a minute per session.

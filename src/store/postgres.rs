@@ -4,7 +4,9 @@
 //! key columns that PostgreSQL's unique indexes guard (lower-cased in Rust, `COLLATE "C"`). Every
 //! commit locks the one `head` row first: that orders commits across nodes, hands out the commit
 //! sequence number (kept on each user and org row it wrote, so another node can catch up from a
-//! watermark) and links the audit chain without gaps.
+//! watermark) and links the audit chain without gaps. A commit returns once it is in the log, and
+//! [`Store::flush`] waits for the disk (see [`lock_head_unflushed`]); the statements a request runs
+//! every time are prepared once per connection (see [`pool`]).
 
 use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
 use super::{Change, ChangesSince, Record, Session, Store, StoreSpace, TokenHash, UserWrite, META_AUDIT_KEYED_FROM};
@@ -15,13 +17,14 @@ use crate::error::{Error, Result};
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
+use pool::Manager;
 use r2d2_postgres::r2d2;
-use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
 
+mod pool;
 mod records;
 
 /// The layout of the tables this binary writes, kept in `meta` under [`META_PG_SCHEMA`].
@@ -69,8 +72,8 @@ CREATE INDEX sessions_user_id ON sessions (user_id);
 
 /// A pool of connections, plain or over TLS (the two are different types to r2d2).
 enum Pool {
-    Plain(r2d2::Pool<PostgresConnectionManager<NoTls>>),
-    Tls(r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>),
+    Plain(r2d2::Pool<Manager<NoTls>>),
+    Tls(r2d2::Pool<Manager<MakeRustlsConnect>>),
 }
 
 /// The settings (and TLS connector) for a connection of its own, kept beside the pool.
@@ -91,16 +94,26 @@ impl Direct {
 
 /// A connection from either pool.
 enum Conn {
-    Plain(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>),
-    Tls(r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>),
+    Plain(r2d2::PooledConnection<Manager<NoTls>>),
+    Tls(r2d2::PooledConnection<Manager<MakeRustlsConnect>>),
+}
+
+impl Conn {
+    /// `sql` prepared on this connection (once; then it is reused).
+    fn statement(&mut self, sql: &'static str, types: &[Type]) -> Result<postgres::Statement, postgres::Error> {
+        match self {
+            Conn::Plain(c) => c.statement(sql, types),
+            Conn::Tls(c) => c.statement(sql, types),
+        }
+    }
 }
 
 impl std::ops::Deref for Conn {
     type Target = Client;
     fn deref(&self) -> &Client {
         match self {
-            Conn::Plain(c) => c,
-            Conn::Tls(c) => c,
+            Conn::Plain(c) => &c.client,
+            Conn::Tls(c) => &c.client,
         }
     }
 }
@@ -108,8 +121,8 @@ impl std::ops::Deref for Conn {
 impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut Client {
         match self {
-            Conn::Plain(c) => c,
-            Conn::Tls(c) => c,
+            Conn::Plain(c) => &mut c.client,
+            Conn::Tls(c) => &mut c.client,
         }
     }
 }
@@ -287,8 +300,8 @@ impl PgStore {
         let connector = if tls { Some(MakeRustlsConnect::new(tls_config(ca_file.as_deref())?)) } else { None };
         let direct = Direct { config: config.clone(), tls: connector.clone() };
         let pool = match connector {
-            Some(connector) => Pool::Tls(pool_builder(pool_size).build(PostgresConnectionManager::new(config, connector)).map_err(unreachable)?),
-            None => Pool::Plain(pool_builder(pool_size).build(PostgresConnectionManager::new(config, NoTls)).map_err(unreachable)?),
+            Some(connector) => Pool::Tls(pool_builder(pool_size).build(Manager::new(config, connector)).map_err(unreachable)?),
+            None => Pool::Plain(pool_builder(pool_size).build(Manager::new(config, NoTls)).map_err(unreachable)?),
         };
         Ok(PgStore { pool, direct, place, chain_key: std::sync::OnceLock::new() })
     }
@@ -349,6 +362,16 @@ impl PgStore {
     /// Run `body` in a transaction, again after a serialization failure, a deadlock or a lost
     /// connection (none of which commit anything).
     fn in_transaction<R>(&self, mut body: impl FnMut(&mut Transaction<'_>) -> Result<R, Failed>) -> Result<R> {
+        self.in_prepared_transaction(&[], |tx, _| body(tx))
+    }
+
+    /// [`PgStore::in_transaction`], with the statements `prepare` names (text and parameter types)
+    /// prepared on the transaction's connection, handed to `body` in that order.
+    fn in_prepared_transaction<R>(
+        &self,
+        prepare: &[(&'static str, &[Type])],
+        mut body: impl FnMut(&mut Transaction<'_>, &[postgres::Statement]) -> Result<R, Failed>,
+    ) -> Result<R> {
         let mut last = None;
         for attempt in 0..RETRIES {
             if attempt > 0 {
@@ -356,8 +379,9 @@ impl PgStore {
             }
             let mut conn = self.conn()?;
             let result = (|| {
+                let statements = prepare.iter().map(|(sql, types)| conn.statement(sql, types)).collect::<Result<Vec<_>, _>>()?;
                 let mut tx = conn.transaction()?;
-                let out = body(&mut tx)?;
+                let out = body(&mut tx, &statements)?;
                 tx.commit().map_err(|e| {
                     // A connection lost during COMMIT may or may not have committed: never run it again.
                     if e.is_closed() { Failed::Refused(Error::Storage(format!("the connection to PostgreSQL was lost while committing; the change may or may not be stored ({e})"))) } else { Failed::from(e) }
@@ -410,7 +434,8 @@ impl PgStore {
     /// stands.
     pub fn commit_seq(&self) -> Result<u64> {
         let mut conn = self.conn()?;
-        uint(conn.query_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0), "commit sequence number")
+        let statement = conn.statement("SELECT commit_seq FROM head", &[]).map_err(pg)?;
+        uint(conn.query_one(&statement, &[]).map_err(pg)?.get(0), "commit sequence number")
     }
 }
 
@@ -531,6 +556,134 @@ fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite], seq: i6
     Ok(writes.iter().map(|w| made.contains(&w.user.id)).collect())
 }
 
+/// A commit of nothing but updates of users that keep their keys (each user once), revocations
+/// of sessions, deleted sessions and audit events — a reset, an unlock, a failed login's event, or
+/// many of them gathered by the group commit — made as one statement after the head row is
+/// locked: the user rows, the sessions, the audit events and the head together.
+struct Plain {
+    id: Vec<Uuid>,
+    number: Vec<i64>,
+    name_key: Vec<String>,
+    email_key: Vec<String>,
+    expected: Vec<i64>,
+    version: Vec<i64>,
+    record: Vec<Vec<u8>>,
+    revoke: Vec<Uuid>,
+    delete: Vec<Vec<u8>>,
+}
+
+impl Plain {
+    /// The columns of `changes`' user writes, when the changes are of this kind.
+    fn of(changes: &[Change]) -> Result<Option<Plain>> {
+        let plain = |c: &Change| c.orgs.is_empty() && c.sessions_put.is_empty() && c.meta_put.is_empty() && c.users.iter().all(|w| w.expected_version.is_some());
+        if !changes.iter().all(plain) {
+            return Ok(None);
+        }
+        let writes: Vec<&UserWrite> = changes.iter().flat_map(|c| &c.users).collect();
+        let mut ids: Vec<Uuid> = writes.iter().map(|w| w.user.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != writes.len() {
+            return Ok(None);
+        }
+        let mut p = Plain {
+            id: Vec::with_capacity(writes.len()),
+            number: Vec::with_capacity(writes.len()),
+            name_key: Vec::with_capacity(writes.len()),
+            email_key: Vec::with_capacity(writes.len()),
+            expected: Vec::with_capacity(writes.len()),
+            version: Vec::with_capacity(writes.len()),
+            record: Vec::with_capacity(writes.len()),
+            revoke: changes.iter().flat_map(|c| c.revoke_sessions_of.iter().copied()).collect(),
+            delete: changes.iter().flat_map(|c| c.sessions_delete.iter().map(|h| h.to_vec())).collect(),
+        };
+        for write in writes {
+            let (user, old) = (&write.user, write.expected_version.unwrap_or(0));
+            p.id.push(user.id);
+            p.number.push(int8(user.number, "user number")?);
+            p.name_key.push(user.username.to_lowercase());
+            p.email_key.push(user.email.to_lowercase());
+            p.expected.push(int8(old, "record version")?);
+            p.version.push(int8(old + 1, "record version")?);
+            p.record.push(encode_user(user, write.expected_version));
+        }
+        Ok(Some(p))
+    }
+
+    /// Everything in one statement, after the head row is locked as `locked`. A user whose
+    /// version or keys differ from the write's is not written, and the whole commit is refused
+    /// with a write conflict (the transaction is then rolled back).
+    /// The statement: the users (`$1`–`$7`), the commit sequence number (`$8`), the sessions
+    /// (`$9`, `$10`), the audit events (`$11`, `$12`), the new audit head (`$13`, `$14`) and the
+    /// channel to notify (`$15`); it answers how many users it wrote.
+    const SQL: &'static str = "WITH written AS ( \
+                 UPDATE users u SET version = v.version, commit_seq = $8, record = v.record \
+                 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+                      AS v(id, number, name_key, email_key, expected, version, record) \
+                 WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
+                 RETURNING 1), \
+             revoked AS (DELETE FROM sessions WHERE user_id = ANY($9) OR hash = ANY($10)), \
+             audited AS (INSERT INTO audit (seq, record) SELECT * FROM unnest($11::bigint[], $12::bytea[])), \
+             moved AS (UPDATE head SET commit_seq = $8, audit_seq = $13, audit_hash = $14 RETURNING commit_seq) \
+             SELECT (SELECT count(*) FROM written), pg_notify($15, moved.commit_seq::text) FROM moved";
+    const TYPES: [Type; 15] = [
+        Type::UUID_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::INT8,
+        Type::UUID_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::INT8_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::INT8,
+        Type::BYTEA,
+        Type::TEXT,
+    ];
+
+    fn apply(&self, tx: &mut Transaction<'_>, statement: &postgres::Statement, changes: &[Change], locked: Locked, linker: &Linker) -> Result<(), Failed> {
+        let mut head = locked.audit;
+        let mut audit_seqs: Vec<i64> = Vec::new();
+        let mut audit_records: Vec<Vec<u8>> = Vec::new();
+        for draft in changes.iter().flat_map(|c| &c.audit) {
+            let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
+            audit_seqs.push(int8(next, "audit sequence number")?);
+            audit_records.push(encode_audit(next, prev, draft));
+            head = Some((next, linker.hash_of(next, &prev, draft)));
+        }
+        let (audit_seq, audit_hash) = head.unwrap_or((0, [0; 32]));
+        let audit_seq = int8(audit_seq, "audit sequence number")?;
+        let row = tx.query_one(
+            statement,
+            &[
+                &self.id,
+                &self.number,
+                &self.name_key,
+                &self.email_key,
+                &self.expected,
+                &self.version,
+                &self.record,
+                &locked.seq,
+                &self.revoke,
+                &self.delete,
+                &audit_seqs,
+                &audit_records,
+                &audit_seq,
+                &&audit_hash[..],
+                &NOTIFY_CHANNEL,
+            ],
+        )?;
+        let written: i64 = row.get(0);
+        if written != self.id.len() as i64 {
+            return Err(Failed::Refused(Error::WriteConflict));
+        }
+        Ok(())
+    }
+}
+
 /// Delete the sessions of `users` (collected over several changes) and forget them.
 fn revoke_sessions(tx: &mut Transaction<'_>, users: &mut Vec<Uuid>) -> Result<(), Failed> {
     if !users.is_empty() {
@@ -628,6 +781,28 @@ fn lock_head(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
         "SELECT commit_seq, audit_seq, audit_hash, EXISTS (SELECT 1 FROM meta WHERE name = $1) FROM head FOR UPDATE",
         &[(&META_AUDIT_KEYED_FROM, Type::TEXT)],
     )?;
+    locked_of(&row)
+}
+
+/// [`lock_head`] for a commit that returns before it reaches the disk: this transaction commits
+/// with `synchronous_commit` off, so that the head row's lock is held only while the commit is
+/// written, not while the log is flushed, and the commits of several nodes (each after the other,
+/// in the order of the head row) share one flush. [`Store::flush`] makes them durable; the service
+/// answers no caller before it has. (PostgreSQL's log is written in order: a later commit that is
+/// durable makes every earlier one durable.)
+fn lock_head_unflushed(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
+    let row = tx.query_typed_one(LOCK_HEAD_UNFLUSHED, &[(&META_AUDIT_KEYED_FROM, Type::TEXT)])?;
+    locked_of(&row)
+}
+
+/// The statement of [`lock_head_unflushed`]; its parameter is [`META_AUDIT_KEYED_FROM`].
+const LOCK_HEAD_UNFLUSHED: &str = "SELECT commit_seq, audit_seq, audit_hash, EXISTS (SELECT 1 FROM meta WHERE name = $1), \
+                                          set_config('synchronous_commit', 'off', true) \
+                                   FROM head FOR UPDATE";
+const LOCK_HEAD_TYPES: [Type; 1] = [Type::TEXT];
+
+/// The head row as [`lock_head`] reads it.
+fn locked_of(row: &postgres::Row) -> Result<Locked, Failed> {
     let (commit_seq, audit_seq, hash, keyed): (i64, i64, Vec<u8>, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
     let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
     let audit = if audit_seq == 0 { None } else { Some((uint(audit_seq, "audit sequence number")?, hash)) };
@@ -654,7 +829,8 @@ fn user_of(row: &postgres::Row) -> Result<User> {
 impl Store for PgStore {
     fn get_user(&self, id: Uuid) -> Result<Option<User>> {
         let mut conn = self.conn()?;
-        let rows = conn.query_typed("SELECT id, record FROM users WHERE id = $1", &[(&id, Type::UUID)]).map_err(pg)?;
+        let statement = conn.statement("SELECT id, record FROM users WHERE id = $1", &[Type::UUID]).map_err(pg)?;
+        let rows = conn.query(&statement, &[&id]).map_err(pg)?;
         rows.first().map(user_of).transpose()
     }
 
@@ -676,6 +852,9 @@ impl Store for PgStore {
     }
 
     fn user_ids_by_name(&self, names: &[&str]) -> Result<Vec<Option<Uuid>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let lowered: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
         let mut conn = self.conn()?;
         let rows = conn.query_typed("SELECT name_key, id FROM users WHERE name_key = ANY($1)", &[(&lowered, Type::TEXT_ARRAY)]).map_err(pg)?;
@@ -730,8 +909,48 @@ impl Store for PgStore {
 
     fn orgs(&self) -> Result<Vec<Org>> {
         let mut conn = self.conn()?;
-        let rows = conn.query("SELECT key, record FROM orgs ORDER BY key", &[]).map_err(pg)?;
+        let rows = conn.query_typed("SELECT key, record FROM orgs ORDER BY key", &[]).map_err(pg)?;
         rows.iter().map(|r| decode("org", r.get::<_, &str>(0).as_bytes(), r.get(1))).collect()
+    }
+
+    /// One statement: the users' rows and the orgs' rows, told apart by which key column is set.
+    fn users_and_orgs(&self, ids: &[Uuid]) -> Result<(Vec<Option<User>>, Vec<Org>)> {
+        if ids.len() > SCAN_BATCH as usize {
+            return Ok((self.get_users(ids)?, self.orgs()?));
+        }
+        let mut conn = self.conn()?;
+        let statement = conn
+            .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = ANY($1) UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID_ARRAY])
+            .map_err(pg)?;
+        let rows = conn.query(&statement, &[&ids]).map_err(pg)?;
+        let mut found: std::collections::HashMap<Uuid, User> = std::collections::HashMap::with_capacity(ids.len());
+        let mut orgs = Vec::new();
+        for row in &rows {
+            match row.get::<_, Option<&str>>(1) {
+                Some(key) => orgs.push(decode("org", key.as_bytes(), row.get(2))?),
+                None => {
+                    let id: Uuid = row.get(0);
+                    found.insert(id, decode_user(id.as_bytes(), row.get(2))?);
+                }
+            }
+        }
+        orgs.sort_by(|a: &Org, b: &Org| a.key.cmp(&b.key));
+        Ok((ids.iter().map(|id| found.get(id).cloned()).collect(), orgs))
+    }
+
+    fn session_and_user(&self, hash: &TokenHash) -> Result<Option<(Session, Option<User>)>> {
+        let mut conn = self.conn()?;
+        let statement = conn
+            .statement("SELECT s.record, u.id, u.record FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.hash = $1", &[Type::BYTEA])
+            .map_err(pg)?;
+        let rows = conn.query(&statement, &[&&hash[..]]).map_err(pg)?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let session = decode_session(hash, row.get(0))?;
+        let user = match row.get::<_, Option<Uuid>>(1) {
+            Some(id) => Some(decode_user(id.as_bytes(), row.get(2))?),
+            None => None,
+        };
+        Ok(Some((session, user)))
     }
 
     fn get_session(&self, hash: &TokenHash) -> Result<Option<Session>> {
@@ -907,8 +1126,21 @@ impl Store for PgStore {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
+        if let Some(plain) = Plain::of(changes)? {
+            // Refused (nothing kept) when a user moved on or a write changes a user's keys: the
+            // general path below then finds which, and says so as a write of its own would.
+            let prepare = [(LOCK_HEAD_UNFLUSHED, &LOCK_HEAD_TYPES[..]), (Plain::SQL, &Plain::TYPES[..])];
+            match self.in_prepared_transaction(&prepare, |tx, statements| {
+                let locked = locked_of(&tx.query_one(&statements[0], &[&META_AUDIT_KEYED_FROM])?)?;
+                let linker = super::linker_for_new_events(locked.keyed, self.chain_key.get())?;
+                plain.apply(tx, &statements[1], changes, locked, &linker)
+            }) {
+                Err(Error::WriteConflict) => {}
+                done => return done,
+            }
+        }
         self.in_transaction(|tx| {
-            let locked = lock_head(tx)?;
+            let locked = lock_head_unflushed(tx)?;
             let mut head = locked.audit;
             let linker = super::linker_for_new_events(locked.keyed, self.chain_key.get())?;
             apply(tx, changes, locked.seq, &mut head, &linker)?;
@@ -916,9 +1148,16 @@ impl Store for PgStore {
         })
     }
 
-    /// A COMMIT is durable when it returns.
+    /// A commit returns once it is in the write-ahead log, before the log reaches the disk (see
+    /// [`lock_head_unflushed`]); this waits until it has: a transaction that writes a record to the
+    /// log (a logical message, which nothing reads) commits durably, which flushes the log up to
+    /// its commit — past every commit that returned before. Callers that flush at the same moment
+    /// share PostgreSQL's flush.
     fn flush(&self) -> Result<()> {
-        Ok(())
+        let mut conn = self.conn()?;
+        conn.batch_execute("SELECT pg_logical_emit_message(true, 'mfadmin', 'flush')").map_err(|e| {
+            Error::Storage(format!("the commit is made but it is not known to be on disk (waiting for PostgreSQL's flush failed): {}", pg(e)))
+        })
     }
 
     /// One transaction: the users are copied in, and a taken id, name, email or number (in the
@@ -995,7 +1234,7 @@ impl Store for PgStore {
     fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
         let since = int8(seq, "commit sequence number")?;
         self.reading(|tx| {
-            let now: i64 = tx.query_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0);
+            let now: i64 = tx.query_typed_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0);
             let users = tx
                 .query_typed("SELECT id, record FROM users WHERE commit_seq > $1 ORDER BY id", &[(&since, Type::INT8)])
                 .map_err(pg)?
