@@ -31,6 +31,8 @@ const META_NEXT_NUMBER: &str = "next_user_number";
 const META_UNFINISHED_LOAD: &str = "unfinished_load";
 /// Writes per sled batch when loading users tree by tree.
 const LOAD_BATCH: usize = 1_000;
+/// ...or of at most about this many bytes (an entry may be a bundle of audit events).
+const LOAD_BATCH_BYTES: usize = 1 << 20;
 
 /// What a write needs of the user record it replaces: its name, email and number (borrowed), and
 /// its version.
@@ -181,7 +183,9 @@ impl SledStore {
 
     /// Schema 1 kept the email and number indexes as one entry per user (`users_by_email`,
     /// `users_by_number`); schema 2 keeps them in buckets. Schema 2 kept the user-name index as one
-    /// entry per user (`users_by_name`); schema 3 keeps it in ordered buckets. Each step writes its
+    /// entry per user (`users_by_name`); schema 3 keeps it in ordered buckets. Schema 4 may keep an
+    /// import's audit events in bundles (see [`AUDIT_BUNDLE`]), which an older binary cannot read;
+    /// nothing moves to reach it. Each step writes its
     /// new index first and its version last, so a migration that stops is done again from that step
     /// at the next open; the old trees go once every step is done.
     fn bring_up_to_date(&self, version: u32) -> Result<()> {
@@ -208,6 +212,9 @@ impl SledStore {
             self.by_name.clear().map_err(storage)?;
             write_in_order(&self.by_name, name_buckets(names))?;
             mark(3)?;
+        }
+        if version < 4 {
+            mark(4)?;
         }
         let trees = self.db.tree_names();
         for old in OLD_TREES {
@@ -390,16 +397,49 @@ fn name_buckets(entries: Vec<(String, Uuid)>) -> impl Iterator<Item = (Vec<u8>, 
     names::group(entries).into_iter().map(|(key, bucket)| (key.into_bytes(), encode(&bucket)))
 }
 
+/// An import's audit events are stored this many to an entry, keyed by the first and last event's
+/// sequence numbers: sled's page table, which it reads whole when it opens a store, then grows by
+/// a page per thousand imported people instead of per nine. Events written by commits stay one to
+/// an entry, keyed by their sequence number.
+pub(super) const AUDIT_BUNDLE: usize = 64;
+
+/// The key of a bundle of audit events `first..=last`.
+pub(super) fn audit_bundle_key(first: u64, last: u64) -> Vec<u8> {
+    [first.to_be_bytes(), last.to_be_bytes()].concat()
+}
+
+/// The events of one stored audit entry, each with its sequence number and stored bytes: one
+/// event (an 8-byte key), or a bundle (a 16-byte key, see [`AUDIT_BUNDLE`]).
+pub(super) fn audit_entry(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+    let seq = |at: usize| <[u8; 8]>::try_from(&key[at..at + 8]).map(u64::from_be_bytes).expect("8 bytes");
+    match key.len() {
+        8 => Ok(vec![(seq(0), bytes.to_vec())]),
+        16 => {
+            let (first, last) = (seq(0), seq(8));
+            let events: Vec<Vec<u8>> = decode("audit bundle", key, bytes)?;
+            if last < first || last - first + 1 != events.len() as u64 {
+                return Err(Error::Corrupt(format!(
+                    "the audit bundle of events {first} to {last} holds {} events; restore the store from a backup",
+                    events.len()
+                )));
+            }
+            Ok((first..=last).zip(events).collect())
+        }
+        _ => Err(Error::Corrupt(format!("the audit log has an entry with a damaged key ({})", hex::encode(key)))),
+    }
+}
+
 /// Write `pairs` (in key order) in batches: for a tree no one else writes at the same time.
 fn write_in_order(tree: &sled::Tree, pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<()> {
     let mut batch = sled::Batch::default();
-    let mut pending = 0;
+    let (mut pending, mut bytes) = (0, 0);
     for (key, value) in pairs {
+        bytes += key.len() + value.len();
         batch.insert(key, value);
         pending += 1;
-        if pending == LOAD_BATCH {
+        if pending == LOAD_BATCH || bytes >= LOAD_BATCH_BYTES {
             tree.apply_batch(std::mem::take(&mut batch)).map_err(storage)?;
-            pending = 0;
+            (pending, bytes) = (0, 0);
         }
     }
     tree.apply_batch(batch).map_err(storage)
@@ -946,7 +986,16 @@ impl Store for SledStore {
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
             let (key, bytes) = item.map_err(storage)?;
-            Ok(visit(decode("audit", &key, &bytes)?))
+            let mut events = audit_entry(&key, &bytes)?;
+            if newest_first {
+                events.reverse();
+            }
+            for (seq, event) in events {
+                if !visit(decode("audit", &seq.to_be_bytes(), &event)?) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         };
         if newest_first {
             for item in self.audit.iter().rev() {

@@ -229,14 +229,21 @@ impl SledStore {
         let mut head = journal.audit_head;
         let keyed = self.meta.contains_key(crate::store::META_AUDIT_KEYED_FROM).map_err(storage)?;
         let linker = crate::store::linker_for_new_events(keyed, self.chain_key.get())?;
-        let events = users.iter().map(|u| {
+        let mut events = users.iter().map(|u| {
             let draft = audit(u);
             let (seq, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
             let bytes = encode_audit(seq, prev, &draft);
             head = Some((seq, linker.hash_of(seq, &prev, &draft)));
-            (seq.to_be_bytes().to_vec(), bytes)
+            (seq, bytes)
         });
-        super::write_in_order(&self.audit, events)?;
+        // In bundles (see AUDIT_BUNDLE), each keyed by its first and last event.
+        let bundles = std::iter::from_fn(|| {
+            let mut bundle: Vec<(u64, Vec<u8>)> = events.by_ref().take(super::AUDIT_BUNDLE).collect();
+            let (first, last) = (bundle.first()?.0, bundle.last()?.0);
+            let stored: Vec<Vec<u8>> = bundle.drain(..).map(|(_, bytes)| bytes).collect();
+            Some((super::audit_bundle_key(first, last), encode(&stored)))
+        });
+        super::write_in_order(&self.audit, bundles)?;
         let mut by_tree: BTreeMap<u8, Pairs> = BTreeMap::new();
         for (tag, key, bytes) in buckets {
             by_tree.entry(tag).or_default().push((key, bytes));
@@ -403,6 +410,24 @@ mod tests {
             assert_eq!(store.user_id_by_number(u.number).unwrap(), Some(u.id));
         }
         assert_eq!(store.audit_head_now().unwrap().unwrap().0, head + 5_000);
+        // The import's events are stored in bundles, and read as one event each, in order both
+        // ways, with their users; the commits' events before them stay one to an entry.
+        assert_eq!(store.audit.len() as u64, head + 5_000u64.div_ceil(super::super::AUDIT_BUNDLE as u64));
+        let mut seqs = Vec::new();
+        store.scan_audit(false, &mut |e| {
+            seqs.push(e.seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(seqs, (1..=head + 5_000).collect::<Vec<_>>());
+        let mut newest = Vec::new();
+        store.scan_audit(true, &mut |e| {
+            newest.push((e.seq, e.draft.target));
+            newest.len() < 100
+        })
+        .unwrap();
+        let expected: Vec<(u64, Option<String>)> = (0..100).map(|i| (head + 5_000 - i, Some(new[4_999 - i as usize].username.clone()))).collect();
+        assert_eq!(newest, expected);
         assert!(store.meta.get(META_UNFINISHED_IMPORT).unwrap().is_none());
         assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == UNDO_TREE.as_bytes()), "no undo tree is left");
         // A later commit still places names among the buckets the import wrote.

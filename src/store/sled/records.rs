@@ -46,8 +46,9 @@ pub(super) fn export(store: &SledStore, now: Timestamp, visit: &mut dyn FnMut(Re
         }
         for item in store.audit.iter() {
             let (k, v) = item.map_err(storage)?;
-            let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).map_err(|_| damaged_key("audit", &k))?;
-            visit(Record::Audit { seq, record: v.to_vec() })?;
+            for (seq, record) in super::audit_entry(&k, &v)? {
+                visit(Record::Audit { seq, record })?;
+            }
         }
         if let Some(bytes) = store.meta.get(META_AUDIT_HEAD).map_err(storage)? {
             let (seq, hash): (u64, [u8; 32]) = decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?;
@@ -183,10 +184,7 @@ pub fn records_of_trees(snapshot: super::super::backup::Snapshot) -> Result<Vec<
                 }
                 "orgs" => out.push(Record::Org { key: String::from_utf8(k.clone()).map_err(|_| damaged_key("org", &k))?, record: v }),
                 "users" => later.push(Record::User { id: Uuid::from_slice(&k).map_err(|_| damaged_key("user", &k))?, record: v }),
-                "audit" => later.push(Record::Audit {
-                    seq: <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).map_err(|_| damaged_key("audit", &k))?,
-                    record: v,
-                }),
+                "audit" => later.extend(super::audit_entry(&k, &v)?.into_iter().map(|(seq, record)| Record::Audit { seq, record })),
                 "sessions" => later.push(Record::Session { hash: TokenHash::try_from(k.as_slice()).map_err(|_| damaged_key("session", &k))?, record: v }),
                 // Indexes, session lists and the trees of older schemas are built again.
                 _ => {}
