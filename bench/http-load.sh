@@ -52,7 +52,8 @@ if [ "$STORE" = demo ]; then
     path="demo users (demo path)"
 else
     LOAD=$(ls -t target/release/deps/validate_load-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
-    if [ -z "$LOAD" ]; then
+    # A tool built before the binary may not open the stores it makes.
+    if [ -z "$LOAD" ] || [ "$LOAD" -ot "$MFADMIN" ]; then
         cargo bench --bench validate_load --no-run
         LOAD=$(ls -t target/release/deps/validate_load-* | grep -v '\.d$' | head -n 1)
     fi

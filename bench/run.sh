@@ -72,7 +72,8 @@ if [ ! -d "$WORK/data/store" ] && [ "$STORE" = demo ]; then
     printf 'demo --users %s: %s s, store %s MiB on disk (max RSS %s MiB)\n' "$USERS" "$secs" $(($(size) >> 20)) $((rss_kb >> 10))
 elif [ ! -d "$WORK/data/store" ]; then
     LOAD=$(ls -t target/release/deps/validate_load-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
-    if [ -z "$LOAD" ]; then
+    # A tool built before the binary may not open the stores it makes.
+    if [ -z "$LOAD" ] || [ "$LOAD" -ot "$MFADMIN" ]; then
         cargo bench --bench validate_load --no-run
         LOAD=$(ls -t target/release/deps/validate_load-* | grep -v '\.d$' | head -n 1)
     fi
