@@ -1384,7 +1384,7 @@ impl<W: Write> Write for RecordCounter<W> {
     }
 }
 
-/// Bytes as a reader takes them in: "712 B", "3.4 MiB", "1.21 GiB".
+/// Bytes as a reader takes them in: "712 B", "3.40 MiB", "692 MiB", "1.21 GiB".
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
