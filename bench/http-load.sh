@@ -51,12 +51,7 @@ if [ "$STORE" = demo ]; then
     "$MFADMIN" demo --users "$USERS" >/dev/null 2>"$WORK/demo.log"
     path="demo users (demo path)"
 else
-    LOAD=$(ls -t target/release/deps/validate_load-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
-    # A tool built before the binary may not open the stores it makes.
-    if [ -z "$LOAD" ] || [ "$LOAD" -ot "$MFADMIN" ]; then
-        cargo bench --bench validate_load --no-run
-        LOAD=$(ls -t target/release/deps/validate_load-* | grep -v '\.d$' | head -n 1)
-    fi
+    LOAD=$(bash bench/enrol-tool.sh "$MFADMIN")
     printf 'load-owner-password\n' | "$MFADMIN" init --org Acme --owner owner --password-stdin >/dev/null
     "$MFADMIN" org add Globex >/dev/null
     "$MFADMIN" org add Initech >/dev/null

@@ -71,12 +71,7 @@ if [ ! -d "$WORK/data/store" ] && [ "$STORE" = demo ]; then
     read -r secs rss_kb < "$WORK/demo.time"
     printf 'demo --users %s: %s s, store %s MiB on disk (max RSS %s MiB)\n' "$USERS" "$secs" $(($(size) >> 20)) $((rss_kb >> 10))
 elif [ ! -d "$WORK/data/store" ]; then
-    LOAD=$(ls -t target/release/deps/validate_load-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
-    # A tool built before the binary may not open the stores it makes.
-    if [ -z "$LOAD" ] || [ "$LOAD" -ot "$MFADMIN" ]; then
-        cargo bench --bench validate_load --no-run
-        LOAD=$(ls -t target/release/deps/validate_load-* | grep -v '\.d$' | head -n 1)
-    fi
+    LOAD=$(bash bench/enrol-tool.sh "$MFADMIN")
     printf 'demo-password\n' | "$MFADMIN" init --org Acme --owner owner --password-stdin >/dev/null
     "$MFADMIN" org add Globex >/dev/null
     "$MFADMIN" org add Initech >/dev/null
