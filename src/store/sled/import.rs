@@ -238,9 +238,9 @@ impl SledStore {
         });
         // In bundles (see AUDIT_BUNDLE), each keyed by its first and last event.
         let bundles = std::iter::from_fn(|| {
-            let mut bundle: Vec<(u64, Vec<u8>)> = events.by_ref().take(super::AUDIT_BUNDLE).collect();
+            let bundle: Vec<(u64, Vec<u8>)> = events.by_ref().take(super::AUDIT_BUNDLE).collect();
             let (first, last) = (bundle.first()?.0, bundle.last()?.0);
-            let stored: Vec<Vec<u8>> = bundle.drain(..).map(|(_, bytes)| bytes).collect();
+            let stored: Vec<Vec<u8>> = bundle.into_iter().map(|(_, bytes)| bytes).collect();
             Some((super::audit_bundle_key(first, last), encode(&stored)))
         });
         super::write_in_order(&self.audit, bundles)?;
