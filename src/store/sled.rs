@@ -408,12 +408,18 @@ pub(super) fn audit_bundle_key(first: u64, last: u64) -> Vec<u8> {
     [first.to_be_bytes(), last.to_be_bytes()].concat()
 }
 
-/// The events of one stored audit entry, each with its sequence number and stored bytes: one
-/// event (an 8-byte key), or a bundle (a 16-byte key, see [`AUDIT_BUNDLE`]).
-pub(super) fn audit_entry(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+/// Visit the events of one stored audit entry, each with its sequence number and stored bytes, in
+/// order or newest first, until `visit` says to stop; false when it did. An entry is one event (an
+/// 8-byte key) or a bundle (a 16-byte key, see [`AUDIT_BUNDLE`]).
+pub(super) fn each_audit_event(
+    key: &[u8],
+    bytes: &[u8],
+    newest_first: bool,
+    visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>,
+) -> Result<bool> {
     let seq = |at: usize| <[u8; 8]>::try_from(&key[at..at + 8]).map(u64::from_be_bytes).expect("8 bytes");
     match key.len() {
-        8 => Ok(vec![(seq(0), bytes.to_vec())]),
+        8 => visit(seq(0), bytes),
         16 => {
             let (first, last) = (seq(0), seq(8));
             let events: Vec<Vec<u8>> = decode("audit bundle", key, bytes)?;
@@ -423,7 +429,13 @@ pub(super) fn audit_entry(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)
                     events.len()
                 )));
             }
-            Ok((first..=last).zip(events).collect())
+            for i in 0..events.len() {
+                let i = if newest_first { events.len() - 1 - i } else { i };
+                if !visit(first + i as u64, &events[i])? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         }
         _ => Err(Error::Corrupt(format!("the audit log has an entry with a damaged key ({})", hex::encode(key)))),
     }
@@ -986,16 +998,7 @@ impl Store for SledStore {
     fn scan_audit(&self, newest_first: bool, visit: &mut dyn FnMut(AuditEvent) -> bool) -> Result<()> {
         let mut step = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool> {
             let (key, bytes) = item.map_err(storage)?;
-            let mut events = audit_entry(&key, &bytes)?;
-            if newest_first {
-                events.reverse();
-            }
-            for (seq, event) in events {
-                if !visit(decode("audit", &seq.to_be_bytes(), &event)?) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+            each_audit_event(&key, &bytes, newest_first, &mut |seq, event| Ok(visit(decode("audit", &seq.to_be_bytes(), event)?)))
         };
         if newest_first {
             for item in self.audit.iter().rev() {

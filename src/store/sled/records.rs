@@ -46,9 +46,10 @@ pub(super) fn export(store: &SledStore, now: Timestamp, visit: &mut dyn FnMut(Re
         }
         for item in store.audit.iter() {
             let (k, v) = item.map_err(storage)?;
-            for (seq, record) in super::audit_entry(&k, &v)? {
-                visit(Record::Audit { seq, record })?;
-            }
+            super::each_audit_event(&k, &v, false, &mut |seq, record| {
+                visit(Record::Audit { seq, record: record.to_vec() })?;
+                Ok(true)
+            })?;
         }
         if let Some(bytes) = store.meta.get(META_AUDIT_HEAD).map_err(storage)? {
             let (seq, hash): (u64, [u8; 32]) = decode("meta", META_AUDIT_HEAD.as_bytes(), &bytes)?;
@@ -184,7 +185,12 @@ pub fn records_of_trees(snapshot: super::super::backup::Snapshot) -> Result<Vec<
                 }
                 "orgs" => out.push(Record::Org { key: String::from_utf8(k.clone()).map_err(|_| damaged_key("org", &k))?, record: v }),
                 "users" => later.push(Record::User { id: Uuid::from_slice(&k).map_err(|_| damaged_key("user", &k))?, record: v }),
-                "audit" => later.extend(super::audit_entry(&k, &v)?.into_iter().map(|(seq, record)| Record::Audit { seq, record })),
+                "audit" => {
+                    super::each_audit_event(&k, &v, false, &mut |seq, record| {
+                        later.push(Record::Audit { seq, record: record.to_vec() });
+                        Ok(true)
+                    })?;
+                }
                 "sessions" => later.push(Record::Session { hash: TokenHash::try_from(k.as_slice()).map_err(|_| damaged_key("session", &k))?, record: v }),
                 // Indexes, session lists and the trees of older schemas are built again.
                 _ => {}
