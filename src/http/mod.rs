@@ -213,9 +213,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, doc) = openapi::api_router(state.settings.bulk_body_limit_bytes).split_for_parts();
     let doc = openapi::finish(doc);
     let (api, doc) = compat::mount(api, doc, &state.settings.compat, state.settings.bulk_body_limit_bytes);
-    let doc = openapi::with_examples(doc);
     let api = if state.validate.enabled { api.merge(validate::routes()) } else { api };
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+    api.route("/openapi.json", openapi::served_lazily(doc))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.settings.request_timeout))

@@ -128,6 +128,23 @@ fn add_common_problems(op: &mut Operation) {
     add("500", "The server failed; the detail is in its log under the request id");
 }
 
+/// The document served at `/openapi.json`, made into JSON on its first request. Giving every
+/// operation its examples takes milliseconds that a starting server need not spend before it
+/// answers; the document's routes are fixed by then, so it is the same whenever it is made.
+pub fn served_lazily(doc: Document) -> axum::routing::MethodRouter<Arc<AppState>> {
+    type Make = Box<dyn FnOnce() -> axum::body::Bytes + Send>;
+    let make: Make = Box::new(move || {
+        let doc = with_examples(doc);
+        // A document of utoipa's own types always serializes; an empty one would say so at once.
+        serde_json::to_vec(&doc).unwrap_or_default().into()
+    });
+    let json = Arc::new(std::sync::LazyLock::new(make));
+    axum::routing::get(move || {
+        let json = json.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], std::sync::LazyLock::force(&json).clone()) }
+    })
+}
+
 /// Give every operation of the finished document (vendor routes too) an example of each request
 /// body, parameter and response body that has none, built from its schema, so Swagger UI's "Try it
 /// out" starts from a request of the right shape.
