@@ -1,10 +1,11 @@
 //! The email and number indexes, kept in buckets of entries instead of one store entry per user.
 //!
-//! sled writes every change of a page to its log and keeps at most 16 entries in a leaf, so an
-//! index of one small entry per user costs about as many pages as the users themselves, and far
-//! more on disk than its content. In buckets of dozens of entries, the two indexes that are only
-//! ever looked up by exact key take a few thousand store entries at a million users. The user-name
-//! index, also read in name order, is kept in ordered buckets instead (`names`).
+//! sled writes every change of a page to its log and keeps at most 64 small entries in a leaf
+//! (16 upstream; vendor/sled/MFADMIN.md), so an index of one small entry per user costs a large
+//! share of the pages the users take, and far more on disk than its content. In buckets of dozens
+//! of entries, the two indexes that are only ever looked up by exact key take a few thousand store
+//! entries at a million users. The user-name index, also read in name order, is kept in ordered
+//! buckets instead (`names`).
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
