@@ -370,8 +370,12 @@ impl Service {
     ) -> Result<Vec<(ResetResult, Option<Change>)>> {
         /// Fewer targets than this a thread are not worth one.
         const SHARE: usize = 4096;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if targets.len() < 2 * SHARE { 1 } else { cores.min(targets.len() / SHARE).max(1) };
+        // (Asking for the cores reads cgroup files: not for every single reset.)
+        let threads = if targets.len() < 2 * SHARE {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(targets.len() / SHARE).max(1)
+        };
         let decided = |users: Vec<Option<User>>, share: &[String], enforcement: &HashMap<String, bool>| -> Vec<(ResetResult, Option<Change>)> {
             share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, rules, target, user, reason, enforcement, now)).collect()
         };

@@ -829,7 +829,9 @@ fn lock_head(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
 /// written, not while the log is flushed, and the commits of several nodes (each after the other,
 /// in the order of the head row) share one flush. [`Store::flush`] makes them durable; the service
 /// answers no caller before it has. (PostgreSQL's log is written in order: a later commit that is
-/// durable makes every earlier one durable.)
+/// durable makes every earlier one durable.) The transaction's prepared statements also run with
+/// their generic plan: [`Plain::SQL`]'s arrays would otherwise have it planned again at every
+/// commit, which took PostgreSQL longer than running it.
 fn lock_head_unflushed(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
     let row = tx.query_typed_one(LOCK_HEAD_UNFLUSHED, &[(&META_AUDIT_KEYED_FROM, Type::TEXT)])?;
     locked_of(&row)
@@ -837,7 +839,8 @@ fn lock_head_unflushed(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
 
 /// The statement of [`lock_head_unflushed`]; its parameter is [`META_AUDIT_KEYED_FROM`].
 const LOCK_HEAD_UNFLUSHED: &str = "SELECT commit_seq, audit_seq, audit_hash, EXISTS (SELECT 1 FROM meta WHERE name = $1), \
-                                          set_config('synchronous_commit', 'off', true) \
+                                          set_config('synchronous_commit', 'off', true), \
+                                          set_config('plan_cache_mode', 'force_generic_plan', true) \
                                    FROM head FOR UPDATE";
 const LOCK_HEAD_TYPES: [Type; 1] = [Type::TEXT];
 
@@ -966,10 +969,20 @@ impl Store for PgStore {
             return Ok((self.get_users(ids)?, self.orgs()?));
         }
         let mut conn = self.conn()?;
-        let statement = conn
-            .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = ANY($1) UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID_ARRAY])
-            .map_err(pg)?;
-        let rows = conn.query(&statement, &[&ids]).map_err(pg)?;
+        // One user (a single reset) by a statement of its own: PostgreSQL plans it once per
+        // connection, where it plans the one for a list of ids again every time (its plan for a list
+        // of unknown length looks dearer than one for the list at hand).
+        let rows = if let [id] = ids {
+            let statement = conn
+                .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = $1 UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID])
+                .map_err(pg)?;
+            conn.query(&statement, &[id]).map_err(pg)?
+        } else {
+            let statement = conn
+                .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = ANY($1) UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID_ARRAY])
+                .map_err(pg)?;
+            conn.query(&statement, &[&ids]).map_err(pg)?
+        };
         let mut found: std::collections::HashMap<Uuid, User> = std::collections::HashMap::with_capacity(ids.len());
         let mut orgs = Vec::new();
         for row in &rows {
@@ -1201,10 +1214,10 @@ impl Store for PgStore {
     /// its commit — past every commit that returned before. Callers that flush at the same moment
     /// share PostgreSQL's flush.
     fn flush(&self) -> Result<()> {
+        let failed = |e| Error::Storage(format!("the commit is made but it is not known to be on disk (waiting for PostgreSQL's flush failed): {}", pg(e)));
         let mut conn = self.conn()?;
-        conn.batch_execute("SELECT pg_logical_emit_message(true, 'mfadmin', 'flush')").map_err(|e| {
-            Error::Storage(format!("the commit is made but it is not known to be on disk (waiting for PostgreSQL's flush failed): {}", pg(e)))
-        })
+        let statement = conn.statement("SELECT pg_logical_emit_message(true, 'mfadmin', 'flush')", &[]).map_err(failed)?;
+        conn.execute(&statement, &[]).map(|_| ()).map_err(failed)
     }
 
     /// One transaction: the users are copied in, and a taken id, name, email or number (in the
