@@ -157,3 +157,5 @@ t0=$(date +%s%N)
 secs=$(echo "($(date +%s%N) - $t0) / 1000000000" | bc -l)
 done_n=$(grep -Eo '"outcome": ?"reset"' "$WORK/bulk.json" | wc -l)
 printf 'bulk reset of %s users (mfadmin mfa reset -, one process): %.2f s, %s reset\n' "$n" "$secs" "$done_n"
+# Of the user row updates so far, how many were HOT (no index written; needs layout 2).
+psql -XAtc "SELECT 'users rows updated: ' || n_tup_upd || ', of them HOT: ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'users'"

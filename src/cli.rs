@@ -1104,8 +1104,22 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
         bail!("no users given: name them, or pass - and give one per line on standard input");
     }
     let reason = args.reason.as_deref();
-    // Decide first (without changing anything), so that a list naming someone who does not exist
-    // (a typo, perhaps of the user meant) changes nothing, and the question can say what will happen.
+    let mut progress = |done: usize, total: usize| {
+        if done < total {
+            eprintln!("progress: {done} of {total}");
+        }
+    };
+    // A list naming someone who does not exist (a typo, perhaps of the user meant) changes nothing.
+    // Without a question to ask, the backend decides and resets in one go, and stops before
+    // changing anything when someone is missing; otherwise a dry run decides first, so that the
+    // question can say what will happen.
+    if args.yes && !args.skip_missing && !args.dry_run {
+        let report = backend.reset_mfa_if_all_found(who, &targets, reason, &mut progress)?;
+        if report.dry_run {
+            refuse_missing(&report, args.output)?;
+        }
+        return finish_reset(&report, &args);
+    }
     let plan = if args.dry_run || (args.skip_missing && args.yes) {
         None
     } else {
@@ -1114,19 +1128,7 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
     if let Some(plan) = &plan
         && !args.skip_missing
     {
-        let missing: Vec<&str> =
-            plan.results.iter().filter(|r| r.outcome == ResetOutcome::NotFound).map(|r| r.target.as_str()).collect();
-        if !missing.is_empty() {
-            print_reset(plan, args.output)?;
-            let shown: Vec<&str> = missing.iter().take(5).copied().collect();
-            bail!(
-                "{} not found ({}{}), so nothing was changed: correct the list, or add --skip-missing to reset the \
-                 users that exist",
-                count(missing.len(), "user named was", "users named were"),
-                shown.join(", "),
-                if missing.len() > shown.len() { ", …" } else { "" }
-            );
-        }
+        refuse_missing(plan, args.output)?;
     }
     if let Some(plan) = plan.as_ref().filter(|_| !args.yes) {
         let will = plan.count(ResetOutcome::Reset);
@@ -1143,12 +1145,30 @@ fn reset(backend: &dyn Backend, who: &Credential, args: ResetArgs) -> anyhow::Re
             return Ok(ExitCode::FAILURE);
         }
     }
-    let report = backend.reset_mfa(who, &targets, reason, args.dry_run, &mut |done, total| {
-        if done < total {
-            eprintln!("progress: {done} of {total}");
-        }
-    })?;
-    print_reset(&report, args.output)?;
+    let report = backend.reset_mfa(who, &targets, reason, args.dry_run, &mut progress)?;
+    finish_reset(&report, &args)
+}
+
+/// When `plan` names targets that were not found: print it, and the error that nothing was changed.
+fn refuse_missing(plan: &ResetReport, output: Output) -> anyhow::Result<()> {
+    let missing: Vec<&str> = plan.results.iter().filter(|r| r.outcome == ResetOutcome::NotFound).map(|r| r.target.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    print_reset(plan, output)?;
+    let shown: Vec<&str> = missing.iter().take(5).copied().collect();
+    bail!(
+        "{} not found ({}{}), so nothing was changed: correct the list, or add --skip-missing to reset the \
+         users that exist",
+        count(missing.len(), "user named was", "users named were"),
+        shown.join(", "),
+        if missing.len() > shown.len() { ", …" } else { "" }
+    );
+}
+
+/// Print the report of a reset that ran, and whether every target came out as asked.
+fn finish_reset(report: &ResetReport, args: &ResetArgs) -> anyhow::Result<ExitCode> {
+    print_reset(report, args.output)?;
     let clean = report.results.iter().all(|r| match r.outcome {
         ResetOutcome::Reset | ResetOutcome::Skipped => true,
         ResetOutcome::NotFound => args.skip_missing,

@@ -972,3 +972,190 @@ fn keying_figures() {
         println!("{n} events: keyed at open in {} ms; audit verify (keyed) {} ms", keyed.as_millis(), verified.as_millis());
     }
 }
+
+// ------------------------------------------------------------------ PostgreSQL: table layouts and the change log
+
+/// The tables of layout 1, as mfadmin made them before layout 2 (`SCHEMA_V1` in
+/// src/store/postgres.rs), kept here as released: what a store made by an older mfadmin holds.
+const PG_LAYOUT_1: &str = r#"
+CREATE TABLE meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE head (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    commit_seq bigint NOT NULL,
+    audit_seq bigint NOT NULL,
+    audit_hash bytea NOT NULL
+);
+INSERT INTO head (commit_seq, audit_seq, audit_hash) VALUES (0, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE numbers (only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), next bigint NOT NULL);
+INSERT INTO numbers (next) VALUES (1);
+CREATE TABLE users (
+    id uuid PRIMARY KEY,
+    number bigint NOT NULL CONSTRAINT users_number_key UNIQUE,
+    name_key text COLLATE "C" NOT NULL CONSTRAINT users_name_key UNIQUE,
+    email_key text COLLATE "C" NOT NULL CONSTRAINT users_email_key UNIQUE,
+    version bigint NOT NULL,
+    commit_seq bigint NOT NULL,
+    record bytea NOT NULL
+);
+CREATE INDEX users_commit_seq ON users (commit_seq);
+CREATE TABLE orgs (key text COLLATE "C" PRIMARY KEY, commit_seq bigint NOT NULL, record bytea NOT NULL);
+CREATE INDEX orgs_commit_seq ON orgs (commit_seq);
+CREATE TABLE audit (seq bigint PRIMARY KEY, record bytea NOT NULL);
+CREATE TABLE sessions (hash bytea PRIMARY KEY, user_id uuid NOT NULL, expires_at bigint NOT NULL, record bytea NOT NULL);
+CREATE INDEX sessions_user_id ON sessions (user_id);
+"#;
+
+/// A connection and the schema of a fresh PostgreSQL store.
+fn pg_place(f: &Fresh) -> (postgres::Config, String) {
+    match &f._place {
+        Place::Schema { admin, name } => ((**admin).clone(), name.clone()),
+        Place::Dir(_) => unreachable!("a PostgreSQL store lives in a schema"),
+    }
+}
+
+/// Options that open the store in `schema`.
+fn pg_options(admin: &postgres::Config, schema: &str) -> PgOptions {
+    let mut settings = admin.clone();
+    settings.options(&format!("-c search_path={schema}"));
+    PgOptions::new(settings, 4)
+}
+
+/// A store of layout 1, made with layout 1's tables and holding what another mfadmin of layout 1
+/// would have written: users (one written twice), an org, audit events, a session. The records
+/// are the same bytes in both layouts; they come from a store of this version.
+#[test]
+fn a_layout_1_store_is_brought_to_layout_2_and_a_follower_sees_every_change() {
+    let Some(f) = fresh(Kind::Postgres, "layout_1") else { return };
+    let (admin, source) = pg_place(&f);
+    let users: Vec<User> = (1..=50).map(|n| named(&format!("v{n}"), n)).collect();
+    add(&*f.store, &users).unwrap();
+    write(&*f.store, &users[3], 1).unwrap();
+    let session = Session::new(users[0].id, SessionKind::Session, 0, 1_900_000_000, "test");
+    let audit = (0..3).map(|n| draft(n, "test")).collect();
+    f.store.commit(&[Change { sessions_put: vec![([1; 32], session)], audit, ..Change::default() }]).unwrap();
+    let old = format!("{source}_v1");
+    let _dropped = Place::Schema { admin: Box::new(admin.clone()), name: old.clone() };
+    let mut client = admin.connect(postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {old}; SET search_path = {old}; {PG_LAYOUT_1}
+             INSERT INTO meta SELECT * FROM {source}.meta WHERE name <> 'pg_schema_version';
+             INSERT INTO meta VALUES ('pg_schema_version', '\\x00000001');
+             UPDATE head SET (commit_seq, audit_seq, audit_hash) = (SELECT commit_seq, audit_seq, audit_hash FROM {source}.head);
+             UPDATE numbers SET next = (SELECT next FROM {source}.numbers);
+             INSERT INTO users SELECT id, number, name_key, email_key, version, CASE WHEN version = 1 THEN 1 ELSE 2 END, record FROM {source}.users;
+             INSERT INTO orgs SELECT * FROM {source}.orgs;
+             INSERT INTO audit SELECT * FROM {source}.audit;
+             INSERT INTO sessions SELECT * FROM {source}.sessions;"
+        ))
+        .unwrap();
+    let before: i64 = client.query_one(&format!("SELECT commit_seq FROM {old}.head"), &[]).unwrap().get(0);
+
+    // Two nodes start at once: one brings the tables up to date, the other waits for it.
+    let (a, b) = std::thread::scope(|s| {
+        let opening: Vec<_> = (0..2).map(|_| s.spawn(|| PgStore::open(pg_options(&admin, &old)).unwrap())).collect();
+        let mut opened = opening.into_iter().map(|h| h.join().unwrap());
+        (opened.next().unwrap(), opened.next().unwrap())
+    });
+    assert_eq!(a.get_meta("pg_schema_version").unwrap(), Some(2u32.to_be_bytes().to_vec()));
+    let columns: Vec<String> = client
+        .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'users' ORDER BY ordinal_position", &[&old])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, ["id", "number", "name_key", "email_key", "version", "record"]);
+    let indexes: Vec<String> =
+        client.query("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = 'users' ORDER BY 1", &[&old]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(indexes, ["users_email_key", "users_name_key", "users_number_key", "users_pkey"], "no index covers what a reset writes");
+    let options: Vec<String> =
+        client.query_one(&format!("SELECT reloptions::text[] FROM pg_class WHERE oid = '{old}.users'::regclass"), &[]).unwrap().get(0);
+    assert_eq!(options, ["fillfactor=85"]);
+
+    // Everything is there, as it was.
+    assert_eq!(a.user_count().unwrap(), 50);
+    assert_eq!(a.get_user(users[3].id).unwrap().unwrap().version, 2);
+    assert_eq!(a.sessions_of(users[0].id).unwrap().len(), 1);
+    assert_eq!(a.check_indexes().unwrap(), Vec::<String>::new());
+    assert_eq!(verify_chain(&a), 3);
+    assert_eq!(a.commit_seq().unwrap(), before as u64);
+
+    // A node that had read everything before the new layout reads everything again; one that
+    // starts now follows every change from here.
+    assert!(!b.changes_since(0).unwrap().unwrap().whole);
+    let start = b.changes_since(before as u64).unwrap().unwrap();
+    assert!(start.whole && start.users.is_empty());
+    write(&a, &users[5], 1).unwrap();
+    let newcomer = named("v51", 51);
+    add(&a, std::slice::from_ref(&newcomer)).unwrap();
+    let mut reset = users[7].clone();
+    reset.version = 2;
+    reset.recovery_codes.clear();
+    a.commit(&[Change { users: vec![UserWrite { user: reset, expected_version: Some(1) }], revoke_sessions_of: vec![users[7].id], audit: vec![draft(9, "test")], ..Change::default() }])
+        .unwrap();
+    let seen = b.changes_since(start.seq).unwrap().unwrap();
+    assert!(seen.whole);
+    let mut got: Vec<(Uuid, u64)> = seen.users.iter().map(|u| (u.id, u.version)).collect();
+    got.sort();
+    let mut want = vec![(users[5].id, 2), (newcomer.id, 1), (users[7].id, 2)];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(seen.seq, before as u64 + 3);
+    assert_eq!(verify_chain(&b), 4);
+
+    // A layout newer than this binary's is refused, saying so.
+    client.batch_execute(&format!("UPDATE {old}.meta SET value = '\\x00000003' WHERE name = 'pg_schema_version'")).unwrap();
+    let said = PgStore::open(pg_options(&admin, &old)).err().expect("a newer layout is refused").to_string();
+    assert!(said.contains("table layout 3") && said.contains("newer mfadmin"), "{said}");
+}
+
+/// The change log forgets old commits; a node whose watermark is older than what it forgot
+/// (or than a bulk load) reads everything again rather than miss a change.
+#[test]
+fn a_node_behind_the_pruned_change_log_reads_everything_again() {
+    let Some(f) = fresh(Kind::Postgres, "pruned") else { return };
+    let (a, b) = (f.store.clone(), (f.another)());
+    let users: Vec<User> = (1..=5).map(|n| named(&format!("p{n}"), n)).collect();
+    add(&*a, &users).unwrap();
+    let w0 = b.changes_since(0).unwrap().unwrap();
+    assert!(w0.whole && w0.users.len() == 5);
+    write(&*a, &users[0], 1).unwrap();
+    assert_eq!(a.prune_changes(std::time::Duration::from_secs(3600)).unwrap(), 0, "nothing is that old");
+    assert_eq!(b.changes_since(w0.seq).unwrap().unwrap().users.len(), 1);
+    let w1 = b.changes_since(0).unwrap().unwrap().seq;
+    assert_eq!(a.prune_changes(std::time::Duration::ZERO).unwrap(), 2);
+    assert!(!b.changes_since(w0.seq).unwrap().unwrap().whole, "what changed after w0 is forgotten");
+    let here = b.changes_since(w1).unwrap().unwrap();
+    assert!(here.whole && here.users.is_empty(), "a node that read up to the last commit misses nothing");
+    write(&*a, &users[1], 1).unwrap();
+    let after = b.changes_since(w1).unwrap().unwrap();
+    assert_eq!(after.users.iter().map(|u| u.id).collect::<Vec<_>>(), vec![users[1].id]);
+    assert_eq!(a.prune_changes(std::time::Duration::ZERO).unwrap(), 1);
+    assert_eq!(a.prune_changes(std::time::Duration::ZERO).unwrap(), 0, "an empty log stays as it is");
+    assert!(!b.changes_since(w1).unwrap().unwrap().whole);
+    // A bulk load logs no ids: a node from before it reads everything again.
+    let w2 = b.changes_since(after.seq).unwrap().unwrap().seq;
+    a.load_new_users((6..=8).map(|n| named(&format!("p{n}"), n)).collect()).unwrap();
+    assert!(!b.changes_since(w2).unwrap().unwrap().whole);
+
+    // A service on the second node, its directory built; a user renamed on the first node, the
+    // log pruned: the second node's next listing finds the user by the new name.
+    let now = 1_800_000_000;
+    let keys = tempfile::tempdir().unwrap();
+    let second = service_on(b.clone(), keys.path());
+    // (The service keys the audit chain: the first node's handle gets the key too.)
+    let _first = service_on(a.clone(), keys.path());
+    second.warm_directory().unwrap();
+    let console = Actor::console("cli");
+    let found = |text: &str| {
+        let query = mfadmin::service::UserQuery { text: Some(text.into()), ..Default::default() };
+        second.list_users(&console, &query, now).unwrap().users.iter().map(|u| u.username.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(found("third"), Vec::<String>::new());
+    let mut renamed = users[2].clone();
+    renamed.display_name = "Third".into();
+    renamed.version = 2;
+    a.commit(&[Change { users: vec![UserWrite { user: renamed, expected_version: Some(1) }], ..Change::default() }]).unwrap();
+    assert_eq!(a.prune_changes(std::time::Duration::ZERO).unwrap(), 1);
+    assert_eq!(found("third"), ["p3"], "read again, the change is there");
+}

@@ -143,6 +143,17 @@ impl Backend for Local {
         self.service.reset_mfa_with_progress(&self.actor(who)?, targets, reason, dry_run, self.clock.now(), progress)
     }
 
+    /// Each target decided once: the service stops before writing when one names no one.
+    fn reset_mfa_if_all_found(
+        &self,
+        who: &Credential,
+        targets: &[String],
+        reason: Option<&str>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        self.service.reset_mfa_if_all_found(&self.actor(who)?, targets, reason, self.clock.now(), progress)
+    }
+
     fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView> {
         self.service.unlock_mfa(&self.actor(who)?, user, reason, self.clock.now())
     }

@@ -11,7 +11,7 @@ use crate::domain::user::{Status, UserView};
 use crate::error::Result;
 use crate::service::{
     Actor, ApiKeyView, AuditFormat, AuditQuery, AuditView, Confirmed, Enrollment, ImportOptions, ImportProgress, ImportReport, NewUser, OrgView,
-    ResetReport, StoreCheck, UserDetail, UserPage, UserQuery, VerifyReport,
+    ResetOutcome, ResetReport, StoreCheck, UserDetail, UserPage, UserQuery, VerifyReport,
 };
 
 /// Users fetched per request when a whole list is loaded page by page (the server's most is 500).
@@ -137,6 +137,22 @@ pub trait Backend: Send + Sync {
         dry_run: bool,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport>;
+    /// [`Backend::reset_mfa`], unless a target names no user the caller can see: then nothing
+    /// changes, and the answer is the dry run's report (which says who). A backend that cannot
+    /// decide and reset in one go asks twice: a dry run, then the reset.
+    fn reset_mfa_if_all_found(
+        &self,
+        who: &Credential,
+        targets: &[String],
+        reason: Option<&str>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        let plan = self.reset_mfa(who, targets, reason, true, &mut |_, _| {})?;
+        if plan.count(ResetOutcome::NotFound) > 0 {
+            return Ok(plan);
+        }
+        self.reset_mfa(who, targets, reason, false, progress)
+    }
     /// Lift the lockout that wrong codes put on a user's factor (the factor itself stays).
     fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView>;
     fn begin_enrollment(&self, who: &Credential, user: &str) -> Result<Enrollment>;

@@ -157,6 +157,16 @@ impl Backend for OnDemand {
         self.get()?.reset_mfa(who, targets, reason, dry_run, progress)
     }
 
+    fn reset_mfa_if_all_found(
+        &self,
+        who: &Credential,
+        targets: &[String],
+        reason: Option<&str>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        self.get()?.reset_mfa_if_all_found(who, targets, reason, progress)
+    }
+
     fn unlock_mfa(&self, who: &Credential, user: &str, reason: Option<&str>) -> Result<UserView> {
         self.get()?.unlock_mfa(who, user, reason)
     }

@@ -157,12 +157,18 @@ const FOLLOW_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5
 /// them in batches instead of once per commit (each costs the database a transaction). A listing
 /// catches up by itself, so this delays no listing.
 const FOLLOW_MIN_GAP: std::time::Duration = std::time::Duration::from_millis(25);
+/// How long a shared store keeps which users each commit wrote (see [`crate::store::Store::prune_changes`]):
+/// a node that could not catch up for longer (its database unreachable, say) reads everything again.
+pub const CHANGES_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the follower prunes what is older than [`CHANGES_KEPT`].
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The loop of [`Service::follow_store`]'s thread. It holds the service only while it catches up.
 fn follow(weak: std::sync::Weak<Service>) {
     let mut listener: Option<Box<dyn crate::store::CommitListener>> = None;
     let mut backoff = std::time::Duration::from_millis(100);
     let mut last_catch_up: Option<std::time::Instant> = None;
+    let mut last_prune = std::time::Instant::now();
     loop {
         if let Some(gap) = last_catch_up.and_then(|at| FOLLOW_MIN_GAP.checked_sub(at.elapsed())) {
             std::thread::sleep(gap);
@@ -190,6 +196,12 @@ fn follow(weak: std::sync::Weak<Service>) {
             tracing::warn!("catching up with other nodes' commits failed (trying again): {e}");
         }
         last_catch_up = Some(std::time::Instant::now());
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = service.store.prune_changes(CHANGES_KEPT) {
+                tracing::warn!("pruning the store's change log failed (trying again later): {e}");
+            }
+        }
         drop(service);
         if let Some(open) = listener.as_mut()
             && let Err(e) = open.wait(FOLLOW_TICK)
@@ -598,11 +610,30 @@ impl Service {
         let Some(changes) = self.store.changes_since(*watermark)? else {
             return Ok(());
         };
+        if !changes.whole {
+            let stale = *watermark;
+            drop(watermark);
+            return self.read_directory_again(stale);
+        }
         let users = changes.users;
         let orgs = changes.orgs.into_iter().map(|o| (o.key, o.mfa_enforced));
         self.note_in_directory(|| users.iter().map(Summary::of).collect(), orgs);
         *watermark = (*watermark).max(changes.seq);
         Ok(())
+    }
+
+    /// Build the directory again from the whole store, for a node whose watermark `stale` is older
+    /// than what the store still tells about; nothing when another caller did it meanwhile.
+    fn read_directory_again(&self, stale: u64) -> Result<()> {
+        {
+            let _once = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if *self.watermark.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) != stale {
+                return Ok(());
+            }
+            tracing::info!("this node fell behind what the store keeps of other nodes' commits: reading every user again");
+            *self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = DirectoryState::NotBuilt;
+        }
+        self.warm_directory()
     }
 
     /// For a store shared with other nodes: a thread that catches the directory up whenever

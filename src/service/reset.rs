@@ -212,7 +212,21 @@ impl Service {
         now: Timestamp,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport> {
-        self.run_resets(actor, Rules::default(), targets, reason, dry_run, now, progress)
+        self.run_resets(actor, Rules::default(), targets, reason, dry_run, false, now, progress)
+    }
+
+    /// [`Service::reset_mfa_with_progress`], unless a target names no user the actor can see: then
+    /// nothing changes, and the answer is the dry run's report (which says who). Each target is
+    /// decided once, not once for a dry run and again for the reset.
+    pub fn reset_mfa_if_all_found(
+        &self,
+        actor: &Actor,
+        targets: &[String],
+        reason: Option<&str>,
+        now: Timestamp,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ResetReport> {
+        self.run_resets(actor, Rules::default(), targets, reason, false, true, now, progress)
     }
 
     /// [`Service::reset_mfa`] where `floor`, when given, also decides who may reset someone else
@@ -225,7 +239,7 @@ impl Service {
         floor: Option<&ResetFloor>,
         now: Timestamp,
     ) -> Result<ResetReport> {
-        self.run_resets(actor, Rules { own_confirmed: false, floor }, targets, reason, false, now, &mut |_, _| {})
+        self.run_resets(actor, Rules { own_confirmed: false, floor }, targets, reason, false, false, now, &mut |_, _| {})
     }
 
     /// Reset the actor's own MFA, after checking its current password (ASVS 2.1.6); the console
@@ -245,11 +259,12 @@ impl Service {
         }
         self.step_up(actor, &user, current_password, "reset your own MFA", now)?;
         let rules = Rules { own_confirmed: true, floor: None };
-        self.run_resets(actor, rules, &[id.to_string()], reason, dry_run, now, &mut |_, _| {})
+        self.run_resets(actor, rules, &[id.to_string()], reason, dry_run, false, now, &mut |_, _| {})
     }
 
     /// [`Service::reset_mfa_with_progress`] under `rules`: whether the actor showed its password
-    /// (without which it may not reset itself), and a vendor route's floor.
+    /// (without which it may not reset itself), and a vendor route's floor. With `if_all_found`, a
+    /// target that names no one makes it a dry run.
     #[allow(clippy::too_many_arguments)]
     fn run_resets(
         &self,
@@ -258,6 +273,7 @@ impl Service {
         targets: &[String],
         reason: Option<&str>,
         dry_run: bool,
+        if_all_found: bool,
         now: Timestamp,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ResetReport> {
@@ -267,6 +283,9 @@ impl Service {
         }
         let mut decided = self.decide_resets(actor, rules, targets, reason.as_deref(), now)?;
         skip_repeats(&mut decided);
+        if if_all_found && decided.iter().any(|(r, _)| r.outcome == ResetOutcome::NotFound) {
+            return Ok(ResetReport { dry_run: true, results: decided.into_iter().map(|(r, _)| r).collect() });
+        }
         let mut results: Vec<ResetResult> = Vec::with_capacity(targets.len());
         // Index into `results` of each unit waiting to be committed.
         let mut pending: Vec<(usize, Change)> = Vec::new();
@@ -351,8 +370,12 @@ impl Service {
     ) -> Result<Vec<(ResetResult, Option<Change>)>> {
         /// Fewer targets than this a thread are not worth one.
         const SHARE: usize = 4096;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if targets.len() < 2 * SHARE { 1 } else { cores.min(targets.len() / SHARE).max(1) };
+        // (Asking for the cores reads cgroup files: not for every single reset.)
+        let threads = if targets.len() < 2 * SHARE {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(targets.len() / SHARE).max(1)
+        };
         let decided = |users: Vec<Option<User>>, share: &[String], enforcement: &HashMap<String, bool>| -> Vec<(ResetResult, Option<Change>)> {
             share.iter().zip(users).map(|(target, user)| decide_reset_of(actor, rules, target, user, reason, enforcement, now)).collect()
         };

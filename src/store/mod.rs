@@ -88,6 +88,10 @@ pub struct ChangesSince {
     pub seq: u64,
     pub users: Vec<User>,
     pub orgs: Vec<Org>,
+    /// False when the store no longer knows every user written since the watermark asked about
+    /// (its change log was pruned past it, or users were loaded in bulk since): `users` and `orgs`
+    /// are then empty, and the node must read everything again.
+    pub whole: bool,
 }
 
 /// A user record to write. `expected_version` is the version the change was computed from
@@ -250,6 +254,13 @@ pub trait Store: Send + Sync {
     /// store that one process owns (sled).
     fn commit_seq(&self) -> Result<Option<u64>> {
         Ok(None)
+    }
+    /// Forget which users commits wrote more than `keep` ago (what [`Store::changes_since`] reads),
+    /// for a store that several nodes share; how many commits were forgotten. A node whose
+    /// watermark is older then reads everything again.
+    fn prune_changes(&self, keep: std::time::Duration) -> Result<u64> {
+        let _ = keep;
+        Ok(0)
     }
     /// A connection of its own that wakes this node when another commits, for a store that several
     /// nodes share; `None` from a store that one process owns (sled).

@@ -3,8 +3,10 @@
 //! Records are the same postcard bytes the sled store keeps (see [`super::codec`]), next to the
 //! key columns that PostgreSQL's unique indexes guard (lower-cased in Rust, `COLLATE "C"`). Every
 //! commit locks the one `head` row first: that orders commits across nodes, hands out the commit
-//! sequence number (kept on each user and org row it wrote, so another node can catch up from a
-//! watermark) and links the audit chain without gaps. A commit returns once it is in the log, and
+//! sequence number (kept on each org row it wrote, and with the ids of the users it wrote in the
+//! `user_changes` log, so another node can catch up from a watermark) and links the audit chain
+//! without gaps. No index covers what a reset changes in a user row, so its update is a HOT one
+//! (the row's new version goes on the same page, no index is touched). A commit returns once it is in the log, and
 //! [`Store::flush`] waits for the disk (see [`lock_head_unflushed`]); the statements a request runs
 //! every time are prepared once per connection (see [`pool`]).
 
@@ -28,7 +30,7 @@ mod pool;
 mod records;
 
 /// The layout of the tables this binary writes, kept in `meta` under [`META_PG_SCHEMA`].
-pub const PG_SCHEMA_VERSION: u32 = 1;
+pub const PG_SCHEMA_VERSION: u32 = 2;
 const META_PG_SCHEMA: &str = "pg_schema_version";
 /// The channel a commit notifies (with its sequence number) when it is done: a wake-up for other
 /// nodes, which then read what changed from the tables.
@@ -68,6 +70,27 @@ CREATE INDEX orgs_commit_seq ON orgs (commit_seq);
 CREATE TABLE audit (seq bigint PRIMARY KEY, record bytea NOT NULL);
 CREATE TABLE sessions (hash bytea PRIMARY KEY, user_id uuid NOT NULL, expires_at bigint NOT NULL, record bytea NOT NULL);
 CREATE INDEX sessions_user_id ON sessions (user_id);
+"#;
+
+/// Layout 1 to 2, in the migration's transaction: user updates become HOT updates. The commit
+/// sequence number leaves the user rows (its index had every reset write all five of the table's
+/// indexes) for `user_changes`, a log that only grows, one row a commit with the ids of the users
+/// it wrote; `user_changes_floor` is the commit from which on the log is whole (older rows are
+/// pruned, see [`PgStore::prune_changes`]; a bulk load or a restore moves it to its own commit,
+/// so followers read everything again). The user rows leave 15% of each page free for new
+/// versions (fill factor 85); the rewrite (`CLUSTER`, which a transaction may run, unlike `VACUUM
+/// FULL`) applies it to the rows already there and drops the old column's bytes. Dropping the
+/// column also stops an mfadmin of layout 1 still running against the database: its user writes
+/// name the column, so they fail rather than go unlogged.
+const V1_TO_V2: &str = r#"
+ALTER TABLE users DROP COLUMN commit_seq;
+ALTER TABLE users SET (fillfactor = 85);
+CREATE TABLE user_changes (commit_seq bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), ids uuid[] NOT NULL);
+CREATE TABLE user_changes_floor (only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), floor bigint NOT NULL);
+INSERT INTO user_changes_floor (floor) SELECT commit_seq FROM head;
+CLUSTER users USING users_pkey;
+ALTER TABLE users SET WITHOUT CLUSTER;
+ANALYZE users;
 "#;
 
 /// A pool of connections, plain or over TLS (the two are different types to r2d2).
@@ -336,9 +359,10 @@ impl PgStore {
         let exists: Option<String> = tx.query_one("SELECT to_regclass('meta')::text", &[]).map_err(pg)?.get(0);
         if exists.is_none() {
             if create {
+                // The first layout, then the same steps that bring an older store up to date.
                 tx.batch_execute(SCHEMA_V1).map_err(pg)?;
-                tx.execute("INSERT INTO meta (name, value) VALUES ($1, $2)", &[&META_PG_SCHEMA, &PG_SCHEMA_VERSION.to_be_bytes().to_vec()])
-                    .map_err(pg)?;
+                tx.execute("INSERT INTO meta (name, value) VALUES ($1, $2)", &[&META_PG_SCHEMA, &1u32.to_be_bytes().to_vec()]).map_err(pg)?;
+                upgrade(&mut tx, 1)?;
                 tx.commit().map_err(pg)?;
             }
             return Ok(false);
@@ -354,7 +378,10 @@ impl PgStore {
                 self.place
             )));
         }
-        // Later layouts add their steps here, each in this transaction, ending with the new version.
+        if version < PG_SCHEMA_VERSION {
+            tracing::info!("bringing the store at {} from table layout {version} to {PG_SCHEMA_VERSION}", self.place);
+            upgrade(&mut tx, version)?;
+        }
         tx.commit().map_err(pg)?;
         Ok(true)
     }
@@ -439,6 +466,16 @@ impl PgStore {
     }
 }
 
+/// The steps from table layout `version` to [`PG_SCHEMA_VERSION`], in the caller's transaction
+/// (which holds the migration lock), ending with the new version in `meta`.
+fn upgrade(tx: &mut Transaction<'_>, version: u32) -> Result<()> {
+    if version < 2 {
+        tx.batch_execute(V1_TO_V2).map_err(pg)?;
+    }
+    tx.execute("UPDATE meta SET value = $2 WHERE name = $1", &[&META_PG_SCHEMA, &PG_SCHEMA_VERSION.to_be_bytes().to_vec()]).map_err(pg)?;
+    Ok(())
+}
+
 /// Visit the rows of `query` in `tx`, in batches.
 fn scan_in(tx: &mut Transaction<'_>, query: &str, visit: &mut dyn FnMut(&postgres::Row) -> Result<()>) -> Result<()> {
     let portal = tx.bind(query, &[]).map_err(pg)?;
@@ -459,7 +496,7 @@ fn scan_portal(tx: &mut Transaction<'_>, portal: postgres::Portal, visit: &mut d
 }
 
 /// One user write in a transaction: the version check, the key columns and the record.
-fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(), Failed> {
+fn put_user(tx: &mut Transaction<'_>, write: &UserWrite) -> Result<(), Failed> {
     let user = &write.user;
     let record = encode_user(user, write.expected_version);
     let number = int8(user.number, "user number")?;
@@ -467,21 +504,20 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(),
     let (name_key, email_key) = (user.username.to_lowercase(), user.email.to_lowercase());
     let result = match write.expected_version {
         None => tx.execute_typed(
-            "INSERT INTO users (id, number, name_key, email_key, version, commit_seq, record) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, number, name_key, email_key, version, record) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 (&user.id, Type::UUID),
                 (&number, Type::INT8),
                 (&name_key, Type::TEXT),
                 (&email_key, Type::TEXT),
                 (&version, Type::INT8),
-                (&seq, Type::INT8),
                 (&record, Type::BYTEA),
             ],
         ),
         Some(expected) => {
             let expected = int8(expected, "record version")?;
             tx.execute_typed(
-                "UPDATE users SET number = $3, name_key = $4, email_key = $5, version = $6, commit_seq = $7, record = $8 WHERE id = $1 AND version = $2",
+                "UPDATE users SET number = $3, name_key = $4, email_key = $5, version = $6, record = $7 WHERE id = $1 AND version = $2",
                 &[
                     (&user.id, Type::UUID),
                     (&expected, Type::INT8),
@@ -489,7 +525,6 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(),
                     (&name_key, Type::TEXT),
                     (&email_key, Type::TEXT),
                     (&version, Type::INT8),
-                    (&seq, Type::INT8),
                     (&record, Type::BYTEA),
                 ],
             )
@@ -515,7 +550,7 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite, seq: i64) -> Result<(),
 /// (a bulk reset's thousands of users in one round trip, not one each). Only when no user is
 /// written twice; returns which writes it made. A write it skipped — a new user, changed keys, a
 /// version that moved on — is left for [`put_user`], which reports it as one write would.
-fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite], seq: i64) -> Result<Vec<bool>, Failed> {
+fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite]) -> Result<Vec<bool>, Failed> {
     let updates: Vec<usize> = (0..writes.len()).filter(|&i| writes[i].expected_version.is_some()).collect();
     let mut ids: Vec<Uuid> = writes.iter().map(|w| w.user.id).collect();
     ids.sort_unstable();
@@ -536,7 +571,7 @@ fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite], seq: i6
         record.push(encode_user(user, writes[i].expected_version));
     }
     let rows = tx.query_typed(
-        "UPDATE users u SET version = v.version, commit_seq = $8, record = v.record \
+        "UPDATE users u SET version = v.version, record = v.record \
          FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
               AS v(id, number, name_key, email_key, expected, version, record) \
          WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
@@ -549,7 +584,6 @@ fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite], seq: i6
             (&expected, Type::INT8_ARRAY),
             (&version, Type::INT8_ARRAY),
             (&record, Type::BYTEA_ARRAY),
-            (&seq, Type::INT8),
         ],
     )?;
     let made: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
@@ -615,13 +649,15 @@ impl Plain {
     /// with a write conflict (the transaction is then rolled back).
     /// The statement: the users (`$1`–`$7`), the commit sequence number (`$8`), the sessions
     /// (`$9`, `$10`), the audit events (`$11`, `$12`), the new audit head (`$13`, `$14`) and the
-    /// channel to notify (`$15`); it answers how many users it wrote.
+    /// channel to notify (`$15`); it answers how many users it wrote. The users' ids go to the
+    /// change log under the commit's number.
     const SQL: &'static str = "WITH written AS ( \
-                 UPDATE users u SET version = v.version, commit_seq = $8, record = v.record \
+                 UPDATE users u SET version = v.version, record = v.record \
                  FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
                       AS v(id, number, name_key, email_key, expected, version, record) \
                  WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
                  RETURNING 1), \
+             logged AS (INSERT INTO user_changes (commit_seq, ids) SELECT $8, $1 WHERE cardinality($1) > 0), \
              revoked AS (DELETE FROM sessions WHERE user_id = ANY($9) OR hash = ANY($10)), \
              audited AS (INSERT INTO audit (seq, record) SELECT * FROM unnest($11::bigint[], $12::bytea[])), \
              moved AS (UPDATE head SET commit_seq = $8, audit_seq = $13, audit_hash = $14 RETURNING commit_seq) \
@@ -700,11 +736,15 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
     // User writes touch only the users table, so their order against the rest does not matter;
     // among themselves, what the one statement skipped is written one by one, in order.
     let writes: Vec<&UserWrite> = changes.iter().flat_map(|c| &c.users).collect();
-    let made = update_users_at_once(tx, &writes, seq)?;
+    let made = update_users_at_once(tx, &writes)?;
     for (write, made) in writes.iter().zip(made) {
         if !made {
-            put_user(tx, write, seq)?;
+            put_user(tx, write)?;
         }
+    }
+    if !writes.is_empty() {
+        let ids: Vec<Uuid> = writes.iter().map(|w| w.user.id).collect();
+        tx.execute_typed("INSERT INTO user_changes (commit_seq, ids) VALUES ($1, $2)", &[(&seq, Type::INT8), (&ids, Type::UUID_ARRAY)])?;
     }
     // Revocations wait to be made in one statement, until a change puts or deletes sessions.
     let mut revoking: Vec<Uuid> = Vec::new();
@@ -789,7 +829,9 @@ fn lock_head(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
 /// written, not while the log is flushed, and the commits of several nodes (each after the other,
 /// in the order of the head row) share one flush. [`Store::flush`] makes them durable; the service
 /// answers no caller before it has. (PostgreSQL's log is written in order: a later commit that is
-/// durable makes every earlier one durable.)
+/// durable makes every earlier one durable.) The transaction's prepared statements also run with
+/// their generic plan: [`Plain::SQL`]'s arrays would otherwise have it planned again at every
+/// commit, which took PostgreSQL longer than running it.
 fn lock_head_unflushed(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
     let row = tx.query_typed_one(LOCK_HEAD_UNFLUSHED, &[(&META_AUDIT_KEYED_FROM, Type::TEXT)])?;
     locked_of(&row)
@@ -797,7 +839,8 @@ fn lock_head_unflushed(tx: &mut Transaction<'_>) -> Result<Locked, Failed> {
 
 /// The statement of [`lock_head_unflushed`]; its parameter is [`META_AUDIT_KEYED_FROM`].
 const LOCK_HEAD_UNFLUSHED: &str = "SELECT commit_seq, audit_seq, audit_hash, EXISTS (SELECT 1 FROM meta WHERE name = $1), \
-                                          set_config('synchronous_commit', 'off', true) \
+                                          set_config('synchronous_commit', 'off', true), \
+                                          set_config('plan_cache_mode', 'force_generic_plan', true) \
                                    FROM head FOR UPDATE";
 const LOCK_HEAD_TYPES: [Type; 1] = [Type::TEXT];
 
@@ -807,6 +850,13 @@ fn locked_of(row: &postgres::Row) -> Result<Locked, Failed> {
     let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| Error::Corrupt("the audit chain head has a damaged hash".into()))?;
     let audit = if audit_seq == 0 { None } else { Some((uint(audit_seq, "audit sequence number")?, hash)) };
     Ok(Locked { seq: commit_seq + 1, audit, keyed })
+}
+
+/// Start the change log's whole part at commit `seq` (a bulk load's or a restore's, which log no
+/// ids): a node whose watermark is older reads every user again.
+fn log_restarts_at(tx: &mut Transaction<'_>, seq: i64) -> Result<(), Failed> {
+    tx.execute_typed("UPDATE user_changes_floor SET floor = greatest(floor, $1)", &[(&seq, Type::INT8)])?;
+    Ok(())
 }
 
 /// Move the head to `seq` and `audit`, and wake the other nodes once this commits.
@@ -919,10 +969,20 @@ impl Store for PgStore {
             return Ok((self.get_users(ids)?, self.orgs()?));
         }
         let mut conn = self.conn()?;
-        let statement = conn
-            .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = ANY($1) UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID_ARRAY])
-            .map_err(pg)?;
-        let rows = conn.query(&statement, &[&ids]).map_err(pg)?;
+        // One user (a single reset) by a statement of its own: PostgreSQL plans it once per
+        // connection, where it plans the one for a list of ids again every time (its plan for a list
+        // of unknown length looks dearer than one for the list at hand).
+        let rows = if let [id] = ids {
+            let statement = conn
+                .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = $1 UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID])
+                .map_err(pg)?;
+            conn.query(&statement, &[id]).map_err(pg)?
+        } else {
+            let statement = conn
+                .statement("SELECT id, NULL::text AS key, record FROM users WHERE id = ANY($1) UNION ALL SELECT NULL, key, record FROM orgs", &[Type::UUID_ARRAY])
+                .map_err(pg)?;
+            conn.query(&statement, &[&ids]).map_err(pg)?
+        };
         let mut found: std::collections::HashMap<Uuid, User> = std::collections::HashMap::with_capacity(ids.len());
         let mut orgs = Vec::new();
         for row in &rows {
@@ -1080,7 +1140,7 @@ impl Store for PgStore {
             .map_err(pg)?;
         let (on_disk, dead): (i64, i64) = (row.get(0), row.get(1));
         let mut records = 0i64;
-        for table in ["meta", "head", "numbers", "users", "orgs", "audit", "sessions"] {
+        for table in ["meta", "head", "numbers", "users", "orgs", "audit", "sessions", "user_changes", "user_changes_floor"] {
             let bytes: i64 =
                 conn.query_one(&format!("SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM {table} t"), &[]).map_err(pg)?.get(0);
             records += bytes;
@@ -1154,10 +1214,10 @@ impl Store for PgStore {
     /// its commit — past every commit that returned before. Callers that flush at the same moment
     /// share PostgreSQL's flush.
     fn flush(&self) -> Result<()> {
+        let failed = |e| Error::Storage(format!("the commit is made but it is not known to be on disk (waiting for PostgreSQL's flush failed): {}", pg(e)));
         let mut conn = self.conn()?;
-        conn.batch_execute("SELECT pg_logical_emit_message(true, 'mfadmin', 'flush')").map_err(|e| {
-            Error::Storage(format!("the commit is made but it is not known to be on disk (waiting for PostgreSQL's flush failed): {}", pg(e)))
-        })
+        let statement = conn.statement("SELECT pg_logical_emit_message(true, 'mfadmin', 'flush')", &[]).map_err(failed)?;
+        conn.execute(&statement, &[]).map(|_| ()).map_err(failed)
     }
 
     /// One transaction: the users are copied in, and a taken id, name, email or number (in the
@@ -1169,14 +1229,14 @@ impl Store for PgStore {
                 return Err(Failed::Refused(Error::invalid(format!("the user number {} of {} is too large for the PostgreSQL store; no user was written", u.number, u.username))));
             }
             let mut copied = || -> Result<(), postgres::Error> {
-                let writer = tx.copy_in("COPY users (id, number, name_key, email_key, version, commit_seq, record) FROM STDIN BINARY")?;
-                let types = [Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::BYTEA];
+                let writer = tx.copy_in("COPY users (id, number, name_key, email_key, version, record) FROM STDIN BINARY")?;
+                let types = [Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::BYTEA];
                 let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(writer, &types);
                 let one = 1i64;
                 for u in &users {
                     // Numbers beyond bigint were refused before the copy began.
                     let number = u.number as i64;
-                    writer.write(&[&u.id, &number, &u.username.to_lowercase(), &u.email.to_lowercase(), &one, &seq, &encode_user(u, None)])?;
+                    writer.write(&[&u.id, &number, &u.username.to_lowercase(), &u.email.to_lowercase(), &one, &encode_user(u, None)])?;
                 }
                 writer.finish()?;
                 Ok(())
@@ -1200,6 +1260,8 @@ impl Store for PgStore {
                 }
                 Err(e) => return Err(e.into()),
             }
+            // Not a million ids in the change log: other nodes read everything again.
+            log_restarts_at(tx, seq)?;
             advance_head(tx, seq, head)
         })
     }
@@ -1220,6 +1282,27 @@ impl Store for PgStore {
         PgStore::commit_seq(self).map(Some)
     }
 
+    /// Rows of the change log from transactions that began more than `keep` ago go, and the log's
+    /// whole part starts after the last of them (a node whose watermark is older then reads
+    /// everything again). Rows are gone in commit order up to the first that is younger, so that
+    /// the log stays whole from its floor on.
+    fn prune_changes(&self, keep: Duration) -> Result<u64> {
+        self.in_transaction(|tx| {
+            let cut: Option<i64> = tx
+                .query_typed_one(
+                    "SELECT coalesce( \
+                         (SELECT commit_seq - 1 FROM user_changes WHERE at >= now() - make_interval(secs => $1) ORDER BY commit_seq LIMIT 1), \
+                         (SELECT max(commit_seq) FROM user_changes))",
+                    &[(&keep.as_secs_f64(), Type::FLOAT8)],
+                )?
+                .get(0);
+            let Some(cut) = cut else { return Ok(0) };
+            let gone = tx.execute_typed("DELETE FROM user_changes WHERE commit_seq <= $1", &[(&cut, Type::INT8)])?;
+            log_restarts_at(tx, cut)?;
+            Ok(gone)
+        })
+    }
+
     /// A connection of its own (named `mfadmin-listener-PID` in `pg_stat_activity`) that listens
     /// on [`NOTIFY_CHANNEL`].
     fn commit_listener(&self) -> Result<Option<Box<dyn super::CommitListener>>> {
@@ -1231,12 +1314,21 @@ impl Store for PgStore {
         Ok(Some(Box::new(PgListener { client, place: self.place.clone() })))
     }
 
+    /// The users the change log names after `seq`, read in one snapshot with the head; when the
+    /// log no longer reaches back to `seq` (pruned, or a bulk load since), the answer says so.
     fn changes_since(&self, seq: u64) -> Result<Option<ChangesSince>> {
         let since = int8(seq, "commit sequence number")?;
         self.reading(|tx| {
-            let now: i64 = tx.query_typed_one("SELECT commit_seq FROM head", &[]).map_err(pg)?.get(0);
+            let row = tx.query_typed_one("SELECT commit_seq, (SELECT floor FROM user_changes_floor) FROM head", &[]).map_err(pg)?;
+            let (now, floor): (i64, i64) = (row.get(0), row.get(1));
+            if since < floor {
+                return Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users: Vec::new(), orgs: Vec::new(), whole: false }));
+            }
             let users = tx
-                .query_typed("SELECT id, record FROM users WHERE commit_seq > $1 ORDER BY id", &[(&since, Type::INT8)])
+                .query_typed(
+                    "SELECT id, record FROM users WHERE id IN (SELECT unnest(ids) FROM user_changes WHERE commit_seq > $1) ORDER BY id",
+                    &[(&since, Type::INT8)],
+                )
                 .map_err(pg)?
                 .iter()
                 .map(user_of)
@@ -1247,7 +1339,7 @@ impl Store for PgStore {
                 .iter()
                 .map(|r| decode("org", r.get::<_, &str>(0).as_bytes(), r.get(1)))
                 .collect::<Result<Vec<Org>>>()?;
-            Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs }))
+            Ok(Some(ChangesSince { seq: uint(now, "commit sequence number")?, users, orgs, whole: true }))
         })
     }
 }

@@ -1,7 +1,7 @@
 //! A PostgreSQL store's records for backups: read in one repeatable-read, read-only transaction
 //! (through portals, in batches), and written into an empty store in one transaction with COPY.
 
-use super::{advance_head, int8, lock_head, pg, scan_in, uint, Failed, PgStore, META_PG_SCHEMA};
+use super::{advance_head, int8, lock_head, log_restarts_at, pg, scan_in, uint, Failed, PgStore, META_PG_SCHEMA};
 use crate::domain::audit::AuditEvent;
 use crate::domain::user::Org;
 use crate::domain::Timestamp;
@@ -86,7 +86,7 @@ pub(super) fn import(store: &PgStore, next: &mut dyn FnMut() -> Result<Option<Re
             _ => None,
         };
         if table != Some(pending.table) || pending.rows.len() == COPY_BATCH {
-            copy(&mut tx, &mut pending, seq)?;
+            copy(&mut tx, &mut pending)?;
         }
         match (table, record) {
             (Some(table), record) => {
@@ -118,7 +118,8 @@ pub(super) fn import(store: &PgStore, next: &mut dyn FnMut() -> Result<Option<Re
             (None, _) => unreachable!("users, audit events and sessions have a table"),
         }
     }
-    copy(&mut tx, &mut pending, seq)?;
+    copy(&mut tx, &mut pending)?;
+    log_restarts_at(&mut tx, seq).map_err(refused)?;
     advance_head(&mut tx, seq, head).map_err(refused)?;
     tx.commit().map_err(pg)
 }
@@ -139,15 +140,15 @@ fn conflict(e: postgres::Error, what: &str) -> Error {
 }
 
 /// COPY the rows in `pending` into their table, and empty it.
-fn copy(tx: &mut Transaction<'_>, pending: &mut Pending, seq: i64) -> Result<()> {
+fn copy(tx: &mut Transaction<'_>, pending: &mut Pending) -> Result<()> {
     if pending.rows.is_empty() {
         return Ok(());
     }
     let rows = std::mem::take(&mut pending.rows);
     let (sql, types, what): (&str, &[Type], &str) = match pending.table {
         Table::Users => (
-            "COPY users (id, number, name_key, email_key, version, commit_seq, record) FROM STDIN BINARY",
-            &[Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::BYTEA],
+            "COPY users (id, number, name_key, email_key, version, record) FROM STDIN BINARY",
+            &[Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::INT8, Type::BYTEA],
             "user (id, name, email or number)",
         ),
         Table::Audit => ("COPY audit (seq, record) FROM STDIN BINARY", &[Type::INT8, Type::BYTEA], "audit event"),
@@ -160,8 +161,8 @@ fn copy(tx: &mut Transaction<'_>, pending: &mut Pending, seq: i64) -> Result<()>
             Record::User { id, record } => {
                 let user = decode_user(id.as_bytes(), record)?;
                 let (number, version) = (int8(user.number, "user number")?, int8(user.version, "record version")?);
-                let values: [&(dyn ToSql + Sync); 7] =
-                    [id, &number, &user.username.to_lowercase(), &user.email.to_lowercase(), &version, &seq, record];
+                let values: [&(dyn ToSql + Sync); 6] =
+                    [id, &number, &user.username.to_lowercase(), &user.email.to_lowercase(), &version, record];
                 writer.write(&values)
             }
             Record::Audit { seq: n, record } => {
