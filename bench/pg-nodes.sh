@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${MFADMIN_BENCH_IN_CLUSTER:-}" ]; then
+if [ -z "${PG_NODES_IN_CLUSTER:-}" ]; then
     command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
     command -v pg_virtualenv >/dev/null || { echo "pg_virtualenv is missing: apt-get install -y postgresql" >&2; exit 1; }
     MFADMIN=${MFADMIN:-target/release/mfadmin}
@@ -24,7 +24,7 @@ if [ -z "${MFADMIN_BENCH_IN_CLUSTER:-}" ]; then
     export MFADMIN=$(realpath "$MFADMIN")
     # A cluster as a site would run it: durable commits, a buffer cache for a million users.
     exec pg_virtualenv -t -o fsync=on -o synchronous_commit=on -o shared_buffers=512MB -o max_connections=200 \
-        env MFADMIN_BENCH_IN_CLUSTER=1 "$0" "$@"
+        env PG_NODES_IN_CLUSTER=1 "$0" "$@"
 fi
 
 USERS=${USERS:-1000000}
@@ -97,6 +97,14 @@ start_node() { # data-dir log; sets NODE to its address (not in a subshell: SERV
     grep -q "user directory ready" "$2" || { echo "node did not read its directory:" >&2; cat "$2" >&2; exit 1; }
     NODE=$addr
 }
+# The machine's CPU time so far, busy and all (jiffies, from /proc/stat): with `busy_since`, how
+# busy the cores were during a run (wrk, the nodes and PostgreSQL share them).
+cpu_now() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+busy_since() { # "busy total" from cpu_now -> per cent busy since then
+    read -r b0 t0 <<<"$1"
+    read -r b1 t1 <<<"$(cpu_now)"
+    echo $(( 100 * (b1 - b0) / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+}
 resets() { # address ids-file -> "rps p50 p99 n non2xx errors"
     SCENARIO=reset TOKEN=$TOKEN IDS_FILE=$2 THREADS=2 \
         timeout 120 wrk -t2 -c8 -d"$DURATION" --timeout 10s -s "$LUA" "http://$1" | grep '^RESULT' | cut -d' ' -f2-
@@ -110,8 +118,9 @@ echo "node A on $A; directory of $USERS read in ${dir_ms:-?} ms"
 # 2. single resets through one node
 one=()
 for r in $(seq 0 $((RUNS - 1))); do
+    before=$(cpu_now)
     read -r rps p50 p99 n non2xx errors <<<"$(resets "$A" "$WORK/ids.$(printf %02d "$r")")"
-    echo "  one node, run $((r + 1)): $rps resets/s, p50 $p50 ms, p99 $p99 ms, $n requests, $non2xx non-2xx"
+    echo "  one node, run $((r + 1)): $rps resets/s, p50 $p50 ms, p99 $p99 ms, $n requests, $non2xx non-2xx; cores $(busy_since "$before") % busy"
     one+=("$rps")
 done
 one_median=$(printf '%s\n' "${one[@]}" | median)
@@ -132,6 +141,7 @@ start_node "$WORK/b" "$WORK/b.log"
 B=$NODE
 two=()
 for r in $(seq 0 $((RUNS - 1))); do
+    before=$(cpu_now)
     resets "$A" "$WORK/ids.$(printf %02d $((RUNS + 2 * r)))" > "$WORK/two.a" &
     wa=$!
     resets "$B" "$WORK/ids.$(printf %02d $((RUNS + 2 * r + 1)))" > "$WORK/two.b"
@@ -139,7 +149,7 @@ for r in $(seq 0 $((RUNS - 1))); do
     read -r ra _ pa _ na _ < "$WORK/two.a"
     read -r rb _ pb _ nb _ < "$WORK/two.b"
     sum=$(echo "$ra + $rb" | bc -l)
-    echo "  two nodes, run $((r + 1)): A $ra/s (p99 $pa ms, non-2xx $na), B $rb/s (p99 $pb ms, non-2xx $nb): $sum/s"
+    echo "  two nodes, run $((r + 1)): A $ra/s (p99 $pa ms, non-2xx $na), B $rb/s (p99 $pb ms, non-2xx $nb): $sum/s; cores $(busy_since "$before") % busy"
     two+=("$sum")
 done
 two_median=$(printf '%s\n' "${two[@]}" | median)
