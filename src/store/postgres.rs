@@ -6,13 +6,13 @@
 //! sequence number (kept on each org row it wrote, and with the ids of the users it wrote in the
 //! `user_changes` log, so another node can catch up from a watermark) and links the audit chain
 //! without gaps. No index covers what a reset changes in a user row, so its update is a HOT one
-//! (the row's new version goes on the same page, no index is touched). A commit returns once it is in the log, and
-//! [`Store::flush`] waits for the disk (see [`lock_head_unflushed`]); the statements a request runs
-//! every time are prepared once per connection (see [`pool`]).
+//! (the row's new version goes on the same page, no index is touched). A commit returns once it
+//! is in the log, and [`Store::flush`] waits for the disk (see [`lock_head_unflushed`]); the
+//! statements a request runs every time are prepared once per connection (see [`pool`]).
 
 use super::codec::{decode, decode_session, decode_user, decode_user_record, encode, encode_audit, encode_user};
 use super::{Change, ChangesSince, Record, Session, Store, StoreSpace, TokenHash, UserWrite, META_AUDIT_KEYED_FROM};
-use crate::domain::audit::{AuditEvent, ChainKey, Linker};
+use crate::domain::audit::{AuditDraft, AuditEvent, ChainKey, Linker};
 use crate::domain::user::{Org, User};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -546,6 +546,75 @@ fn put_user(tx: &mut Transaction<'_>, write: &UserWrite) -> Result<(), Failed> {
     }
 }
 
+/// The statement that updates users from arrays of [`UserColumns`] (`$1`–`$7`): only the rows whose
+/// version and keys are still those the writes expect. A macro, so that statements can be put
+/// together from it with `concat!`.
+macro_rules! update_users_sql {
+    () => {
+        "UPDATE users u SET version = v.version, record = v.record \
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+              AS v(id, number, name_key, email_key, expected, version, record) \
+         WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key"
+    };
+}
+
+/// User updates as the columns of [`update_users_sql`]: each user's id, number, lower-cased name
+/// and email, the version the write expects and the one it makes, and the record.
+struct UserColumns {
+    id: Vec<Uuid>,
+    number: Vec<i64>,
+    name_key: Vec<String>,
+    email_key: Vec<String>,
+    expected: Vec<i64>,
+    version: Vec<i64>,
+    record: Vec<Vec<u8>>,
+}
+
+impl UserColumns {
+    /// The columns of `writes`, each an update (a write with an expected version).
+    fn of<'a>(writes: impl ExactSizeIterator<Item = &'a UserWrite>) -> Result<UserColumns> {
+        let n = writes.len();
+        let mut c = UserColumns {
+            id: Vec::with_capacity(n),
+            number: Vec::with_capacity(n),
+            name_key: Vec::with_capacity(n),
+            email_key: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            record: Vec::with_capacity(n),
+        };
+        for write in writes {
+            let (user, old) = (&write.user, write.expected_version.unwrap_or(0));
+            c.id.push(user.id);
+            c.number.push(int8(user.number, "user number")?);
+            c.name_key.push(user.username.to_lowercase());
+            c.email_key.push(user.email.to_lowercase());
+            c.expected.push(int8(old, "record version")?);
+            c.version.push(int8(old + 1, "record version")?);
+            c.record.push(encode_user(user, write.expected_version));
+        }
+        Ok(c)
+    }
+
+    /// The statement's parameters `$1`–`$7`.
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [&self.id, &self.number, &self.name_key, &self.email_key, &self.expected, &self.version, &self.record]
+    }
+}
+
+/// The audit events of `drafts`, numbered and linked one after the other from `head` (which moves
+/// to the last of them): their sequence numbers and stored records.
+fn chain_events<'a>(drafts: impl Iterator<Item = &'a AuditDraft>, head: &mut AuditHead, linker: &Linker) -> Result<(Vec<i64>, Vec<Vec<u8>>)> {
+    let (mut seqs, mut records) = (Vec::new(), Vec::new());
+    for draft in drafts {
+        let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
+        seqs.push(int8(next, "audit sequence number")?);
+        records.push(encode_audit(next, prev, draft));
+        *head = Some((next, linker.hash_of(next, &prev, draft)));
+    }
+    Ok((seqs, records))
+}
+
 /// The updates among `writes` that keep their user's name, email and number, in one statement
 /// (a bulk reset's thousands of users in one round trip, not one each). Only when no user is
 /// written twice; returns which writes it made. A write it skipped — a new user, changed keys, a
@@ -558,32 +627,18 @@ fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite]) -> Resu
     if updates.len() < 2 || ids.len() != writes.len() {
         return Ok(vec![false; writes.len()]);
     }
-    let (mut id, mut number, mut name_key, mut email_key, mut expected, mut version, mut record) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for &i in &updates {
-        let (user, old) = (&writes[i].user, writes[i].expected_version.unwrap_or(0));
-        id.push(user.id);
-        number.push(int8(user.number, "user number")?);
-        name_key.push(user.username.to_lowercase());
-        email_key.push(user.email.to_lowercase());
-        expected.push(int8(old, "record version")?);
-        version.push(int8(old + 1, "record version")?);
-        record.push(encode_user(user, writes[i].expected_version));
-    }
+    let columns = UserColumns::of(updates.iter().map(|&i| writes[i]))?;
+    let [id, number, name_key, email_key, expected, version, record] = columns.params();
     let rows = tx.query_typed(
-        "UPDATE users u SET version = v.version, record = v.record \
-         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
-              AS v(id, number, name_key, email_key, expected, version, record) \
-         WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
-         RETURNING u.id",
+        concat!(update_users_sql!(), " RETURNING u.id"),
         &[
-            (&id, Type::UUID_ARRAY),
-            (&number, Type::INT8_ARRAY),
-            (&name_key, Type::TEXT_ARRAY),
-            (&email_key, Type::TEXT_ARRAY),
-            (&expected, Type::INT8_ARRAY),
-            (&version, Type::INT8_ARRAY),
-            (&record, Type::BYTEA_ARRAY),
+            (id, Type::UUID_ARRAY),
+            (number, Type::INT8_ARRAY),
+            (name_key, Type::TEXT_ARRAY),
+            (email_key, Type::TEXT_ARRAY),
+            (expected, Type::INT8_ARRAY),
+            (version, Type::INT8_ARRAY),
+            (record, Type::BYTEA_ARRAY),
         ],
     )?;
     let made: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
@@ -595,13 +650,7 @@ fn update_users_at_once(tx: &mut Transaction<'_>, writes: &[&UserWrite]) -> Resu
 /// many of them gathered by the group commit — made as one statement after the head row is
 /// locked: the user rows, the sessions, the audit events and the head together.
 struct Plain {
-    id: Vec<Uuid>,
-    number: Vec<i64>,
-    name_key: Vec<String>,
-    email_key: Vec<String>,
-    expected: Vec<i64>,
-    version: Vec<i64>,
-    record: Vec<Vec<u8>>,
+    users: UserColumns,
     revoke: Vec<Uuid>,
     delete: Vec<Vec<u8>>,
 }
@@ -620,28 +669,11 @@ impl Plain {
         if ids.len() != writes.len() {
             return Ok(None);
         }
-        let mut p = Plain {
-            id: Vec::with_capacity(writes.len()),
-            number: Vec::with_capacity(writes.len()),
-            name_key: Vec::with_capacity(writes.len()),
-            email_key: Vec::with_capacity(writes.len()),
-            expected: Vec::with_capacity(writes.len()),
-            version: Vec::with_capacity(writes.len()),
-            record: Vec::with_capacity(writes.len()),
+        Ok(Some(Plain {
+            users: UserColumns::of(writes.into_iter())?,
             revoke: changes.iter().flat_map(|c| c.revoke_sessions_of.iter().copied()).collect(),
             delete: changes.iter().flat_map(|c| c.sessions_delete.iter().map(|h| h.to_vec())).collect(),
-        };
-        for write in writes {
-            let (user, old) = (&write.user, write.expected_version.unwrap_or(0));
-            p.id.push(user.id);
-            p.number.push(int8(user.number, "user number")?);
-            p.name_key.push(user.username.to_lowercase());
-            p.email_key.push(user.email.to_lowercase());
-            p.expected.push(int8(old, "record version")?);
-            p.version.push(int8(old + 1, "record version")?);
-            p.record.push(encode_user(user, write.expected_version));
-        }
-        Ok(Some(p))
+        }))
     }
 
     /// Everything in one statement, after the head row is locked as `locked`. A user whose
@@ -651,17 +683,16 @@ impl Plain {
     /// (`$9`, `$10`), the audit events (`$11`, `$12`), the new audit head (`$13`, `$14`) and the
     /// channel to notify (`$15`); it answers how many users it wrote. The users' ids go to the
     /// change log under the commit's number.
-    const SQL: &'static str = "WITH written AS ( \
-                 UPDATE users u SET version = v.version, record = v.record \
-                 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[]) \
-                      AS v(id, number, name_key, email_key, expected, version, record) \
-                 WHERE u.id = v.id AND u.version = v.expected AND u.number = v.number AND u.name_key = v.name_key AND u.email_key = v.email_key \
-                 RETURNING 1), \
+    const SQL: &'static str = concat!(
+        "WITH written AS (",
+        update_users_sql!(),
+        " RETURNING 1), \
              logged AS (INSERT INTO user_changes (commit_seq, ids) SELECT $8, $1 WHERE cardinality($1) > 0), \
              revoked AS (DELETE FROM sessions WHERE user_id = ANY($9) OR hash = ANY($10)), \
              audited AS (INSERT INTO audit (seq, record) SELECT * FROM unnest($11::bigint[], $12::bytea[])), \
              moved AS (UPDATE head SET commit_seq = $8, audit_seq = $13, audit_hash = $14 RETURNING commit_seq) \
-             SELECT (SELECT count(*) FROM written), pg_notify($15, moved.commit_seq::text) FROM moved";
+             SELECT (SELECT count(*) FROM written), pg_notify($15, moved.commit_seq::text) FROM moved"
+    );
     const TYPES: [Type; 15] = [
         Type::UUID_ARRAY,
         Type::INT8_ARRAY,
@@ -682,26 +713,20 @@ impl Plain {
 
     fn apply(&self, tx: &mut Transaction<'_>, statement: &postgres::Statement, changes: &[Change], locked: Locked, linker: &Linker) -> Result<(), Failed> {
         let mut head = locked.audit;
-        let mut audit_seqs: Vec<i64> = Vec::new();
-        let mut audit_records: Vec<Vec<u8>> = Vec::new();
-        for draft in changes.iter().flat_map(|c| &c.audit) {
-            let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
-            audit_seqs.push(int8(next, "audit sequence number")?);
-            audit_records.push(encode_audit(next, prev, draft));
-            head = Some((next, linker.hash_of(next, &prev, draft)));
-        }
+        let (audit_seqs, audit_records) = chain_events(changes.iter().flat_map(|c| &c.audit), &mut head, linker)?;
         let (audit_seq, audit_hash) = head.unwrap_or((0, [0; 32]));
         let audit_seq = int8(audit_seq, "audit sequence number")?;
+        let [id, number, name_key, email_key, expected, version, record] = self.users.params();
         let row = tx.query_one(
             statement,
             &[
-                &self.id,
-                &self.number,
-                &self.name_key,
-                &self.email_key,
-                &self.expected,
-                &self.version,
-                &self.record,
+                id,
+                number,
+                name_key,
+                email_key,
+                expected,
+                version,
+                record,
                 &locked.seq,
                 &self.revoke,
                 &self.delete,
@@ -713,7 +738,7 @@ impl Plain {
             ],
         )?;
         let written: i64 = row.get(0);
-        if written != self.id.len() as i64 {
+        if written != self.users.id.len() as i64 {
             return Err(Failed::Refused(Error::WriteConflict));
         }
         Ok(())
@@ -731,8 +756,6 @@ fn revoke_sessions(tx: &mut Transaction<'_>, users: &mut Vec<Uuid>) -> Result<()
 
 /// Everything in `changes` after the head row is locked and read as (`seq`, audit head).
 fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Option<(u64, [u8; 32])>, linker: &Linker) -> Result<(), Failed> {
-    let mut audit_seqs: Vec<i64> = Vec::new();
-    let mut audit_records: Vec<Vec<u8>> = Vec::new();
     // User writes touch only the users table, so their order against the rest does not matter;
     // among themselves, what the one statement skipped is written one by one, in order.
     let writes: Vec<&UserWrite> = changes.iter().flat_map(|c| &c.users).collect();
@@ -785,14 +808,9 @@ fn apply(tx: &mut Transaction<'_>, changes: &[Change], seq: i64, head: &mut Opti
                 &[(name, Type::TEXT), (value, Type::BYTEA)],
             )?;
         }
-        for draft in &change.audit {
-            let (next, prev) = head.map_or((1, [0u8; 32]), |(s, h)| (s + 1, h));
-            audit_seqs.push(int8(next, "audit sequence number")?);
-            audit_records.push(encode_audit(next, prev, draft));
-            *head = Some((next, linker.hash_of(next, &prev, draft)));
-        }
     }
     revoke_sessions(tx, &mut revoking)?;
+    let (audit_seqs, audit_records) = chain_events(changes.iter().flat_map(|c| &c.audit), head, linker)?;
     if !audit_seqs.is_empty() {
         tx.execute_typed(
             "INSERT INTO audit (seq, record) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
