@@ -1138,8 +1138,6 @@ impl Store for PgStore {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    /// PostgreSQL keeps its own indexes; what can disagree is a record and the key columns next to
-    /// it, and a user and its org.
     fn space(&self) -> Result<Option<StoreSpace>> {
         let mut conn = self.conn()?;
         // The store's tables in its schema, with their indexes and TOAST; dead row versions are
@@ -1167,6 +1165,8 @@ impl Store for PgStore {
         Ok(Some(StoreSpace { on_disk: bytes(on_disk), records: bytes(records), reclaimable: Some(bytes(dead)) }))
     }
 
+    /// PostgreSQL keeps its own indexes; what can disagree is a record and the key columns next to
+    /// it, and a user and its org.
     fn check_indexes(&self) -> Result<Vec<String>> {
         let orgs: std::collections::HashSet<String> = self.orgs()?.into_iter().map(|o| o.key).collect();
         let mut problems = Vec::new();
