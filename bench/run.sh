@@ -8,8 +8,9 @@
 #   2. (import path) every enrolled user's MFA reset through the API, one user per request, 8
 #      connections, each reset durable (wrk); then the store's size on disk again
 #   3. `mfadmin serve` on that store: time from exec to the first answer of /healthz (median of 7
-#      starts; again with bench/serve-ready.py, which asks every millisecond), the time the background directory read takes (from the server's log), and the
-#      server's resident memory once the directory is read
+#      starts; again with bench/serve-ready.py, which asks every millisecond), the time the
+#      background directory read takes (from the server's log), and the server's resident memory
+#      once the directory is read
 #   4. list, page of 50, a different filter on every request (pieces of real names, from
 #      bench/name-fragments.py), 1 and 8 connections; then the repeated filter q=smith, 64
 #      connections (a cache hit after its first request)
