@@ -67,7 +67,9 @@ impl Site {
         let out = self.ok(&["init", "--org", "Acme", "--owner", "alice", "--password-stdin"], &format!("{PASSWORD}\n"));
         let secret = out.lines().find_map(|l| l.strip_prefix("Secret:")).expect("init prints the secret").trim().to_string();
         // A code of the previous time step, so that the logins of the test can use the current one.
-        let code = code_for(&secret, chrono::Utc::now().timestamp() - 30);
+        // It is accepted only while the current step lasts (one step of skew), so a step about to end
+        // is waited out: a confirm that crossed into the next step would be refused.
+        let code = code_for(&secret, well_inside_a_step() - 30);
         self.ok(&["mfa", "confirm", "alice", &code], "");
         if users > 0 {
             self.ok(&["demo", "--users", &users.to_string()], "");
@@ -107,6 +109,17 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The time now, after waiting out the last 5 seconds of a TOTP step if it is in them, so that a code
+/// made for it stays within the server's skew for at least the next 5 seconds.
+pub fn well_inside_a_step() -> i64 {
+    let step = mfadmin::auth::totp::STEP_SECS as i64;
+    let left = step - chrono::Utc::now().timestamp().rem_euclid(step);
+    if left <= 5 {
+        std::thread::sleep(Duration::from_secs(left as u64) + Duration::from_millis(100));
+    }
+    chrono::Utc::now().timestamp()
 }
 
 /// The TOTP code an authenticator app shows at `time` for a base32 secret.
